@@ -1,0 +1,295 @@
+"""Evaluation metrics, computed the way the benchmark scores a submission.
+
+The benchmark ("sn34") score combines discrimination (MCC) and calibration (Brier), with calibration
+weighted more strongly (see ``docs/submission-format.md``, "Scoring"). Everything here works on binary
+labels (0 = real, 1 = fake); 3-class labels (0 real, 1 synthetic, 2 semisynthetic) are binarised as
+``label != 0``. Metrics that sklearn/torchmetrics compute are taken from them; the benchmark's own
+formulas (score, Brier clipping, MCC-is-0-when-undefined) are written out here.
+
+All public functions return plain Python floats (or ``None`` where a metric is undefined) so their
+results go straight into ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score, roc_curve
+from torchmetrics.functional.classification import binary_calibration_error
+
+ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[float]]
+
+#: Probabilities are clipped to this range before Brier and cross-entropy, as the benchmark does.
+PROB_CLIP = 1e-7
+#: Number of equal-width bins for the expected calibration error and reliability diagrams.
+ECE_BINS = 15
+#: Robustness blend of the benchmark: ``0.8 * base + 0.2 * augmented``.
+ROBUSTNESS_WEIGHT = 0.2
+
+
+# --------------------------------------------------------------------------------------------------
+# Logits -> probability of "fake" and hard predictions (the benchmark's rules)
+# --------------------------------------------------------------------------------------------------
+
+
+def _logits_float64(logits: ArrayLike) -> torch.Tensor:
+    tensor = torch.as_tensor(logits).detach().to("cpu", torch.float64)
+    if tensor.ndim not in (1, 2):
+        raise ValueError(f"logits must be [N] or [N, C], got shape {tuple(tensor.shape)}")
+    return tensor
+
+
+def prob_fake_from_logits(logits: ArrayLike) -> np.ndarray:
+    """p(fake) per sample: sigmoid for 1 logit, softmax[:, 1] for 2 classes, 1 - softmax[:, 0] for 3+."""
+    z = _logits_float64(logits)
+    if z.ndim == 1 or z.shape[1] == 1:
+        return torch.sigmoid(z.reshape(-1)).numpy()
+    probs = torch.softmax(z, dim=1)
+    if z.shape[1] == 2:
+        return probs[:, 1].numpy()
+    # Multi-class: every class but "real" (index 0) counts as fake.
+    return (1.0 - probs[:, 0]).numpy()
+
+
+def predictions_from_logits(logits: ArrayLike) -> np.ndarray:
+    """Hard binary predictions: argmax for 2 classes, ``argmax != 0`` for 3+, ``logit > 0`` for 1."""
+    z = _logits_float64(logits)
+    if z.ndim == 1 or z.shape[1] == 1:
+        return (z.reshape(-1) > 0).long().numpy()
+    # torch.argmax returns the first maximal index, so a tie goes to "real", as numpy's argmax does.
+    return (z.argmax(dim=1) != 0).long().numpy()
+
+
+# --------------------------------------------------------------------------------------------------
+# Scalar metrics
+# --------------------------------------------------------------------------------------------------
+
+
+def to_binary_labels(labels: ArrayLike) -> np.ndarray:
+    """Flatten labels (array, tensor or list) to int64 0/1, with every non-real class counted as fake."""
+    return (np.asarray(torch.as_tensor(labels).detach().cpu()).reshape(-1) != 0).astype(np.int64)
+
+
+def to_probabilities(prob: ArrayLike) -> np.ndarray:
+    """Flatten probabilities or scores (array, tensor or list) to float64."""
+    return np.asarray(torch.as_tensor(prob).detach().cpu(), dtype=np.float64).reshape(-1)
+
+
+def benchmark_score(mcc: float, brier: float) -> float:
+    """The benchmark's combined score ("sn34") from MCC and Brier.
+
+    ``mcc_norm = clamp((mcc + 1) / 2, 0, 1) ** 1.2``, ``brier_norm = max(0, (0.25 - brier) / 0.25) ** 1.8``,
+    ``score = clamp(sqrt(max(1e-12, mcc_norm * brier_norm)), 0, 1)``.
+    """
+    mcc_norm = min(max((mcc + 1.0) / 2.0, 0.0), 1.0) ** 1.2
+    brier_norm = max(0.0, (0.25 - brier) / 0.25) ** 1.8
+    return min(max(math.sqrt(max(1e-12, mcc_norm * brier_norm)), 0.0), 1.0)
+
+
+def brier(prob: ArrayLike, labels: ArrayLike) -> float:
+    """Mean squared error between clipped p(fake) and the binary label; 0.25 for an empty set."""
+    p = to_probabilities(prob)
+    y = to_binary_labels(labels)
+    if p.size == 0:
+        return 0.25
+    p = np.clip(p, PROB_CLIP, 1.0 - PROB_CLIP)
+    return float(np.mean((p - y) ** 2))
+
+
+def mcc(labels: ArrayLike, preds: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
+    """Matthews correlation from the (optionally weighted) 2x2 confusion matrix; 0 when undefined."""
+    y = to_binary_labels(labels)
+    yhat = to_binary_labels(preds)
+    if y.size == 0:
+        return 0.0
+    weight = None if sample_weight is None else to_probabilities(sample_weight)
+    # labels=[0, 1] keeps the matrix 2x2 when only one class occurs (sklearn's MCC would warn there).
+    (tn, fp), (fn, tp) = confusion_matrix(y, yhat, labels=[0, 1], sample_weight=weight).astype(np.float64)
+    denominator = (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
+    if denominator == 0:
+        return 0.0
+    return float((tp * tn - fp * fn) / math.sqrt(denominator))
+
+
+def binary_cross_entropy(prob: ArrayLike, labels: ArrayLike) -> float | None:
+    """Mean binary cross-entropy (natural log) of clipped p(fake); ``None`` for an empty set."""
+    p = to_probabilities(prob)
+    y = to_binary_labels(labels)
+    if p.size == 0:
+        return None
+    p = np.clip(p, PROB_CLIP, 1.0 - PROB_CLIP)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def expected_calibration_error(labels: ArrayLike, prob: ArrayLike, n_bins: int = ECE_BINS) -> float | None:
+    """ECE with ``n_bins`` equal-width bins of p(fake) against the observed fake frequency.
+
+    torchmetrics' ``binary_calibration_error`` is exactly this definition for a binary detector (its
+    "confidence" is the positive-class probability and its "accuracy" the positive label). Its bins
+    are right-open, ``[k/n, (k+1)/n)``; a probability of exactly 1 forms its own bin.
+    """
+    p = to_probabilities(prob)
+    y = to_binary_labels(labels)
+    if p.size == 0:
+        return None
+    value = binary_calibration_error(
+        torch.from_numpy(np.clip(p, 0.0, 1.0)), torch.from_numpy(y), n_bins=n_bins, norm="l1"
+    )
+    return float(value)
+
+
+def calibration_bins(labels: ArrayLike, prob: ArrayLike, n_bins: int = ECE_BINS) -> dict[str, np.ndarray]:
+    """Per-bin statistics for a reliability diagram: edges, counts, mean p(fake), observed fake rate.
+
+    Same right-open bins as :func:`expected_calibration_error`, except that p = 1 joins the last bin.
+    Empty bins have NaN means.
+    """
+    p = np.clip(to_probabilities(prob), 0.0, 1.0)
+    y = to_binary_labels(labels)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    index = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, n_bins - 1)
+    counts = np.bincount(index, minlength=n_bins).astype(np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_prob = np.bincount(index, weights=p, minlength=n_bins) / counts
+        fake_rate = np.bincount(index, weights=y, minlength=n_bins) / counts
+    return {"edges": edges, "counts": counts, "mean_prob": mean_prob, "fake_rate": fake_rate}
+
+
+def equal_error_rate(labels: ArrayLike, scores: ArrayLike) -> tuple[float | None, float | None]:
+    """Equal error rate and its threshold, interpolated linearly where FPR crosses FNR.
+
+    Returns ``(None, None)`` when only one class is present (the rate is undefined).
+    """
+    y = to_binary_labels(labels)
+    s = to_probabilities(scores)
+    if y.size == 0 or y.min() == y.max():
+        return None, None
+    # Keep every threshold: dropping collinear ROC points would not move the EER but would move the
+    # interpolated threshold.
+    fpr, tpr, thresholds = roc_curve(y, s, drop_intermediate=False)
+    fnr = 1.0 - tpr
+    gap = fnr - fpr  # starts at 1 (threshold +inf) and decreases to -1
+    i = int(np.argmax(gap <= 0))  # first operating point where FPR has caught up with FNR
+    if i == 0:
+        return float(fpr[0]), float(thresholds[0])
+    t = gap[i - 1] / (gap[i - 1] - gap[i])
+    eer = fpr[i - 1] + t * (fpr[i] - fpr[i - 1])
+    lower, upper = thresholds[i], thresholds[i - 1]
+    # The first threshold of roc_curve is +inf; interpolating towards it is meaningless.
+    threshold = lower if not np.isfinite(upper) else upper + t * (lower - upper)
+    return float(eer), float(threshold)
+
+
+def robustness_blend(base: float, augmented: float) -> float:
+    """The benchmark's robustness blend: ``0.8 * base + 0.2 * augmented``."""
+    return (1.0 - ROBUSTNESS_WEIGHT) * base + ROBUSTNESS_WEIGHT * augmented
+
+
+# --------------------------------------------------------------------------------------------------
+# The full report
+# --------------------------------------------------------------------------------------------------
+
+
+def _both_classes(y: np.ndarray) -> bool:
+    return y.size > 0 and y.min() != y.max()
+
+
+def binary_metrics(
+    labels: ArrayLike,
+    prob_fake: ArrayLike,
+    preds: ArrayLike | None = None,
+    datasets: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Everything ``metrics.json`` reports for a binary real/fake evaluation.
+
+    Args:
+        labels: binary (or 3-class, binarised as ``!= 0``) ground truth, shape [N].
+        prob_fake: p(fake) per sample, shape [N].
+        preds: hard predictions; defaults to ``prob_fake > 0.5`` (argmax of 2 logits, ties -> real).
+            Pass :func:`predictions_from_logits` for 3-class models, where argmax differs.
+        datasets: dataset name per sample; adds a ``per_dataset`` breakdown.
+
+    Returns:
+        ``score, mcc, brier, accuracy, cross_entropy, roc_auc, pr_auc, eer, eer_threshold, ece, n, n_real,
+        n_fake`` (+ ``per_dataset``). AUCs and EER are ``None`` when only one class is present.
+    """
+    y = to_binary_labels(labels)
+    p = to_probabilities(prob_fake)
+    yhat = (p > 0.5).astype(np.int64) if preds is None else to_binary_labels(preds)
+    if not (y.shape == p.shape == yhat.shape):
+        raise ValueError(f"labels {y.shape}, prob_fake {p.shape} and preds {yhat.shape} differ in length")
+
+    mcc_value = mcc(y, yhat)
+    brier_value = brier(p, y)
+    eer, eer_threshold = equal_error_rate(y, p)
+    both = _both_classes(y)
+    result: dict[str, Any] = {
+        "score": benchmark_score(mcc_value, brier_value),
+        "mcc": mcc_value,
+        "brier": brier_value,
+        "accuracy": float(np.mean(y == yhat)) if y.size else None,
+        "cross_entropy": binary_cross_entropy(p, y),
+        "roc_auc": float(roc_auc_score(y, p)) if both else None,
+        "pr_auc": float(average_precision_score(y, p)) if both else None,
+        "eer": eer,
+        "eer_threshold": eer_threshold,
+        "ece": expected_calibration_error(y, p),
+        "n": int(y.size),
+        "n_real": int(np.sum(y == 0)),
+        "n_fake": int(np.sum(y == 1)),
+    }
+    if datasets is not None:
+        result["per_dataset"] = per_dataset_metrics(y, p, yhat, datasets)
+    return result
+
+
+def per_dataset_metrics(
+    labels: ArrayLike, prob_fake: ArrayLike, preds: ArrayLike, datasets: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Accuracy and prediction counts per dataset name (the benchmark's per-dataset table).
+
+    MCC, score and ROC-AUC are added only for datasets holding both classes: a benchmark dataset is
+    usually all-real or all-fake, where MCC is 0 by definition and the score would mislead.
+    """
+    y = to_binary_labels(labels)
+    p = to_probabilities(prob_fake)
+    yhat = to_binary_labels(preds)
+    names = np.asarray([str(name) for name in datasets], dtype=object)
+    if names.shape != y.shape:
+        raise ValueError(f"datasets has {names.size} names for {y.size} samples")
+    table: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(names.tolist())):
+        mask = names == name
+        ys, ps, hs = y[mask], p[mask], yhat[mask]
+        row: dict[str, Any] = {
+            "n": int(mask.sum()),
+            "n_real": int(np.sum(ys == 0)),
+            "n_fake": int(np.sum(ys == 1)),
+            "accuracy": float(np.mean(ys == hs)),
+            "n_pred_fake": int(np.sum(hs == 1)),
+            "n_pred_real": int(np.sum(hs == 0)),
+            "mean_prob_fake": float(np.mean(ps)),
+            "brier": brier(ps, ys),
+        }
+        if _both_classes(ys):
+            row["mcc"] = mcc(ys, hs)
+            row["score"] = benchmark_score(row["mcc"], row["brier"])
+            row["roc_auc"] = float(roc_auc_score(ys, ps))
+        table[name] = row
+    return table
+
+
+def nll_from_logits(logits: ArrayLike, labels: ArrayLike) -> float:
+    """Mean negative log-likelihood of the model's own classes (multi-class CE; sigmoid for 1 logit)."""
+    z = _logits_float64(logits)
+    y = torch.as_tensor(labels).detach().to("cpu", torch.long).reshape(-1)
+    if y.numel() == 0:
+        return float("nan")
+    if z.ndim == 1 or z.shape[1] == 1:
+        return float(F.binary_cross_entropy_with_logits(z.reshape(-1), (y != 0).double()))
+    return float(F.cross_entropy(z, y))
