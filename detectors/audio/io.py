@@ -1,0 +1,461 @@
+"""Audio decoding: any file -> mono float32 waveform at 16 kHz, the way the benchmark delivers it.
+
+Decoders: ``soundfile`` (libsndfile) for WAV/FLAC/OGG/AIFF and the like, PyAV (ffmpeg) for MP3,
+M4A/AAC, Opus, WebM and anything libsndfile refuses. ``torchaudio.load`` is not used: since
+torchaudio 2.9 it needs ``torchcodec``, which is not part of this environment.
+
+Conventions (all loaders):
+
+- channels are down-mixed by their mean, as the benchmark does;
+- resampling uses torchaudio's windowed-sinc resampler; the kernel is built once per
+  ``(orig_rate, new_rate)`` pair and cached (:func:`get_resampler`);
+- integer PCM is scaled to ``[-1, 1)`` (8-bit unsigned: ``(x - 128) / 128``; 16/24/32-bit signed:
+  ``x / 2**(bits - 1)``); float files keep their values, so clipped or over-range audio stays valid;
+- silence (all zeros) is valid audio;
+- NaN/inf samples are replaced with 0 and a :class:`NonFiniteAudioWarning` says how many; a file
+  whose samples are *all* non-finite raises :class:`~detectors.errors.MediaError`;
+- unreadable input raises ``MediaError(path, problem)``: missing or empty file, corrupt header,
+  no audio stream, zero samples.
+
+Crops: :func:`fixed_window` gives the benchmark's centre crop / zero padding (evaluation) or a
+random crop that tiles short clips (training); :func:`load_audio_window` reads only the frames a
+crop needs from long files.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import warnings
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+from detectors.atomic import atomic_path
+from detectors.errors import MediaError
+
+__all__ = [
+    "BENCHMARK_NUM_SAMPLES",
+    "BENCHMARK_SAMPLE_RATE",
+    "AudioInfo",
+    "NonFiniteAudioWarning",
+    "WaveformCache",
+    "audio_info",
+    "fixed_window",
+    "get_resampler",
+    "load_audio",
+    "load_audio_benchmark",
+    "load_audio_window",
+    "resample",
+]
+
+BENCHMARK_SAMPLE_RATE = 16_000
+BENCHMARK_NUM_SAMPLES = 96_000  # 6 s at 16 kHz
+
+# Extensions libsndfile reads natively; everything else goes straight to PyAV.
+SOUNDFILE_EXTENSIONS = frozenset(
+    {".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".aifc", ".au", ".snd", ".w64",
+     ".caf", ".rf64"}
+)
+
+WindowMode = Literal["centre", "center", "random", "start"]
+
+
+class NonFiniteAudioWarning(UserWarning):
+    """Some decoded samples were NaN or infinite and have been replaced by 0."""
+
+
+class AudioInfo(NamedTuple):
+    """What a file's header says, read without decoding the samples."""
+
+    sample_rate: int
+    num_frames: int
+    channels: int
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.sample_rate
+
+
+# --------------------------------------------------------------------------------------------
+# Resampling
+# --------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def get_resampler(orig_rate: int, new_rate: int) -> torchaudio.transforms.Resample:
+    """A ``torchaudio.transforms.Resample`` whose sinc kernel is computed once per rate pair.
+
+    ``torchaudio.functional.resample`` rebuilds the kernel on every call; with many files at the
+    same rate the cached module skips that work. The module holds no state besides the kernel,
+    so sharing it (also across DataLoader workers, each of which gets its own copy) is safe.
+    """
+    return torchaudio.transforms.Resample(orig_freq=int(orig_rate), new_freq=int(new_rate))
+
+
+def resample(waveform: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+    """Resample ``[..., N]`` float audio with the cached kernel (identity if the rates match)."""
+    if int(orig_rate) == int(new_rate):
+        return waveform
+    return get_resampler(int(orig_rate), int(new_rate))(waveform)
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------------
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise MediaError(path, "file not found")
+    if not path.is_file():
+        raise MediaError(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise MediaError(path, "empty file (0 bytes)")
+
+
+def _open_soundfile(path: Path) -> sf.SoundFile | None:
+    """Open with libsndfile, or return None when libsndfile does not understand the file."""
+    if path.suffix.lower() not in SOUNDFILE_EXTENSIONS:
+        return None
+    try:
+        return sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        return None
+
+
+def audio_info(path: str | Path) -> AudioInfo:
+    """Sample rate, frame count and channel count without decoding the samples.
+
+    For files only PyAV can open, the frame count comes from the container's duration and may
+    be approximate (it is exact for the crops because :func:`fixed_window` fixes the length).
+    """
+    path = Path(path)
+    _check_file(path)
+    handle = _open_soundfile(path)
+    if handle is not None:
+        with handle:
+            return AudioInfo(handle.samplerate, handle.frames, handle.channels)
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise MediaError(path, "no audio stream")
+            stream = container.streams.audio[0]
+            rate = stream.rate or stream.codec_context.sample_rate
+            if stream.duration is not None and stream.time_base is not None:
+                seconds = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                seconds = container.duration / av.time_base
+            else:
+                seconds = 0.0
+            return AudioInfo(int(rate), int(round(seconds * rate)), int(stream.channels))
+    except MediaError:
+        raise
+    except Exception as exc:  # PyAV raises many error types for corrupt input
+        raise MediaError(path, f"cannot read audio header: {exc}") from exc
+
+
+def _read_soundfile(handle: sf.SoundFile, start: int, frames: int) -> np.ndarray:
+    """Read ``frames`` frames from ``start`` as float32 ``[frames, channels]`` (partial read)."""
+    if start > 0:
+        handle.seek(min(start, handle.frames))
+    return handle.read(frames=frames, dtype="float32", always_2d=True)
+
+
+def _read_pyav(path: Path, start_s: float, max_s: float | None) -> tuple[np.ndarray, int]:
+    """Decode with PyAV as planar float32; returns ``([frames, channels], sample_rate)``.
+
+    Decoding stops once ``start_s + max_s`` seconds are available, so a crop near the start of a
+    long compressed file costs only that much decoding. Frames before ``start_s`` are decoded and
+    dropped (seeking compressed audio lands on packet boundaries and would shift the crop).
+    """
+    import av
+
+    try:
+        container = av.open(str(path))
+    except Exception as exc:
+        raise MediaError(path, f"cannot open audio: {exc}") from exc
+    with container:
+        if not container.streams.audio:
+            raise MediaError(path, "no audio stream")
+        stream = container.streams.audio[0]
+        # format="fltp" keeps the input layout and rate: we down-mix by the channel mean ourselves
+        # rather than with ffmpeg's matrix, so every decoder mixes the same way.
+        converter = av.AudioResampler(format="fltp")
+        chunks: list[np.ndarray] = []
+        rate = 0
+        have = 0
+        try:
+            for frame in container.decode(stream):
+                rate = rate or frame.sample_rate
+                for converted in converter.resample(frame):
+                    array = converted.to_ndarray()
+                    chunks.append(array)
+                    have += array.shape[1]
+                if max_s is not None and rate and have >= math.ceil((start_s + max_s) * rate):
+                    break
+            else:
+                for converted in converter.resample(None):
+                    chunks.append(converted.to_ndarray())
+        except Exception as exc:
+            if not chunks:
+                raise MediaError(path, f"cannot decode audio: {exc}") from exc
+            # A truncated tail: keep what decoded, as ffmpeg itself does.
+            warnings.warn(f"{path}: audio decoding stopped early ({exc})", stacklevel=3)
+    if not chunks or not rate:
+        raise MediaError(path, "no audio samples")
+    data = np.concatenate(chunks, axis=1).T  # [frames, channels]
+    first = int(round(start_s * rate))
+    data = data[first:]
+    if max_s is not None:
+        data = data[: int(math.ceil(max_s * rate))]
+    return np.ascontiguousarray(data, dtype=np.float32), int(rate)
+
+
+def _decode(path: Path, start_s: float, max_s: float | None) -> tuple[np.ndarray, int]:
+    handle = _open_soundfile(path)
+    if handle is None:
+        return _read_pyav(path, start_s, max_s)
+    with handle:
+        rate = handle.samplerate
+        if handle.frames <= 0:
+            raise MediaError(path, "no audio samples (header says 0 frames)")
+        start = int(round(start_s * rate))
+        frames = -1 if max_s is None else int(math.ceil(max_s * rate))
+        try:
+            return _read_soundfile(handle, start, frames), rate
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise MediaError(path, f"cannot decode audio: {exc}") from exc
+
+
+def _sanitise(path: Path, mono: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(mono)
+    if finite.all():
+        return mono
+    bad = int(mono.size - finite.sum())
+    if bad == mono.size:
+        raise MediaError(path, "all samples are NaN or infinite")
+    warnings.warn(
+        f"{path}: replaced {bad} of {mono.size} non-finite samples (NaN/inf) with 0",
+        NonFiniteAudioWarning,
+        stacklevel=3,
+    )
+    return np.where(finite, mono, np.float32(0.0))
+
+
+def load_audio(
+    path: str | Path,
+    sample_rate: int | None = BENCHMARK_SAMPLE_RATE,
+    *,
+    offset_seconds: float = 0.0,
+    max_seconds: float | None = None,
+) -> torch.Tensor:
+    """Decode ``path`` to a mono float32 tensor ``[N]`` at ``sample_rate``.
+
+    Args:
+        path: audio file (WAV/FLAC/OGG through libsndfile; MP3/M4A/Opus/... through PyAV).
+        sample_rate: output rate; ``None`` keeps the file's own rate.
+        offset_seconds: start reading here (seeks in libsndfile files).
+        max_seconds: read at most this much audio, so long files cost only what is needed.
+
+    Raises:
+        MediaError: missing/empty/corrupt file, no audio stream, no samples, or all samples
+            non-finite.
+    """
+    path = Path(path)
+    _check_file(path)
+    if offset_seconds < 0:
+        raise ValueError(f"offset_seconds must be >= 0, got {offset_seconds}")
+    if max_seconds is not None and max_seconds <= 0:
+        raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
+    data, rate = _decode(path, float(offset_seconds), max_seconds)
+    if data.size == 0:
+        if offset_seconds > 0:
+            raise MediaError(path, f"no audio samples after {offset_seconds:.3f} s")
+        raise MediaError(path, "no audio samples")
+    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    mono = _sanitise(path, mono)
+    waveform = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
+    if sample_rate is not None:
+        waveform = resample(waveform, rate, int(sample_rate))
+    return waveform
+
+
+# --------------------------------------------------------------------------------------------
+# Fixed-length windows
+# --------------------------------------------------------------------------------------------
+
+
+def fixed_window(
+    waveform: torch.Tensor,
+    num_samples: int = BENCHMARK_NUM_SAMPLES,
+    mode: WindowMode = "centre",
+    generator: torch.Generator | None = None,
+    tile_short: bool = False,
+) -> torch.Tensor:
+    """Cut or pad the last dimension of ``waveform`` to exactly ``num_samples``.
+
+    - longer clips: ``"centre"`` starts at ``(N - num_samples) // 2`` (the benchmark's crop),
+      ``"start"`` at 0, ``"random"`` at a uniform offset drawn from ``generator``;
+    - shorter clips: zero-padded at the end (the benchmark), or with ``tile_short=True`` repeated
+      until long enough (the ASVspoof training convention; in ``"random"`` mode the tiled clip
+      also starts at a random phase so the seam moves between epochs).
+
+    Evaluation: ``mode="centre", tile_short=False``. Training: ``mode="random", tile_short=True``.
+    """
+    length = waveform.shape[-1]
+    if length == 0:
+        raise ValueError("cannot take a window of an empty waveform")
+    if num_samples <= 0:
+        raise ValueError(f"num_samples must be > 0, got {num_samples}")
+    if mode == "center":
+        mode = "centre"
+    if mode not in ("centre", "random", "start"):
+        raise ValueError(f"mode must be 'centre', 'random' or 'start', got {mode!r}")
+
+    if length < num_samples:
+        if not tile_short:
+            return torch.nn.functional.pad(waveform, (0, num_samples - length))
+        phase = 0
+        if mode == "random":
+            phase = int(torch.randint(0, length, (1,), generator=generator))
+        repeats = math.ceil((num_samples + phase) / length)
+        tiled = waveform.repeat(*([1] * (waveform.dim() - 1)), repeats)
+        return tiled[..., phase : phase + num_samples]
+
+    spare = length - num_samples
+    if mode == "centre":
+        start = spare // 2
+    elif mode == "start":
+        start = 0
+    else:
+        start = int(torch.randint(0, spare + 1, (1,), generator=generator))
+    return waveform[..., start : start + num_samples]
+
+
+def load_audio_benchmark(path: str | Path) -> torch.Tensor:
+    """``[96000]`` float32 exactly as the benchmark feeds a model.
+
+    Decode, mean down-mix, resample to 16 kHz, centre-crop longer clips at
+    ``(N - 96000) // 2`` and zero-pad shorter ones at the end; no normalisation. The whole file
+    is decoded (a partial read would move the crop by the resampler's rounding on long files).
+    """
+    waveform = load_audio(path, BENCHMARK_SAMPLE_RATE)
+    return fixed_window(waveform, BENCHMARK_NUM_SAMPLES, mode="centre", tile_short=False)
+
+
+def load_audio_window(
+    path: str | Path,
+    num_samples: int = BENCHMARK_NUM_SAMPLES,
+    sample_rate: int = BENCHMARK_SAMPLE_RATE,
+    mode: WindowMode = "random",
+    generator: torch.Generator | None = None,
+    tile_short: bool = True,
+    margin_seconds: float = 0.05,
+) -> torch.Tensor:
+    """A ``num_samples`` window at ``sample_rate``, reading only that part of a long file.
+
+    The window is chosen in seconds from the header (:func:`audio_info`), then only
+    ``window + 2 * margin`` seconds are decoded; the margin absorbs the resampler's edge
+    transient and is trimmed afterwards. Files shorter than the window are read whole and padded
+    or tiled as :func:`fixed_window` does. Used for training crops (``mode="random"``).
+    """
+    info = audio_info(path)
+    window_s = num_samples / sample_rate
+    duration = info.duration
+    if info.num_frames <= 0 or duration <= window_s + 2 * margin_seconds:
+        return fixed_window(load_audio(path, sample_rate), num_samples, mode, generator, tile_short)
+    spare = duration - window_s
+    if mode in ("centre", "center"):
+        start_s = spare / 2
+    elif mode == "start":
+        start_s = 0.0
+    elif mode == "random":
+        start_s = float(torch.rand((), generator=generator)) * spare
+    else:
+        raise ValueError(f"mode must be 'centre', 'random' or 'start', got {mode!r}")
+    read_from = max(0.0, start_s - margin_seconds)
+    chunk = load_audio(
+        path, sample_rate, offset_seconds=read_from, max_seconds=window_s + 2 * margin_seconds
+    )
+    skip = int(round((start_s - read_from) * sample_rate))
+    return fixed_window(chunk[skip:], num_samples, mode="start", tile_short=tile_short)
+
+
+# --------------------------------------------------------------------------------------------
+# Cache
+# --------------------------------------------------------------------------------------------
+
+
+class WaveformCache:
+    """Decoded + resampled waveforms stored as ``.npy`` under ``root``.
+
+    The key is ``(absolute path, size, mtime_ns, sample_rate, dtype)``: editing or replacing a
+    source file invalidates its entry. Entries are written atomically; an entry that fails to
+    load (truncated, wrong dtype or shape, non-finite values) is rebuilt from the source.
+    ``dtype="float16"`` halves the disk use; its ~1e-3 relative precision is far below the
+    quantisation of the 16-bit sources it mostly holds.
+    """
+
+    def __init__(
+        self, root: str | Path, sample_rate: int = BENCHMARK_SAMPLE_RATE, dtype: str = "float32"
+    ) -> None:
+        if dtype not in ("float16", "float32"):
+            raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
+        self.root = Path(root)
+        self.sample_rate = int(sample_rate)
+        self.dtype = np.dtype(dtype)
+        self.hits = 0
+        self.misses = 0
+        self.rebuilt = 0
+
+    def entry_path(self, path: str | Path) -> Path:
+        path = Path(path).resolve()
+        stat = path.stat()
+        key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{self.sample_rate}|{self.dtype.name}"
+        digest = hashlib.sha1(key.encode()).hexdigest()
+        return self.root / digest[:2] / f"{digest}.npy"
+
+    def _read_entry(self, entry: Path) -> np.ndarray | None:
+        try:
+            array = np.load(entry, allow_pickle=False)
+        except FileNotFoundError:
+            return None
+        except (ValueError, OSError, EOFError) as exc:
+            warnings.warn(f"rebuilding corrupt waveform cache entry {entry}: {exc}", stacklevel=3)
+            self.rebuilt += 1
+            return None
+        if array.dtype != self.dtype or array.ndim != 1 or array.size == 0 or not np.isfinite(array).all():
+            warnings.warn(f"rebuilding invalid waveform cache entry {entry}", stacklevel=3)
+            self.rebuilt += 1
+            return None
+        return array
+
+    def load(self, path: str | Path) -> torch.Tensor:
+        """Full waveform ``[N]`` float32 at the cache's rate, decoded once per source version."""
+        path = Path(path)
+        _check_file(path)
+        entry = self.entry_path(path)
+        array = self._read_entry(entry)
+        if array is not None:
+            self.hits += 1
+            return torch.from_numpy(array.astype(np.float32))
+        self.misses += 1
+        waveform = load_audio(path, self.sample_rate)
+        with atomic_path(entry) as tmp:
+            with open(tmp, "wb") as handle:  # np.save(path) would append ".npy" to the temp name
+                np.save(handle, waveform.numpy().astype(self.dtype))
+        return waveform
+
+    def clear(self) -> None:
+        """Remove every entry (the directory itself stays)."""
+        for entry in self.root.glob("*/*.npy"):
+            entry.unlink(missing_ok=True)
+
