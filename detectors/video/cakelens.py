@@ -476,8 +476,10 @@ def video_volume_from_benchmark_input(x: Tensor, config: CakeLensConfig | None =
 # --------------------------------------------------------------------------------------------
 
 
-def _verdict(model: CakeLensV5, batches: Iterator[Tensor], total: int, device: torch.device | str,
-             progress: bool) -> tuple[Tensor, int]:
+def _frameset_probabilities(
+    model: CakeLensV5, batches: Iterator[Tensor], total: int, device: torch.device | str, progress: bool
+) -> Tensor:
+    """Per-frameset sigmoid probabilities ``[N, num_labels]`` (float32, on the CPU)."""
     probabilities = []
     model = model.to(device).eval()
     with torch.inference_mode(), tqdm(total=total, unit="frameset", disable=not progress) as bar:
@@ -485,8 +487,7 @@ def _verdict(model: CakeLensV5, batches: Iterator[Tensor], total: int, device: t
             logits = model(volume.to(device, non_blocking=True))
             probabilities.append(logits.float().sigmoid().cpu())
             bar.update(volume.shape[0])
-    per_frameset = torch.cat(probabilities)
-    return per_frameset, per_frameset.shape[0]
+    return torch.cat(probabilities)
 
 
 def _result(model: CakeLensV5, frame_count: int, per_frameset: Tensor) -> dict[str, Any]:
@@ -514,7 +515,8 @@ def predict_video(
     config = model.config
     _check_frames(frames, "frames")
     total = _num_framesets(frames.shape[0], config)
-    per_frameset, _ = _verdict(model, iter_frameset_batches(frames, batch_size, config), total, device, progress)
+    batches = iter_frameset_batches(frames, batch_size, config)
+    per_frameset = _frameset_probabilities(model, batches, total, device, progress)
     return _result(model, frames.shape[0], per_frameset)
 
 
@@ -542,5 +544,6 @@ def predict_video_file(
             frames = read_frames(path, list(range(start, min(start + span, num_frames))))
             yield framesets_from_frames(frames, config)
 
-    per_frameset, _ = _verdict(model, batches(), _num_framesets(num_frames, config), device, progress)
+    total = _num_framesets(num_frames, config)
+    per_frameset = _frameset_probabilities(model, batches(), total, device, progress)
     return _result(model, num_frames, per_frameset)

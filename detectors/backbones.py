@@ -1,0 +1,267 @@
+"""DINOv2 / DINOv3 backbones from transformers or timm behind one small interface.
+
+``build_backbone`` is the single entry point. It loads pretrained weights the way the source library
+does (``from_pretrained`` on a hub id or a local directory for transformers; a model name plus an
+optional local weights file for timm) and wraps the model in :class:`Backbone`, whose ``forward``
+returns the final-norm token sequence ``[B, prefix + patches, D]``. The architecture (config) is kept
+apart from the weights so a trained detector can be rebuilt from its run directory without a hub.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from detectors.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Architectures of the published checkpoints, used only to build a randomly initialised stand-in
+# for the built-in demo when the pretrained weights cannot be loaded (no hub access).
+KNOWN_TRANSFORMERS_ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "facebook/dinov3-vits16-pretrain-lvd1689m": dict(
+        model_type="dinov3_vit", hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
+        intermediate_size=1536, patch_size=16, num_register_tokens=4, layerscale_value=1e-5),
+    "facebook/dinov3-vitb16-pretrain-lvd1689m": dict(
+        model_type="dinov3_vit", hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+        intermediate_size=3072, patch_size=16, num_register_tokens=4, layerscale_value=1e-5),
+    "facebook/dinov3-vitl16-pretrain-lvd1689m": dict(
+        model_type="dinov3_vit", hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+        intermediate_size=4096, patch_size=16, num_register_tokens=4, layerscale_value=1e-5),
+    "facebook/dinov2-small": dict(
+        model_type="dinov2", hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
+        mlp_ratio=4, patch_size=14, image_size=518),
+    "facebook/dinov2-base": dict(
+        model_type="dinov2", hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+        mlp_ratio=4, patch_size=14, image_size=518),
+    "facebook/dinov2-large": dict(
+        model_type="dinov2", hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+        mlp_ratio=4, patch_size=14, image_size=518),
+}
+
+SUPPORTED_TRANSFORMERS_TYPES = ("dinov2", "dinov2_with_registers", "dinov3_vit")
+
+
+@dataclass
+class BackboneConfig:
+    """Where a backbone comes from.
+
+    ``name``: a transformers hub id or local directory, or a timm model name (``timm/<name>`` or
+    ``source: timm``). ``weights``: optional local weights file for timm. ``architecture``: the
+    resolved architecture (transformers config dict or timm name + kwargs), filled in when the
+    backbone is first built so the run can be rebuilt offline.
+    """
+
+    name: str = "facebook/dinov3-vits16-pretrain-lvd1689m"
+    source: str = "auto"  # auto | transformers | timm
+    weights: str | None = None
+    pretrained: bool = True
+    timm_kwargs: dict[str, Any] = field(default_factory=dict)
+    architecture: dict[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, data: "dict[str, Any] | str | BackboneConfig") -> "BackboneConfig":
+        """Accept a bare name/path string or a mapping of the fields above."""
+        if isinstance(data, cls):
+            return data
+        if isinstance(data, str):
+            return cls(name=data)
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(None, "model.backbone", f"unknown field(s) {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class BackboneInfo:
+    family: str  # dinov2 | dinov3
+    source: str  # transformers | timm
+    embed_dim: int
+    patch_size: int
+    num_registers: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 1 + self.num_registers
+
+
+class Backbone(nn.Module):
+    """A ViT whose ``forward`` maps normalised images to final-norm tokens ``[B, N, D]``."""
+
+    def __init__(self, model: nn.Module, info: BackboneInfo, config: BackboneConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.info = info
+        self.config = config
+        self.weights_origin = "pretrained"
+
+    @property
+    def embed_dim(self) -> int:
+        return self.info.embed_dim
+
+    @property
+    def inner(self) -> nn.Module:
+        """The transformers/timm module, with any peft wrapper removed (adapters stay injected)."""
+        model = self.model
+        get_base = getattr(model, "get_base_model", None)
+        return get_base() if callable(get_base) else model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        model = self.inner
+        if self.info.source == "transformers":
+            return model(pixel_values=pixel_values).last_hidden_state
+        return model.forward_features(pixel_values)
+
+    def cls_token(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[:, 0]
+
+    def patch_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[:, self.info.num_prefix_tokens:]
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute block activations in backward: less memory for ~30 % more compute."""
+        model = self.inner
+        if self.info.source == "transformers":
+            if enabled:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_disable()
+        else:
+            model.set_grad_checkpointing(enabled)
+
+
+def resolve_source(config: BackboneConfig) -> str:
+    if config.source in ("transformers", "timm"):
+        return config.source
+    if config.source != "auto":
+        raise ConfigError(None, "model.backbone.source", f"unknown source {config.source!r}; use auto, transformers or timm")
+    if config.name.startswith("timm/"):
+        return "timm"
+    if Path(config.name).is_dir() or "/" in config.name:
+        return "transformers"
+    import timm
+
+    return "timm" if timm.is_model(config.name) else "transformers"
+
+
+def build_backbone(config: BackboneConfig, *, allow_random_fallback: bool = False) -> Backbone:
+    """Build the backbone described by ``config``.
+
+    With ``config.architecture`` set and ``pretrained`` false, the architecture is built with random
+    weights (the caller then loads a trained state dict). ``allow_random_fallback`` is for the
+    built-in demo only: when pretrained weights cannot be loaded, warn loudly and use random weights.
+    """
+    config = copy.deepcopy(config)
+    source = resolve_source(config)
+    config.source = source
+    builder = _build_transformers if source == "transformers" else _build_timm
+    try:
+        model, origin = builder(config)
+    except (OSError, ValueError, RuntimeError) as error:
+        if not allow_random_fallback:
+            raise ConfigError(None, "model.backbone.name", f"cannot load backbone {config.name!r}: {error}") from error
+        warnings.warn(
+            f"\n{'!' * 78}\nCould not load pretrained backbone {config.name!r} ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200]}).\nThe DEMO continues with a RANDOMLY INITIALISED backbone "
+            f"of the same family; results are not representative.\n{'!' * 78}",
+            stacklevel=2,
+        )
+        config.pretrained = False
+        if config.architecture is None:
+            config.architecture = _known_architecture(config)
+        model, origin = builder(config)
+        origin = "random"
+    info = _describe(model, source)
+    backbone = Backbone(model, info, config)
+    backbone.weights_origin = origin
+    return backbone
+
+
+def _known_architecture(config: BackboneConfig) -> dict[str, Any]:
+    if resolve_source(config) == "timm":
+        return {"model_name": config.name.removeprefix("timm/"), "kwargs": dict(config.timm_kwargs)}
+    if config.name in KNOWN_TRANSFORMERS_ARCHITECTURES:
+        return dict(KNOWN_TRANSFORMERS_ARCHITECTURES[config.name])
+    raise ConfigError(None, "model.backbone.name", f"no known architecture for {config.name!r} to fall back on")
+
+
+def _build_transformers(config: BackboneConfig) -> tuple[nn.Module, str]:
+    from transformers import AutoConfig, AutoModel
+
+    if config.pretrained:
+        model = AutoModel.from_pretrained(config.name)
+        origin = "pretrained"
+    else:
+        if config.architecture is None:
+            raise ConfigError(None, "model.backbone.architecture", "random initialisation needs an architecture")
+        arch = dict(config.architecture)
+        model_type = arch.pop("model_type")
+        model = AutoModel.from_config(AutoConfig.for_model(model_type, **arch))
+        origin = "random"
+    model_type = model.config.model_type
+    if model_type not in SUPPORTED_TRANSFORMERS_TYPES:
+        raise ConfigError(None, "model.backbone.name",
+                          f"{config.name!r} is a {model_type!r} model; supported: {', '.join(SUPPORTED_TRANSFORMERS_TYPES)}")
+    config.architecture = _transformers_architecture(model.config)
+    return model, origin
+
+
+def _transformers_architecture(hf_config: Any) -> dict[str, Any]:
+    keep = {k: v for k, v in hf_config.to_dict().items()
+            if not k.startswith("_") and k not in ("transformers_version", "architectures", "id2label", "label2id")}
+    keep["model_type"] = hf_config.model_type
+    return keep
+
+
+def _build_timm(config: BackboneConfig) -> tuple[nn.Module, str]:
+    import timm
+
+    name = config.name.removeprefix("timm/")
+    kwargs = dict(config.timm_kwargs)
+    if config.architecture is not None:
+        name = config.architecture.get("model_name", name)
+        kwargs = {**config.architecture.get("kwargs", {}), **kwargs}
+    kwargs.setdefault("num_classes", 0)
+    if "dinov3" in name:
+        kwargs.setdefault("global_pool", "token")
+    if config.pretrained and config.weights:
+        weights = Path(config.weights)
+        if not weights.is_file():
+            raise ConfigError(None, "model.backbone.weights", f"weights file {weights} does not exist")
+        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}, **kwargs)
+        origin = "pretrained"
+    elif config.pretrained:
+        model = timm.create_model(name, pretrained=True, **kwargs)
+        origin = "pretrained"
+    else:
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        origin = "random"
+    config.architecture = {"model_name": name, "kwargs": kwargs}
+    return model, origin
+
+
+def _describe(model: nn.Module, source: str) -> BackboneInfo:
+    if source == "transformers":
+        cfg = model.config
+        family = "dinov3" if cfg.model_type == "dinov3_vit" else "dinov2"
+        return BackboneInfo(family=family, source=source, embed_dim=cfg.hidden_size,
+                            patch_size=cfg.patch_size, num_registers=getattr(cfg, "num_register_tokens", 0) or 0)
+    patch = model.patch_embed.patch_size
+    patch_size = patch[0] if isinstance(patch, (tuple, list)) else int(patch)
+    family = "dinov3" if type(model).__name__ == "Eva" else "dinov2"
+    mean = tuple(model.pretrained_cfg.get("mean", IMAGENET_MEAN)) if getattr(model, "pretrained_cfg", None) else IMAGENET_MEAN
+    std = tuple(model.pretrained_cfg.get("std", IMAGENET_STD)) if getattr(model, "pretrained_cfg", None) else IMAGENET_STD
+    return BackboneInfo(family=family, source=source, embed_dim=model.num_features, patch_size=patch_size,
+                        num_registers=model.num_prefix_tokens - 1, mean=mean, std=std)

@@ -1,0 +1,484 @@
+"""Dataset catalogue: dataset YAML -> ``DatasetEntry`` -> ``MediaItem``; splits; sampling weights.
+
+The YAML uses the benchmark's field names, so one file can describe the data for both training here
+and a benchmark run::
+
+    datasets:
+      - name: coco-real
+        path: data/coco            # folder (searched recursively) or a .csv/.parquet manifest
+        modality: image            # image | video | audio
+        media_type: real           # real | synthetic | semisynthetic
+        include_paths: ["val2017/*"]   # optional fnmatch globs, relative to the dataset folder
+        exclude_paths: ["*_thumb.*"]
+        generator_family: null     # e.g. "diffusion", "gan"
+        weight: 1.0                # sampling share (> 0), independent of dataset size
+        split: null                # train | val | calibration | test: pin the whole dataset
+        max_items: 500             # optional cap (deterministic, evenly spaced over sorted paths)
+
+Relative ``path`` values are resolved against the YAML file's folder. Manifest rows are resolved
+against the manifest's folder. Tolerated benchmark fields (``source_format``, ``content_category``,
+``notes``, ``media_per_archive``, ``archives_per_dataset``) are kept on the entry; a folder counts as
+one archive, so ``media_per_archive`` caps the number of files taken like ``max_items`` does.
+Unknown fields are kept in ``DatasetEntry.extra`` and logged (they usually are typos).
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import logging
+import math
+import zlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import yaml
+
+from detectors.atomic import atomic_open
+from detectors.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+MODALITIES = ("image", "video", "audio")
+MEDIA_TYPES = ("real", "synthetic", "semisynthetic")
+SPLITS = ("train", "val", "calibration", "test")
+EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "image": (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"),
+    "video": (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"),
+    "audio": (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus"),
+}
+MANIFEST_SUFFIXES = (".csv", ".parquet")
+SPLIT_COLUMNS = ("path", "dataset", "label", "media_type", "generator_family", "split", "modality", "weight")
+
+_REQUIRED = ("name", "path", "modality", "media_type")
+_OPTIONAL = (
+    "include_paths", "exclude_paths", "generator_family", "weight", "split", "max_items",
+    "source_format", "content_category", "notes", "media_per_archive", "archives_per_dataset",
+)  # fmt: skip
+_LABEL_WORDS = {"real": 0, "fake": 1, "synthetic": 1, "semisynthetic": 1, "0": 0, "1": 1}
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One validated ``datasets:`` entry; ``path`` is absolute."""
+
+    name: str
+    path: str
+    modality: str
+    media_type: str
+    include_paths: tuple[str, ...] = ()
+    exclude_paths: tuple[str, ...] = ()
+    generator_family: str | None = None
+    weight: float = 1.0
+    split: str | None = None
+    max_items: int | None = None
+    source_format: str | None = None
+    content_category: str | None = None
+    notes: str | None = None
+    media_per_archive: int | None = None
+    archives_per_dataset: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    config_file: str | None = field(default=None, compare=False)
+    index: int = field(default=0, compare=False)
+
+    @property
+    def where(self) -> str:
+        """Location used in error messages, e.g. ``datasets[2] (name 'sdxl')``."""
+        return f"datasets[{self.index}] (name {self.name!r})"
+
+    @property
+    def cap(self) -> int | None:
+        caps = [c for c in (self.max_items, self.media_per_archive) if c is not None]
+        return min(caps) if caps else None
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    """One media file with its label. ``label``: 0 real, 1 fake."""
+
+    path: str
+    label: int
+    media_type: str
+    dataset: str
+    modality: str
+    generator_family: str | None = None
+    weight: float = 1.0
+    split: str | None = None
+
+    @property
+    def class_index(self) -> int:
+        """3-class target: 0 real, 1 synthetic, 2 semisynthetic."""
+        return MEDIA_TYPES.index(self.media_type)
+
+
+# ----------------------------------------------------------------------------------------- loading
+def load_dataset_config(path: str | Path) -> list[DatasetEntry]:
+    """Read and validate a dataset YAML; every problem raises ``ConfigError`` naming the field."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise ConfigError(path, None, "dataset config file does not exist")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(path, where, f"YAML syntax error: {problem}") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(path, None, f"top level must be a mapping with a 'datasets' list, got {type(doc).__name__}")
+    raw = doc.get("datasets")
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(path, "datasets", "missing or empty 'datasets' list")
+
+    entries: list[DatasetEntry] = []
+    seen: dict[str, int] = {}
+    for index, spec in enumerate(raw):
+        entry = _parse_entry(spec, index, path)
+        if entry.name in seen:
+            raise ConfigError(path, f"{entry.where}.name", f"duplicate dataset name (also datasets[{seen[entry.name]}])")
+        seen[entry.name] = index
+        entries.append(entry)
+    return entries
+
+
+def _parse_entry(spec: Any, index: int, file: Path) -> DatasetEntry:
+    where = f"datasets[{index}]"
+    if not isinstance(spec, dict):
+        raise ConfigError(file, where, f"each entry must be a mapping, got {type(spec).__name__}")
+    for key in _REQUIRED:
+        if spec.get(key) in (None, ""):
+            raise ConfigError(file, f"{where}.{key}", f"missing required field '{key}'")
+    name = str(spec["name"])
+    where = f"datasets[{index}] (name {name!r})"
+
+    def choice(key: str, allowed: Sequence[str]) -> str:
+        value = str(spec[key]).strip().lower()
+        if value not in allowed:
+            raise ConfigError(file, f"{where}.{key}", f"unknown {key} {spec[key]!r}; allowed: {', '.join(allowed)}")
+        return value
+
+    modality = choice("modality", MODALITIES)
+    media_type = choice("media_type", MEDIA_TYPES)
+    split = choice("split", SPLITS) if spec.get("split") is not None else None
+
+    weight = spec.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
+        raise ConfigError(file, f"{where}.weight", f"weight must be a number > 0, got {weight!r}")
+
+    def count(key: str) -> int | None:
+        value = spec.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(file, f"{where}.{key}", f"{key} must be an integer >= 1, got {value!r}")
+        return value
+
+    def patterns(key: str) -> tuple[str, ...]:
+        value = spec.get(key)
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(file, f"{where}.{key}", f"{key} must be a glob string or a list of them, got {value!r}")
+
+    data_path = Path(str(spec["path"])).expanduser()
+    if not data_path.is_absolute():
+        data_path = file.parent / data_path
+    data_path = data_path.resolve()
+    if not data_path.exists():
+        raise ConfigError(file, f"{where}.path", f"path does not exist: {data_path}")
+    if data_path.is_file() and data_path.suffix.lower() not in MANIFEST_SUFFIXES:
+        raise ConfigError(file, f"{where}.path", f"path must be a folder or a {'/'.join(MANIFEST_SUFFIXES)} manifest")
+
+    known = set(_REQUIRED) | set(_OPTIONAL)
+    extra = {k: v for k, v in spec.items() if k not in known}
+    if extra:
+        logger.warning("%s: %s: ignoring unknown field(s) %s", file, where, ", ".join(map(str, extra)))
+
+    def text(key: str) -> str | None:
+        return None if spec.get(key) is None else str(spec[key])
+
+    return DatasetEntry(
+        name=name, path=str(data_path), modality=modality, media_type=media_type,
+        include_paths=patterns("include_paths"), exclude_paths=patterns("exclude_paths"),
+        generator_family=text("generator_family"), weight=float(weight), split=split,
+        max_items=count("max_items"), source_format=text("source_format"),
+        content_category=text("content_category"), notes=text("notes"),
+        media_per_archive=count("media_per_archive"), archives_per_dataset=count("archives_per_dataset"),
+        extra=extra, config_file=str(file), index=index,
+    )  # fmt: skip
+
+
+def collect_items(entries: Iterable[DatasetEntry], modality: str | None = None) -> list[MediaItem]:
+    """List the media files of every entry; ``modality`` (if given) must match every entry."""
+    items: list[MediaItem] = []
+    for entry in entries:
+        if modality is not None and entry.modality != modality:
+            raise ConfigError(
+                entry.config_file, f"{entry.where}.modality",
+                f"dataset is '{entry.modality}' but this run needs '{modality}' data",
+            )  # fmt: skip
+        items.extend(_entry_items(entry))
+    return items
+
+
+def load_items(yaml_path: str | Path, modality: str | None = None) -> list[MediaItem]:
+    """``collect_items(load_dataset_config(yaml_path), modality)``."""
+    return collect_items(load_dataset_config(yaml_path), modality)
+
+
+def _matches(relative: str, patterns: Sequence[str]) -> bool:
+    # A glob matches the relative posix path itself or, for a folder pattern like "train", anything below it.
+    return any(fnmatch.fnmatchcase(relative, p) or fnmatch.fnmatchcase(relative, p.rstrip("/") + "/*") for p in patterns)
+
+
+def _select(entry: DatasetEntry, relative: str) -> bool:
+    if entry.include_paths and not _matches(relative, entry.include_paths):
+        return False
+    return not (entry.exclude_paths and _matches(relative, entry.exclude_paths))
+
+
+def _entry_items(entry: DatasetEntry) -> list[MediaItem]:
+    root = Path(entry.path)
+    if root.is_dir():
+        rows = _folder_rows(entry, root)
+    else:
+        rows = _manifest_rows(entry, root)
+    if not rows:
+        searched = f"files with extensions {' '.join(EXTENSIONS[entry.modality])}" if root.is_dir() else "manifest rows"
+        filters = ""
+        if entry.include_paths or entry.exclude_paths:
+            filters = f" (include_paths={list(entry.include_paths)}, exclude_paths={list(entry.exclude_paths)})"
+        raise ConfigError(entry.config_file, f"{entry.where}.path", f"no media found in {root}: searched {searched}{filters}")
+    rows.sort(key=lambda r: r[0])
+    if entry.cap is not None and len(rows) > entry.cap:
+        # Evenly spaced over the sorted list, so a cap does not take only the first sub-folder.
+        keep = np.linspace(0, len(rows) - 1, entry.cap).round().astype(int)
+        rows = [rows[i] for i in keep]
+    return [
+        MediaItem(
+            path=p, label=0 if mt == "real" else 1, media_type=mt, dataset=entry.name, modality=entry.modality,
+            generator_family=entry.generator_family, weight=entry.weight, split=entry.split,
+        )
+        for p, mt in rows
+    ]  # fmt: skip
+
+
+def _folder_rows(entry: DatasetEntry, root: Path) -> list[tuple[str, str]]:
+    suffixes = EXTENSIONS[entry.modality]
+    rows = []
+    for file in root.rglob("*"):
+        if file.suffix.lower() in suffixes and file.is_file() and not file.name.startswith("."):
+            if _select(entry, file.relative_to(root).as_posix()):
+                rows.append((str(file.resolve()), entry.media_type))
+    return rows
+
+
+def _manifest_rows(entry: DatasetEntry, manifest: Path) -> list[tuple[str, str]]:
+    import pandas as pd
+
+    where = f"{entry.where}.path"
+    try:
+        frame = pd.read_parquet(manifest) if manifest.suffix.lower() == ".parquet" else pd.read_csv(manifest, dtype=str)
+    except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
+        raise ConfigError(entry.config_file, where, f"cannot read manifest {manifest}: {exc}") from exc
+    if "path" not in frame.columns:
+        raise ConfigError(
+            entry.config_file, where, f"manifest {manifest} has no 'path' column (columns: {', '.join(map(str, frame.columns))})"
+        )
+    rows: list[tuple[str, str]] = []
+    missing: list[str] = []
+    for number, record in enumerate(frame.to_dict("records"), start=2):  # CSV line numbers (header = 1)
+        raw = str(record["path"])
+        file = Path(raw) if Path(raw).is_absolute() else manifest.parent / raw
+        relative = Path(raw).as_posix()
+        if not _select(entry, relative):
+            continue
+        if not file.is_file():
+            missing.append(raw)
+            continue
+        rows.append((str(file.resolve()), _row_media_type(entry, record, manifest, number)))
+    if missing:
+        raise ConfigError(
+            entry.config_file, where,
+            f"{len(missing)} manifest row(s) of {manifest} point at missing files, e.g. {', '.join(missing[:3])}",
+        )  # fmt: skip
+    return rows
+
+
+def _row_media_type(entry: DatasetEntry, record: Mapping[str, Any], manifest: Path, number: int) -> str:
+    """A row's media type: its ``media_type`` column, else derived from ``label``, else the entry's."""
+    where = f"{manifest.name} row {number}"
+    media_type = _cell(record, "media_type")
+    label = _cell(record, "label")
+    if media_type is not None:
+        media_type = media_type.lower()
+        if media_type not in MEDIA_TYPES:
+            raise ConfigError(entry.config_file, f"{entry.where}: {where}.media_type", f"unknown media_type {media_type!r}; allowed: {', '.join(MEDIA_TYPES)}")
+    if label is not None:
+        key = label.lower().removesuffix(".0")
+        if key not in _LABEL_WORDS:
+            raise ConfigError(entry.config_file, f"{entry.where}: {where}.label", f"label must be 0/1 or real/fake, got {label!r}")
+        binary = _LABEL_WORDS[key]
+        if media_type is not None and (media_type != "real") != bool(binary):
+            raise ConfigError(entry.config_file, f"{entry.where}: {where}", f"label {label!r} contradicts media_type {media_type!r}")
+        if media_type is None:
+            if binary == 0:
+                media_type = "real"
+            else:
+                media_type = entry.media_type if entry.media_type != "real" else "synthetic"
+    return media_type or entry.media_type
+
+
+def _cell(record: Mapping[str, Any], key: str) -> str | None:
+    value = record.get(key)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    value = str(value).strip()
+    return value or None
+
+
+# ------------------------------------------------------------------------------------------ splits
+def assign_splits(
+    items: Sequence[MediaItem],
+    fractions: Mapping[str, float] | None = None,
+    seed: int = 0,
+) -> list[MediaItem]:
+    """Give every item a split, stratified per (dataset, label); the result is sorted by path.
+
+    In each stratum the sorted paths are shuffled by a generator seeded from ``seed`` and the stratum
+    name (no Python ``hash``, so runs agree across processes), then ``round(n * fraction)`` items go to
+    each split in ``fractions`` order and the rest to train. A stratum of n >= 1 keeps at least one
+    train item; one of n >= 3 gets at least one ``val`` item. Items with an explicit split keep it.
+    """
+    fractions = dict({"val": 0.15, "calibration": 0.15} if fractions is None else fractions)
+    for name, value in fractions.items():
+        if name not in SPLITS or name == "train":
+            raise ValueError(f"fractions: unknown split {name!r}; allowed: {', '.join(s for s in SPLITS if s != 'train')}")
+        if not 0 <= value < 1:
+            raise ValueError(f"fractions[{name!r}] must be in [0, 1), got {value}")
+    if sum(fractions.values()) >= 1:
+        raise ValueError(f"split fractions must leave room for train, got {fractions}")
+
+    fixed = [item for item in items if item.split is not None]
+    strata: dict[tuple[str, int], list[MediaItem]] = defaultdict(list)
+    for item in items:
+        if item.split is None:
+            strata[(item.dataset, item.label)].append(item)
+
+    result = list(fixed)
+    for (dataset, label), members in sorted(strata.items()):
+        members.sort(key=lambda it: it.path)
+        rng = np.random.default_rng([seed, zlib.crc32(dataset.encode("utf-8")), label])
+        order = rng.permutation(len(members))
+        counts = _split_counts(len(members), fractions)
+        start = 0
+        for split, size in counts.items():
+            result.extend(replace(members[i], split=split) for i in order[start : start + size])
+            start += size
+        result.extend(replace(members[i], split="train") for i in order[start:])
+    result.sort(key=lambda it: (it.path, it.dataset))
+    return result
+
+
+def _split_counts(n: int, fractions: Mapping[str, float]) -> dict[str, int]:
+    counts = {name: math.floor(n * f + 0.5) for name, f in fractions.items()}
+    min_val = 1 if n >= 3 and fractions.get("val", 0) > 0 else 0
+    if "val" in counts:
+        counts["val"] = max(counts["val"], min_val)
+    # Keep at least one train item: take back from the last-listed splits first.
+    excess = sum(counts.values()) - max(n - 1, 0)
+    for name in reversed(list(counts)):
+        if excess <= 0:
+            break
+        take = min(excess, counts[name] - (min_val if name == "val" else 0))
+        counts[name] -= take
+        excess -= take
+    return counts
+
+
+def write_split(items: Sequence[MediaItem], path: str | Path) -> None:
+    """Write ``items`` as CSV (columns: ``SPLIT_COLUMNS``) atomically."""
+    with atomic_open(path, "w") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(SPLIT_COLUMNS)
+        for it in items:
+            writer.writerow(
+                [it.path, it.dataset, it.label, it.media_type, it.generator_family or "", it.split or "", it.modality, repr(it.weight)]
+            )
+
+
+def read_split(path: str | Path) -> list[MediaItem]:
+    """Read a CSV written by ``write_split``."""
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in ("path", "dataset", "label", "media_type", "split") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ConfigError(path, None, f"split file lacks column(s) {', '.join(missing)}")
+        items = []
+        for number, row in enumerate(reader, start=2):
+            if row["media_type"] not in MEDIA_TYPES or row["label"] not in ("0", "1"):
+                raise ConfigError(path, f"line {number}", f"bad label/media_type {row['label']!r}/{row['media_type']!r}")
+            items.append(
+                MediaItem(
+                    path=row["path"], label=int(row["label"]), media_type=row["media_type"], dataset=row["dataset"],
+                    modality=row.get("modality") or "image", generator_family=row.get("generator_family") or None,
+                    weight=float(row.get("weight") or 1.0), split=row["split"] or None,
+                )
+            )  # fmt: skip
+    return items
+
+
+# ---------------------------------------------------------------------------------------- sampling
+def balanced_sample_weights(items: Sequence[MediaItem]) -> torch.Tensor:
+    """Per-item weights for ``WeightedRandomSampler`` (float64, summing to 1).
+
+    Real and fake items each get half of the mass when both exist. Within a class, each dataset's
+    share is proportional to its ``weight`` (not its size) and is spread evenly over its items. A
+    dataset holding both labels lends its weight to each label in proportion to its item counts.
+    """
+    if not items:
+        return torch.zeros(0, dtype=torch.float64)
+    dataset_sizes = Counter(it.dataset for it in items)
+    cell_sizes = Counter((it.dataset, it.label) for it in items)
+    dataset_weight = {it.dataset: it.weight for it in items}
+    cell_weight = {cell: dataset_weight[cell[0]] * size / dataset_sizes[cell[0]] for cell, size in cell_sizes.items()}
+    labels = sorted({label for _, label in cell_sizes})
+    label_total = {y: sum(w for (_, label), w in cell_weight.items() if label == y) for y in labels}
+    weights = [
+        (1.0 / len(labels)) * cell_weight[(it.dataset, it.label)] / label_total[it.label] / cell_sizes[(it.dataset, it.label)]
+        for it in items
+    ]
+    return torch.tensor(weights, dtype=torch.float64)
+
+
+def summarise(items: Sequence[MediaItem]) -> dict[str, Any]:
+    """Counts per dataset / split / label, for the run summary."""
+    label_name = ("real", "fake")
+    by_dataset: dict[str, dict[str, Any]] = {}
+    by_split: dict[str, dict[str, int]] = {}
+    for it in sorted(items, key=lambda i: (i.dataset, i.path)):
+        ds = by_dataset.setdefault(
+            it.dataset, {"total": 0, "real": 0, "fake": 0, "media_type": it.media_type, "generator_family": it.generator_family, "splits": {}}
+        )  # fmt: skip
+        ds["total"] += 1
+        ds[label_name[it.label]] += 1
+        split = it.split or "unassigned"
+        ds["splits"][split] = ds["splits"].get(split, 0) + 1
+        sp = by_split.setdefault(split, {"total": 0, "real": 0, "fake": 0})
+        sp["total"] += 1
+        sp[label_name[it.label]] += 1
+    return {
+        "total": len(items),
+        "real": sum(1 for it in items if it.label == 0),
+        "fake": sum(1 for it in items if it.label == 1),
+        "by_dataset": by_dataset,
+        "by_split": dict(sorted(by_split.items())),
+    }

@@ -1,0 +1,89 @@
+"""One LightningDataModule for every modality: split items -> datasets -> loaders.
+
+The modality supplies ``build_dataset(items, stage)`` (decoding + transforms); this module owns the
+split, dataset-balanced sampling and the loader settings. Under DDP, Lightning wraps the weighted
+sampler in a distributed sampler automatically.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from detectors.data.catalog import MediaItem, balanced_sample_weights
+from detectors.data.dataset import collate_skip
+
+SPLITS = ("train", "val", "calibration", "test")
+
+
+class MediaDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        items: list[MediaItem],
+        build_dataset: Callable[[list[MediaItem], str], Dataset],
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        balanced_sampling: bool = True,
+        seed: int = 0,
+        collate_fn: Callable = collate_skip,
+    ) -> None:
+        super().__init__()
+        self.items = list(items)
+        self.build_dataset = build_dataset
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.balanced_sampling = balanced_sampling
+        self.seed = seed
+        self.collate_fn = collate_fn
+        self.split_items = {name: [i for i in self.items if i.split == name] for name in SPLITS}
+        unassigned = [i for i in self.items if i.split not in SPLITS]
+        if unassigned:
+            raise ValueError(f"{len(unassigned)} item(s) have no split, e.g. {unassigned[0].path}; call assign_splits first")
+        self._datasets: dict[str, Dataset] = {}
+
+    def dataset(self, split: str) -> Dataset:
+        if split not in self._datasets:
+            self._datasets[split] = self.build_dataset(self.split_items[split], "train" if split == "train" else "eval")
+        return self._datasets[split]
+
+    def _loader(self, split: str, batch_size: int, sampler=None, shuffle: bool = False) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(
+            self.dataset(split),
+            batch_size=batch_size,
+            sampler=sampler,
+            shuffle=shuffle,
+            num_workers=workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=workers > 0 and split == "train",
+            collate_fn=self.collate_fn,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        items = self.split_items["train"]
+        if not items:
+            raise ValueError("the train split is empty")
+        if self.balanced_sampling:
+            generator = torch.Generator().manual_seed(self.seed)
+            sampler = WeightedRandomSampler(balanced_sample_weights(items), num_samples=len(items),
+                                            replacement=True, generator=generator)
+            return self._loader("train", self.batch_size, sampler=sampler)
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size)
+
+    def calibration_dataloader(self) -> DataLoader:
+        return self._loader("calibration", self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size)
+
+    def loader(self, split: str) -> DataLoader:
+        return self._loader(split, self.eval_batch_size)

@@ -1,0 +1,90 @@
+"""``MediaDataset``: items -> model-ready samples, skipping unreadable files instead of crashing."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Literal, Sequence
+
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from detectors.data.catalog import MediaItem
+from detectors.errors import MediaError
+
+logger = logging.getLogger(__name__)
+
+
+class MediaDataset(Dataset):
+    """Loads ``items`` with ``load(path)`` and applies ``transform``.
+
+    Each sample is a dict:
+      - ``x``: the transformed media tensor
+      - ``label``: binary label (0 real, 1 fake), long
+      - ``class_index``: 3-class index (0 real, 1 synthetic, 2 semisynthetic), long
+      - ``target``: what the loss uses: ``label`` for ``target="binary"``, ``class_index`` for ``"multiclass"``
+      - ``index``: position in ``items``; ``dataset_id``: index into ``dataset_names``
+
+    An unreadable file (``MediaError`` or any exception raised by ``load``) gives ``None`` and one
+    logged warning per file; ``collate_skip`` drops such samples and counts them.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[MediaItem],
+        load: Callable[[str], Any],
+        transform: Callable[[Any], Any] | None = None,
+        target: Literal["binary", "multiclass"] = "binary",
+    ) -> None:
+        if target not in ("binary", "multiclass"):
+            raise ValueError(f"target must be 'binary' or 'multiclass', got {target!r}")
+        self.items = list(items)
+        self.load = load
+        self.transform = transform
+        self.target = target
+        self.dataset_names: list[str] = sorted({item.dataset for item in self.items})
+        self._dataset_ids = {name: i for i, name in enumerate(self.dataset_names)}
+        self._warned: set[str] = set()  # per worker process: each bad file is reported once there
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        item = self.items[index]
+        try:
+            try:
+                x = self.load(item.path)
+            except MediaError:
+                raise
+            except Exception as exc:  # decoders raise anything from OSError to RuntimeError
+                raise MediaError(item.path, f"cannot decode: {type(exc).__name__}: {exc}") from exc
+        except MediaError as err:
+            if item.path not in self._warned:
+                self._warned.add(item.path)
+                logger.warning("skipping unreadable sample: %s", err)
+            return None
+        if self.transform is not None:
+            x = self.transform(x)
+        label = item.label
+        class_index = item.class_index
+        return {
+            "x": torch.as_tensor(x),
+            "label": torch.tensor(label, dtype=torch.long),
+            "class_index": torch.tensor(class_index, dtype=torch.long),
+            "target": torch.tensor(label if self.target == "binary" else class_index, dtype=torch.long),
+            "index": index,
+            "dataset_id": self._dataset_ids[item.dataset],
+        }
+
+
+def collate_skip(batch: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """``default_collate`` over the readable samples, plus ``skipped`` (how many were dropped).
+
+    Returns ``None`` when every sample of the batch was unreadable: the training/eval step must skip a
+    ``None`` batch (and may count ``len(batch)`` skipped samples; ``DataLoader`` passes it through).
+    """
+    kept = [sample for sample in batch if sample is not None]
+    if not kept:
+        return None
+    out = default_collate(kept)
+    out["skipped"] = len(batch) - len(kept)
+    return out

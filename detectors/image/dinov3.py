@@ -1,0 +1,95 @@
+"""Image detector: DINOv3 (or DINOv2) features -> small head -> logits (0 real, 1 fake).
+
+Features are the CLS token, the mean of the patch tokens, or both concatenated. The backbone is
+frozen (probe), LayerNorm-tuned or LoRA-tuned (``model.tuning``). An optional 3-class head scores
+real / synthetic / semisynthetic as the newer benchmark does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from detectors.backbones import Backbone, BackboneConfig, build_backbone
+from detectors.base import Detector
+from detectors.registry import register_detector
+from detectors.tuning import TuningConfig, apply_tuning
+from export.standalone.heads import MLP, ImageNormalize
+
+FEATURE_MODES = ("cls", "mean", "both")
+
+
+@dataclass
+class ImageDetectorConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
+    features: str = "both"  # cls | mean | both
+    head_hidden: list[int] = field(default_factory=lambda: [256])
+    dropout: float = 0.1
+    num_classes: int = 2
+    image_size: int = 224  # the crop the detector trains on and the benchmark resize it exports
+    allow_random_backbone: bool = False  # built-in demo only
+
+
+@register_detector
+class DinoImageDetector(Detector):
+    arch = "dinov3_image"
+    modality = "image"
+    config_class = ImageDetectorConfig
+
+    def __init__(self, config: ImageDetectorConfig) -> None:
+        super().__init__(config)
+        if config.features not in FEATURE_MODES:
+            raise ValueError(f"model.features must be one of {FEATURE_MODES}, got {config.features!r}")
+        if config.num_classes not in (2, 3):
+            raise ValueError(f"model.num_classes must be 2 or 3, got {config.num_classes}")
+        self.backbone: Backbone = build_backbone(config.backbone, allow_random_fallback=config.allow_random_backbone)
+        config.backbone = self.backbone.config  # resolved architecture, for offline rebuilds
+        apply_tuning(self.backbone, config.tuning)
+        self.normalize = ImageNormalize(self.backbone.info.mean, self.backbone.info.std)
+        width = self.backbone.embed_dim * (2 if config.features == "both" else 1)
+        self.head = MLP([width, *config.head_hidden, config.num_classes], activation="gelu", dropout=config.dropout)
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        cls = self.backbone.cls_token(tokens)
+        if self.config.features == "cls":
+            return cls
+        mean = self.backbone.patch_tokens(tokens).mean(dim=1)
+        return mean if self.config.features == "mean" else torch.cat([cls, mean], dim=-1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.backbone(self.normalize(x)))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def example_input(self, batch_size: int = 2) -> torch.Tensor:
+        size = self.config.image_size
+        return torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8)
+
+    def export_spec(self):
+        from export.spec import ExportSpec
+        from export.standalone_export import backbone_export, calibrator_state, prefixed
+
+        size = self.config.image_size
+        vit_kwargs, vit_state = backbone_export(self.backbone, (size, size))
+        state = {**prefixed("backbone.", vit_state), **prefixed("head.", self.head.state_dict()),
+                 **prefixed("calibration.", calibrator_state(self.calibrator))}
+        return ExportSpec(
+            modality="image",
+            model_class="ImageDetectorStandalone",
+            sources=["vit", "heads", "image"],
+            init_kwargs={"vit": vit_kwargs, "features": self.config.features,
+                         "head_dims": [self.head_in_features, *self.config.head_hidden, self.num_classes],
+                         "num_classes": self.num_classes, "mean": list(self.backbone.info.mean),
+                         "std": list(self.backbone.info.std)},
+            state_dict=state,
+            preprocessing={"resize": [size, size]},
+            num_classes=self.num_classes,
+            name=f"{self.arch}-{self.config.tuning.mode}",
+        )
+
+    @property
+    def head_in_features(self) -> int:
+        return self.backbone.embed_dim * (2 if self.config.features == "both" else 1)

@@ -1,0 +1,123 @@
+"""Image decoding with PIL, as the benchmark does it, with errors that name the file.
+
+Decisions (matching the benchmark's ``Image.open(path).convert("RGB")``):
+  - alpha is dropped, not composited (RGBA/LA/P-with-transparency keep their colour values);
+  - EXIF orientation is NOT applied;
+  - animated images (GIF/WebP) give their first frame;
+  - CMYK, L, 1-bit, palette images go through PIL's ``convert("RGB")``.
+Deliberate difference in ``load_image`` only: 16/32-bit greyscale (modes ``I;16*``, ``I``, ``F``) is
+rescaled to 8 bits (65535 -> 255) instead of clipped, which would turn most of such an image white.
+``load_image_benchmark`` keeps the benchmark's plain ``convert("RGB")`` for everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms.v2 import functional as F
+
+from detectors.errors import MediaError
+
+#: Largest accepted image (pixels), PIL's own default bomb limit; larger files raise ``MediaError``.
+MAX_PIXELS = 178_956_970
+
+
+@contextlib.contextmanager
+def open_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Iterator[Image.Image]:
+    """Open and fully decode an image; every failure becomes ``MediaError(path, problem)``."""
+    path = str(path)
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        raise MediaError(path, "file not found") from None
+    except OSError as exc:
+        raise MediaError(path, f"cannot access file: {exc}") from exc
+    if size == 0:
+        raise MediaError(path, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between its limit and twice its limit; we want a clear error instead.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise MediaError(path, f"image too large (decompression bomb guard): {exc}") from exc
+    except UnidentifiedImageError:
+        raise MediaError(path, "not an image (PIL cannot identify the file format)") from None
+    except OSError as exc:
+        raise MediaError(path, f"cannot open image: {exc}") from exc
+    with img:
+        width, height = img.size
+        if width <= 0 or height <= 0:
+            raise MediaError(path, f"image has a zero dimension ({width}x{height})")
+        if width * height > max_pixels:
+            raise MediaError(path, f"image too large: {width}x{height} = {width * height} pixels > limit {max_pixels}")
+        try:
+            img.load()  # decode now: truncated or corrupt data fails here, not later in a transform
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise MediaError(path, f"truncated or corrupt image data: {exc}") from exc
+        yield img
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB conversion of ``load_image`` (see module docstring)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I") or img.mode == "F":
+        return Image.fromarray(_high_bit_depth_to_uint8(np.asarray(img), img.mode), mode="L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        # Going through RGBA avoids PIL's transparency warning; the colours equal a direct convert.
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def _high_bit_depth_to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
+    values = array.astype(np.float64)
+    if mode.startswith("I;16"):
+        scaled = values / 257.0  # 16-bit: 65535 -> 255
+    elif mode == "F" and values.size and np.nanmin(values) >= 0.0 and np.nanmax(values) <= 1.0:
+        scaled = values * 255.0  # float image in [0, 1]
+    elif values.size and np.nanmax(values) > 255:
+        scaled = values / 257.0  # 32-bit container holding 16-bit data (e.g. 16-bit PNG/TIFF)
+    else:
+        scaled = values  # already 0..255
+    return np.clip(np.nan_to_num(scaled) + 0.5, 0, 255).astype(np.uint8)
+
+
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """Decode an image file to a ``uint8`` tensor ``[3, H, W]`` (RGB) at native resolution."""
+    with open_image(path, max_pixels) as img:
+        rgb = to_rgb(img)
+        return F.pil_to_tensor(rgb).contiguous()
+
+
+def load_image_benchmark(path: str | Path, resize: tuple[int, int], max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """What the benchmark feeds a model: ``uint8 [3, H, W]`` with ``(H, W) = resize``.
+
+    PIL ``convert("RGB")``, centre crop to the target aspect ratio, then bilinear resize with
+    antialiasing (torchvision) to exactly ``resize``.
+    """
+    height, width = resize
+    with open_image(path, max_pixels) as img:
+        tensor = F.pil_to_tensor(img.convert("RGB"))
+    return resize_to_aspect(tensor, (height, width))
+
+
+def resize_to_aspect(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Centre-crop ``[..., H, W]`` to the aspect ratio of ``size`` = (H, W), then resize to it."""
+    target_h, target_w = size
+    h, w = image.shape[-2:]
+    if w * target_h > h * target_w:  # too wide
+        crop_h, crop_w = h, max(1, round(h * target_w / target_h))
+    else:
+        crop_h, crop_w = max(1, round(w * target_h / target_w)), w
+    image = F.center_crop(image, [crop_h, crop_w])
+    if (crop_h, crop_w) != (target_h, target_w):
+        image = F.resize(image, [target_h, target_w], interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+    return image

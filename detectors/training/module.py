@@ -1,0 +1,133 @@
+"""The LightningModule every detector trains with: model, loss, metrics, optimiser, scheduler.
+
+Method-specific pieces stay in the detector (``training_losses`` for GenD's uniformity/alignment,
+BreathNet's contrastive and breath losses, ...); everything else is shared here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed as dist
+
+from calibration import build_loss
+from detectors.base import Detector
+from detectors.metrics import binary_metrics, predictions_from_logits, prob_fake_from_logits
+
+
+def classification_targets(batch: dict[str, Any], num_classes: int) -> torch.Tensor:
+    """Binary label (0 real, 1 fake) or, for 3-class heads, the class index."""
+    return batch["class_index"] if num_classes == 3 else batch["label"]
+
+
+class DetectorModule(L.LightningModule):
+    def __init__(self, detector: Detector, loss: dict[str, Any] | None = None,
+                 optim: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.detector = detector
+        self.loss_config = dict(loss or {"name": "focal_brier"})
+        self.optim_config = dict(optim or {})
+        self.criterion = build_loss(self.loss_config)
+        self.skipped_samples = {"train": 0, "val": 0}
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.last_val_metrics: dict[str, Any] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.detector(x)
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
+        if batch is None:  # every sample of the batch was unreadable (counted by collate_skip)
+            return None
+        self.skipped_samples["train"] += int(batch.get("skipped", 0))
+        features, logits = self.detector.forward_uncalibrated(batch["x"])
+        target = classification_targets(batch, self.detector.num_classes)
+        classification = self.criterion(logits.float(), target)
+        extra = self.detector.training_losses(features, logits, batch)
+        loss = classification + sum(extra.values()) if extra else classification
+        batch_size = target.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/classification_loss", classification, batch_size=batch_size)
+        for name, value in extra.items():
+            self.log(f"train/{name}", value, batch_size=batch_size)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
+        if batch is None:
+            return
+        self.skipped_samples["val"] += int(batch.get("skipped", 0))
+        _, logits = self.detector.forward_uncalibrated(batch["x"])
+        target = classification_targets(batch, self.detector.num_classes)
+        self._val_outputs.append((logits.detach().float().cpu(), target.detach().cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        outputs = _gather(self._val_outputs)
+        self._val_outputs.clear()
+        if not outputs:
+            return
+        logits = torch.cat([o[0] for o in outputs])
+        targets = torch.cat([o[1] for o in outputs])
+        loss = float(self.criterion(logits, targets))
+        metrics = binary_metrics((targets != 0).long().numpy(), prob_fake_from_logits(logits),
+                                 preds=predictions_from_logits(logits))
+        metrics["loss"] = loss
+        self.last_val_metrics = metrics
+        for key in ("loss", "score", "mcc", "brier", "accuracy", "roc_auc", "ece"):
+            value = metrics.get(key)
+            if value is not None and math.isfinite(value):
+                # values are identical on every rank (gathered), so no further sync is needed
+                self.log(f"val/{key}", float(value), prog_bar=key in ("score", "roc_auc"), sync_dist=False)
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.optim_config
+        lr = float(cfg.get("lr", 1e-3))
+        backbone_lr = cfg.get("backbone_lr")
+        groups = self.detector.parameter_groups(lr, None if backbone_lr is None else float(backbone_lr),
+                                                float(cfg.get("weight_decay", 0.01)))
+        if not groups:
+            raise ValueError("nothing to train: every parameter is frozen")
+        name = cfg.get("optimizer", "adamw").lower()
+        if name == "adamw":
+            optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.get("betas", (0.9, 0.999))))
+        elif name == "adam":
+            optimizer = torch.optim.Adam(groups, lr=lr)
+        elif name == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=lr, momentum=float(cfg.get("momentum", 0.9)))
+        else:
+            raise ValueError(f"optim.optimizer must be adamw, adam or sgd, got {name!r}")
+        scheduler = cfg.get("scheduler", "cosine")
+        if scheduler in (None, "none", "constant"):
+            return {"optimizer": optimizer}
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        if scheduler == "cosine_restarts":  # GenD
+            period = max(1, int(cfg.get("restart_period", total // 2 or 1)))
+            sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=period)
+        elif scheduler == "cosine":
+            warmup = int(float(cfg.get("warmup_fraction", 0.05)) * total)
+            sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _warmup_cosine(step, warmup, total))
+        else:
+            raise ValueError(f"optim.scheduler must be cosine, cosine_restarts or none, got {scheduler!r}")
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _warmup_cosine(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _gather(outputs: list[Any]) -> list[Any]:
+    """All ranks' validation outputs (lists of different lengths are fine: object gather)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return outputs
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, outputs)
+    return [item for rank in gathered for item in rank]
+
+
+__all__ = ["DetectorModule", "classification_targets"]

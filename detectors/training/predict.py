@@ -1,0 +1,63 @@
+"""Batched inference over a loader: logits, labels and provenance for calibration and evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from detectors.base import Detector
+
+
+@dataclass
+class Predictions:
+    logits: torch.Tensor  # [N, C] float32
+    labels: torch.Tensor  # [N] binary 0 real / 1 fake
+    class_index: torch.Tensor  # [N] 0 real / 1 synthetic / 2 semisynthetic
+    paths: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@torch.inference_mode()
+def predict(detector: Detector, loader: DataLoader, *, calibrated: bool = True, device: str | torch.device = "cpu",
+            autocast_dtype: torch.dtype | None = None, description: str = "predict") -> Predictions:
+    """Run ``detector`` over ``loader`` (MediaDataset batches); unreadable samples are counted, not fatal."""
+    detector = detector.to(device).eval()
+    dataset = loader.dataset
+    items = getattr(dataset, "items", None)
+    names = getattr(dataset, "dataset_names", None)
+    logits, labels, classes, paths, datasets = [], [], [], [], []
+    skipped = 0
+    device = torch.device(device)
+    for batch in tqdm(loader, desc=description, leave=False, disable=len(loader) < 2):
+        if batch is None:
+            skipped += getattr(loader, "batch_size", 0) or 0
+            continue
+        skipped += int(batch.get("skipped", 0))
+        x = batch["x"].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            out = detector(x) if calibrated else detector.forward_uncalibrated(x)[1]
+        logits.append(out.float().cpu())
+        labels.append(batch["label"].cpu())
+        classes.append(batch["class_index"].cpu())
+        index = batch["index"].tolist()
+        if items is not None:
+            paths.extend(items[i].path for i in index)
+            datasets.extend(items[i].dataset for i in index)
+        elif names is not None:
+            datasets.extend(names[i] for i in batch["dataset_id"].tolist())
+    if not logits:
+        empty = torch.zeros(0, dtype=torch.long)
+        return Predictions(torch.zeros(0, detector.num_classes), empty, empty, skipped=skipped)
+    return Predictions(torch.cat(logits), torch.cat(labels), torch.cat(classes), paths, datasets, skipped)
+
+
+def summarize_skips(predictions: Predictions) -> dict[str, Any]:
+    return {"evaluated": len(predictions), "skipped_unreadable": predictions.skipped}
