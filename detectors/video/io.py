@@ -1,0 +1,397 @@
+"""Video decoding: decord first (what the benchmark uses), PyAV when decord cannot read a file.
+
+Every problem with a file is raised as ``MediaError(path, problem)`` naming what is wrong (empty
+file, truncated or corrupt data, no video stream, zero frames, absurd resolution), so a dataset can
+skip the file and a user can fix it. A folder of pre-extracted frames (``*.png`` / ``*.jpg``, in
+natural name order, with an optional ``fps.txt``) is accepted wherever a video file is.
+
+Frames come back as ``torch.uint8 [T, 3, H, W]`` RGB.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import av
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+
+from detectors.errors import MediaError
+from detectors.video.sampling import FrameSampler
+
+try:  # decord has wheels for x86-64 only; PyAV decodes everywhere else
+    import decord
+except ImportError:  # pragma: no cover - depends on the platform
+    decord = None
+
+# Anything above 8K UHD (7680 x 4320) is treated as broken metadata or a decompression bomb: one
+# 16-frame clip at that size is already 1.6 GB of uint8.
+DEFAULT_MAX_PIXELS = 7680 * 4320
+MAX_PLAUSIBLE_FPS = 1000.0  # containers write 90000 or 1000 "fps" for variable-rate streams
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
+FPS_FILE = "fps.txt"
+# What decoders raise on bad data (decord's DECORDError is not a RuntimeError).
+_DECODER_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, av.error.FFmpegError) + (
+    (decord.DECORDError,) if decord is not None else ()
+)
+
+Backend = Literal["auto", "decord", "pyav"]
+Interpolation = Literal["bicubic", "bilinear"]
+_INTERPOLATION = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR}
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video offers. ``fps`` is None when the file has no usable frame rate (callers then
+    use 30 fps, as the benchmark does)."""
+
+    num_frames: int
+    fps: float | None
+    width: int
+    height: int
+    backend: str = ""  # "decord", "pyav" or "frames" (a folder of images)
+
+
+def _clean_fps(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    if not math.isfinite(value) or value <= 0 or value > MAX_PLAUSIBLE_FPS:
+        return None
+    return value
+
+
+def _check_resolution(path: Path, width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise MediaError(path, f"invalid resolution {width}x{height}")
+    if width * height > max_pixels:
+        raise MediaError(
+            path,
+            f"absurd resolution {width}x{height} ({width * height} pixels, the cap is {max_pixels})",
+        )
+
+
+def _to_tchw(frames: np.ndarray) -> torch.Tensor:
+    """[T, H, W, 3] uint8 numpy -> contiguous [T, 3, H, W] uint8 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
+
+
+def _check_indices(path: Path, indices: Sequence[int], num_frames: int) -> list[int]:
+    indices = [int(i) for i in indices]
+    if not indices:
+        raise ValueError("no frame indices requested")
+    bad = [i for i in indices if not 0 <= i < num_frames]
+    if bad:
+        raise ValueError(f"{path}: frame indices {bad[:5]} out of range for {num_frames} frames")
+    return indices
+
+
+class VideoSource:
+    """An open video: ``info`` plus ``frames(indices) -> uint8 [T, 3, H, W]``. Use as a context manager."""
+
+    info: VideoInfo
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def frames(self, indices: Sequence[int]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "VideoSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class _Header:
+    width: int
+    height: int
+    fps: float | None
+    num_frames: int  # from the container header; 0 when unknown
+
+
+def _read_header(path: Path) -> _Header:
+    """Open the container with PyAV (headers only, no decoding) to validate it cheaply."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                kinds = sorted({stream.type for stream in container.streams}) or ["none"]
+                raise MediaError(path, f"no video stream (streams found: {', '.join(kinds)})")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            return _Header(
+                width=int(stream.codec_context.width or 0),
+                height=int(stream.codec_context.height or 0),
+                fps=_clean_fps(float(rate)) if rate else None,
+                num_frames=int(stream.frames or 0),
+            )
+    except av.error.FFmpegError as error:
+        raise MediaError(path, f"not a readable video: truncated or corrupt ({error})") from error
+
+
+class _DecordSource(VideoSource):
+    def __init__(self, path: Path, header: _Header, num_threads: int) -> None:
+        super().__init__(path)
+        self._reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=num_threads)
+        self.info = VideoInfo(
+            num_frames=len(self._reader),
+            fps=_clean_fps(self._reader.get_avg_fps()),
+            width=header.width,
+            height=header.height,
+            backend="decord",
+        )
+
+    def frames(self, indices: Sequence[int]) -> torch.Tensor:
+        indices = _check_indices(self.path, indices, self.info.num_frames)
+        # Decode each distinct frame once (padding repeats indices), then expand.
+        unique = sorted(set(indices))
+        batch = self._reader.get_batch(unique).asnumpy()
+        position = {index: row for row, index in enumerate(unique)}
+        return _to_tchw(batch[[position[i] for i in indices]])
+
+    def close(self) -> None:
+        del self._reader
+
+
+class _PyAVSource(VideoSource):
+    def __init__(self, path: Path, header: _Header) -> None:
+        super().__init__(path)
+        num_frames = header.num_frames or self._count_frames()
+        self.info = VideoInfo(num_frames, header.fps, header.width, header.height, backend="pyav")
+
+    def _count_frames(self) -> int:
+        # Containers without a frame count in the header (e.g. some .mkv/.webm): count packets.
+        try:
+            with av.open(str(self.path)) as container:
+                stream = container.streams.video[0]
+                return sum(1 for packet in container.demux(stream) if packet.size)
+        except av.error.FFmpegError as error:
+            raise MediaError(self.path, f"truncated or corrupt while counting frames ({error})") from error
+
+    def frames(self, indices: Sequence[int]) -> torch.Tensor:
+        indices = _check_indices(self.path, indices, self.info.num_frames)
+        wanted, last = set(indices), max(indices)
+        decoded: dict[int, np.ndarray] = {}
+        count = 0
+        try:
+            with av.open(str(self.path)) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                for frame in container.decode(stream):
+                    if count in wanted:
+                        decoded[count] = frame.to_ndarray(format="rgb24")
+                    count += 1
+                    if count > last:
+                        break
+        except av.error.FFmpegError as error:
+            raise MediaError(
+                self.path, f"truncated or corrupt: decoding failed after {count} frames ({error})"
+            ) from error
+        if count <= last:
+            raise MediaError(
+                self.path,
+                f"truncated: only {count} of {self.info.num_frames} frames could be decoded "
+                f"(frame {last} was requested)",
+            )
+        return _to_tchw(np.stack([decoded[i] for i in indices]))
+
+
+def _natural_key(path: Path) -> list[object]:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+class _FrameFolderSource(VideoSource):
+    """A folder of extracted frames; fps from ``fps.txt`` when present."""
+
+    def __init__(self, path: Path, max_pixels: int) -> None:
+        super().__init__(path)
+        self._files = sorted(
+            (p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES),
+            key=_natural_key,
+        )
+        if not self._files:
+            raise MediaError(path, f"zero frames: the folder holds no {'/'.join(FRAME_SUFFIXES)} files")
+        fps = None
+        fps_file = path / FPS_FILE
+        if fps_file.is_file():
+            try:
+                fps = _clean_fps(float(fps_file.read_text().strip()))
+            except ValueError as error:
+                raise MediaError(fps_file, f"not a frame rate: {error}") from error
+        width, height = self._size(self._files[0])
+        _check_resolution(path, width, height, max_pixels)
+        self.info = VideoInfo(len(self._files), fps, width, height, backend="frames")
+
+    def _size(self, file: Path) -> tuple[int, int]:
+        try:
+            with Image.open(file) as image:
+                return image.size
+        except (OSError, Image.DecompressionBombError) as error:
+            raise MediaError(file, f"unreadable frame image ({error})") from error
+
+    def frames(self, indices: Sequence[int]) -> torch.Tensor:
+        indices = _check_indices(self.path, indices, self.info.num_frames)
+        loaded: dict[int, np.ndarray] = {}
+        for index in sorted(set(indices)):
+            file = self._files[index]
+            try:
+                with Image.open(file) as image:
+                    array = np.asarray(image.convert("RGB"))
+            except (OSError, Image.DecompressionBombError) as error:
+                raise MediaError(file, f"unreadable frame image ({error})") from error
+            if array.shape[:2] != (self.info.height, self.info.width):
+                raise MediaError(
+                    file,
+                    f"frame size {array.shape[1]}x{array.shape[0]} differs from the first frame's "
+                    f"{self.info.width}x{self.info.height}",
+                )
+            loaded[index] = array
+        return _to_tchw(np.stack([loaded[i] for i in indices]))
+
+
+def open_video(
+    path: str | Path,
+    *,
+    backend: Backend = "auto",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    num_threads: int = 1,
+) -> VideoSource:
+    """Open a video file (or a folder of frames) after validating it.
+
+    ``backend="auto"`` uses decord and falls back to PyAV when decord cannot open the file.
+    ``num_threads`` is decord's decoding threads: 1 by default because DataLoader workers already
+    decode videos in parallel.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _FrameFolderSource(path, max_pixels)
+    if not path.exists():
+        raise MediaError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise MediaError(path, "empty file (0 bytes)")
+
+    header = _read_header(path)
+    _check_resolution(path, header.width, header.height, max_pixels)
+
+    source: VideoSource | None = None
+    if backend in ("auto", "decord") and decord is not None:
+        try:
+            source = _DecordSource(path, header, num_threads)
+        except _DECODER_ERRORS as error:
+            if backend == "decord":
+                raise MediaError(path, f"decord cannot read it: truncated or corrupt ({error})") from error
+    elif backend == "decord":
+        raise RuntimeError("decord is not installed; use backend='pyav' or 'auto'")
+    if source is None:
+        source = _PyAVSource(path, header)
+    if source.info.num_frames < 1:
+        raise MediaError(path, "zero frames: the video stream holds no frames")
+    return source
+
+
+def probe_video(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, backend: Backend = "auto") -> VideoInfo:
+    """Frame count, frame rate and size of a video, without decoding frames."""
+    with open_video(path, backend=backend, max_pixels=max_pixels) as source:
+        return source.info
+
+
+def _decode(source: VideoSource, indices: Sequence[int], backend: Backend) -> torch.Tensor:
+    try:
+        return source.frames(indices)
+    except MediaError:
+        raise
+    except _DECODER_ERRORS as error:
+        if isinstance(source, _DecordSource) and backend == "auto":
+            # decord opened the file but cannot decode it: give PyAV a chance before giving up.
+            with _PyAVSource(source.path, _read_header(source.path)) as fallback:
+                return fallback.frames(indices)
+        raise MediaError(source.path, f"truncated or corrupt: decoding failed ({error})") from error
+
+
+def read_frames(
+    path: str | Path,
+    indices: Sequence[int],
+    *,
+    backend: Backend = "auto",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> torch.Tensor:
+    """Decode the frames at ``indices`` (repeats allowed) as ``uint8 [T, 3, H, W]``."""
+    with open_video(path, backend=backend, max_pixels=max_pixels) as source:
+        return _decode(source, indices, backend)
+
+
+def resize_frames(
+    frames: torch.Tensor,
+    size: int | tuple[int, int],
+    mode: Interpolation = "bicubic",
+    antialias: bool = True,
+) -> torch.Tensor:
+    """Resize ``[..., H, W]`` frames to ``size`` (H, W).
+
+    uint8 in -> uint8 out (rounded and clamped by torchvision). Float in -> float out, *not*
+    clamped: the official ReStraV code resizes float frames in [0, 1] and keeps bicubic overshoot.
+    """
+    if isinstance(size, int):
+        size = (size, size)
+    if tuple(frames.shape[-2:]) == tuple(size):
+        return frames
+    return TF.resize(frames, list(size), interpolation=_INTERPOLATION[mode], antialias=antialias)
+
+
+def centre_crop_resize(
+    frames: torch.Tensor,
+    size: tuple[int, int],
+    mode: Interpolation = "bilinear",
+    antialias: bool = True,
+) -> torch.Tensor:
+    """The benchmark's resize: centre crop to the target aspect ratio, then resize to ``size`` (H, W)."""
+    height, width = frames.shape[-2:]
+    target_h, target_w = size
+    if width * target_h > height * target_w:  # too wide: crop width
+        crop_h, crop_w = height, max(1, round(height * target_w / target_h))
+    else:  # too tall (or exact): crop height
+        crop_h, crop_w = max(1, round(width * target_h / target_w)), width
+    frames = TF.center_crop(frames, [crop_h, crop_w])
+    return resize_frames(frames, size, mode=mode, antialias=antialias)
+
+
+def read_video_frames(
+    path: str | Path,
+    sampler: FrameSampler,
+    resize: tuple[int, int] | None = None,
+    *,
+    resize_mode: Literal["crop", "stretch"] = "crop",
+    interpolation: Interpolation = "bicubic",
+    generator: torch.Generator | None = None,
+    backend: Backend = "auto",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> torch.Tensor:
+    """Sample, decode and optionally resize a video's frames: ``uint8 [T, 3, H', W']``.
+
+    ``resize_mode="crop"`` is the benchmark's centre crop to aspect then resize; ``"stretch"``
+    resizes straight to ``resize`` as the official ReStraV code does (224 x 224, bicubic).
+    """
+    with open_video(path, backend=backend, max_pixels=max_pixels) as source:
+        info = source.info
+        indices = sampler.indices(info.num_frames, info.fps, generator)
+        frames = _decode(source, indices, backend)
+    if resize is not None:
+        if resize_mode == "crop":
+            frames = centre_crop_resize(frames, resize, mode=interpolation)
+        elif resize_mode == "stretch":
+            frames = resize_frames(frames, resize, mode=interpolation)
+        else:
+            raise ValueError(f"unknown resize_mode {resize_mode!r}")
+    return frames
