@@ -1,0 +1,267 @@
+"""Image (and video-clip) transforms on ``uint8`` tensors, built on ``torchvision.transforms.v2``.
+
+Every transform takes ``[..., 3, H, W]`` uint8 tensors. One call draws one set of random parameters,
+so a video clip ``[T, 3, H, W]`` gets the same crop, flip and distortion level on every frame (the
+Gaussian-noise distortion draws fresh noise per pixel and frame at the same variance).
+
+- ``NativeCrop``: the training crop seed 004 recommends: never downscale (generator fingerprints live
+  in the highest frequencies); only images smaller than the crop are upscaled (shorter side to the
+  crop size, bicubic with antialias). Random crop in training, centre crop in evaluation.
+- ``ResizeCrop``: plain alternative: bilinear resize of the shorter side to the crop size, then crop.
+- DeeperForensics-style distortions with the benchmark family's severity tables (``DISTORTION_LEVELS``),
+  each taking a fixed severity or an inclusive range sampled per call; severity 0 means "no change".
+- ``build_train_transform`` / ``build_eval_transform``: the benchmark family's augment levels 0..3.
+- ``RobustnessChain``: the benchmark's image robustness pass (downscale, JPEG, WebP, JPEG).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any, Literal
+
+import PIL.Image
+import torch
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from detectors.image.io import resize_to_aspect
+
+#: Severity tables (levels 1..5) of the DeeperForensics-style distortions used by the benchmark family.
+DISTORTION_LEVELS: dict[str, tuple[float, ...]] = {
+    "CS": (0.4, 0.3, 0.2, 0.1, 0.0),  # colour saturation factor
+    "CC": (0.85, 0.725, 0.6, 0.475, 0.35),  # contrast factor
+    "GNC": (0.001, 0.002, 0.005, 0.01, 0.05),  # Gaussian noise variance (image scaled to [0, 1])
+    "GB": (7, 9, 13, 17, 21),  # Gaussian blur kernel size; sigma = k / 6
+    "JPEG": (2, 3, 4, 5, 6),  # block down/up-sampling factor
+}
+
+CropMode = Literal["native", "resize"]
+
+
+# ------------------------------------------------------------------------------------------- crops
+class NativeCrop(v2.Transform):
+    """Square crop of ``size`` at native resolution; upscale only images smaller than the crop."""
+
+    def __init__(self, size: int, train: bool = True) -> None:
+        super().__init__()
+        self.size = int(size)
+        self.train = train
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = F.get_size(flat_inputs[0])
+        resize = None
+        if min(height, width) < self.size:
+            scale = self.size / min(height, width)
+            height, width = max(self.size, round(height * scale)), max(self.size, round(width * scale))
+            resize = [height, width]
+        return {"resize": resize, **_crop_origin(height, width, self.size, self.train)}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if params["resize"] is not None:
+            inpt = F.resize(inpt, params["resize"], interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
+        return F.crop(inpt, params["top"], params["left"], self.size, self.size)
+
+
+class ResizeCrop(v2.Transform):
+    """Resize the shorter side to ``size`` (bilinear, antialias), then a random/centre square crop."""
+
+    def __init__(self, size: int, train: bool = True) -> None:
+        super().__init__()
+        self.size = int(size)
+        self.train = train
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = F.get_size(flat_inputs[0])
+        resize = None
+        if min(height, width) != self.size:
+            scale = self.size / min(height, width)
+            height, width = max(self.size, round(height * scale)), max(self.size, round(width * scale))
+            resize = [height, width]
+        return {"resize": resize, **_crop_origin(height, width, self.size, self.train)}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if params["resize"] is not None:
+            inpt = F.resize(inpt, params["resize"], interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
+        return F.crop(inpt, params["top"], params["left"], self.size, self.size)
+
+
+class BenchmarkResize(v2.Transform):
+    """The benchmark's preprocessing: centre crop to the aspect of ``size`` = (H, W), bilinear resize."""
+
+    _transformed_types = (torch.Tensor,)
+
+    def __init__(self, size: int | tuple[int, int]) -> None:
+        super().__init__()
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return resize_to_aspect(inpt, self.size)
+
+
+def _crop_origin(height: int, width: int, size: int, train: bool) -> dict[str, int]:
+    if train:
+        top = int(torch.randint(0, height - size + 1, ()).item())
+        left = int(torch.randint(0, width - size + 1, ()).item())
+    else:
+        top, left = (height - size) // 2, (width - size) // 2
+    return {"top": top, "left": left}
+
+
+# ------------------------------------------------------------------------------------- distortions
+class _LevelDistortion(v2.Transform):
+    """Base class: a distortion with a severity table; ``level`` is fixed or an inclusive range.
+
+    Severity 0 leaves the input unchanged; severity s in 1..5 uses ``DISTORTION_LEVELS[key][s - 1]``.
+    """
+
+    key: str = ""
+    _transformed_types = (torch.Tensor,)
+
+    def __init__(self, level: int | tuple[int, int] = (0, 1)) -> None:
+        super().__init__()
+        low, high = (level, level) if isinstance(level, int) else (int(level[0]), int(level[1]))
+        if not 0 <= low <= high <= len(DISTORTION_LEVELS[self.key]):
+            raise ValueError(f"{type(self).__name__}: level must be within 0..5 (low <= high), got {level!r}")
+        self.low, self.high = low, high
+
+    def check_inputs(self, flat_inputs: list[Any]) -> None:
+        if any(isinstance(x, PIL.Image.Image) for x in flat_inputs):
+            raise TypeError(f"{type(self).__name__} works on uint8 tensors; convert PIL images first")
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        level = self.low if self.low == self.high else int(torch.randint(self.low, self.high + 1, ()).item())
+        return {"level": level, "value": DISTORTION_LEVELS[self.key][level - 1] if level else None}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if params["level"] == 0:
+            return inpt
+        return self.apply(inpt, params["value"])
+
+    def apply(self, image: torch.Tensor, value: float) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class ColourSaturation(_LevelDistortion):
+    """CS: blend with the greyscale image (saturation factor from the table; 0 = greyscale)."""
+
+    key = "CS"
+
+    def apply(self, image: torch.Tensor, value: float) -> torch.Tensor:
+        return F.adjust_saturation(image, value)
+
+
+class ColourContrast(_LevelDistortion):
+    """CC: blend with the mean grey level of each image/frame (contrast factor from the table)."""
+
+    key = "CC"
+
+    def apply(self, image: torch.Tensor, value: float) -> torch.Tensor:
+        return F.adjust_contrast(image, value)
+
+
+class GaussianNoiseColour(_LevelDistortion):
+    """GNC: additive Gaussian noise per pixel and channel, variance from the table on a [0, 1] scale."""
+
+    key = "GNC"
+
+    def apply(self, image: torch.Tensor, value: float) -> torch.Tensor:
+        std = math.sqrt(value) * 255.0
+        noisy = image.float() + torch.randn(image.shape) * std
+        return noisy.round_().clamp_(0, 255).to(image.dtype)
+
+
+class GaussianBlurLevel(_LevelDistortion):
+    """GB: Gaussian blur with kernel size k from the table and sigma k / 6."""
+
+    key = "GB"
+
+    def apply(self, image: torch.Tensor, value: float) -> torch.Tensor:
+        kernel = int(value)
+        # Reflect padding needs the half-kernel to fit inside the image.
+        limit = 2 * min(image.shape[-2:]) - 1
+        kernel = min(kernel, limit if limit % 2 else limit - 1)
+        return F.gaussian_blur(image, [kernel, kernel], [value / 6.0, value / 6.0])
+
+
+class JPEGBlock(_LevelDistortion):
+    """JPEG-like block artefacts: bilinear downsample by the table factor, nearest upsample back."""
+
+    key = "JPEG"
+
+    def apply(self, image: torch.Tensor, value: float) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        factor = int(value)
+        small = F.resize(image, [max(1, height // factor), max(1, width // factor)], antialias=True)
+        return F.resize(small, [height, width], interpolation=v2.InterpolationMode.NEAREST)
+
+
+# ----------------------------------------------------------------------------------- robustness
+class RobustnessChain(v2.Transform):
+    """The benchmark's image robustness pass, on a ``uint8 [3, H, W]`` tensor or a PIL image.
+
+    Downscale by 0.5 (but the shorter side not below 256 px, never upscaled; PIL bilinear, which
+    antialiases), then JPEG q55 4:2:0 -> WebP q75 -> JPEG q80 (4:2:0), encoded and decoded in memory.
+    """
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, PIL.Image.Image):
+            return robustness_chain_pil(inpt)
+        if inpt.ndim != 3 or inpt.dtype != torch.uint8:
+            raise ValueError(f"RobustnessChain expects a uint8 [3, H, W] tensor, got {inpt.dtype} {tuple(inpt.shape)}")
+        return F.pil_to_tensor(robustness_chain_pil(F.to_pil_image(inpt)))
+
+
+def robustness_chain_pil(img: PIL.Image.Image, min_side: int = 256) -> PIL.Image.Image:
+    img = img.convert("RGB")
+    width, height = img.size
+    scale = min(1.0, max(0.5, min_side / min(width, height)))
+    if scale < 1.0:
+        img = img.resize((max(1, round(width * scale)), max(1, round(height * scale))), PIL.Image.Resampling.BILINEAR)
+    for fmt, options in (
+        ("JPEG", {"quality": 55, "subsampling": 2}),
+        ("WEBP", {"quality": 75}),
+        ("JPEG", {"quality": 80, "subsampling": 2}),
+    ):
+        buffer = io.BytesIO()
+        img.save(buffer, format=fmt, **options)
+        buffer.seek(0)
+        with PIL.Image.open(buffer) as decoded:
+            img = decoded.convert("RGB")
+    return img
+
+
+# -------------------------------------------------------------------------------------- pipelines
+def build_crop(size: int, crop: CropMode = "native", train: bool = True) -> v2.Transform:
+    if crop == "native":
+        return NativeCrop(size, train=train)
+    if crop == "resize":
+        return ResizeCrop(size, train=train)
+    raise ValueError(f"crop must be 'native' or 'resize', got {crop!r}")
+
+
+def build_train_transform(size: int, crop: CropMode = "native", augment_level: int = 0) -> v2.Compose:
+    """Training pipeline following the benchmark family's augment levels.
+
+    0: crop only; 1: + horizontal and vertical flips (p 0.5); 2: + CS and CC at severity 0-1;
+    3: + CS, CC, GNC and GB at severity 0-2 (severity drawn uniformly per call, 0 = off).
+    """
+    if augment_level not in (0, 1, 2, 3):
+        raise ValueError(f"augment_level must be 0, 1, 2 or 3, got {augment_level!r}")
+    steps: list[v2.Transform] = [build_crop(size, crop, train=True)]
+    if augment_level >= 1:
+        steps += [v2.RandomHorizontalFlip(0.5), v2.RandomVerticalFlip(0.5)]
+    if augment_level == 2:
+        steps += [ColourSaturation((0, 1)), ColourContrast((0, 1))]
+    if augment_level == 3:
+        steps += [ColourSaturation((0, 2)), ColourContrast((0, 2)), GaussianNoiseColour((0, 2)), GaussianBlurLevel((0, 2))]
+    return v2.Compose(steps)
+
+
+def build_eval_transform(
+    size: int, crop: Literal["native", "resize", "benchmark"] = "native", robustness: bool = False
+) -> v2.Compose:
+    """Evaluation pipeline: optional ``RobustnessChain``, then a centre crop (or the benchmark resize)."""
+    steps: list[v2.Transform] = [RobustnessChain()] if robustness else []
+    steps.append(BenchmarkResize(size) if crop == "benchmark" else build_crop(size, crop, train=False))
+    return v2.Compose(steps)
