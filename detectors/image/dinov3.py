@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from detectors.data.dataset import MediaDataset
+from detectors.image.data import build_image_dataset
 from detectors.backbones import Backbone, BackboneConfig, build_backbone
 from detectors.base import Detector
 from detectors.registry import register_detector
@@ -64,6 +66,9 @@ class DinoImageDetector(Detector):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features)
 
+    def make_dataset(self, items: list, stage: str, data: dict) -> "MediaDataset":
+        return build_image_dataset(items, stage, data, self.config.image_size, self.num_classes)
+
     def example_input(self, batch_size: int = 2) -> torch.Tensor:
         size = self.config.image_size
         return torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8)
@@ -93,3 +98,4 @@ class DinoImageDetector(Detector):
     @property
     def head_in_features(self) -> int:
         return self.backbone.embed_dim * (2 if self.config.features == "both" else 1)
+

@@ -1,0 +1,237 @@
+"""The fit command shared by every modality: ``python -m detectors.{image,video,audio}.fit``.
+
+defaults (configs/<modality>/<arch>.yaml) <- ``--config YAML`` <- flags; data YAML -> split ->
+Lightning Trainer (DDP/FSDP, bf16, accumulation, resume) -> calibration on the held-out split ->
+``detector.safetensors``, ``metrics.json``, ``summary.json`` and plots in the run directory.
+With no ``--data``, the built-in demo data of the modality is written and used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+
+from detectors.config import CONFIG_ROOT, deep_merge, default_config, load_yaml, set_dotted
+from detectors.errors import ConfigError
+
+log = logging.getLogger("detectors.fit")
+
+
+@dataclass
+class ModalitySupport:
+    """What a modality plugs into the shared fit: its demo data and extra CLI flags."""
+
+    name: str
+    write_demo: Callable[[Path], Path]  # root -> dataset YAML
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    apply_arguments: Callable[[argparse.Namespace, dict[str, Any]], None] | None = None
+
+
+def build_parser(modality: str, archs: list[str], default_arch: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m detectors.{modality}.fit",
+        description=f"Train, calibrate and evaluate a {modality} detector. Without --data the built-in "
+                    "(synthetic) demo data is used.")
+    parser.add_argument("--arch", choices=archs, default=default_arch, help="detector architecture")
+    parser.add_argument("--data", type=Path, help="dataset YAML (benchmark fields); omit for the demo")
+    parser.add_argument("--backbone", help="hub id or local directory (transformers), or a timm model name")
+    parser.add_argument("--backbone-weights", help="local weights file for a timm backbone")
+    parser.add_argument("--tuning", choices=["frozen", "layernorm", "lora", "full"], help="backbone tuning mode")
+    parser.add_argument("--output", type=Path, help="run directory (default runs/<arch>-<time>)")
+    parser.add_argument("--config", type=Path, help="YAML overriding the shipped defaults")
+    parser.add_argument("--init-from", type=Path, help="run directory of a trained detector to fine-tune on new data")
+    parser.add_argument("--max-epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--num-workers", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--loss", choices=["focal_brier", "cross_entropy", "score_surrogate", "focal_brier+score"])
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in backward")
+    trainer = parser.add_argument_group("Lightning Trainer")
+    trainer.add_argument("--accelerator", help="cpu, gpu, mps or auto")
+    trainer.add_argument("--devices", help="number of devices or a list, e.g. 2 or 0,1")
+    trainer.add_argument("--num-nodes", type=int)
+    trainer.add_argument("--strategy", help="auto, ddp, ddp_spawn, fsdp, ...")
+    trainer.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed, ...")
+    trainer.add_argument("--accumulate-grad-batches", type=int)
+    trainer.add_argument("--limit-train-batches", type=float)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config value, e.g. --set data.image_size=128 (YAML-parsed)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --output")
+    parser.add_argument("--no-export", action="store_true", help="demo only: skip export and evaluation")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace, modality: str, support: ModalitySupport, demo: bool) -> dict[str, Any]:
+    config = default_config(modality, args.arch)
+    demo_overrides = CONFIG_ROOT / modality / f"{args.arch}_demo.yaml"
+    if demo and demo_overrides.is_file():
+        config = deep_merge(config, load_yaml(demo_overrides))
+    if args.config:
+        config = deep_merge(config, load_yaml(args.config))
+    flags = {
+        "model.backbone.name": args.backbone,
+        "model.backbone.weights": args.backbone_weights,
+        "model.tuning.mode": args.tuning,
+        "trainer.max_epochs": args.max_epochs,
+        "data.batch_size": args.batch_size,
+        "data.num_workers": args.num_workers,
+        "optim.lr": args.lr,
+        "seed": args.seed,
+        "loss.name": args.loss,
+        "trainer.accelerator": args.accelerator,
+        "trainer.devices": _parse_devices(args.devices),
+        "trainer.num_nodes": args.num_nodes,
+        "trainer.strategy": args.strategy,
+        "trainer.precision": args.precision,
+        "trainer.accumulate_grad_batches": args.accumulate_grad_batches,
+        "trainer.limit_train_batches": args.limit_train_batches,
+    }
+    for key, value in flags.items():
+        if value is not None:
+            if key.startswith("model.backbone.") and not isinstance(config.get("model", {}).get("backbone"), dict):
+                continue  # this architecture has no transformers/timm backbone section
+            set_dotted(config, key, value)
+    if args.gradient_checkpointing:
+        set_dotted(config, "model.tuning.gradient_checkpointing", True)
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(None, "--set", f"expected KEY=VALUE, got {item!r}")
+        set_dotted(config, key.strip(), yaml.safe_load(raw))
+    if support.apply_arguments:
+        support.apply_arguments(args, config)
+    config["arch"] = args.arch
+    config["modality"] = modality
+    return config
+
+
+def _parse_devices(value: str | None) -> Any:
+    if value is None:
+        return None
+    if "," in value:
+        return [int(v) for v in value.split(",") if v]
+    return int(value) if value.isdigit() else value
+
+
+def run_fit(modality: str, support: ModalitySupport, archs: list[str], default_arch: str,
+            argv: list[str] | None = None) -> Path:
+    """Parse ``argv`` and train; returns the run directory."""
+    parser = build_parser(modality, archs, default_arch)
+    if support.add_arguments:
+        support.add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return fit(args, modality, support)
+    except ConfigError as error:
+        parser.exit(2, f"error: {error}\n")
+
+
+def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Path:
+    import lightning as L
+
+    from detectors.base import load_detector
+    from detectors.data.catalog import assign_splits, load_items, read_split, summarise, write_split
+    from detectors.data.datamodule import MediaDataModule
+    from detectors.registry import create_detector
+    from detectors.training.finalize import finalize_run
+    from detectors.training.module import DetectorModule
+    from detectors.training.run import RunDir
+    from detectors.training.trainer import build_trainer
+
+    demo = args.data is None
+    config = resolve_config(args, modality, support, demo)
+    if args.init_from is not None:
+        previous = RunDir(args.init_from)
+        if not previous.is_finished():
+            raise ConfigError(args.init_from, None, "--init-from needs a finished run directory (detector.safetensors missing)")
+        config["arch"] = args.arch = previous.read_config().get("arch", args.arch)
+    run = RunDir(args.output or Path("runs") / f"{args.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
+    rank_zero = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    if run.is_finished() and args.overwrite and rank_zero and "LIGHTNING_RUN_STARTED" not in os.environ:
+        shutil.rmtree(run.root)
+    elif run.is_finished() and not args.overwrite:
+        raise ConfigError(run.root, None, "a finished run is already here; pass --overwrite or choose another --output")
+    os.environ["LIGHTNING_RUN_STARTED"] = "1"  # DDP children re-run this script: never wipe twice
+    resume = run.last_checkpoint.is_file()
+    run.root.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(int(config.get("seed", 0)), workers=True, verbose=False)
+
+    data_yaml = args.data
+    if demo:
+        data_yaml = support.write_demo(run.root / "demo_data")
+        print(f"[demo] no --data given: using the built-in SYNTHETIC demo data in {data_yaml.parent}")
+    if resume and run.split.is_file():
+        items = read_split(run.split)
+    else:
+        items = load_items(data_yaml, modality=modality)
+        split_cfg = config.get("split", {})
+        items = assign_splits(items, fractions={"val": float(split_cfg.get("val", 0.15)),
+                                                "calibration": float(split_cfg.get("calibration", 0.15))},
+                              seed=int(split_cfg.get("seed", config.get("seed", 0))))
+        if rank_zero:
+            write_split(items, run.split)
+
+    if args.init_from is not None:
+        detector = load_detector(args.init_from)
+        detector.calibrator.reset()  # refitted on the new calibration split
+        config["model"] = detector.config_dict()
+    else:
+        model_config = dict(config.get("model", {}))
+        if demo:
+            model_config["allow_random_backbone"] = True
+        detector = create_detector(args.arch, model_config)
+        config["model"] = detector.config_dict()
+    if rank_zero:
+        run.write_config(config)
+
+    data_cfg = config.get("data", {})
+    datamodule = MediaDataModule(
+        items,
+        build_dataset=lambda split_items, stage: detector.make_dataset(split_items, stage, data_cfg),
+        batch_size=int(data_cfg.get("batch_size", 32)),
+        eval_batch_size=data_cfg.get("eval_batch_size"),
+        num_workers=int(data_cfg.get("num_workers", 2)),
+        balanced_sampling=bool(data_cfg.get("balanced_sampling", True)),
+        seed=int(config.get("seed", 0)),
+    )
+    before = None
+    if args.init_from is not None and rank_zero:
+        from detectors.training.finalize import evaluate_split
+
+        before = evaluate_split(detector, datamodule, "val", calibrated=True)
+    module = DetectorModule(detector, loss=config.get("loss"), optim=config.get("optim"))
+    trainer, checkpoint = build_trainer(config.get("trainer", {}), run)
+    started = time.time()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(run.last_checkpoint) if resume else None)
+    if not trainer.is_global_zero:
+        return run.root
+    finalize_run(run, module, datamodule, trainer, checkpoint, config,
+                 extra_summary={"data": summarise(items), "resumed": resume, "demo": demo,
+                                "init_from": str(args.init_from) if args.init_from else None,
+                                "train_seconds": round(time.time() - started, 1)},
+                 before=before)
+    if demo and not args.no_export:
+        from detectors.training.demo import export_and_evaluate_demo
+
+        export_and_evaluate_demo(run, items)
+    return run.root
+
+
+def main(modality: str, support: ModalitySupport, archs: list[str], default_arch: str) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    torch.set_float32_matmul_precision("high")
+    run_fit(modality, support, archs, default_arch, sys.argv[1:])
