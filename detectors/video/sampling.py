@@ -155,6 +155,13 @@ class FrameSampler:
         return random_indices(total, self.num_frames, generator)
 
     @property
+    def clip_length(self) -> int:
+        """How many indices :meth:`indices` returns (the benchmark rule clamps to 64)."""
+        if self.mode == "benchmark":
+            return min(self.num_frames, MAX_BENCHMARK_FRAMES)
+        return self.num_frames
+
+    @property
     def deterministic(self) -> bool:
         """Whether the same video always gives the same frames (only those may be cached)."""
         return self.mode != "random"
@@ -162,7 +169,7 @@ class FrameSampler:
     def key(self) -> str:
         """A stable string naming the rule and exactly the parameters it uses (for cache keys)."""
         if self.mode == "benchmark":
-            return f"benchmark-n{self.num_frames}-r{self.frame_rate}"
+            return f"benchmark-n{self.clip_length}-r{self.frame_rate}"
         if self.mode == "window":
             return f"window-n{self.num_frames}-w{self.window_sec}"
         return f"{self.mode}-n{self.num_frames}"
