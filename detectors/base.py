@@ -106,6 +106,11 @@ class Detector(nn.Module):
     def example_input(self, batch_size: int = 2) -> torch.Tensor:
         raise NotImplementedError
 
+    def calibration_export_state(self, prefix: str = "calibration.") -> dict[str, torch.Tensor]:
+        """The fitted calibrator as plain weights of the standalone ``LogitAffine``: x * scale + bias."""
+        return {f"{prefix}scale": torch.tensor([1.0 / self.calibrator.temperature], dtype=torch.float32),
+                f"{prefix}bias": torch.tensor(self.calibrator.bias, dtype=torch.float32)}
+
 
 # --------------------------------------------------------------------------- persistence
 def save_detector(detector: Detector, directory: str | Path) -> Path:

@@ -112,19 +112,6 @@ def apply_tuning(backbone: Backbone, config: TuningConfig) -> Backbone:
     return backbone
 
 
-def merge_lora(model: nn.Module) -> nn.Module:
-    """Fold injected LoRA adapters into their base Linear layers in place (for export)."""
-    from peft.tuners.lora import LoraLayer
-
-    for name, module in list(model.named_modules()):
-        if isinstance(module, LoraLayer):
-            module.merge()
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, module.get_base_layer())
-    return model
-
-
 def trainable_summary(model: nn.Module) -> dict[str, Any]:
     """Trainable and total parameter counts and the names of trainable tensors (for summary.json)."""
     total = sum(p.numel() for p in model.parameters())

@@ -8,12 +8,16 @@ the exported model will see.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from functools import partial
+from typing import Any, Callable, Sequence
+
+import torch
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 from detectors.data.catalog import MediaItem
 from detectors.data.dataset import MediaDataset
-from detectors.image.io import load_image
-from detectors.image.transforms import build_eval_transform, build_train_transform
+from detectors.image.io import load_image, load_image_benchmark, open_image, resize_to_aspect
+from detectors.image.transforms import build_eval_transform, build_train_transform, robustness_chain_pil
 
 
 def build_image_dataset(items: Sequence[MediaItem], stage: str, data: dict[str, Any], image_size: int,
@@ -26,3 +30,19 @@ def build_image_dataset(items: Sequence[MediaItem], stage: str, data: dict[str, 
                                          robustness=bool(data.get("eval_robustness", False)))
     return MediaDataset(items, load=load_image, transform=transform,
                         target="multiclass" if num_classes == 3 else "binary")
+
+
+def benchmark_input_loader(preprocessing: dict[str, Any], robustness: bool = False) -> Callable[[str], torch.Tensor]:
+    """What the benchmark feeds an image submission: PIL RGB -> (robustness chain) -> centre crop to
+    aspect -> resize to ``preprocessing.resize``, as uint8 ``[3, H, W]``."""
+    if "resize" not in preprocessing:
+        raise ValueError("model_config.yaml preprocessing.resize is required for image submissions")
+    return partial(_benchmark_image, resize=tuple(int(v) for v in preprocessing["resize"]), robustness=robustness)
+
+
+def _benchmark_image(path: str, resize: tuple[int, int], robustness: bool) -> torch.Tensor:
+    if not robustness:
+        return load_image_benchmark(path, resize)
+    with open_image(path) as image:
+        degraded = robustness_chain_pil(image.convert("RGB"))
+    return resize_to_aspect(pil_to_tensor(degraded), resize)

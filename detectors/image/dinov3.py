@@ -74,13 +74,14 @@ class DinoImageDetector(Detector):
         return torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8)
 
     def export_spec(self):
+        from export.convert import convert_backbone
         from export.spec import ExportSpec
-        from export.standalone_export import backbone_export, calibrator_state, prefixed
 
         size = self.config.image_size
-        vit_kwargs, vit_state = backbone_export(self.backbone, (size, size))
-        state = {**prefixed("backbone.", vit_state), **prefixed("head.", self.head.state_dict()),
-                 **prefixed("calibration.", calibrator_state(self.calibrator))}
+        vit_kwargs, vit_state = convert_backbone(self.backbone.model, (size, size))
+        state = {**{f"backbone.{k}": v for k, v in vit_state.items()},
+                 **{f"head.{k}": v for k, v in self.head.state_dict().items()},
+                 **self.calibration_export_state()}
         return ExportSpec(
             modality="image",
             model_class="ImageDetectorStandalone",
