@@ -1,0 +1,485 @@
+"""Video data pipeline: sampling rules, decoding, MediaError cases, caches, transforms, demo data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+import yaml
+from PIL import Image
+
+from detectors.errors import MediaError
+from detectors.video import io as video_io
+from detectors.video.cache import FeatureCache, FrameCache
+from detectors.video.demo import main as demo_main
+from detectors.video.demo import write_demo_videos, write_holdout_videos, write_mp4
+from detectors.video.geometry import trajectory_features
+from detectors.video.io import (
+    centre_crop_resize,
+    probe_video,
+    read_frames,
+    read_video_frames,
+    resize_frames,
+)
+from detectors.video.sampling import (
+    FrameSampler,
+    benchmark_indices,
+    random_indices,
+    uniform_indices,
+    window_indices,
+)
+from detectors.video.transforms import ClipAugment, H264Robustness
+
+# ----------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("video_demo")
+    write_demo_videos(root, n_per_class=12, num_frames=48, size=(64, 80), fps=24, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def demo_yaml(demo_root: Path) -> Path:
+    return write_demo_videos(demo_root, n_per_class=12, num_frames=48, size=(64, 80), fps=24, seed=0)
+
+
+@pytest.fixture(scope="module")
+def demo_mp4(demo_root: Path) -> Path:
+    return demo_root / "demo_video" / "real" / "real_000.mp4"
+
+
+def _random_clip(frames: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (frames, 3, height, width), dtype=torch.uint8, generator=generator)
+
+
+# ----------------------------------------------------------------------------------- sampling
+
+
+def test_benchmark_indices_hand_worked() -> None:
+    assert benchmark_indices(100, 30.0, 4, frame_rate=8.0) == [0, 4, 8, 12]  # round(3.75) = 4
+    assert benchmark_indices(10, None, 4, frame_rate=10.0) == [0, 3, 6, 9]  # missing fps -> 30
+    assert benchmark_indices(10, float("nan"), 4, frame_rate=10.0) == [0, 3, 6, 9]
+    assert benchmark_indices(10, 25.0, 4, frame_rate=10.0) == [0, 2, 4, 6]  # round(2.5) = 2 (ties to even)
+    assert benchmark_indices(5, 30.0, 8) == [0, 1, 2, 3, 4, 4, 4, 4]  # consecutive, padded
+    assert benchmark_indices(7, 60.0, 4, frame_rate=8.0) == [0, 0, 0, 0]  # step 8 > length
+    assert benchmark_indices(20, 30.0, 3, frame_rate=100.0) == [0, 1, 2]  # step never below 1
+    assert benchmark_indices(1000, 30.0, 100) == list(range(64))  # clamped to 64
+
+
+def test_window_indices_hand_worked() -> None:
+    # 10 s at 24 fps: window 4 s .. 6 s, frame = floor(t * 24) = 96 + floor(48 i / 23)
+    assert window_indices(240, 24.0) == [96 + (48 * i) // 23 for i in range(24)]
+    # no fps -> 30 fps: 10 s again, frame = 120 + floor(60 i / 23)
+    assert window_indices(300, None) == [120 + (60 * i) // 23 for i in range(24)]
+    # 1/3 s clip: the window starts at 0, timestamps 0, 2/23, 4/23, 6/23 fit, the rest repeat the
+    # last *sampled* frame (7), not the video's last frame (9) - as the official code does
+    assert window_indices(10, 30.0) == [0, 2, 5, 7] + [7] * 20
+    # exactly 2 s: the last timestamp equals the end of the stream and repeats the one before
+    assert window_indices(48, 24.0)[-3:] == [43, 45, 45]
+    assert window_indices(1, None) == [0] * 24
+    assert window_indices(240, 24.0, num_frames=3, window_sec=1.0) == [108, 120, 132]
+
+
+def _torchcodec_style_window(total: int, fps: float, frames: int = 24, window: float = 2.0) -> list[int]:
+    """Independent reimplementation with torch float32 tensors (as torchcodec's sampler computes)."""
+    duration = total / fps
+    start = max(0.0, duration / 2 - window / 2)
+    delta = window / (frames - 1)
+    clip_start = torch.arange(start, min(duration, duration / 2 + window / 2), 1e9)[0]
+    times = [t for i in range(frames) if (t := clip_start + i * delta) < duration]
+    times += [times[-1]] * (frames - len(times))
+    pts = torch.arange(total, dtype=torch.float64) / fps  # frame i is shown during [i/fps, (i+1)/fps)
+    return [int((pts <= float(t)).nonzero().max()) for t in times]
+
+
+@pytest.mark.parametrize("total,fps", [(48, 24.0), (49, 24.0), (61, 30.0), (300, 29.97), (17, 25.0), (1000, 60.0), (90, 23.976)])
+def test_window_indices_match_float32_timestamp_reference(total: int, fps: float) -> None:
+    assert window_indices(total, fps) == _torchcodec_style_window(total, fps)
+
+
+def test_uniform_and_random_indices() -> None:
+    assert uniform_indices(10, 4) == [0, 3, 6, 9]
+    assert uniform_indices(10, 1) == [4]
+    assert uniform_indices(3, 5) == [0, 0, 1, 2, 2]
+    a = random_indices(100, 16, torch.Generator().manual_seed(3))
+    b = random_indices(100, 16, torch.Generator().manual_seed(3))
+    assert a == b and a == sorted(a) and len(set(a)) == 16 and 0 <= min(a) and max(a) < 100
+    short = random_indices(5, 8, torch.Generator().manual_seed(0))
+    assert len(short) == 8 and set(short) == set(range(5)) and short == sorted(short)
+    with pytest.raises(ValueError):
+        uniform_indices(0, 4)
+
+
+def test_frame_sampler_dispatch_and_keys() -> None:
+    assert FrameSampler("benchmark", 4, frame_rate=8.0).indices(100, 30.0) == [0, 4, 8, 12]
+    assert FrameSampler("window", 24).indices(240, 24.0) == window_indices(240, 24.0)
+    assert FrameSampler("uniform", 4).indices(10, None) == [0, 3, 6, 9]
+    assert FrameSampler("benchmark", 100).clip_length == 64
+    keys = {
+        FrameSampler("benchmark", 16).key(), FrameSampler("benchmark", 16, frame_rate=8.0).key(),
+        FrameSampler("window", 24).key(), FrameSampler("window", 24, window_sec=3.0).key(),
+        FrameSampler("uniform", 16).key(), FrameSampler("random", 16).key(),
+    }
+    assert len(keys) == 6
+    assert FrameSampler("window", 24).key() == FrameSampler("window", 24).key()
+    assert not FrameSampler("random", 8).deterministic
+    with pytest.raises(ValueError):
+        FrameSampler("nearest", 8)
+
+
+# ----------------------------------------------------------------------------------- decoding
+
+
+def test_decode_demo_mp4(demo_mp4: Path) -> None:
+    info = probe_video(demo_mp4)
+    assert (info.num_frames, info.fps, info.width, info.height) == (48, 24.0, 80, 64)
+    frames = read_frames(demo_mp4, [0, 5, 5, 47])
+    assert frames.shape == (4, 3, 64, 80) and frames.dtype == torch.uint8
+    assert torch.equal(frames[1], frames[2]) and not torch.equal(frames[0], frames[3])
+    clip = read_video_frames(demo_mp4, FrameSampler("window", 24), resize=(32, 32), resize_mode="stretch")
+    assert clip.shape == (24, 3, 32, 32) and clip.dtype == torch.uint8
+
+
+def test_pyav_fallback_when_decord_fails(demo_mp4: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if video_io.decord is None:
+        pytest.skip("decord not installed")
+    indices = [0, 3, 47, 47]
+    reference = read_frames(demo_mp4, indices)
+    assert probe_video(demo_mp4).backend == "decord"
+
+    def broken_reader(*args: object, **kwargs: object) -> None:
+        raise video_io.decord.DECORDError("simulated: decord cannot open this file")
+
+    monkeypatch.setattr(video_io.decord, "VideoReader", broken_reader)
+    info = probe_video(demo_mp4)
+    assert info.backend == "pyav" and (info.num_frames, info.fps) == (48, 24.0)
+    assert torch.equal(read_frames(demo_mp4, indices), reference)  # same pixels from both decoders
+    with pytest.raises(MediaError, match="decord cannot read it"):
+        probe_video(demo_mp4, backend="decord")
+
+
+def test_pyav_fallback_when_decord_fails_mid_decode(demo_mp4: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if video_io.decord is None:
+        pytest.skip("decord not installed")
+    reference = read_frames(demo_mp4, [1, 2], backend="pyav")
+
+    def failing_frames(self: object, indices: object) -> None:
+        raise video_io.decord.DECORDError("simulated: av_read_frame failed")
+
+    monkeypatch.setattr(video_io._DecordSource, "frames", failing_frames)
+    assert torch.equal(read_frames(demo_mp4, [1, 2]), reference)
+
+
+def test_odd_size_and_single_frame_videos(tmp_path: Path) -> None:
+    odd = tmp_path / "odd.mp4"
+    write_mp4(odd, _random_clip(5, 63, 81), fps=25)  # MPEG-4 Part 2 accepts odd sizes
+    assert read_frames(odd, [0, 4]).shape == (2, 3, 63, 81)
+    assert read_frames(odd, [0, 4], backend="pyav").shape == (2, 3, 63, 81)
+    single = tmp_path / "single.mp4"
+    write_mp4(single, _random_clip(1, 32, 32), fps=25)
+    assert probe_video(single).num_frames == 1
+    clip = read_video_frames(single, FrameSampler("window", 24))
+    assert clip.shape == (24, 3, 32, 32) and bool((clip == clip[0]).all())
+
+
+def _write_audio_only(path: Path) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for i in range(8):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _write_zero_frame_avi(path: Path) -> None:
+    container = av.open(str(path), "w")
+    stream = container.add_stream("mpeg4", rate=24)
+    stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+    container.start_encoding()
+    container.close()
+
+
+def _write_faststart(path: Path, clip: torch.Tensor) -> None:
+    with av.open(str(path), "w", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = clip.shape[-1], clip.shape[-2], "yuv420p"
+        for image in clip.permute(0, 2, 3, 1).numpy():
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _expect_media_error(path: Path, problem: str, **kwargs: object) -> None:
+    for backend in ("auto", "pyav"):
+        with pytest.raises(MediaError, match=problem) as caught:
+            info = probe_video(path, backend=backend, **kwargs)
+            read_frames(path, list(range(info.num_frames)), backend=backend, **kwargs)
+        assert caught.value.path == str(path)
+
+
+def test_bad_inputs_raise_media_error_naming_the_file(demo_mp4: Path, tmp_path: Path) -> None:
+    data = demo_mp4.read_bytes()
+
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    _expect_media_error(empty, "empty file")
+
+    _expect_media_error(tmp_path / "missing.mp4", "file not found")
+
+    truncated = tmp_path / "truncated.mp4"  # index (moov) at the end: lost with the second half
+    truncated.write_bytes(data[: len(data) // 2])
+    _expect_media_error(truncated, "truncated or corrupt")
+
+    faststart = tmp_path / "faststart.mp4"  # index first: opens, then runs out of frame data
+    _write_faststart(faststart, _random_clip(24, 64, 80))
+    cut = tmp_path / "faststart_cut.mp4"
+    cut.write_bytes(faststart.read_bytes()[: faststart.stat().st_size // 2])
+    _expect_media_error(cut, "truncated")
+
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4096))
+    _expect_media_error(garbage, "truncated or corrupt")
+
+    audio = tmp_path / "speech.m4a"
+    _write_audio_only(audio)
+    _expect_media_error(audio, "no video stream")
+
+    zero = tmp_path / "zero.avi"
+    _write_zero_frame_avi(zero)
+    _expect_media_error(zero, "zero frames")
+
+    _expect_media_error(demo_mp4, "absurd resolution 80x64", max_pixels=80 * 64 - 1)
+    assert probe_video(demo_mp4, max_pixels=80 * 64).num_frames == 48
+
+
+def test_frame_folder_as_video(demo_mp4: Path, tmp_path: Path) -> None:
+    frames = read_frames(demo_mp4, list(range(12)))
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(frames):  # unpadded names: natural order must put 2 before 10
+        Image.fromarray(frame.permute(1, 2, 0).numpy()).save(folder / f"frame_{i}.png")
+    (folder / "notes.txt").write_text("ignored")
+    info = probe_video(folder)
+    assert (info.num_frames, info.fps, info.width, info.height, info.backend) == (12, None, 80, 64, "frames")
+    assert torch.equal(read_frames(folder, [2, 10, 11]), frames[[2, 10, 11]])
+    (folder / "fps.txt").write_text("12.5\n")
+    assert probe_video(folder).fps == 12.5
+    (folder / "fps.txt").write_text("nan")
+    assert probe_video(folder).fps is None
+    clip = read_video_frames(folder, FrameSampler("benchmark", 16))
+    assert torch.equal(clip[:12], frames) and torch.equal(clip[12:], frames[[11] * 4])
+
+    empty = tmp_path / "no_frames"
+    empty.mkdir()
+    _expect_media_error(empty, "zero frames")
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(folder / "frame_12.png")
+    with pytest.raises(MediaError, match="differs from the first frame") as caught:
+        read_frames(folder, [12])
+    assert caught.value.path.endswith("frame_12.png")
+
+
+def test_resize_helpers() -> None:
+    clip = _random_clip(2, 64, 80)
+    resized = resize_frames(clip, (32, 40))
+    assert resized.shape == (2, 3, 32, 40) and resized.dtype == torch.uint8
+    float_clip = clip.float() / 255
+    out = resize_frames(float_clip, 48, mode="bicubic")
+    assert out.dtype == torch.float32 and out.shape == (2, 3, 48, 48)
+    # centre crop to the target aspect (64 x 64 out of 64 x 80: columns 8..71), then resize
+    expected = TF.resize(clip[..., :, 8:72], [32, 32], antialias=True)
+    assert torch.equal(centre_crop_resize(clip, (32, 32)), expected)
+    tall = _random_clip(1, 80, 40)  # too tall for 1:1 -> rows 20..59
+    assert torch.equal(centre_crop_resize(tall, (20, 20)), TF.resize(tall[..., 20:60, :], [20, 20], antialias=True))
+
+
+# ----------------------------------------------------------------------------------- caches
+
+
+@pytest.mark.parametrize("compress", ["zstd", "none"])
+def test_frame_cache_round_trip_and_corruption(demo_mp4: Path, tmp_path: Path, compress: str) -> None:
+    cache = FrameCache(tmp_path / "cache", compress=compress)
+    sampler = FrameSampler("window", 24)
+    calls = []
+
+    def decode(path: Path, sampler: FrameSampler, resize: tuple[int, int] | None, **options: object) -> torch.Tensor:
+        calls.append(path)
+        return read_video_frames(path, sampler, resize, **options)
+
+    first = cache.get_or_decode(demo_mp4, sampler, (32, 32), decode)
+    second = cache.get_or_decode(demo_mp4, sampler, (32, 32), decode)
+    assert len(calls) == 1 and torch.equal(first, second) and second.shape == (24, 3, 32, 32)
+    entry = cache.entry_path(cache.key(demo_mp4, sampler, (32, 32)))
+    assert entry.is_file() and entry.name.endswith(".npy.zst" if compress == "zstd" else ".npy")
+    if compress == "none":  # still a valid .npy for other tools
+        assert np.array_equal(np.load(entry), first.numpy())
+
+    # a flipped byte in the payload
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    entry.write_bytes(bytes(data))
+    assert cache.load(cache.key(demo_mp4, sampler, (32, 32))) is None and not entry.exists()
+    assert torch.equal(cache.get_or_decode(demo_mp4, sampler, (32, 32), decode), first)
+    assert len(calls) == 2 and entry.is_file()
+
+    # a truncated entry
+    entry.write_bytes(entry.read_bytes()[:-40])
+    assert torch.equal(cache.get_or_decode(demo_mp4, sampler, (32, 32), decode), first)
+    assert len(calls) == 3
+
+    # an intact entry of the wrong shape (e.g. written by a buggy decode_fn) is rejected too
+    cache.save(cache.key(demo_mp4, sampler, (32, 32)), first[:5])
+    assert torch.equal(cache.get_or_decode(demo_mp4, sampler, (32, 32), decode), first)
+    assert len(calls) == 4
+
+
+def test_frame_cache_keys(demo_mp4: Path, tmp_path: Path) -> None:
+    cache = FrameCache(tmp_path / "cache")
+    window = FrameSampler("window", 24)
+    key = cache.key(demo_mp4, window, (32, 32))
+    assert key == cache.key(demo_mp4, window, [32, 32])
+    assert key != cache.key(demo_mp4, window, (32, 40))
+    assert key != cache.key(demo_mp4, FrameSampler("window", 16), (32, 32))
+    assert key != cache.key(demo_mp4, window, (32, 32), resize_mode="stretch")
+    copy = tmp_path / "copy.mp4"
+    copy.write_bytes(demo_mp4.read_bytes())
+    before = cache.key(copy, window, None)
+    stat = copy.stat()
+    os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # the file was edited
+    assert cache.key(copy, window, None) != before
+    # random samplers are never cached
+    calls = []
+    cache.get_or_decode(demo_mp4, FrameSampler("random", 4), None, lambda *a, **k: calls.append(1) or torch.zeros(4, 3, 2, 2, dtype=torch.uint8))
+    cache.get_or_decode(demo_mp4, FrameSampler("random", 4), None, lambda *a, **k: calls.append(1) or torch.zeros(4, 3, 2, 2, dtype=torch.uint8))
+    assert len(calls) == 2 and not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "npy"])
+def test_feature_cache(demo_mp4: Path, tmp_path: Path, fmt: str) -> None:
+    cache = FeatureCache(tmp_path / "features", model_key="dinov2-small/cls+patch", fmt=fmt)
+    sampler = FrameSampler("window", 24)
+    value = torch.randn(21, dtype=torch.float64)
+    calls = []
+
+    def compute() -> torch.Tensor:
+        calls.append(1)
+        return value
+
+    assert torch.equal(cache.get_or_compute(demo_mp4, sampler, (224, 224), compute), value)
+    loaded = cache.get_or_compute(demo_mp4, sampler, (224, 224), compute)
+    assert len(calls) == 1 and loaded.dtype == torch.float64 and torch.equal(loaded, value)
+    other_model = FeatureCache(tmp_path / "features", model_key="dinov2-small/cls", fmt=fmt)
+    assert other_model.load(other_model.key(demo_mp4, sampler, (224, 224))) is None
+
+    key = cache.key(demo_mp4, sampler, (224, 224))
+    entry = cache.entry_path(key)
+    data = bytearray(entry.read_bytes())
+    data[-60] ^= 0x01  # inside the tensor bytes (before the npy trailer / at the end of safetensors)
+    entry.write_bytes(bytes(data))
+    assert cache.load(key) is None and not entry.exists()
+    cache.get_or_compute(demo_mp4, sampler, (224, 224), compute)
+    assert len(calls) == 2
+    entry.write_bytes(entry.read_bytes()[:10])
+    assert cache.load(key) is None
+
+
+# ----------------------------------------------------------------------------------- transforms
+
+
+def test_clip_augment_draws_one_set_of_parameters_per_clip() -> None:
+    frame = _random_clip(1, 64, 80, seed=1)
+    clip = frame.expand(8, -1, -1, -1).contiguous()  # identical frames
+    augment = ClipAugment((32, 40), blur=0.5)
+    outputs = []
+    for seed in range(6):
+        torch.manual_seed(seed)
+        out = augment(clip)
+        assert out.shape == (8, 3, 32, 40) and out.dtype == torch.uint8 and type(out) is torch.Tensor
+        assert bool((out == out[0]).all()), "frames of one clip were augmented differently"
+        outputs.append(out[0])
+    assert len({o.float().sum().item() for o in outputs}) > 1, "augmentation is not random"
+    batch = augment(torch.stack([clip, clip]))
+    assert batch.shape == (2, 8, 3, 32, 40) and bool((batch[0] == batch[0, 0]).all())
+
+
+def test_h264_robustness(demo_mp4: Path) -> None:
+    frames = read_frames(demo_mp4, list(range(10)))
+    out = H264Robustness()(frames)
+    assert out.shape == (10, 3, 32, 40) and out.dtype == torch.uint8
+    reference = resize_frames(frames, (32, 40), mode="bilinear")
+    error = (out.float() - reference.float()).abs().mean().item()
+    assert 0 < error < 12  # lossy, but the same content
+    assert H264Robustness()(_random_clip(2, 63, 81)).shape == (2, 3, 30, 40)  # even sizes for yuv420p
+
+
+# ----------------------------------------------------------------------------------- demo data
+
+
+def test_demo_dataset_yaml_and_idempotence(demo_root: Path, demo_yaml: Path) -> None:
+    config = yaml.safe_load(demo_yaml.read_text())
+    entries = {entry["media_type"]: entry for entry in config["datasets"]}
+    assert set(entries) == {"real", "synthetic"}
+    for entry in entries.values():
+        assert entry["modality"] == "video" and entry["source_format"] == "mp4"
+        assert len(list(Path(entry["path"]).glob("*.mp4"))) == 12
+    mtime = (demo_root / "demo_video" / "fake" / "fake_000.mp4").stat().st_mtime_ns
+    again = write_demo_videos(demo_root, n_per_class=12, num_frames=48, size=(64, 80), fps=24, seed=0)
+    assert again == demo_yaml
+    assert (demo_root / "demo_video" / "fake" / "fake_000.mp4").stat().st_mtime_ns == mtime
+
+
+def _auc_of_features(yaml_path: Path, embed) -> float:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    features, labels = [], []
+    for entry in yaml.safe_load(yaml_path.read_text())["datasets"]:
+        for path in sorted(Path(entry["path"]).glob("*.mp4")):
+            frames = read_video_frames(path, FrameSampler("window", 24))
+            features.append(trajectory_features(embed(frames)[None])[0].numpy())
+            labels.append(int(entry["media_type"] != "real"))
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    scores = cross_val_predict(classifier, np.array(features), np.array(labels), cv=3, method="predict_proba")[:, 1]
+    return roc_auc_score(labels, scores)
+
+
+def test_demo_classes_separable_by_trajectory_geometry(demo_yaml: Path) -> None:
+    assert _auc_of_features(demo_yaml, lambda frames: frames.double().flatten(1) / 255) > 0.85
+
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    vit = Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                   intermediate_size=64, image_size=56, patch_size=14)).eval()
+
+    @torch.no_grad()
+    def vit_embed(frames: torch.Tensor) -> torch.Tensor:
+        pixels = resize_frames(frames.float() / 255, (56, 56))
+        return vit(pixel_values=pixels).last_hidden_state.flatten(1)  # CLS + patch tokens
+
+    assert _auc_of_features(demo_yaml, vit_embed) > 0.85
+
+
+def test_holdout_videos_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    holdout = write_holdout_videos(tmp_path, n_per_class=2, num_frames=16, size=(32, 48))
+    entries = yaml.safe_load(holdout.read_text())["datasets"]
+    assert [e["media_type"] for e in entries] == ["real", "synthetic"]
+    clip = read_frames(Path(entries[1]["path"]) / "fake_000.mp4", list(range(16)))
+    assert clip.shape == (16, 3, 32, 48)
+    demo_main([str(tmp_path / "cli"), "--n-per-class", "1", "--num-frames", "12", "--size", "32", "32"])
+    assert (tmp_path / "cli" / "demo_video.yaml").is_file()
+    assert "demo_video.yaml" in capsys.readouterr().out
