@@ -1,0 +1,275 @@
+"""Check a submission directory or zip against the benchmark's rules before uploading it.
+
+``python -m export.check DIR_OR_ZIP [--batch-size 2]`` prints one line per problem (saying what to
+fix) and exits 1 if there are any. ``check_submission(path)`` returns the same lines.
+
+1. Static rules: model.py imports only allowed modules, makes none of the blocked calls (the source
+   text is scanned like a sandbox would, so ``.eval(`` and words in comments count too), defines
+   ``load_model(weights_path, ...)``; model_config.yaml has a valid top-level dtype, preprocessing
+   consistent with the modality, no dtype under ``model:``; the weights file is readable; a zip
+   holds the files at its root.
+2. Once the static rules pass, the submission is loaded and run the way the benchmark does, in a
+   fresh isolated interpreter (``python -I export/benchmark_loader.py``, run from a temporary
+   directory with this project's packages blocked), on a zero and a random batch of the declared
+   input shape; the logits must be ``[B, num_classes]`` and finite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from safetensors import safe_open
+
+from export.benchmark_loader import DEFAULT_BLOCKED
+
+LOADER = Path(__file__).resolve().parent / "benchmark_loader.py"
+
+ALLOWED_IMPORTS = frozenset(
+    {
+        "torch", "torch.nn", "torch.nn.functional", "torch.cuda.amp",
+        "torchvision", "torchvision.models", "torchvision.transforms", "torchaudio",
+        "transformers", "timm", "einops", "safetensors", "safetensors.torch", "flash_attn",
+        "PIL", "cv2", "skimage", "decord", "numpy", "scipy", "scipy.ndimage", "scipy.signal",
+        "fvcore", "ultralytics", "math", "functools", "typing", "collections", "dataclasses",
+        "enum", "abc", "pathlib",
+    }
+)  # fmt: skip
+BLOCKED_CALLS = ("eval", "exec", "compile", "__import__", "getattr", "setattr", "globals", "locals")
+_BLOCKED_CALL_RE = re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(re.escape(n) for n in BLOCKED_CALLS) + r")\s*\(")
+_BLOCKED_TEXT = {
+    r"\bjit\s*\.\s*script\b": "torch.jit.script",
+    r"\bjit\s*\.\s*trace\b": "torch.jit.trace",
+    r"\bcpp_extension\b": "torch.utils.cpp_extension",
+    r"\bctypeslib\b": "numpy.ctypeslib",
+}
+VALID_DTYPES = ("float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
+MODALITIES = ("image", "video", "audio")
+
+
+# ----------------------------------------------------------------------------------------------
+# model.py
+
+
+def check_model_source(source: str, filename: str = "model.py") -> list[str]:
+    """Static rules on model.py's text."""
+    try:
+        tree = ast.parse(source, filename=filename)
+    except SyntaxError as error:
+        return [f"{filename}:{error.lineno}: syntax error: {error.msg}"]
+    problems = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name not in ALLOWED_IMPORTS:
+                    problems.append(f"{filename}:{node.lineno}: import of {alias.name!r} is not allowed; remove it")
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                problems.append(
+                    f"{filename}:{node.lineno}: relative import; model.py must be one self-contained file"
+                )
+            elif node.module not in ALLOWED_IMPORTS:
+                problems.append(f"{filename}:{node.lineno}: import from {node.module!r} is not allowed; remove it")
+    for number, line in enumerate(source.splitlines(), start=1):
+        for match in _BLOCKED_CALL_RE.finditer(line):
+            problems.append(
+                f"{filename}:{number}: blocked call `{match.group(1)}(` (the sandbox rejects it even in comments "
+                "or as a method, e.g. use model.train(False) instead of .eval())"
+            )
+        for pattern, what in _BLOCKED_TEXT.items():
+            if re.search(pattern, line):
+                problems.append(f"{filename}:{number}: {what} is blocked; remove it")
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    load_model = functions.get("load_model")
+    if load_model is None:
+        problems.append(f"{filename}: no top-level load_model(weights_path, num_classes=2, **kwargs)")
+    else:
+        params = [arg.arg for arg in load_model.args.posonlyargs + load_model.args.args]
+        if not params or params[0] != "weights_path":
+            problems.append(f"{filename}: load_model's first parameter must be weights_path, got {params[:1]}")
+        if load_model.args.kwarg is None:
+            problems.append(f"{filename}: load_model should accept **kwargs (model: keys are passed to it)")
+    return problems
+
+
+# ----------------------------------------------------------------------------------------------
+# model_config.yaml
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def validate_config(config: Any, filename: str = "model_config.yaml") -> list[str]:
+    """Problems in a parsed model_config.yaml (empty list = valid)."""
+    if not isinstance(config, dict):
+        return [f"{filename}: must be a YAML mapping"]
+    problems = []
+    model = config.get("model")
+    if not isinstance(model, dict):
+        problems.append(f"{filename}: model: section missing (needs num_classes and weights_file)")
+        model = {}
+    if "dtype" in model:
+        problems.append(
+            f"{filename}: dtype is under model:, where the benchmark passes it to load_model and ignores it; "
+            "move it to the top level"
+        )
+    if "dtype" not in config:
+        problems.append(f"{filename}: top-level dtype missing; add e.g. `dtype: float32`")
+    elif str(config["dtype"]) not in VALID_DTYPES:
+        problems.append(f"{filename}: dtype {config['dtype']!r} is invalid; use one of {', '.join(VALID_DTYPES)}")
+    modality = config.get("modality")
+    if modality not in MODALITIES:
+        problems.append(f"{filename}: modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
+    prep = config.get("preprocessing")
+    if not isinstance(prep, dict):
+        problems.append(f"{filename}: preprocessing: section missing")
+        prep = {}
+    if modality in ("image", "video"):
+        resize = prep.get("resize")
+        if not (isinstance(resize, list) and len(resize) == 2 and all(_is_int(v) and v > 0 for v in resize)):
+            problems.append(f"{filename}: preprocessing.resize must be [H, W] (two positive ints), got {resize!r}")
+    if modality == "video":
+        frames = prep.get("num_frames", 16)
+        if not (_is_int(frames) and 1 <= frames <= 64):
+            problems.append(f"{filename}: preprocessing.num_frames must be an int in 1..64, got {frames!r}")
+        rate = prep.get("frame_rate")
+        if rate is not None and not (_is_number(rate) and rate > 0):
+            problems.append(f"{filename}: preprocessing.frame_rate must be a positive number, got {rate!r}")
+    if modality == "audio":
+        if prep.get("sample_rate") != 16000:
+            problems.append(f"{filename}: preprocessing.sample_rate must be 16000, got {prep.get('sample_rate')!r}")
+        duration = prep.get("duration_seconds")
+        if not (_is_number(duration) and float(duration) == 6.0):
+            problems.append(f"{filename}: preprocessing.duration_seconds must be 6.0, got {duration!r}")
+    num_classes = model.get("num_classes", 2)
+    if not (_is_int(num_classes) and num_classes >= 1):
+        problems.append(f"{filename}: model.num_classes must be a positive int, got {num_classes!r}")
+    weights = model.get("weights_file", "model.safetensors")
+    if not isinstance(weights, str) or Path(weights).name != weights:
+        problems.append(f"{filename}: model.weights_file must be a file name in the submission, got {weights!r}")
+    return problems
+
+
+# ----------------------------------------------------------------------------------------------
+# files, zip, runtime
+
+
+def _check_zip(path: Path) -> list[str]:
+    with zipfile.ZipFile(path) as archive:
+        names = [info.filename for info in archive.infolist() if not info.is_dir()]
+        folders = sorted({name.split("/")[0] for name in names if "/" in name})
+    problems = []
+    if folders:
+        problems.append(
+            f"{path}: files are inside a parent folder ({', '.join(f + '/' for f in folders)}); "
+            "zip the files themselves so model_config.yaml, model.py and the weights sit at the root"
+        )
+    return problems
+
+
+def _check_directory(directory: Path) -> list[str]:
+    problems = []
+    config_path, model_path = directory / "model_config.yaml", directory / "model.py"
+    if not model_path.is_file():
+        problems.append(f"{model_path}: missing")
+    else:
+        problems += check_model_source(model_path.read_text(encoding="utf-8"), str(model_path))
+    if not config_path.is_file():
+        return problems + [f"{config_path}: missing"]
+    try:
+        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        return problems + [f"{config_path}: not valid YAML: {error}"]
+    problems += validate_config(config, str(config_path))
+    model = config.get("model") if isinstance(config, dict) else None
+    weights_name = (model or {}).get("weights_file", "model.safetensors") if isinstance(model, dict) else None
+    if isinstance(weights_name, str):
+        weights = directory / weights_name
+        if not weights.is_file():
+            problems.append(f"{weights}: weights file missing (model.weights_file names it)")
+        else:
+            try:
+                with safe_open(str(weights), framework="pt") as handle:
+                    if not list(handle.keys()):
+                        problems.append(f"{weights}: holds no tensors")
+            except Exception as error:  # any parse failure means the benchmark cannot read it either
+                problems.append(f"{weights}: not a readable safetensors file: {error}")
+    return problems
+
+
+def run_in_fresh_interpreter(path: Path, batch_size: int = 2, also_block: list[str] | None = None) -> dict:
+    """Run benchmark_loader.py on ``path`` in ``python -I`` from a temp dir; returns its JSON result.
+
+    The project's packages and peft are always blocked; ``also_block`` adds more (e.g. transformers).
+    """
+    block = list(DEFAULT_BLOCKED) + list(also_block or [])
+    command = [sys.executable, "-I", "-B", str(LOADER), str(path.resolve()), "--batch-size", str(batch_size)]
+    command += ["--block", ",".join(block)]
+    with tempfile.TemporaryDirectory(prefix="export_check_") as cwd:
+        completed = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=900)
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+    if lines:
+        return json.loads(lines[-1])
+    tail = (completed.stderr or completed.stdout).strip().splitlines()[-5:]
+    return {"ok": False, "problems": [f"loading crashed (exit {completed.returncode}): {' | '.join(tail)}"]}
+
+
+def check_submission(
+    path: str | Path, batch_size: int = 2, run: bool = True, also_block: list[str] | None = None
+) -> list[str]:
+    """All problems of a submission directory or zip (empty list = ready to upload).
+
+    While loading, this project and peft are unimportable; ``also_block`` adds modules (e.g.
+    ``["transformers", "timm"]`` to prove the export needs neither).
+    """
+    path = Path(path)
+    if path.is_file() and zipfile.is_zipfile(path):
+        problems = _check_zip(path)
+        if problems:
+            return problems
+        with tempfile.TemporaryDirectory(prefix="export_check_zip_") as tmp:
+            with zipfile.ZipFile(path) as archive:
+                archive.extractall(tmp)
+            problems = _check_directory(Path(tmp))
+    elif path.is_dir():
+        problems = _check_directory(path)
+    else:
+        return [f"{path}: not a submission directory or zip file"]
+    if problems or not run:
+        return problems
+    result = run_in_fresh_interpreter(path, batch_size, also_block)
+    return [str(problem) for problem in result.get("problems", [])] or ([] if result.get("ok") else ["loading failed"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export.check", description=__doc__.splitlines()[0])
+    parser.add_argument("path", help="submission directory or zip")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--static-only", action="store_true", help="skip loading and running the model")
+    parser.add_argument("--also-block", default="", help="comma-separated extra modules to block while loading")
+    args = parser.parse_args(argv)
+    also_block = [name for name in args.also_block.split(",") if name]
+    problems = check_submission(args.path, args.batch_size, run=not args.static_only, also_block=also_block)
+    for problem in problems:
+        print(problem)
+    if not problems:
+        print(f"{args.path}: OK")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
