@@ -51,7 +51,8 @@ class DinoImageDetector(Detector):
         apply_tuning(self.backbone, config.tuning)
         self.normalize = ImageNormalize(self.backbone.info.mean, self.backbone.info.std)
         width = self.backbone.embed_dim * (2 if config.features == "both" else 1)
-        self.head = MLP([width, *config.head_hidden, config.num_classes], activation="gelu", dropout=config.dropout)
+        self.head_dropout = torch.nn.Dropout(config.dropout)
+        self.head = MLP([width, *config.head_hidden, config.num_classes], activation="gelu")
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         cls = self.backbone.cls_token(tokens)
@@ -64,7 +65,7 @@ class DinoImageDetector(Detector):
         return self.pool(self.backbone(self.normalize(x)))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features)
+        return self.head(self.head_dropout(features))
 
     def make_dataset(self, items: list, stage: str, data: dict) -> "MediaDataset":
         return build_image_dataset(items, stage, data, self.config.image_size, self.num_classes)
@@ -79,7 +80,7 @@ class DinoImageDetector(Detector):
 
         size = self.config.image_size
         vit_kwargs, vit_state = convert_backbone(self.backbone.model, (size, size))
-        state = {**{f"backbone.{k}": v for k, v in vit_state.items()},
+        state = {**{f"vit.{k}": v for k, v in vit_state.items()},
                  **{f"head.{k}": v for k, v in self.head.state_dict().items()},
                  **self.calibration_export_state()}
         return ExportSpec(
@@ -87,7 +88,7 @@ class DinoImageDetector(Detector):
             model_class="ImageDetectorStandalone",
             sources=["vit", "heads", "image"],
             init_kwargs={"vit": vit_kwargs, "features": self.config.features,
-                         "head_dims": [self.head_in_features, *self.config.head_hidden, self.num_classes],
+                         "head_dims": list(self.config.head_hidden), "head_activation": "gelu",
                          "num_classes": self.num_classes, "mean": list(self.backbone.info.mean),
                          "std": list(self.backbone.info.std)},
             state_dict=state,
@@ -95,8 +96,3 @@ class DinoImageDetector(Detector):
             num_classes=self.num_classes,
             name=f"{self.arch}-{self.config.tuning.mode}",
         )
-
-    @property
-    def head_in_features(self) -> int:
-        return self.backbone.embed_dim * (2 if self.config.features == "both" else 1)
-

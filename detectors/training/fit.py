@@ -232,6 +232,7 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
 
 
 def main(modality: str, support: ModalitySupport, archs: list[str], default_arch: str) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("detectors").setLevel(logging.INFO)
     torch.set_float32_matmul_precision("high")
     run_fit(modality, support, archs, default_arch, sys.argv[1:])

@@ -64,7 +64,7 @@ class DetectorModule(L.LightningModule):
         self._val_outputs.append((logits.detach().float().cpu(), target.detach().cpu()))
 
     def on_validation_epoch_end(self) -> None:
-        outputs = _gather(self._val_outputs)
+        outputs = _gather(list(self._val_outputs))
         self._val_outputs.clear()
         if not outputs:
             return
