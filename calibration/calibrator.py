@@ -1,0 +1,243 @@
+"""LogitCalibrator: temperature scaling plus a per-class bias, the last layer of every detector.
+
+``forward(logits) = logits / T + bias``. It starts as the identity (T = 1, bias = 0), is frozen during
+training (its parameters do not require gradients unless asked for), and is fitted afterwards on a
+held-out calibration set by minimising the negative log-likelihood with LBFGS (Guo et al. 2017;
+with the bias it is Platt scaling on the class margins). Because it is affine it folds into a final
+``nn.Linear`` for export (:meth:`LogitCalibrator.fold_into_linear`).
+
+Its fitted values travel as a small JSON dict (``calibration.json`` of a run)::
+
+    {"temperature": 1.37, "bias": [-0.05, 0.05], "method": "lbfgs"}
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from detectors.errors import ConfigError
+
+__all__ = ["LogitCalibrator", "MIN_TEMPERATURE", "MAX_TEMPERATURE"]
+
+#: Fitted temperatures are kept in this range; the ends are only reached by degenerate fits.
+MIN_TEMPERATURE = 1e-2
+MAX_TEMPERATURE = 1e2
+
+
+def _nll(logits: Tensor, labels: Tensor) -> Tensor:
+    if logits.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], (labels != 0).to(logits.dtype))
+    return F.cross_entropy(logits, labels)
+
+
+def _all_correct(logits: Tensor, labels: Tensor) -> bool:
+    if logits.shape[1] == 1:
+        return bool(((logits[:, 0] > 0) == (labels != 0)).all())
+    target = logits.gather(1, labels[:, None])
+    others = logits.scatter(1, labels[:, None], float("-inf"))
+    return bool((target[:, 0] > others.max(dim=1).values).all())
+
+
+class LogitCalibrator(nn.Module):
+    """Learnable temperature (parametrised as ``log_temperature``, so T > 0) and bias ``[C]``.
+
+    Args:
+        num_classes: number of logits C (1 = a single fake-vs-real logit).
+        trainable: let gradients flow into the parameters during training. Off by default: the
+            calibrator is fitted post hoc with :meth:`fit`, and a training loss must not move it.
+    """
+
+    def __init__(self, num_classes: int = 2, trainable: bool = False) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.log_temperature = nn.Parameter(torch.zeros(()), requires_grad=trainable)
+        self.logit_bias = nn.Parameter(torch.zeros(self.num_classes), requires_grad=trainable)
+        #: How the current values were obtained: "identity", "lbfgs", "temperature_only", "sweep", ...
+        self.method = "identity"
+
+    # ------------------------------------------------------------------------------------- forward
+
+    def forward(self, logits: Tensor) -> Tensor:
+        if logits.shape[-1] != self.num_classes:
+            raise ValueError(f"expected logits [..., {self.num_classes}], got shape {tuple(logits.shape)}")
+        temperature = self.log_temperature.exp().to(logits.dtype)
+        return logits / temperature + self.logit_bias.to(logits.dtype)
+
+    # ---------------------------------------------------------------------------------- properties
+
+    @property
+    def temperature(self) -> float:
+        return float(self.log_temperature.detach().exp())
+
+    @property
+    def bias(self) -> list[float]:
+        return [float(b) for b in self.logit_bias.detach().cpu()]
+
+    @property
+    def is_identity(self) -> bool:
+        return self.temperature == 1.0 and all(b == 0.0 for b in self.bias)
+
+    def extra_repr(self) -> str:
+        bias = ", ".join(f"{b:.4g}" for b in self.bias)
+        return f"num_classes={self.num_classes}, temperature={self.temperature:.4g}, bias=[{bias}], method={self.method!r}"
+
+    # ------------------------------------------------------------------------------------- setting
+
+    @torch.no_grad()
+    def set(self, temperature: float, bias: list[float] | Tensor | None = None, method: str = "manual") -> "LogitCalibrator":
+        """Set the temperature (and bias; None keeps the current one) directly."""
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        self.log_temperature.fill_(math.log(temperature))
+        if bias is not None:
+            bias = torch.as_tensor(bias, dtype=torch.float64).reshape(-1)
+            if bias.numel() != self.num_classes or not torch.isfinite(bias).all():
+                raise ValueError(f"bias must be {self.num_classes} finite numbers, got {bias.tolist()}")
+            self.logit_bias.copy_(bias.to(self.logit_bias.dtype))
+        self.method = method
+        return self
+
+    @torch.no_grad()
+    def reset(self) -> "LogitCalibrator":
+        """Back to the identity: T = 1, bias = 0."""
+        self.log_temperature.zero_()
+        self.logit_bias.zero_()
+        self.method = "identity"
+        return self
+
+    # ----------------------------------------------------------------------------------------- fit
+
+    def fit(
+        self, logits: Tensor, labels: Tensor, max_iter: int = 200, fit_bias: bool = True
+    ) -> "LogitCalibrator":
+        """Fit T (and the bias) on uncalibrated held-out ``logits [N, C]`` by minimising NLL with LBFGS.
+
+        Works on detached float64 CPU copies, whatever the caller's grad mode (also inside
+        ``torch.no_grad()`` / ``inference_mode()``, e.g. from a validation hook). A calibration set with a
+        single class fits the temperature only (a bias would run off to infinity). A set the fitted
+        logits classify perfectly has no NLL minimum (T -> 0): the calibrator is reset to identity with
+        a warning. An empty set leaves the calibrator unchanged.
+        """
+        with torch.inference_mode(False), torch.enable_grad():
+            # clone(): a float64 CPU input would otherwise be used as is, and an inference-mode tensor
+            # cannot take part in autograd.
+            z = logits.detach().to("cpu", torch.float64).clone()
+            y = labels.detach().to("cpu", torch.long).reshape(-1).clone()
+            if z.ndim == 1 and self.num_classes == 1:
+                z = z[:, None]
+            if z.ndim != 2 or z.shape[1] != self.num_classes or z.shape[0] != y.shape[0]:
+                raise ValueError(
+                    f"fit expects logits [N, {self.num_classes}] and labels [N], got {tuple(logits.shape)} "
+                    f"and {tuple(labels.shape)}"
+                )
+            if z.shape[0] == 0:
+                warnings.warn("LogitCalibrator.fit: empty calibration set; calibrator left unchanged", stacklevel=2)
+                return self
+            if not torch.isfinite(z).all():
+                raise ValueError("LogitCalibrator.fit: calibration logits contain NaN or inf")
+
+            single_class = (y != 0).all() or (y == 0).all()
+            if single_class and fit_bias:
+                warnings.warn(
+                    "LogitCalibrator.fit: calibration set holds one class only; fitting the temperature only",
+                    stacklevel=2,
+                )
+            fit_bias = fit_bias and not single_class
+
+            log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+            bias = torch.zeros(self.num_classes, dtype=torch.float64, requires_grad=fit_bias)
+            params = [log_t, bias] if fit_bias else [log_t]
+            optimizer = torch.optim.LBFGS(
+                params, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
+                tolerance_grad=1e-10, tolerance_change=1e-12,
+            )
+
+            def closure() -> Tensor:
+                optimizer.zero_grad()
+                loss = _nll(z / log_t.exp() + bias, y)
+                loss.backward()
+                return loss
+
+            optimizer.step(closure)
+            with torch.no_grad():
+                separated = _all_correct(z / log_t.exp() + bias, y)
+
+        log_t_value = float(log_t.detach())
+        if not math.isfinite(log_t_value):
+            warnings.warn("LogitCalibrator.fit: the fit diverged; calibrator reset to identity", stacklevel=2)
+            return self.reset()
+        temperature = min(max(math.exp(log_t_value), MIN_TEMPERATURE), MAX_TEMPERATURE)
+        if separated or (single_class and temperature in (MIN_TEMPERATURE, MAX_TEMPERATURE)):
+            # With every calibration sample on the right side, shrinking T lowers the NLL forever: there
+            # is no optimum, and the sharpened model would be overconfident on new data.
+            warnings.warn(
+                "LogitCalibrator.fit: the calibration set is perfectly separated (or single-class and "
+                "degenerate), so the NLL has no minimum; calibrator reset to identity. Use a larger or "
+                "harder calibration set, or a temperature sweep.",
+                stacklevel=2,
+            )
+            return self.reset()
+        fitted_bias = bias.detach()
+        if self.num_classes > 1:
+            fitted_bias = fitted_bias - fitted_bias.mean()  # softmax ignores a common shift; pin it at 0
+        return self.set(temperature, fitted_bias, method="lbfgs" if fit_bias else "temperature_only")
+
+    # ------------------------------------------------------------------------------- serialisation
+
+    def state(self) -> dict[str, Any]:
+        """Plain JSON-able state: ``{"temperature": T, "bias": [...], "method": ...}``."""
+        return {"temperature": self.temperature, "bias": self.bias, "method": self.method}
+
+    def load_state(self, state: Mapping[str, Any], source: str | None = None) -> "LogitCalibrator":
+        """Set values from a :meth:`state` dict (e.g. a run's calibration.json); ``source`` names the file in errors."""
+        if not isinstance(state, Mapping):
+            raise ConfigError(source, None, f"calibration state must be a mapping, got {type(state).__name__}")
+        temperature = state.get("temperature")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+            math.isfinite(temperature) and temperature > 0
+        ):
+            raise ConfigError(source, "temperature", f"must be a finite number > 0, got {temperature!r}")
+        bias = state.get("bias")
+        if bias is not None and (
+            not isinstance(bias, (list, tuple))
+            or len(bias) != self.num_classes
+            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bias)
+        ):
+            raise ConfigError(source, "bias", f"must be a list of {self.num_classes} finite numbers, got {bias!r}")
+        return self.set(float(temperature), [0.0] * self.num_classes if bias is None else list(bias),
+                        method=str(state.get("method", "manual")))
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], num_classes: int | None = None, source: str | None = None) -> "LogitCalibrator":
+        """A new calibrator from a :meth:`state` dict; C is taken from the bias unless given."""
+        if num_classes is None:
+            bias = state.get("bias") if isinstance(state, Mapping) else None
+            num_classes = len(bias) if isinstance(bias, (list, tuple)) and bias else 2
+        return cls(num_classes).load_state(state, source=source)
+
+    # -------------------------------------------------------------------------------------- export
+
+    @torch.no_grad()
+    def fold_into_linear(self, linear: nn.Linear) -> nn.Linear:
+        """A copy of ``linear`` whose output equals ``self(linear(x))`` (for export without this class)."""
+        if linear.out_features != self.num_classes:
+            raise ValueError(f"linear has {linear.out_features} outputs, calibrator {self.num_classes}")
+        folded = copy.deepcopy(linear)
+        temperature = self.log_temperature.exp().to(folded.weight.dtype)
+        folded.weight.div_(temperature)
+        bias = self.logit_bias.to(folded.weight.dtype)
+        if folded.bias is None:
+            folded.bias = nn.Parameter(bias.clone(), requires_grad=linear.weight.requires_grad)
+        else:
+            folded.bias.div_(temperature).add_(bias)
+        return folded

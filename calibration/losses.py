@@ -1,0 +1,243 @@
+"""Calibration-aware training losses.
+
+The benchmark score weighs calibration (Brier) more than discrimination (MCC), so an overconfident
+wrong answer is expensive. Two losses address that:
+
+- :class:`FocalBrierLoss`: focal cross-entropy ``-(1 - p_t)^gamma log p_t`` plus ``brier_weight`` times
+  the squared error of p(fake). ``gamma=0, brier_weight=0`` is plain cross-entropy.
+- :class:`ScoreSurrogateLoss`: ``1 - score`` where the score is the benchmark formula evaluated on a
+  soft confusion matrix, so it can be optimised directly. It is a batch-level loss: use batches that
+  hold both classes.
+
+Every loss takes ``(logits [N, C], target [N], sample_weight [N] | None)``. Logits with ``C = 1`` are
+a single fake-vs-real logit; for ``C >= 3`` class 0 is real and every other class counts as fake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from detectors.errors import ConfigError
+
+__all__ = [
+    "FocalBrierLoss",
+    "ScoreSurrogateLoss",
+    "CompositeLoss",
+    "build_loss",
+    "class_logits",
+    "fake_probability",
+]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def class_logits(logits: Tensor) -> Tensor:
+    """Return logits as ``[N, C>=2]``: a single logit z becomes the two-class pair ``(0, z)``.
+
+    ``softmax((0, z))[1] == sigmoid(z)``, so every loss can treat all shapes as softmax classes.
+    """
+    if logits.ndim == 1:
+        logits = logits[:, None]
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be [N, C], got shape {tuple(logits.shape)}")
+    if logits.shape[1] == 1:
+        logits = torch.cat([torch.zeros_like(logits), logits], dim=1)
+    return logits
+
+
+def fake_probability(logits: Tensor) -> Tensor:
+    """Differentiable p(fake): softmax[:, 1] for 2 classes, 1 - softmax[:, 0] for 3+ (benchmark rule)."""
+    logits = class_logits(logits)
+    if logits.shape[1] == 2:
+        # sigmoid of the margin is the same number as softmax[:, 1], with better gradients far out.
+        return torch.sigmoid(logits[:, 1] - logits[:, 0])
+    return -torch.expm1(F.log_softmax(logits, dim=1)[:, 0])
+
+
+def _soft_floor(x: Tensor, floor: float) -> Tensor:
+    """``x`` for ``x >= floor``; ``floor^2 / (2 floor - x)`` below: a C1, positive stand-in for max(0, x)."""
+    # clamp_max keeps the unused branch finite, so torch.where does not leak NaN gradients.
+    below = floor**2 / (2 * floor - x.clamp_max(floor))
+    return torch.where(x >= floor, x, below)
+
+
+def _reduce(loss: Tensor, sample_weight: Tensor | None, reduction: str) -> Tensor:
+    if sample_weight is not None:
+        weight = sample_weight.to(loss.dtype).reshape(-1)
+        if reduction == "mean":
+            return (loss * weight).sum() / weight.sum().clamp_min(torch.finfo(loss.dtype).tiny)
+        loss = loss * weight
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+class FocalBrierLoss(nn.Module):
+    """Focal cross-entropy plus a Brier term on p(fake).
+
+    Per sample: ``-(1 - p_t)^gamma * log p_t + brier_weight * (p_fake - y)^2`` with ``p_t`` the softmax
+    probability of the target class (all C classes) and ``y = target != 0``; then averaged over the
+    batch (weighted by ``sample_weight`` if given).
+    """
+
+    def __init__(self, gamma: float = 2.0, brier_weight: float = 1.0, reduction: str = "mean") -> None:
+        super().__init__()
+        if gamma < 0 or brier_weight < 0:
+            raise ValueError(f"gamma and brier_weight must be >= 0, got {gamma} and {brier_weight}")
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        self.gamma = float(gamma)
+        self.brier_weight = float(brier_weight)
+        self.reduction = reduction
+
+    def forward(self, logits: Tensor, target: Tensor, sample_weight: Tensor | None = None) -> Tensor:
+        logits = class_logits(logits)
+        target = target.long().reshape(-1)
+        if self.gamma == 0 and self.brier_weight == 0 and sample_weight is None:
+            # Plain cross-entropy: let PyTorch reduce, so the result is bit-identical to F.cross_entropy.
+            return F.cross_entropy(logits, target, reduction=self.reduction)
+        # cross_entropy works on log_softmax internally: -log p_t without overflow.
+        loss = F.cross_entropy(logits, target, reduction="none")
+        if self.gamma != 0:
+            # 1 - p_t = -expm1(log p_t) keeps precision for confident samples; the floor keeps the
+            # gradient of x^gamma finite at x = 0 when gamma < 1.
+            one_minus_pt = (-torch.expm1(-loss)).clamp_min(torch.finfo(loss.dtype).tiny)
+            loss = one_minus_pt.pow(self.gamma) * loss
+        if self.brier_weight != 0:
+            y = (target != 0).to(logits.dtype)
+            loss = loss + self.brier_weight * (fake_probability(logits) - y).square()
+        return _reduce(loss, sample_weight, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, brier_weight={self.brier_weight}, reduction={self.reduction!r}"
+
+
+class ScoreSurrogateLoss(nn.Module):
+    """``1 - score`` with the benchmark score computed from soft counts, so gradients flow.
+
+    With ``p = p(fake)`` and ``y`` the binary label (weights normalised to sum to 1):
+    ``TP = sum p*y, FP = sum p*(1-y), FN = sum (1-p)*y, TN = sum (1-p)*(1-y)``, soft MCC from these,
+    soft Brier ``sum (p - y)^2``, then the benchmark normalisation. The hard ``max(0, x)`` on the Brier
+    side, ``x = (0.25 - brier) / 0.25``, becomes a soft floor: ``x`` itself for ``x >= floor`` and
+    ``floor^2 / (2 floor - x)`` below (continuous with slope 1, positive, decaying like ``1/|x|``), so a
+    batch at or worse than chance still gets a gradient instead of an exactly flat zero (a softplus
+    tail would underflow). For 0/1 probabilities the loss equals ``1 - benchmark_score`` whenever
+    ``brier <= 0.25 * (1 - floor)``; below that the true score is at most ``floor^0.9`` anyway.
+    """
+
+    def __init__(
+        self,
+        mcc_exponent: float = 1.2,
+        brier_exponent: float = 1.8,
+        eps: float = 1e-6,
+        floor: float = 0.05,
+    ) -> None:
+        super().__init__()
+        self.mcc_exponent = float(mcc_exponent)
+        self.brier_exponent = float(brier_exponent)
+        self.eps = float(eps)
+        if not 0 < floor < 1:
+            raise ValueError(f"floor must be in (0, 1), got {floor}")
+        self.floor = float(floor)
+
+    def forward(self, logits: Tensor, target: Tensor, sample_weight: Tensor | None = None) -> Tensor:
+        return self.from_probabilities(fake_probability(logits), target, sample_weight)
+
+    def soft_counts(self, p_fake: Tensor, target: Tensor, sample_weight: Tensor | None = None) -> dict[str, Tensor]:
+        """Soft confusion matrix (fractions of the total weight), soft MCC and Brier."""
+        p = p_fake.reshape(-1)
+        y = (target.reshape(-1) != 0).to(p.dtype)
+        weight = torch.ones_like(p) if sample_weight is None else sample_weight.reshape(-1).to(p.dtype)
+        weight = weight / weight.sum().clamp_min(torch.finfo(p.dtype).tiny)
+        tp = (weight * p * y).sum()
+        fp = (weight * p * (1 - y)).sum()
+        fn = (weight * (1 - p) * y).sum()
+        tn = (weight * (1 - p) * (1 - y)).sum()
+        denominator = (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
+        # An undefined MCC (one class predicted or present) has numerator 0 too, so it comes out 0 as
+        # the benchmark defines it; the floor only avoids dividing by zero.
+        mcc = (tp * tn - fp * fn) / denominator.clamp_min(self.eps).sqrt()
+        brier = (weight * (p - y).square()).sum()
+        return {"tp": tp, "fp": fp, "fn": fn, "tn": tn, "mcc": mcc, "brier": brier}
+
+    def score(self, p_fake: Tensor, target: Tensor, sample_weight: Tensor | None = None) -> Tensor:
+        """Differentiable benchmark score of a batch."""
+        counts = self.soft_counts(p_fake, target, sample_weight)
+        # (mcc + 1) / 2 lies in [0, 1] mathematically (soft MCC is bounded by a correlation); the
+        # clamp only guards rounding and keeps pow's gradient finite.
+        mcc_norm = ((counts["mcc"] + 1) / 2).clamp(self.eps, 1.0).pow(self.mcc_exponent)
+        brier_gain = (0.25 - counts["brier"]) / 0.25
+        brier_norm = _soft_floor(brier_gain, self.floor).pow(self.brier_exponent)
+        return (mcc_norm * brier_norm + 1e-12).sqrt()
+
+    def from_probabilities(self, p_fake: Tensor, target: Tensor, sample_weight: Tensor | None = None) -> Tensor:
+        """The loss from p(fake) directly (e.g. for models that output probabilities)."""
+        return 1.0 - self.score(p_fake, target, sample_weight)
+
+    def extra_repr(self) -> str:
+        return (
+            f"mcc_exponent={self.mcc_exponent}, brier_exponent={self.brier_exponent}, "
+            f"eps={self.eps}, floor={self.floor}"
+        )
+
+
+class CompositeLoss(nn.Module):
+    """Weighted sum of losses that share the ``(logits, target, sample_weight)`` signature."""
+
+    def __init__(self, losses: Sequence[nn.Module], weights: Sequence[float]) -> None:
+        super().__init__()
+        if len(losses) != len(weights) or not losses:
+            raise ValueError("CompositeLoss needs one weight per loss and at least one loss")
+        self.losses = nn.ModuleList(losses)
+        self.weights = [float(w) for w in weights]
+
+    def forward(self, logits: Tensor, target: Tensor, sample_weight: Tensor | None = None) -> Tensor:
+        return sum(w * loss(logits, target, sample_weight) for loss, w in zip(self.losses, self.weights))
+
+    def extra_repr(self) -> str:
+        return f"weights={self.weights}"
+
+
+LOSS_NAMES = ("focal_brier", "cross_entropy", "score_surrogate", "focal_brier+score")
+_LOSS_KEYS = {"name", "gamma", "brier_weight", "surrogate_weight", "floor"}
+
+
+def build_loss(config: Mapping[str, Any] | None = None) -> nn.Module:
+    """Build a training loss from a config section.
+
+    Keys: ``name`` (one of ``focal_brier`` (default), ``cross_entropy``, ``score_surrogate``,
+    ``focal_brier+score``), ``gamma`` (2.0), ``brier_weight`` (1.0), ``surrogate_weight`` (1.0, weight of
+    the score surrogate in ``focal_brier+score``), ``floor`` (0.05, see :class:`ScoreSurrogateLoss`).
+    """
+    config = dict(config or {})
+    unknown = sorted(set(config) - _LOSS_KEYS)
+    if unknown:
+        raise ConfigError(None, f"loss.{unknown[0]}", f"unknown key; expected some of {sorted(_LOSS_KEYS)}")
+    name = config.get("name", "focal_brier")
+    if name not in LOSS_NAMES:
+        raise ConfigError(None, "loss.name", f"unknown loss {name!r}; expected one of {list(LOSS_NAMES)}")
+    values: dict[str, float] = {}
+    for key, default in (("gamma", 2.0), ("brier_weight", 1.0), ("surrogate_weight", 1.0), ("floor", 0.05)):
+        value = config.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(None, f"loss.{key}", f"must be a number >= 0, got {value!r}")
+        if key == "floor" and not 0 < value < 1:
+            raise ConfigError(None, "loss.floor", f"must be in (0, 1), got {value!r}")
+        values[key] = float(value)
+
+    if name == "cross_entropy":
+        return FocalBrierLoss(gamma=0.0, brier_weight=0.0)
+    surrogate = ScoreSurrogateLoss(floor=values["floor"])
+    if name == "score_surrogate":
+        return surrogate
+    focal_brier = FocalBrierLoss(gamma=values["gamma"], brier_weight=values["brier_weight"])
+    if name == "focal_brier":
+        return focal_brier
+    return CompositeLoss([focal_brier, surrogate], [1.0, values["surrogate_weight"]])
