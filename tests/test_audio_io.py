@@ -441,3 +441,15 @@ def test_train_transform_levels_are_seeded_and_shaped() -> None:
     assert any(changed)
     with pytest.raises(ValueError):
         build_audio_train_transform(4)
+
+
+@pytest.mark.parametrize(("rate", "seconds"), [(44100, 13.3), (48000, 9.0), (22050, 7.01), (8000, 20.0), (16000, 11.0)])
+def test_partial_centre_read_equals_whole_file_decode(tmp_path: Path, rate: int, seconds: float) -> None:
+    x = (np.random.default_rng(rate).standard_normal((int(rate * seconds), 2)) * 0.2).astype(np.float32)
+    path = tmp_path / "long.flac"
+    sf.write(path, x, rate, subtype="PCM_24")
+    whole = load_audio(path)
+    start = (whole.numel() - BENCHMARK_NUM_SAMPLES) // 2
+    expected = whole[start : start + BENCHMARK_NUM_SAMPLES]
+    torch.testing.assert_close(load_audio_benchmark(path, partial=False), expected, atol=0, rtol=0)
+    torch.testing.assert_close(load_audio_benchmark(path), expected, atol=1e-6, rtol=0)

@@ -340,15 +340,55 @@ def fixed_window(
     return waveform[..., start : start + num_samples]
 
 
-def load_audio_benchmark(path: str | Path) -> torch.Tensor:
+def load_audio_benchmark(path: str | Path, partial: bool = True) -> torch.Tensor:
     """``[96000]`` float32 exactly as the benchmark feeds a model.
 
     Decode, mean down-mix, resample to 16 kHz, centre-crop longer clips at
-    ``(N - 96000) // 2`` and zero-pad shorter ones at the end; no normalisation. The whole file
-    is decoded (a partial read would move the crop by the resampler's rounding on long files).
+    ``(M - 96000) // 2`` (``M`` = resampled length) and zero-pad shorter ones at the end; no
+    normalisation.
+
+    With ``partial=True`` a long seekable file (WAV/FLAC/...) is read only around the centre
+    window: the read starts on a resampling period boundary (``orig / gcd(orig, 16000)`` input
+    samples), so the resampled chunk lines up sample for sample with the resampled whole file,
+    and a margin wider than the resampler's filter keeps its edge effects out of the window.
+    The result equals the whole-file decode to float rounding (tested).
     """
-    waveform = load_audio(path, BENCHMARK_SAMPLE_RATE)
-    return fixed_window(waveform, BENCHMARK_NUM_SAMPLES, mode="centre", tile_short=False)
+    path = Path(path)
+    target, rate = BENCHMARK_NUM_SAMPLES, BENCHMARK_SAMPLE_RATE
+    if partial:
+        _check_file(path)
+        handle = _open_soundfile(path)
+        if handle is not None:
+            with handle:
+                orig, frames = handle.samplerate, handle.frames
+            window = _centre_read_plan(frames, orig, rate, target)
+            if window is not None:
+                first_frame, num_frames, skip = window
+                chunk = load_audio(path, rate, offset_seconds=first_frame / orig, max_seconds=num_frames / orig)
+                return chunk[skip : skip + target]
+    waveform = load_audio(path, rate)
+    return fixed_window(waveform, target, mode="centre", tile_short=False)
+
+
+def _centre_read_plan(frames: int, orig: int, new: int, target: int, margin: int = 64) -> tuple[int, int, int] | None:
+    """``(first input frame, input frames to read, output samples to skip)`` for a centre crop.
+
+    ``None`` when the file is too short for a partial read to pay off. ``offset_seconds`` is
+    converted back to frames with ``round``, which is exact for these integer frame counts.
+    """
+    full_out = math.ceil(frames * new / orig)  # torchaudio's output length
+    if full_out < target + 4 * margin:
+        return None
+    common = math.gcd(orig, new)
+    orig_period, new_period = orig // common, new // common
+    start_out = (full_out - target) // 2
+    block = max(0, (start_out - margin) // new_period)
+    first_frame = block * orig_period
+    skip = start_out - block * new_period
+    last_frame = math.ceil((start_out + target + margin) * orig / new)
+    if last_frame >= frames:
+        return None
+    return first_frame, last_frame - first_frame, skip
 
 
 def load_audio_window(
