@@ -188,7 +188,8 @@ class _PyAVSource(VideoSource):
         try:
             with av.open(str(self.path)) as container:
                 stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
+                # One thread, like decord's default: DataLoader workers parallelise across videos.
+                stream.codec_context.thread_count = 1
                 for frame in container.decode(stream):
                     if count in wanted:
                         decoded[count] = frame.to_ndarray(format="rgb24")
