@@ -1,0 +1,247 @@
+"""Built-in demo image data: small real-vs-generated image sets written as ordinary files + YAML.
+
+The images are synthetic stand-ins that carry the cues real detectors rely on, so a small model can
+learn them from scratch in a few CPU epochs:
+
+- "real" (camera-like): smooth shapes on a gradient background + 1/f ("natural") texture rendered at
+  full resolution, then signal-dependent sensor noise, mostly saved as JPEG (q 85-95) like a camera.
+- "fake_gen_a" (GAN-like): content rendered at half resolution, over-smoothed and 2x upsampled the
+  way a stride-2 transposed convolution does it, which leaves a multiplicative period-2 checkerboard
+  (spectral peak at Nyquist); no sensor noise; mostly PNG.
+- "fake_gen_b" (latent-diffusion-like): over-smooth full-resolution content plus a faint fixed
+  period-4 decoder pattern (peaks at multiples of 1/4); no sensor noise; mostly PNG.
+
+Both classes mix PNG and JPEG, so the file format is not the answer. The periodic traces survive a
+random crop (their period is tiny), so native-resolution crops keep them. Their strength (8-12 %
+multiplicative checkerboard, 5-8 grey levels of period-4 pattern) was chosen so that a 3-layer CNN
+with BatchNorm trained from scratch on 64 px crops of the default set (90 training images) reaches
+validation AUC ~1.0 in about 12 epochs on 2 CPU cores; weaker traces (3-4 %) took far longer.
+
+``write_holdout_images`` writes a set with a *different* fingerprint (period-3 bilinear upsampling
+with stripes, another colour palette, another camera noise/JPEG quality) for "never seen" tests.
+
+CLI: ``python -m detectors.image.demo OUT_DIR [--n N] [--holdout] [--seed S]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import yaml
+from PIL import Image
+from scipy import ndimage
+
+from detectors.atomic import atomic_path, write_text
+
+DEMO_VERSION = 2
+YAML_NAME = "datasets.yaml"
+
+# Colour palettes (RGB) for content; the holdout set uses its own.
+_PALETTE_MAIN = np.array(
+    [[70, 110, 160], [200, 180, 140], [90, 140, 70], [180, 80, 60], [230, 220, 200], [40, 50, 60], [150, 120, 200]],
+    dtype=np.float64,
+)
+_PALETTE_HOLDOUT = np.array([[250, 170, 40], [20, 160, 160], [240, 90, 150], [120, 200, 90], [30, 30, 120]], dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------------------- content
+def _content(rng: np.random.Generator, height: int, width: int, palette: np.ndarray) -> np.ndarray:
+    """Natural-looking float RGB image in 0..255: gradient, soft shapes, 1/f texture."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    yy /= max(height - 1, 1)
+    xx /= max(width - 1, 1)
+    angle = rng.uniform(0, 2 * np.pi)
+    t = np.cos(angle) * xx + np.sin(angle) * yy
+    t = (t - t.min()) / max(np.ptp(t), 1e-9)
+    c0, c1 = palette[rng.choice(len(palette), 2, replace=False)] + rng.normal(0, 12, (2, 3))
+    image = c0 * (1 - t[..., None]) + c1 * t[..., None]
+
+    for _ in range(rng.integers(3, 8)):
+        cy, cx = rng.uniform(-0.1, 1.1, 2)
+        ry, rx = rng.uniform(0.08, 0.45, 2)
+        softness = rng.uniform(0.02, 0.12)
+        if rng.random() < 0.5:  # ellipse
+            dist = np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2) - 1
+        else:  # rectangle
+            dist = np.maximum(np.abs(yy - cy) / ry, np.abs(xx - cx) / rx) - 1
+        mask = 1 / (1 + np.exp(np.clip(dist / softness, -50, 50)))
+        colour = palette[rng.integers(len(palette))] + rng.normal(0, 20, 3)
+        image = image * (1 - mask[..., None]) + colour * mask[..., None]
+
+    # 1/f^beta texture, shared by the channels with a slight per-channel gain.
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.fftfreq(width)[None, :]
+    spectrum = 1.0 / (np.sqrt(fy**2 + fx**2) + 1.0 / max(height, width)) ** rng.uniform(0.9, 1.4)
+    texture = np.real(np.fft.ifft2(np.fft.fft2(rng.normal(size=(height, width))) * spectrum))
+    texture = (texture - texture.mean()) / (texture.std() + 1e-9) * rng.uniform(6, 16)
+    image = image + texture[..., None] * (1 + rng.normal(0, 0.1, 3))
+    return np.clip(image, 0, 255)
+
+
+def _sensor_noise(rng: np.random.Generator, image: np.ndarray, read: float, shot: float) -> np.ndarray:
+    """Camera-like noise: Gaussian read noise plus shot noise growing with the signal."""
+    sigma = np.sqrt(read**2 + shot * image)
+    return image + rng.normal(size=image.shape) * sigma
+
+
+def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    return ndimage.gaussian_filter(image, sigma=(sigma, sigma, 0), mode="reflect")
+
+
+def _transposed_conv_upsample(image: np.ndarray, factor: int, strength: float) -> np.ndarray:
+    """Upsample by ``factor`` like a strided transposed convolution with uneven kernel overlap.
+
+    The output pixels inside each ``factor x factor`` cell receive different kernel taps, which shows
+    up as a multiplicative periodic pattern (a checkerboard for factor 2).
+    """
+    up = np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+    up = _blur(up, 0.5 * factor)  # the learned kernel smooths most of the blockiness away...
+    phase = np.indices((factor, factor)).sum(axis=0) % 2 * 2.0 - 1.0  # ...but not the uneven overlap
+    pattern = np.tile(phase, (image.shape[0], image.shape[1]))
+    return up * (1 + strength * pattern[..., None])
+
+
+# ------------------------------------------------------------------------------------- generators
+def _real(rng: np.random.Generator, h: int, w: int, palette: np.ndarray = _PALETTE_MAIN, read: float = 2.0) -> np.ndarray:
+    return _sensor_noise(rng, _content(rng, h, w, palette), read=read, shot=rng.uniform(0.02, 0.06))
+
+
+def _gen_a(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    small = _blur(_content(rng, h // 2, w // 2, _PALETTE_MAIN), rng.uniform(0.5, 0.9))
+    return _transposed_conv_upsample(small, 2, strength=rng.uniform(0.08, 0.12))
+
+
+_GEN_B_TILE = np.random.default_rng(1234).normal(0, 1, (4, 4, 1))
+
+
+def _gen_b(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    image = _blur(_content(rng, h, w, _PALETTE_MAIN), rng.uniform(0.9, 1.3))
+    pattern = np.tile(_GEN_B_TILE, (h // 4 + 1, w // 4 + 1, 1))[:h, :w]
+    return image + pattern * rng.uniform(5.0, 8.0)
+
+
+def _holdout_real(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    return _real(rng, h, w, _PALETTE_HOLDOUT, read=3.5)
+
+
+def _holdout_fake(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    small = _content(rng, -(-h // 3), -(-w // 3), _PALETTE_HOLDOUT)
+    zoom = ndimage.zoom(small, (3, 3, 1), order=1)[:h, :w]  # bilinear 3x upsampling
+    stripes = np.cos(2 * np.pi * np.arange(w) / 3)[None, :, None]
+    return _blur(zoom, 0.4) * (1 + rng.uniform(0.06, 0.09) * stripes)
+
+
+# Folder -> (media_type, generator_family, renderer, probability of JPEG, JPEG quality range)
+_Spec = tuple[str, str | None, Callable[[np.random.Generator, int, int], np.ndarray], float, tuple[int, int]]
+_SETS: dict[str, dict[str, _Spec]] = {
+    "train": {
+        "real": ("real", None, _real, 0.75, (85, 95)),
+        "fake_gen_a": ("synthetic", "gan-transposed-conv-x2", _gen_a, 0.3, (90, 97)),
+        "fake_gen_b": ("synthetic", "latent-diffusion-period4", _gen_b, 0.3, (90, 97)),
+    },
+    "holdout": {
+        "real_holdout": ("real", None, _holdout_real, 0.75, (75, 88)),
+        "fake_holdout": ("synthetic", "bilinear-x3-stripes", _holdout_fake, 0.4, (88, 96)),
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------- writing
+def write_demo_images(
+    root: str | Path, n_per_class: int = 60, size: tuple[int, int] = (96, 128), seed: int = 0, generators: int = 2
+) -> Path:
+    """Write the demo training set under ``root`` and return its dataset YAML.
+
+    ``n_per_class`` real images and ``n_per_class`` fake images (split over ``generators`` (1 or 2)
+    fake folders). Image sizes vary between ``size`` and ``size + 32`` (H, W). Does nothing when
+    ``root/datasets.yaml`` already records the same parameters and all files exist.
+    """
+    if generators not in (1, 2):
+        raise ValueError(f"generators must be 1 or 2, got {generators}")
+    folders = ["real", "fake_gen_a", "fake_gen_b"][: 1 + generators]
+    counts = {"real": n_per_class}
+    for i, folder in enumerate(folders[1:]):
+        counts[folder] = n_per_class // generators + (1 if i < n_per_class % generators else 0)
+    return _write_set(Path(root), "train", counts, size, seed)
+
+
+def write_holdout_images(root: str | Path, n_per_class: int = 40, size: tuple[int, int] = (96, 128), seed: int = 1) -> Path:
+    """Write a set with an unseen fingerprint and palette (see module docstring); returns its YAML."""
+    return _write_set(Path(root), "holdout", {"real_holdout": n_per_class, "fake_holdout": n_per_class}, size, seed)
+
+
+def _write_set(root: Path, kind: str, counts: dict[str, int], size: tuple[int, int], seed: int) -> Path:
+    if min(counts.values()) < 1 or min(size) < 16:
+        raise ValueError(f"need at least one image per folder and sizes >= 16, got {counts}, {size}")
+    yaml_path = root / YAML_NAME
+    params = {"kind": kind, "version": DEMO_VERSION, "counts": counts, "size": list(size), "seed": seed}
+    if _up_to_date(yaml_path, params):
+        return yaml_path
+
+    datasets = []
+    for folder_index, (folder, count) in enumerate(counts.items()):
+        media_type, family, render, p_jpeg, quality = _SETS[kind][folder]
+        out_dir = root / folder
+        if out_dir.exists():
+            shutil.rmtree(out_dir)  # stale files from other parameters would join the dataset
+        out_dir.mkdir(parents=True)
+        for i in range(count):
+            rng = np.random.default_rng([seed, DEMO_VERSION, folder_index, i, len(kind)])
+            h = size[0] + 2 * int(rng.integers(0, 17))  # even sizes: the x2 generator needs them
+            w = size[1] + 2 * int(rng.integers(0, 17))
+            pixels = np.clip(np.round(render(rng, h, w)), 0, 255).astype(np.uint8)
+            img = Image.fromarray(pixels, mode="RGB")
+            if rng.random() < p_jpeg:
+                with atomic_path(out_dir / f"{folder}_{i:04d}.jpg") as tmp:
+                    img.save(tmp, format="JPEG", quality=int(rng.integers(quality[0], quality[1] + 1)))
+            else:
+                with atomic_path(out_dir / f"{folder}_{i:04d}.png") as tmp:
+                    img.save(tmp, format="PNG")
+        datasets.append(
+            {
+                "name": f"demo_{folder}", "path": folder, "modality": "image", "media_type": media_type,
+                "source_format": "jpg+png", "generator_family": family, "content_category": "synthetic-scenes",
+                "notes": f"demo data ({kind}) written by detectors.image.demo",
+            }
+        )  # fmt: skip
+    # The YAML goes last: its presence means the set is complete.
+    write_text(yaml_path, yaml.safe_dump({"demo": params, "datasets": datasets}, sort_keys=False))
+    return yaml_path
+
+
+def _up_to_date(yaml_path: Path, params: dict[str, Any]) -> bool:
+    if not yaml_path.is_file():
+        return False
+    try:
+        doc = yaml.safe_load(yaml_path.read_text())
+    except yaml.YAMLError:
+        return False
+    if not isinstance(doc, dict) or doc.get("demo") != params:
+        return False
+    root = yaml_path.parent
+    return all(
+        (root / folder).is_dir() and sum(1 for f in (root / folder).iterdir() if f.suffix in (".png", ".jpg")) == n
+        for folder, n in params["counts"].items()
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write the demo real-vs-fake image set and its dataset YAML.")
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--n", type=int, default=60, help="images per class (default 60)")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--holdout", action="store_true", help="write the unseen-fingerprint holdout set instead")
+    args = parser.parse_args(argv)
+    if args.holdout:
+        path = write_holdout_images(args.out_dir, n_per_class=args.n, seed=1 if args.seed is None else args.seed)
+    else:
+        path = write_demo_images(args.out_dir, n_per_class=args.n, seed=0 if args.seed is None else args.seed)
+    print(path)
+
+
+if __name__ == "__main__":
+    main()
