@@ -221,18 +221,17 @@ def _write_dataset(
             with torch.no_grad():
                 clip = make_clip(rng, num_frames, size, holdout)
             write_mp4(folder / f"{label}_{index:03d}.mp4", clip, fps)
-        entries.append({
+        entry = {
             "name": f"{name}-{label}",
             "path": str(folder),
             "modality": "video",
             "media_type": media_type,
             "source_format": "mp4",
-            "generator_family": "demo-holdout" if holdout and label == "fake" else ("demo" if label == "fake" else None),
-            "notes": f"synthetic demo clips ({'hold-out ' if holdout else ''}{label}); see detectors/video/demo.py",
-        })
-    for entry in entries:
-        if entry["generator_family"] is None:
-            del entry["generator_family"]
+        }
+        if label == "fake":
+            entry["generator_family"] = "demo-holdout" if holdout else "demo"
+        entry["notes"] = f"synthetic demo clips ({'hold-out ' if holdout else ''}{label}); see detectors/video/demo.py"
+        entries.append(entry)
     write_json(params_path, params)
     write_text(yaml_path, yaml.safe_dump({"datasets": entries}, sort_keys=False))
     return yaml_path

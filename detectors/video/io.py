@@ -162,7 +162,7 @@ class _DecordSource(VideoSource):
         return _to_tchw(batch[[position[i] for i in indices]])
 
     def close(self) -> None:
-        del self._reader
+        self._reader = None  # decord releases the file when the reader is collected
 
 
 class _PyAVSource(VideoSource):
