@@ -426,6 +426,9 @@ def _timm_common(model: nn.Module, height: int, width: int) -> tuple[dict, dict[
     patch = int(conv.kernel_size[0])
     if conv.kernel_size[0] != conv.kernel_size[1] or tuple(conv.stride) != tuple(conv.kernel_size):
         raise ValueError("cannot export: only square, non-overlapping patches are supported")
+    if height % patch or width % patch:
+        # timm asserts divisibility (or pads with dynamic_img_pad); HF crops. Keep the semantics exact.
+        raise ValueError(f"image size {height}x{width} must be a multiple of the patch size {patch} for timm models")
     grid = _grid(height, width, patch)
     out: dict[str, Tensor] = {"patch_embed.weight": conv.weight, "cls_token": model.cls_token}
     if conv.bias is not None:
