@@ -72,12 +72,13 @@ def predictions_from_logits(logits: ArrayLike) -> np.ndarray:
 
 def to_binary_labels(labels: ArrayLike) -> np.ndarray:
     """Flatten labels (array, tensor or list) to int64 0/1, with every non-real class counted as fake."""
-    return (np.asarray(torch.as_tensor(labels).detach().cpu()).reshape(-1) != 0).astype(np.int64)
+    return (torch.as_tensor(labels).detach().cpu().reshape(-1) != 0).to(torch.int64).numpy()
 
 
 def to_probabilities(prob: ArrayLike) -> np.ndarray:
     """Flatten probabilities or scores (array, tensor or list) to float64."""
-    return np.asarray(torch.as_tensor(prob).detach().cpu(), dtype=np.float64).reshape(-1)
+    # Convert in torch: numpy has no bfloat16, which mixed-precision evaluation may hand us.
+    return torch.as_tensor(prob).detach().cpu().to(torch.float64).reshape(-1).numpy()
 
 
 def benchmark_score(mcc: float, brier: float) -> float:

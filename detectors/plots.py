@@ -71,7 +71,7 @@ def reliability_diagram(
         centres[filled], stats["fake_rate"][filled], width=width * 0.9,
         color="tab:blue", alpha=0.7, edgecolor="black", label="observed fake frequency",
     )
-    top.plot(stats["mean_prob"][filled], stats["fake_rate"][filled], "o-", color="tab:red", label="bin mean p(fake)")
+    top.plot(stats["mean_prob"][filled], stats["fake_rate"][filled], "o-", color="tab:red", label="observed at bin mean p(fake)")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
     top.set_ylabel("observed fraction fake")
@@ -138,7 +138,7 @@ def temperature_sweep_plot(
     def column(name: str) -> np.ndarray:
         return np.array([rows[i][name] for i in order], dtype=np.float64)
 
-    figure = _new_figure((7.0, 4.5))
+    figure = _new_figure((7.0, 5.0))
     left = figure.subplots()
     left.set_xscale("log", base=2)
     left.plot(temperature, column("score"), "o-", color="tab:green", markersize=3, label="score (higher better)")
@@ -153,6 +153,6 @@ def temperature_sweep_plot(
         left.axvline(chosen, color="black", linestyle=":", label=f"chosen T={chosen:.3g}")
     handles = left.get_legend_handles_labels()
     extra = right.get_legend_handles_labels()
-    left.legend(handles[0] + extra[0], handles[1] + extra[1], loc="best", fontsize="small")
+    figure.legend(handles[0] + extra[0], handles[1] + extra[1], loc="outside lower center", ncols=3, fontsize="small")
     left.set_title("Temperature sweep")
     return _save(figure, path)

@@ -220,6 +220,14 @@ def test_binary_metrics_three_class_labels_and_predictions() -> None:
     assert metrics.binary_metrics(labels, prob)["accuracy"] == 0.75
 
 
+def test_binary_metrics_accepts_tensors_of_any_dtype() -> None:
+    labels = torch.tensor([0, 1, 1, 0, 1])
+    prob = torch.tensor([0.25, 0.75, 0.5, 0.125, 1.0])
+    reference = metrics.binary_metrics(labels.numpy(), prob.numpy())
+    assert metrics.binary_metrics(labels, prob.to(torch.bfloat16)) == reference
+    assert metrics.binary_metrics(labels.tolist(), prob.tolist()) == reference
+
+
 def test_binary_metrics_rejects_mismatched_lengths() -> None:
     with pytest.raises(ValueError, match="differ"):
         metrics.binary_metrics([0, 1, 1], [0.2, 0.8])
