@@ -312,3 +312,23 @@ def test_video_file_verdict_decodes_batch_by_batch(monkeypatch):
     expected = predict_video(model, frames, batch_size=3, progress=False)
     assert result["frame_count"] == 20 and result["num_framesets"] == 3
     torch.testing.assert_close(result["frameset_probabilities"], expected["frameset_probabilities"])
+
+
+def test_video_file_verdict_on_a_real_file(tmp_path):
+    av = pytest.importorskip("av")
+    io = pytest.importorskip("detectors.video.io")
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 72, 64, "yuv420p"
+        for index in range(11):
+            image = np.full((64, 72, 3), 20 * index, dtype=np.uint8)
+            image[:, : 6 * index] = 250
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    model = small_model(seed=7)
+    result = predict_video_file(model, path, batch_size=1, progress=False)
+    decoded = io.read_frames(path, range(11))
+    expected = predict_video(model, decoded, progress=False)
+    assert result["frame_count"] == 11 and result["num_framesets"] == 2
+    assert result["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)

@@ -1,0 +1,126 @@
+"""Peak memory of one CakeLens v5 training step with and without activation checkpointing.
+
+What is measured (one forward + backward of ``logits.square().sum()``, parameters already built):
+
+* CUDA: ``torch.cuda.max_memory_allocated`` during the step minus the memory allocated before it
+  (parameters + input), i.e. activations, saved tensors, gradients and workspaces.
+* CPU: torch has no peak counter for host memory and ``tracemalloc`` does not see its allocations,
+  so each variant runs in a fresh subprocess and we take the growth of the peak resident set size
+  (``ru_maxrss``) over the resident size just before the step. glibc's adaptive mmap threshold is
+  pinned (``MALLOC_MMAP_THRESHOLD_``) so that freed activations go back to the OS instead of
+  lingering in the heap; a no-grad warm-up forward runs first so that oneDNN's one-off buffers are
+  not counted. This is real memory the step needed (allocator overhead included), not an estimate.
+
+The default shape is the full architecture (widths 64 + 32 per conv, 6 blocks, 9-frame framesets)
+on a 128x128 crop; ``--small`` uses the tiny test configuration (crop 64, width 8, 2 blocks).
+
+    OMP_NUM_THREADS=2 python benchmarks/cakelens_memory.py [--small] [--batch 2] [--out r.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detectors.atomic import write_json  # noqa: E402
+from detectors.video.cakelens import CakeLensConfig, CakeLensV5  # noqa: E402
+
+SMALL = CakeLensConfig(width=8, channel_step=4, num_blocks=2, crop=64)
+
+
+def current_rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def measure(config: CakeLensConfig, batch: int, checkpointing: bool, device: torch.device) -> dict:
+    torch.manual_seed(0)
+    model = CakeLensV5(config, gradient_checkpointing=checkpointing).to(device)
+    volume = torch.randn(batch, 1, config.depth, config.crop, config.crop, device=device)
+    with torch.no_grad():
+        model(volume)  # warm-up: kernels, oneDNN primitives, CUDA context
+    # A tiny training step starts the autograd engine and the backward kernels without raising the
+    # process's peak memory above what the measured step will need.
+    tiny = CakeLensV5(SMALL, gradient_checkpointing=checkpointing).to(device)
+    tiny(torch.randn(1, 1, SMALL.depth, SMALL.crop, SMALL.crop, device=device)).sum().backward()
+    del tiny
+    grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        model(volume).square().sum().backward()
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - before
+        return {"peak_bytes": peak, "parameter_grad_bytes": grad_bytes,
+                "method": "torch.cuda.max_memory_allocated - allocated before"}
+    before, peak_before = current_rss_bytes(), peak_rss_bytes()
+    model(volume).square().sum().backward()
+    peak_after = peak_rss_bytes()
+    return {
+        "peak_bytes": peak_after - before,
+        "parameter_grad_bytes": grad_bytes,
+        "method": "ru_maxrss after step - RSS before step (fresh process)",
+        # If the step did not raise the process peak, the number is only a lower bound.
+        "step_set_new_peak": peak_after > peak_before,
+    }
+
+
+def run_variant(args: argparse.Namespace, checkpointing: bool) -> dict:
+    command = [sys.executable, __file__, "--child", "--batch", str(args.batch), "--device", args.device]
+    command += ["--small"] if args.small else ["--crop", str(args.crop)]
+    command += ["--checkpointing"] if checkpointing else []
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+    output = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", action="store_true", help="tiny test configuration")
+    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, help="write the results as JSON")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    config = SMALL if args.small else CakeLensConfig(crop=args.crop)
+
+    if args.child:
+        print(json.dumps(measure(config, args.batch, args.checkpointing, torch.device(args.device))))
+        return
+
+    results = {name: run_variant(args, flag) for name, flag in (("plain", False), ("checkpointed", True))}
+    ratio = results["checkpointed"]["peak_bytes"] / results["plain"]["peak_bytes"]
+    # Parameter gradients are the same in both variants; without them the ratio compares what
+    # checkpointing acts on (activations and their gradients).
+    activations = {name: r["peak_bytes"] - r["parameter_grad_bytes"] for name, r in results.items()}
+    activation_ratio = activations["checkpointed"] / activations["plain"]
+    print(f"config {config}, batch {args.batch}, device {args.device}")
+    print(f"method: {results['plain']['method']}")
+    for name, result in results.items():
+        note = "" if result.get("step_set_new_peak", True) else " (lower bound: step did not set a new peak)"
+        print(f"{name:>13}: {result['peak_bytes'] / 2**20:9.1f} MiB, "
+              f"{activations[name] / 2**20:9.1f} MiB without parameter gradients{note}")
+    print(f"ratio checkpointed/plain = {ratio:.3f} ({activation_ratio:.3f} without parameter gradients)")
+    if args.out:
+        write_json(args.out, {"config": vars(config), "batch": args.batch, "device": args.device,
+                              "results": results, "ratio": ratio, "activation_ratio": activation_ratio})
+
+
+if __name__ == "__main__":
+    main()
