@@ -89,12 +89,17 @@ class LogitCalibrator(nn.Module):
 
     def extra_repr(self) -> str:
         bias = ", ".join(f"{b:.4g}" for b in self.bias)
-        return f"num_classes={self.num_classes}, temperature={self.temperature:.4g}, bias=[{bias}], method={self.method!r}"
+        return (
+            f"num_classes={self.num_classes}, temperature={self.temperature:.4g}, bias=[{bias}], "
+            f"method={self.method!r}"
+        )
 
     # ------------------------------------------------------------------------------------- setting
 
     @torch.no_grad()
-    def set(self, temperature: float, bias: list[float] | Tensor | None = None, method: str = "manual") -> "LogitCalibrator":
+    def set(
+        self, temperature: float, bias: list[float] | Tensor | None = None, method: str = "manual"
+    ) -> "LogitCalibrator":
         """Set the temperature (and bias; None keeps the current one) directly."""
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
@@ -218,7 +223,9 @@ class LogitCalibrator(nn.Module):
                         method=str(state.get("method", "manual")))
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any], num_classes: int | None = None, source: str | None = None) -> "LogitCalibrator":
+    def from_state(
+        cls, state: Mapping[str, Any], num_classes: int | None = None, source: str | None = None
+    ) -> "LogitCalibrator":
         """A new calibrator from a :meth:`state` dict; C is taken from the bias unless given."""
         if num_classes is None:
             bias = state.get("bias") if isinstance(state, Mapping) else None

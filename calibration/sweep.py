@@ -70,7 +70,9 @@ def temperature_sweep(
     y = torch.as_tensor(labels).detach().to("cpu", torch.long).reshape(-1)
     if z.ndim != 2 or z.shape[0] != y.shape[0]:
         raise ValueError(f"expected logits [N, C] and labels [N], got {tuple(z.shape)} and {tuple(y.shape)}")
-    offset = torch.zeros(z.shape[1], dtype=torch.float64) if bias is None else torch.as_tensor(bias, dtype=torch.float64)
+    offset = torch.zeros(z.shape[1], dtype=torch.float64)
+    if bias is not None:
+        offset = torch.as_tensor(bias, dtype=torch.float64)
     if offset.shape != (z.shape[1],):
         raise ValueError(f"bias must have {z.shape[1]} values, got {offset.tolist()}")
     grid = DEFAULT_TEMPERATURES if temperatures is None else tuple(float(t) for t in temperatures)
@@ -221,7 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Sweep the temperature on a run's calibration set and store the best one in calibration.json.",
     )
     parser.add_argument("run_dir", type=Path, help="run directory holding calibration_logits.safetensors")
-    parser.add_argument("--criterion", choices=sorted(CRITERIA), default="score", help="what to optimise (default: score)")
+    parser.add_argument(
+        "--criterion", choices=sorted(CRITERIA), default="score", help="what to optimise (default: score)"
+    )
     parser.add_argument("--grid", type=_parse_grid, default=None,
                         help="comma-separated temperatures (default: 41 points geometric from 0.25 to 8)")
     args = parser.parse_args(argv)

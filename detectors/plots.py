@@ -71,7 +71,10 @@ def reliability_diagram(
         centres[filled], stats["fake_rate"][filled], width=width * 0.9,
         color="tab:blue", alpha=0.7, edgecolor="black", label="observed fake frequency",
     )
-    top.plot(stats["mean_prob"][filled], stats["fake_rate"][filled], "o-", color="tab:red", label="observed at bin mean p(fake)")
+    top.plot(
+        stats["mean_prob"][filled], stats["fake_rate"][filled], "o-",
+        color="tab:red", label="observed at bin mean p(fake)",
+    )
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
     top.set_ylabel("observed fraction fake")
