@@ -71,6 +71,17 @@ class Detector(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.calibrator(self.forward_uncalibrated(x)[1])
 
+    def forward_batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, raw logits) of a training/evaluation batch.
+
+        Batches may carry precomputed ``features`` (e.g. ReStraV's cached trajectory features of a
+        frozen backbone) instead of media ``x``; then only the head runs.
+        """
+        if "features" in batch:
+            features = batch["features"]
+            return features, self.forward_head(features)
+        return self.forward_uncalibrated(batch["x"])
+
     def training_losses(self, features: torch.Tensor, logits: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Method-specific auxiliary losses (already weighted), added to the classification loss."""
         return {}

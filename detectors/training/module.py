@@ -43,7 +43,7 @@ class DetectorModule(L.LightningModule):
         if batch is None:  # every sample of the batch was unreadable (counted by collate_skip)
             return None
         self.skipped_samples["train"] += int(batch.get("skipped", 0))
-        features, logits = self.detector.forward_uncalibrated(batch["x"])
+        features, logits = self.detector.forward_batch(batch)
         target = classification_targets(batch, self.detector.num_classes)
         classification = self.criterion(logits.float(), target)
         extra = self.detector.training_losses(features, logits, batch)
@@ -59,7 +59,7 @@ class DetectorModule(L.LightningModule):
         if batch is None:
             return
         self.skipped_samples["val"] += int(batch.get("skipped", 0))
-        _, logits = self.detector.forward_uncalibrated(batch["x"])
+        _, logits = self.detector.forward_batch(batch)
         target = classification_targets(batch, self.detector.num_classes)
         self._val_outputs.append((logits.detach().float().cpu(), target.detach().cpu()))
 

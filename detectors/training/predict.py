@@ -41,9 +41,10 @@ def predict(detector: Detector, loader: DataLoader, *, calibrated: bool = True, 
             skipped += getattr(loader, "batch_size", 0) or 0
             continue
         skipped += int(batch.get("skipped", 0))
-        x = batch["x"].to(device, non_blocking=True)
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            out = detector(x) if calibrated else detector.forward_uncalibrated(x)[1]
+            out = detector.forward_batch(batch)[1]
+            out = detector.calibrator(out) if calibrated else out
         logits.append(out.float().cpu())
         labels.append(batch["label"].cpu())
         classes.append(batch["class_index"].cpu())
