@@ -91,10 +91,15 @@ def _high_bit_depth_to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
 
 
 def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
-    """Decode an image file to a ``uint8`` tensor ``[3, H, W]`` (RGB) at native resolution."""
+    """Decode an image file to a ``uint8`` tensor ``[3, H, W]`` (RGB) at native resolution.
+
+    The tensor is a channel-first view of the decoded HWC buffer (not contiguous), which saves a
+    full-image copy; crops and ``torch.stack`` make contiguous copies of what they keep.
+    """
     with open_image(path, max_pixels) as img:
         rgb = to_rgb(img)
-        return F.pil_to_tensor(rgb).contiguous()
+        # A [3, H, W] view of the HWC pixel buffer (one copy); crops then copy only what they keep.
+        return F.pil_to_tensor(rgb)
 
 
 def load_image_benchmark(path: str | Path, resize: tuple[int, int], max_pixels: int = MAX_PIXELS) -> torch.Tensor:
