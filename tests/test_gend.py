@@ -1,0 +1,217 @@
+"""GenD video detector: LayerNorm-only tuning, uniformity/alignment losses, heads, export, end to end."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from detectors.registry import create_detector
+from detectors.training.module import DetectorModule
+from detectors.video.gend import GenDDetector, alignment_loss, uniformity_loss
+
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32,
+            patch_size=16, num_register_tokens=4)
+
+
+@pytest.fixture(scope="module")
+def dinov3_dir(tmp_path_factory) -> str:
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    path = tmp_path_factory.mktemp("dinov3")
+    torch.manual_seed(0)
+    DINOv3ViTModel(DINOv3ViTConfig(**TINY)).save_pretrained(path)
+    return str(path)
+
+
+def make(backbone: str, head: str = "mean", mode: str = "layernorm", **extra) -> GenDDetector:
+    config = {"backbone": {"name": backbone}, "head": head, "image_size": 32, "num_frames": 4,
+              "tuning": {"mode": mode}, "temporal": {"width": 16, "heads": 2, "hidden": [8], "dropout": 0.0},
+              **extra}
+    return create_detector("gend", config)
+
+
+def clip_batch(batch: int = 4, frames: int = 3, size: int = 32) -> dict:
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.tensor([0, 1] * (batch // 2))
+    return {"x": torch.randint(0, 256, (batch, frames, 3, size, size), generator=generator, dtype=torch.uint8),
+            "label": labels.clone(), "class_index": labels.clone(), "target": labels.clone()}
+
+
+# ----------------------------------------------------------------------------- tuning
+def _layernorm_names(model: torch.nn.Module) -> set[str]:
+    return {f"{name}.{p}" for name, module in model.named_modules() if isinstance(module, torch.nn.LayerNorm)
+            for p, _ in module.named_parameters(recurse=False)}
+
+
+def test_layernorm_tuning_trains_only_norms_and_head(dinov3_dir):
+    torch.manual_seed(0)
+    detector = make(dinov3_dir).train()
+    trainable = {n for n, p in detector.named_parameters() if p.requires_grad}
+    backbone_trainable = {n for n in trainable if n.startswith("backbone.")}
+    # exactly norm1 / norm2 of each block and the final norm, weight and bias
+    suffixes = sorted({n.split(".")[-2] for n in backbone_trainable})
+    assert suffixes == ["norm", "norm1", "norm2"]
+    assert len(backbone_trainable) == 2 * (2 * TINY["num_hidden_layers"] + 1)
+    assert backbone_trainable == {f"backbone.{n}" for n in _layernorm_names(detector.backbone)}
+    assert trainable - backbone_trainable == {"head.linear.weight", "head.linear.bias"}
+
+    before = {n: p.detach().clone() for n, p in detector.named_parameters()}
+    module = DetectorModule(detector, loss={"name": "cross_entropy"}, optim={"lr": 1e-2, "scheduler": "none"})
+    optimizer = module.configure_optimizers()["optimizer"]
+    loss = module.training_step(clip_batch(), 0)
+    loss.backward()
+    optimizer.step()
+    for name, parameter in detector.named_parameters():
+        changed = not torch.equal(parameter.detach(), before[name])
+        assert changed == (name in trainable), name
+
+
+def test_dinov2_layernorm_names(tmp_path):
+    from transformers import Dinov2Config, Dinov2Model
+
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
+                             image_size=28, patch_size=14)).save_pretrained(tmp_path)
+    detector = make(str(tmp_path), image_size=28)
+    names = {n for n, p in detector.backbone.named_parameters() if p.requires_grad}
+    assert sorted({n.split(".")[-2] for n in names}) == ["layernorm", "norm1", "norm2"]
+    assert len(names) == 2 * (2 * 2 + 1)
+
+
+# ----------------------------------------------------------------------------- losses
+def test_uniformity_and_alignment_match_pairwise_loops():
+    generator = torch.Generator().manual_seed(0)
+    z = F.normalize(torch.randn(7, 5, generator=generator, dtype=torch.float64), dim=-1)
+    labels = torch.tensor([0, 1, 1, 0, 1, 0, 0])
+    zn, ln = z.numpy(), labels.numpy()
+    terms, aligned = [], []
+    for i in range(7):
+        for j in range(7):
+            if i == j:
+                continue
+            d2 = float(((zn[i] - zn[j]) ** 2).sum())
+            terms.append(math.exp(-2 * d2))
+            if ln[i] == ln[j]:
+                aligned.append(d2)
+    assert float(uniformity_loss(z)) == pytest.approx(math.log(np.mean(terms)), rel=1e-10)
+    assert float(alignment_loss(z, labels)) == pytest.approx(np.mean(aligned), rel=1e-10)
+    assert float(alignment_loss(z[:2], labels[:2])) == 0.0  # no same-label pair
+
+
+def test_training_losses_are_weighted_on_normalised_frame_features(dinov3_dir):
+    detector = make(dinov3_dir, uniformity_weight=0.5, alignment_weight=0.1)
+    features = torch.randn(2, 3, 32, dtype=torch.float64) * 5
+    batch = {"label": torch.tensor([0, 1]), "class_index": torch.tensor([0, 1])}
+    losses = detector.training_losses(features, torch.zeros(2, 2), batch)
+    z = F.normalize(features.reshape(6, 32), dim=-1)
+    frame_labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    assert float(losses["uniformity"]) == pytest.approx(0.5 * float(uniformity_loss(z)), rel=1e-6)
+    assert float(losses["alignment"]) == pytest.approx(0.1 * float(alignment_loss(z, frame_labels)), rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- heads
+def test_mean_head_is_mean_of_frame_probabilities(dinov3_dir):
+    detector = make(dinov3_dir).eval()
+    x = clip_batch()["x"]
+    with torch.no_grad():
+        features = detector.forward_features(x)
+        video = detector.forward_head(features)
+        frame_probs = torch.stack([F.softmax(detector.head.linear(F.normalize(features[:, t], dim=-1)), dim=-1)
+                                   for t in range(features.shape[1])], dim=1)
+    assert features.shape == (4, 3, 32) and video.shape == (4, 2)
+    torch.testing.assert_close(F.softmax(video, dim=-1), frame_probs.mean(dim=1), atol=1e-6, rtol=0)
+
+
+def test_mean_head_trains_per_frame(dinov3_dir):
+    detector = make(dinov3_dir).train()
+    batch = clip_batch(batch=2, frames=3)
+    features, logits = detector.forward_batch(batch)
+    assert features.shape == (6, 32) and logits.shape == (6, 2)
+    assert batch["label"].tolist() == [0, 0, 0, 1, 1, 1]
+    assert batch["video_label"].tolist() == [0, 1]
+    detector.eval()
+    _, logits = detector.forward_batch(clip_batch(batch=2, frames=3))
+    assert logits.shape == (2, 2)
+
+
+def test_temporal_head_shapes_and_order(dinov3_dir):
+    torch.manual_seed(0)
+    detector = make(dinov3_dir, head="temporal").eval()
+    x = clip_batch(batch=2, frames=4)["x"]
+    with torch.no_grad():
+        out = detector(x)
+        reversed_out = detector(x.flip(1))
+    assert out.shape == (2, 2)
+    assert not torch.allclose(out, reversed_out)  # learned positions: frame order matters
+    with pytest.raises(ValueError, match="at most 4"):
+        detector(torch.zeros(1, 5, 3, 32, 32, dtype=torch.uint8))
+
+
+# ----------------------------------------------------------------------------- export
+@pytest.mark.parametrize("head,mode", [("mean", "layernorm"), ("mean", "lora"), ("temporal", "layernorm"),
+                                       ("temporal", "lora")])
+def test_export_equals_in_library(dinov3_dir, tmp_path, head, mode):
+    from export.__main__ import export_detector
+    from export.benchmark_loader import load_submission, run_model
+
+    torch.manual_seed(0)
+    detector = make(dinov3_dir, head=head, mode=mode).eval()
+    x = detector.example_input(3)
+    with torch.no_grad():
+        untouched = detector(x)
+        for name, parameter in detector.named_parameters():  # make the tuned weights matter
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter) * 0.2)
+    detector.calibrator.set(1.7, [0.3, -0.2])
+    with torch.no_grad():
+        expected = detector(x)
+    assert (expected - untouched).abs().max() > 1e-3
+    report = export_detector(detector, tmp_path / "sub")
+    assert report["max_abs_logit_difference"] <= 1e-4
+    model, config = load_submission(tmp_path / "sub")
+    assert config["preprocessing"] == {"resize": [32, 32], "num_frames": 4, "frame_rate": 8.0}
+    torch.testing.assert_close(run_model(model, x).float(), expected, atol=1e-4, rtol=0)
+
+
+# ----------------------------------------------------------------------------- end to end
+def _holdout_auc(submission: Path, data_yaml: Path) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    from detectors.data.catalog import load_items
+    from detectors.video.io import read_video_frames
+    from detectors.video.sampling import FrameSampler
+    from export.benchmark_loader import load_submission, run_model
+
+    model, config = load_submission(submission)
+    pre = config["preprocessing"]
+    sampler = FrameSampler("benchmark", pre["num_frames"], pre.get("frame_rate"))
+    items = load_items(data_yaml, modality="video")
+    clips = torch.stack([read_video_frames(i.path, sampler, tuple(pre["resize"]), interpolation="bilinear")
+                         for i in items])
+    prob = F.softmax(run_model(model, clips).float(), dim=-1)[:, 1]
+    return float(roc_auc_score([i.label for i in items], prob.numpy()))
+
+
+def test_fit_export_check_holdout(dinov3_dir, tmp_path):
+    from detectors.training.fit import ModalitySupport, run_fit
+    from detectors.video.demo import write_demo_videos, write_holdout_videos
+    from export.__main__ import export_run
+    from export.check import check_submission
+
+    data = write_demo_videos(tmp_path / "data", n_per_class=12, num_frames=24, size=(40, 48))
+    holdout = write_holdout_videos(tmp_path / "data", n_per_class=8, num_frames=24, size=(40, 48))
+    support = ModalitySupport(name="video", write_demo=write_demo_videos)
+    run = run_fit("video", support, ["gend"], "gend", [
+        "--data", str(data), "--backbone", dinov3_dir, "--output", str(tmp_path / "run"),
+        "--max-epochs", "4", "--batch-size", "4", "--num-workers", "0", "--accelerator", "cpu",
+        "--set", "model.image_size=32", "--set", "model.num_frames=6", "--set", "optim.lr=3e-3",
+        "--set", "data.jpeg_p=0.0", "--set", "trainer.precision=32-true"])
+    report = export_run(run, tmp_path / "submission")
+    assert report["max_abs_logit_difference"] <= 1e-4
+    assert check_submission(tmp_path / "submission") == []
+    auc = _holdout_auc(tmp_path / "submission", holdout)
+    assert auc > 0.6, auc
