@@ -9,12 +9,13 @@ apart from the weights so a trained detector can be rebuilt from its run directo
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -164,11 +165,17 @@ def build_backbone(config: BackboneConfig, *, allow_random_fallback: bool = Fals
     built-in demo only: when pretrained weights cannot be loaded, warn loudly and use random weights.
     """
     config = copy.deepcopy(config)
+    if config.name.startswith(("/", "./", "../", "~")) and not Path(config.name).expanduser().exists():
+        raise ConfigError(None, "model.backbone.name", f"backbone directory {config.name} does not exist")
     source = resolve_source(config)
     config.source = source
     builder = _build_transformers if source == "transformers" else _build_timm
+    # The demo must not spend a minute in download retries when no hub is reachable: use the
+    # local cache only, and fall back at once if the weights are not there.
+    offline = allow_random_fallback and config.pretrained and not Path(config.name).exists() and not hub_reachable()
     try:
-        model, origin = builder(config)
+        with _hub_offline(offline):
+            model, origin = builder(config, local_files_only=offline)
     except (OSError, ValueError, RuntimeError) as error:
         if not allow_random_fallback:
             raise ConfigError(None, "model.backbone.name", f"cannot load backbone {config.name!r}: {error}") from error
@@ -181,7 +188,8 @@ def build_backbone(config: BackboneConfig, *, allow_random_fallback: bool = Fals
         config.pretrained = False
         if config.architecture is None:
             config.architecture = _known_architecture(config)
-        model, origin = builder(config)
+        with _hub_offline(True):
+            model, origin = builder(config, local_files_only=True)
         origin = "random"
     info = _describe(model, source)
     backbone = Backbone(model, info, config)
@@ -197,11 +205,41 @@ def _known_architecture(config: BackboneConfig) -> dict[str, Any]:
     raise ConfigError(None, "model.backbone.name", f"no known architecture for {config.name!r} to fall back on")
 
 
-def _build_transformers(config: BackboneConfig) -> tuple[nn.Module, str]:
+@contextlib.contextmanager
+def _hub_offline(enabled: bool) -> Iterator[None]:
+    """Switch huggingface_hub to offline mode (no HEAD requests, no retries) for one block."""
+    if not enabled:
+        yield
+        return
+    import huggingface_hub.constants as hub_constants
+
+    previous = hub_constants.HF_HUB_OFFLINE
+    hub_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub_constants.HF_HUB_OFFLINE = previous
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """Whether the model hub answers at all (offline environment variables count as 'no')."""
+    import os
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True") or os.environ.get("TRANSFORMERS_OFFLINE") == "1":
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _build_transformers(config: BackboneConfig, local_files_only: bool = False) -> tuple[nn.Module, str]:
     from transformers import AutoConfig, AutoModel
 
     if config.pretrained:
-        model = AutoModel.from_pretrained(config.name)
+        model = AutoModel.from_pretrained(config.name, local_files_only=local_files_only)
         origin = "pretrained"
     else:
         if config.architecture is None:
@@ -225,7 +263,7 @@ def _transformers_architecture(hf_config: Any) -> dict[str, Any]:
     return keep
 
 
-def _build_timm(config: BackboneConfig) -> tuple[nn.Module, str]:
+def _build_timm(config: BackboneConfig, local_files_only: bool = False) -> tuple[nn.Module, str]:
     import timm
 
     name = config.name.removeprefix("timm/")
@@ -243,6 +281,8 @@ def _build_timm(config: BackboneConfig) -> tuple[nn.Module, str]:
         model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}, **kwargs)
         origin = "pretrained"
     elif config.pretrained:
+        if local_files_only:
+            raise OSError(f"timm weights for {name!r} would need a download and the hub is unreachable")
         model = timm.create_model(name, pretrained=True, **kwargs)
         origin = "pretrained"
     else:

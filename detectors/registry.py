@@ -17,7 +17,6 @@ _REGISTRY: dict[str, type["Detector"]] = {}
 # arch name -> module that defines it (imported on first use)
 _MODULES: dict[str, str] = {
     "dinov3_image": "detectors.image.dinov3",
-    "probe": "detectors.image.probe",
     "restrav": "detectors.video.restrav",
     "gend": "detectors.video.gend",
     "cakelens": "detectors.video.cakelens_detector",
