@@ -343,3 +343,12 @@ def test_demo_images(tmp_path: Path) -> None:
     assert roc_auc_score(ho_labels, [periodic_energy(im, 3) for im in ho_images]) > 0.9
     # Its fingerprint differs from the training generators': the period-4 statistic does not find it.
     assert roc_auc_score(ho_labels, [periodic_energy(im, 4) for im in ho_images]) < 0.8
+
+
+def test_demo_keeps_foreign_files(tmp_path: Path) -> None:
+    mine = tmp_path / "real" / "my_photo.jpg"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"precious")
+    write_demo_images(tmp_path, n_per_class=2, size=(32, 32), generators=1)
+    assert mine.read_bytes() == b"precious"
+    assert sorted(p.name for p in (tmp_path / "fake_gen_a").iterdir())[0].startswith("fake_gen_a_0000")

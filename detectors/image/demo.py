@@ -28,7 +28,6 @@ CLI: ``python -m detectors.image.demo OUT_DIR [--n N] [--holdout] [--seed S]``.
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -188,9 +187,11 @@ def _write_set(root: Path, kind: str, counts: dict[str, int], size: tuple[int, i
     for folder_index, (folder, count) in enumerate(counts.items()):
         media_type, family, render, p_jpeg, quality = _SETS[kind][folder]
         out_dir = root / folder
-        if out_dir.exists():
-            shutil.rmtree(out_dir)  # stale files from other parameters would join the dataset
-        out_dir.mkdir(parents=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # Stale files from other parameters would join the dataset; remove only files we named.
+        for stale in out_dir.glob(f"{folder}_[0-9][0-9][0-9][0-9].*"):
+            if stale.suffix in (".png", ".jpg"):
+                stale.unlink()
         for i in range(count):
             rng = np.random.default_rng([seed, DEMO_VERSION, folder_index, i, len(kind)])
             h = size[0] + 2 * int(rng.integers(0, 17))  # even sizes: the x2 generator needs them
