@@ -227,7 +227,7 @@ def _up_to_date(yaml_path: Path, params: dict[str, Any]) -> bool:
         return False
     root = yaml_path.parent
     return all(
-        (root / folder).is_dir() and sum(1 for f in (root / folder).iterdir() if f.suffix in (".png", ".jpg")) == n
+        sum(1 for f in (root / folder).glob(f"{folder}_[0-9][0-9][0-9][0-9].*") if f.suffix in (".png", ".jpg")) == n
         for folder, n in params["counts"].items()
     )
 
