@@ -1,0 +1,117 @@
+"""Video samples for training and evaluation, shared by every video detector.
+
+- :func:`load_clip`: sample -> decode -> (H.264 robustness) -> the benchmark's centre crop to aspect
+  and resize, as ``uint8 [T, 3, H, W]``. Training, calibration and the benchmark emulation all go
+  through it, so a detector is fitted on exactly the frames the exported model will be fed.
+- :func:`benchmark_input_loader`: what the benchmark feeds a video submission
+  (``preprocessing.num_frames`` / ``frame_rate`` / ``resize`` of its model_config.yaml).
+- :func:`build_video_dataset`: a ``MediaDataset`` of clips for frame-based detectors (GenD, ...),
+  with an optional on-disk ``FrameCache`` and clip-consistent augmentation for training.
+- :func:`video_sampler`: the ``FrameSampler`` a data config asks for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from detectors.data.catalog import MediaItem
+from detectors.data.dataset import MediaDataset
+from detectors.video.cache import FrameCache
+from detectors.video.io import centre_crop_resize, read_video_frames
+from detectors.video.sampling import FrameSampler
+from detectors.video.transforms import ClipAugment, H264Robustness
+
+DEFAULT_BENCHMARK_FRAMES = 16  # the benchmark's default preprocessing.num_frames
+
+
+def load_clip(path: str, sampler: FrameSampler, resize: tuple[int, int] | None, robustness: bool = False,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """Frames of ``path`` picked by ``sampler``, optionally degraded by the benchmark's H.264 pass
+    (on the sampled frames, before resizing), centre-cropped to aspect and resized: uint8 [T, 3, H, W]."""
+    frames = read_video_frames(path, sampler, None, generator=generator)
+    if robustness:
+        frames = H264Robustness()(frames)
+    if resize is not None:
+        frames = centre_crop_resize(frames, tuple(int(v) for v in resize))
+    return frames
+
+
+def benchmark_sampler(preprocessing: dict[str, Any]) -> FrameSampler:
+    """The benchmark's frame rule for a submission's ``preprocessing`` section."""
+    frame_rate = preprocessing.get("frame_rate")
+    return FrameSampler("benchmark", int(preprocessing.get("num_frames", DEFAULT_BENCHMARK_FRAMES)),
+                        frame_rate=None if frame_rate is None else float(frame_rate))
+
+
+def benchmark_input_loader(preprocessing: dict[str, Any], robustness: bool = False) -> Callable[[str], torch.Tensor]:
+    """What the benchmark feeds a video submission: the first ``num_frames`` frames at step
+    ``round(fps / frame_rate)`` (missing fps -> 30; short clips repeat the last frame), optionally the
+    H.264 robustness pass, then centre crop to aspect and resize to ``preprocessing.resize``:
+    ``uint8 [T, 3, H, W]``."""
+    if "resize" not in preprocessing:
+        raise ValueError("model_config.yaml preprocessing.resize is required for video submissions")
+    resize = tuple(int(v) for v in preprocessing["resize"])
+    return partial(load_clip, sampler=benchmark_sampler(preprocessing), resize=resize, robustness=robustness)
+
+
+def video_sampler(data: dict[str, Any], stage: str, num_frames: int, frame_rate: float | None = None,
+                  window_sec: float = 2.0) -> FrameSampler:
+    """``data.sampling`` (benchmark | window | uniform | random; default benchmark) for evaluation and
+    ``data.train_sampling`` (default: the same) for training; the data section's ``num_frames``,
+    ``frame_rate`` and ``window_sec`` override the detector's."""
+    mode = data.get("sampling", "benchmark")
+    if stage == "train":
+        mode = data.get("train_sampling") or mode
+    rate = data.get("frame_rate", frame_rate)
+    return FrameSampler(mode, int(data.get("num_frames", num_frames)),
+                        frame_rate=None if rate is None else float(rate),
+                        window_sec=float(data.get("window_sec", window_sec)))
+
+
+@dataclass(frozen=True)
+class ClipLoader:
+    """Picklable ``path -> uint8 [T, 3, H, W]`` for DataLoader workers, cached when deterministic."""
+
+    sampler: FrameSampler
+    resize: tuple[int, int] | None
+    cache_dir: str | None = None
+
+    def __call__(self, path: str) -> torch.Tensor:
+        if self.cache_dir is None or not self.sampler.deterministic:
+            return load_clip(path, self.sampler, self.resize)
+        # tag names the decode function in the cache key (load_clip's crop differs from the default's)
+        return FrameCache(self.cache_dir).get_or_decode(path, self.sampler, self.resize,
+                                                        decode_fn=_decode_for_cache, tag="load_clip")
+
+
+def _decode_for_cache(path: str, sampler: FrameSampler, resize: tuple[int, int] | None, tag: str) -> torch.Tensor:
+    return load_clip(path, sampler, resize)
+
+
+def build_video_dataset(items: Sequence[MediaItem], stage: str, data: dict[str, Any], sampler: FrameSampler,
+                        resize: tuple[int, int], *, num_classes: int = 2,
+                        augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> MediaDataset:
+    """Clips ``uint8 [T, 3, H, W]`` of ``items`` for a frame-based video detector.
+
+    Frames are decoded with :func:`load_clip` (the benchmark's crop and resize) and cached under
+    ``data.cache_dir/frames`` when set and the sampler is deterministic. In training, ``augment``
+    (default: :class:`ClipAugment`, one random draw per clip; ``data.augment: false`` disables it)
+    is applied to each clip.
+    """
+    cache_dir = data.get("cache_dir")
+    loader = ClipLoader(sampler, tuple(int(v) for v in resize),
+                        None if not cache_dir else str(Path(cache_dir) / "frames"))
+    transform = None
+    if stage == "train" and data.get("augment", True):
+        transform = augment or ClipAugment(tuple(int(v) for v in resize))
+    return MediaDataset(items, load=loader, transform=transform,
+                        target="multiclass" if num_classes == 3 else "binary")
+
+
+__all__ = ["ClipLoader", "benchmark_input_loader", "benchmark_sampler", "build_video_dataset", "load_clip",
+           "video_sampler"]
