@@ -68,6 +68,17 @@ def test_full_size_parameter_count_and_keys_on_meta():
     assert not list(model.buffers())
 
 
+def test_full_size_state_dict_matches_the_original_package_on_meta():
+    original = pytest.importorskip("cakelens.model", reason="cakelens-v5 package not installed")
+    with torch.device("meta"):
+        reference = original.Model()
+        reference(torch.empty(1, 1, 27, 512, 512))  # shapes its LazyLinear layers (no compute on meta)
+        model = CakeLensV5()
+    assert [(k, v.shape) for k, v in model.state_dict().items()] == [
+        (k, v.shape) for k, v in reference.state_dict().items()
+    ]
+
+
 def test_small_forward_shapes_and_channels_last():
     model = small_model().eval()
     volume = random_volume(3)

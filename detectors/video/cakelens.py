@@ -304,11 +304,8 @@ class CakeLensV5(nn.Module):
     def set_channels_last_3d(self, enabled: bool = True) -> "CakeLensV5":
         """Switch the memory format of the convolution weights and of the input in ``forward``."""
         self.channels_last_3d = enabled
-        fmt = torch.channels_last_3d if enabled else torch.contiguous_format
-        for module in self.modules():
-            if isinstance(module, nn.Conv3d):
-                module.weight.data = module.weight.data.contiguous(memory_format=fmt)
-        return self
+        # Module.to(memory_format=...) converts the 5-D (convolution) weights only.
+        return self.to(memory_format=torch.channels_last_3d if enabled else torch.contiguous_format)
 
     def forward(self, volume: Tensor) -> Tensor:
         if volume.ndim != 5 or volume.shape[1] != 1:
@@ -377,9 +374,7 @@ def load_cakelens_checkpoint(
             problems.append(f"shape mismatches: {'; '.join(mismatched)}")
         origin = "state dict" if isinstance(source, Mapping) else str(source)
         raise CheckpointError(f"{origin} does not match CakeLensV5({model.config}): " + " | ".join(problems))
-    model.load_state_dict(state, strict=True)
-    if model.channels_last_3d:  # load_state_dict copies into the existing (channels-last) weights
-        model.set_channels_last_3d(True)
+    model.load_state_dict(state, strict=True)  # copies into the weights: memory format is kept
     return model
 
 
@@ -460,10 +455,12 @@ def iter_frameset_batches(
 def video_volume_from_benchmark_input(x: Tensor, config: CakeLensConfig | None = None) -> Tensor:
     """Benchmark video batch ``uint8 [B, T, 3, H, W] -> [B * ceil(T/9), 1, 27, S, S]`` (sample-major).
 
-    The submission declares ``num_frames: 9`` (one frameset per sample, the first 9 frames or
-    frames sampled at ``frame_rate``) and a ``resize`` that keeps the original pixel scale, so the
-    top-left crop sees pixels the way the original model did. Per-sample verdicts are the mean of
-    ``sigmoid(logits).view(B, -1, 17)`` over dim 1, as in :func:`predict_video`.
+    How a submission feeds the original network: ``model_config`` declares ``num_frames: 9`` and no
+    ``frame_rate``, so each sample is the first 9 consecutive frames, i.e. exactly one original
+    frameset; its ``resize`` is ``[crop, crop]`` (512), so the top-left crop covers the whole
+    delivered frame at the scale the original model was trained on (it never resized; the
+    benchmark always does). Each sample's verdict is the mean over its framesets of
+    ``sigmoid(logits).view(B, -1, num_labels)``, as in :func:`predict_video`.
     """
     config = config or CakeLensConfig()
     if x.ndim != 5:
