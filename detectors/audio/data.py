@@ -1,0 +1,87 @@
+"""Audio samples for training and evaluation: ``[96000]`` float32 16 kHz mono windows.
+
+Training: a random 6 s window (short clips tiled, ASVspoof convention) -> breath mask computed on
+the clean window and aligned to the model's frames (``breath_mask``, BreathNet's FiLM target) ->
+augmentation (``data.augment_level``, see ``build_audio_train_transform``). Evaluation and
+calibration: exactly the benchmark's input (centre crop / zero pad), optionally through the
+benchmark's robustness chain (``data.eval_robustness``).
+"""
+
+from __future__ import annotations
+
+import zlib
+from functools import partial
+from typing import Any, Callable, Sequence
+
+import torch
+
+from detectors.audio.breath import breath_frame_mask
+from detectors.audio.io import BENCHMARK_NUM_SAMPLES, BENCHMARK_SAMPLE_RATE, load_audio_benchmark, load_audio_window
+from detectors.audio.transforms import RobustnessChain, build_audio_eval_transform, build_audio_train_transform
+from detectors.data.catalog import MediaItem
+from detectors.data.dataset import MediaDataset
+
+__all__ = ["AudioDataset", "benchmark_input_loader", "build_audio_dataset", "load_training_window"]
+
+
+def load_training_window(path: str) -> torch.Tensor:
+    """A random 6 s window at 16 kHz (only that part of long files is decoded; short clips tiled)."""
+    return load_audio_window(path, BENCHMARK_NUM_SAMPLES, BENCHMARK_SAMPLE_RATE, mode="random", tile_short=True)
+
+
+class AudioDataset(MediaDataset):
+    """``MediaDataset`` whose samples may also carry ``breath_mask`` ``[num_frames]``.
+
+    With ``breath_frames = (num_frames, stride_s, length_s)`` the mask is detected on the clean
+    loaded window (before ``transform`` adds noise, reverb or codecs that would hide breaths), then
+    ``transform`` is applied to the waveform.
+    """
+
+    def __init__(self, items: Sequence[MediaItem], load: Callable[[str], torch.Tensor],
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 breath_frames: tuple[int, float, float] | None = None, target: str = "binary") -> None:
+        super().__init__(items, load=load, transform=None, target=target)
+        self.waveform_transform = transform
+        self.breath_frames = breath_frames
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        sample = super().__getitem__(index)
+        if sample is None:
+            return None
+        x = sample["x"]
+        if self.breath_frames is not None:
+            frames, stride_s, length_s = self.breath_frames
+            sample["breath_mask"] = breath_frame_mask(x, BENCHMARK_SAMPLE_RATE, int(frames), stride_s, length_s)
+        if self.waveform_transform is not None:
+            x = self.waveform_transform(x)
+        sample["x"] = x.float().contiguous()
+        return sample
+
+
+def build_audio_dataset(items: Sequence[MediaItem], stage: str, data: dict[str, Any],
+                        breath_frames: tuple[int, float, float] | None = None) -> AudioDataset:
+    """Training (``stage="train"``: random windows, breath masks, augmentation) or evaluation dataset."""
+    if stage == "train":
+        seed = data.get("augment_seed")
+        transform = build_audio_train_transform(int(data.get("augment_level", 2)), seed=seed)
+        return AudioDataset(items, load=load_training_window, transform=transform, breath_frames=breath_frames)
+    transform = build_audio_eval_transform(bool(data.get("eval_robustness", False)))
+    return AudioDataset(items, load=load_audio_benchmark, transform=transform)
+
+
+def benchmark_input_loader(preprocessing: dict[str, Any], robustness: bool = False) -> Callable[[str], torch.Tensor]:
+    """What the benchmark feeds an audio submission: ``[96000]`` float32 at 16 kHz (centre crop /
+    zero pad); with ``robustness`` the benchmark's chain (8 kHz round trip, -6 dB, 30 dB SNR noise)."""
+    rate = preprocessing.get("sample_rate", BENCHMARK_SAMPLE_RATE)
+    duration = float(preprocessing.get("duration_seconds", BENCHMARK_NUM_SAMPLES / BENCHMARK_SAMPLE_RATE))
+    if rate != BENCHMARK_SAMPLE_RATE or duration * BENCHMARK_SAMPLE_RATE != BENCHMARK_NUM_SAMPLES:
+        raise ValueError(f"audio submissions take 16 kHz, 6.0 s inputs; model_config.yaml says {rate} Hz, {duration} s")
+    return partial(_benchmark_audio, robustness=robustness)
+
+
+def _benchmark_audio(path: str, robustness: bool) -> torch.Tensor:
+    waveform = load_audio_benchmark(path)
+    if robustness:
+        # Noise seeded by the path: the augmented pass is reproducible and differs between clips.
+        waveform = RobustnessChain(seed=zlib.crc32(str(path).encode()))(waveform)
+    return waveform.float().contiguous()
