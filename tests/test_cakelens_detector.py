@@ -1,0 +1,149 @@
+"""CakeLens detector wrapper: shapes, the AI_GEN head, masked label BCE, export, detect, training."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from detectors.data.catalog import MediaItem
+from detectors.video.cakelens import LABELS, predict_video
+from detectors.video.cakelens_detector import (
+    CakeLensDetector,
+    CakeLensDetectorConfig,
+    CudaPrefetcher,
+    detect_cakelens,
+    format_cakelens_report,
+    generator_targets,
+    masked_label_bce,
+)
+
+SMALL = dict(crop=32, width=4, channel_step=2, num_blocks=1, hidden=[8])
+
+
+def small_detector(**overrides) -> CakeLensDetector:
+    torch.manual_seed(0)
+    return CakeLensDetector(CakeLensDetectorConfig(**{**SMALL, **overrides}))
+
+
+def test_forward_shapes_and_head_is_mean_sigmoid():
+    detector = small_detector().eval()
+    x = torch.randint(0, 256, (2, 12, 3, 40, 36), dtype=torch.uint8)  # 2 framesets, the 2nd padded
+    with torch.no_grad():
+        features = detector.forward_features(x)
+        logits = detector.forward_head(features)
+    assert features.shape == (2, 2, len(LABELS))
+    assert logits.shape == (2, 2)
+    p = torch.sigmoid(features[..., 0]).mean(1)
+    assert torch.allclose(logits.softmax(-1)[:, 1], p, atol=1e-6)
+    assert torch.allclose(logits.exp().sum(-1), torch.ones(2), atol=1e-6)
+
+
+def test_generator_targets_and_masked_bce_ignore_unknown_labels():
+    t_real, m_real = generator_targets(None, 0)
+    t_sora, m_sora = generator_targets("sora", 1)
+    assert m_real.sum() == 1 and t_real.sum() == 0
+    assert t_sora[0] == 1 and t_sora[LABELS.index("SORA")] == 1 and t_sora.sum() == 2
+    assert m_sora[LABELS.index("ANIME_2D")] == 0 and m_sora[LABELS.index("KLING")] == 1
+    logits = torch.randn(2, 3, len(LABELS))
+    targets, mask = torch.stack([t_real, t_sora]), torch.stack([m_real, m_sora])
+    loss = masked_label_bce(logits, targets, mask)
+    # independent: average of -[y log s + (1-y) log(1-s)] over known (sample, frameset, label)
+    terms = []
+    for b in range(2):
+        for f in range(3):
+            for k in range(len(LABELS)):
+                if mask[b, k]:
+                    s = 1 / (1 + math.exp(-float(logits[b, f, k])))
+                    y = float(targets[b, k])
+                    terms.append(-(y * math.log(s) + (1 - y) * math.log(1 - s)))
+    assert loss.item() == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+    # masked labels contribute nothing, whatever their logits
+    changed = logits.clone()
+    changed[0, :, 1:] += 50.0
+    changed[1, :, LABELS.index("ANIME_2D")] -= 50.0
+    assert masked_label_bce(changed, targets, mask).item() == pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_export_equals_in_library(tmp_path):
+    from export.__main__ import export_detector
+
+    detector = small_detector()
+    with torch.no_grad():  # a non-trivial calibrator must be folded in
+        detector.calibrator.log_temperature.fill_(math.log(1.7))
+        detector.calibrator.logit_bias.copy_(torch.tensor([0.2, -0.1]))
+    report = export_detector(detector, tmp_path / "sub")
+    assert report["max_abs_logit_difference"] <= 1e-4
+    from export.benchmark_loader import load_submission, run_model
+
+    model, _ = load_submission(report["submission"], device="cpu")
+    x = torch.randint(0, 256, (2, 9, 3, 30, 33), dtype=torch.uint8)  # smaller than crop: padding
+    with torch.inference_mode():
+        assert torch.allclose(run_model(model, x).float(), detector(x).float(), atol=1e-4)
+
+
+def test_prefetcher_is_a_noop_without_cuda():
+    batches = [{"x": torch.ones(2)}, {"x": torch.zeros(2)}]
+    assert list(CudaPrefetcher(batches, "cpu")) == batches
+
+
+def test_detect_on_mp4_matches_predict_video(tmp_path):
+    from detectors.video.demo import write_mp4
+    from detectors.video.io import read_frames
+
+    detector = small_detector()
+    weights = tmp_path / "small.pth"
+    torch.save({"model_state_dict": detector.net.state_dict()}, weights)
+    video = tmp_path / "clip.mp4"
+    write_mp4(video, torch.randint(0, 256, (11, 3, 32, 48), dtype=torch.uint8), fps=10)
+    out = tmp_path / "out.json"
+    results = detect_cakelens([video], weights, json_out=out, progress=False, config=detector.net.config)
+    saved = json.loads(out.read_text())
+    assert saved["video"] == str(video) and saved["frame_count"] == 11
+    assert list(saved["predictions"]) == list(LABELS)
+    expected = predict_video(detector.net, read_frames(video, list(range(11))), progress=False)
+    for label, p in saved["predictions"].items():
+        assert 0.0 <= p <= 1.0
+        assert p == pytest.approx(expected["probabilities"][label], abs=1e-6)
+    assert "AI_GEN" in format_cakelens_report(results[0])
+
+
+def test_train_one_epoch_export_and_check(tmp_path):
+    import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from detectors.data.datamodule import MediaDataModule
+    from detectors.training.module import DetectorModule
+    from detectors.video.demo import write_mp4
+    from export.__main__ import export_detector
+    from export.check import check_submission
+
+    items = []
+    g = torch.Generator().manual_seed(0)
+    for i in range(6):
+        path = tmp_path / f"v{i}.mp4"
+        write_mp4(path, torch.randint(0, 256, (12, 3, 32, 32), generator=g, dtype=torch.uint8), fps=10)
+        label = i % 2
+        items.append(MediaItem(str(path), label, "synthetic" if label else "real", "demo", "video",
+                               generator_family="SORA" if label else None, split="train" if i < 4 else "val"))
+    detector = small_detector(tensorboard_every_n_steps=1, gradient_checkpointing=True)
+    dataset = detector.make_dataset(items, "train", {})
+    sample = dataset[1]
+    assert sample["x"].shape == (9, 3, 32, 32) and sample["label_mask"][LABELS.index("SORA")] == 1
+    datamodule = MediaDataModule(items, build_dataset=lambda split, stage: detector.make_dataset(split, stage, {}),
+                                 batch_size=2, num_workers=0, balanced_sampling=False)
+    module = DetectorModule(detector, loss={"name": "focal_brier"}, optim={"lr": 1e-3, "scheduler": "none"})
+    before = {k: v.clone() for k, v in detector.net.state_dict().items()}
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=TensorBoardLogger(tmp_path / "tb"),
+                        callbacks=detector.extra_callbacks(), enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
+                        num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=datamodule)
+    assert "train/label_bce" in trainer.logged_metrics
+    assert any(not torch.equal(before[k], v) for k, v in detector.net.state_dict().items())
+    assert list((tmp_path / "tb").rglob("events.out.tfevents*"))
+    report = export_detector(detector, tmp_path / "submission")
+    assert report["max_abs_logit_difference"] <= 1e-4
+    assert check_submission(tmp_path / "submission") == []
