@@ -80,6 +80,7 @@ class CakeLensDetectorConfig:
     tensorboard_every_n_steps: int = 0  # >0: gradient histograms every N steps + validation PR curves
     num_classes: int = 2
     tuning: dict[str, Any] = field(default_factory=dict)  # only gradient_checkpointing (fit's flag)
+    allow_random_backbone: bool = False  # set by the shared demo fit; CakeLens has no pretrained backbone
 
     def network_config(self) -> CakeLensConfig:
         return CakeLensConfig(width=self.width, channel_step=self.channel_step, num_blocks=self.num_blocks,
