@@ -102,6 +102,10 @@ class Detector(nn.Module):
             result.append({"params": params, "lr": group_lr, "weight_decay": 0.0 if no_decay else weight_decay})
         return result
 
+    def extra_callbacks(self) -> list[Any]:
+        """Lightning callbacks a method needs during training (e.g. CakeLens's TensorBoard logging)."""
+        return []
+
     def summary(self) -> dict[str, Any]:
         """Extra facts for summary.json (e.g. backbone weight origin)."""
         backbone = getattr(self, "backbone", None)

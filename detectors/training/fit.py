@@ -212,7 +212,7 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
 
         before = evaluate_split(detector, datamodule, "val", calibrated=True)
     module = DetectorModule(detector, loss=config.get("loss"), optim=config.get("optim"))
-    trainer, checkpoint = build_trainer(config.get("trainer", {}), run)
+    trainer, checkpoint = build_trainer(config.get("trainer", {}), run, extra_callbacks=detector.extra_callbacks())
     started = time.time()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")

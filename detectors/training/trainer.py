@@ -29,7 +29,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, tmp)
 
 
-def build_trainer(trainer_config: dict[str, Any], run: RunDir) -> tuple[L.Trainer, ModelCheckpoint]:
+def build_trainer(trainer_config: dict[str, Any], run: RunDir,
+                  extra_callbacks: list[L.Callback] | None = None) -> tuple[L.Trainer, ModelCheckpoint]:
     unknown = set(trainer_config) - TRAINER_KEYS - {"monitor"}
     if unknown:
         from detectors.errors import ConfigError
@@ -46,7 +47,8 @@ def build_trainer(trainer_config: dict[str, Any], run: RunDir) -> tuple[L.Traine
                CSVLogger(save_dir=run.logs, name="csv", version="")]
     trainer = L.Trainer(
         default_root_dir=run.root,
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step"), TQDMProgressBar(refresh_rate=5)],
+        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step"), TQDMProgressBar(refresh_rate=5),
+                   *(extra_callbacks or [])],
         logger=loggers,
         plugins=[AtomicCheckpointIO()],
         enable_model_summary=False,
