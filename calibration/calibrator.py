@@ -130,8 +130,8 @@ class LogitCalibrator(nn.Module):
         Works on detached float64 CPU copies, whatever the caller's grad mode (also inside
         ``torch.no_grad()`` / ``inference_mode()``, e.g. from a validation hook). A calibration set with a
         single class fits the temperature only (a bias would run off to infinity). A set the fitted
-        logits classify perfectly has no NLL minimum (T -> 0): the calibrator is reset to identity with
-        a warning. An empty set leaves the calibrator unchanged.
+        logits classify perfectly has no NLL minimum (T -> 0): it is refitted with a standard-normal
+        prior on log T and the bias (MAP), with a warning. An empty set leaves the calibrator unchanged.
         """
         with torch.inference_mode(False), torch.enable_grad():
             # clone(): a float64 CPU input would otherwise be used as is, and an inference-mode tensor
@@ -159,43 +159,52 @@ class LogitCalibrator(nn.Module):
                 )
             fit_bias = fit_bias and not single_class
 
-            log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-            bias = torch.zeros(self.num_classes, dtype=torch.float64, requires_grad=fit_bias)
-            params = [log_t, bias] if fit_bias else [log_t]
-            optimizer = torch.optim.LBFGS(
-                params, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
-                tolerance_grad=1e-10, tolerance_change=1e-12,
-            )
-
-            def closure() -> Tensor:
-                optimizer.zero_grad()
-                loss = _nll(z / log_t.exp() + bias, y)
-                loss.backward()
-                return loss
-
-            optimizer.step(closure)
+            log_t, bias = self._minimise(z, y, fit_bias, max_iter, prior_weight=0.0)
+            method = "lbfgs" if fit_bias else "temperature_only"
             with torch.no_grad():
                 separated = _all_correct(z / log_t.exp() + bias, y)
+            if separated:
+                # Every calibration sample is on the right side: shrinking T lowers the NLL forever, so
+                # the maximum-likelihood fit has no optimum. A standard-normal prior on log T and the
+                # bias (MAP, i.e. N(0, 1) in summed-NLL units) gives a finite, moderate sharpening.
+                warnings.warn(
+                    "LogitCalibrator.fit: the calibration set is perfectly separated, so the NLL has no "
+                    "minimum; fitted with a N(0, 1) prior on log T and the bias instead (MAP). A larger "
+                    "or harder calibration set, or a temperature sweep, is more reliable.",
+                    stacklevel=2,
+                )
+                log_t, bias = self._minimise(z, y, fit_bias, max_iter, prior_weight=1.0 / z.shape[0])
+                method = "map"
 
         log_t_value = float(log_t.detach())
         if not math.isfinite(log_t_value):
             warnings.warn("LogitCalibrator.fit: the fit diverged; calibrator reset to identity", stacklevel=2)
             return self.reset()
         temperature = min(max(math.exp(log_t_value), MIN_TEMPERATURE), MAX_TEMPERATURE)
-        if separated or (single_class and temperature in (MIN_TEMPERATURE, MAX_TEMPERATURE)):
-            # With every calibration sample on the right side, shrinking T lowers the NLL forever: there
-            # is no optimum, and the sharpened model would be overconfident on new data.
-            warnings.warn(
-                "LogitCalibrator.fit: the calibration set is perfectly separated (or single-class and "
-                "degenerate), so the NLL has no minimum; calibrator reset to identity. Use a larger or "
-                "harder calibration set, or a temperature sweep.",
-                stacklevel=2,
-            )
-            return self.reset()
         fitted_bias = bias.detach()
         if self.num_classes > 1:
             fitted_bias = fitted_bias - fitted_bias.mean()  # softmax ignores a common shift; pin it at 0
-        return self.set(temperature, fitted_bias, method="lbfgs" if fit_bias else "temperature_only")
+        return self.set(temperature, fitted_bias, method=method)
+
+    def _minimise(self, z: Tensor, y: Tensor, fit_bias: bool, max_iter: int,
+                  prior_weight: float) -> tuple[Tensor, Tensor]:
+        """LBFGS on mean NLL + prior_weight * (log T^2 + |bias|^2) / 2; returns (log T, bias)."""
+        log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        bias = torch.zeros(self.num_classes, dtype=torch.float64, requires_grad=fit_bias)
+        params = [log_t, bias] if fit_bias else [log_t]
+        optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
+                                      tolerance_grad=1e-10, tolerance_change=1e-12)
+
+        def closure() -> Tensor:
+            optimizer.zero_grad()
+            loss = _nll(z / log_t.exp() + bias, y)
+            if prior_weight:
+                loss = loss + prior_weight * 0.5 * (log_t.pow(2) + bias.pow(2).sum())
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        return log_t.detach(), bias.detach()
 
     # ------------------------------------------------------------------------------- serialisation
 
