@@ -147,3 +147,28 @@ def test_train_one_epoch_export_and_check(tmp_path):
     report = export_detector(detector, tmp_path / "submission")
     assert report["max_abs_logit_difference"] <= 1e-4
     assert check_submission(tmp_path / "submission") == []
+
+
+def test_detect_keeps_going_past_unreadable_videos(tmp_path):
+    from detectors.video.demo import write_mp4
+
+    detector = small_detector()
+    weights = tmp_path / "small.pth"
+    torch.save({"model_state_dict": detector.net.state_dict()}, weights)
+    good, bad = tmp_path / "good.mp4", tmp_path / "bad.mp4"
+    write_mp4(good, torch.randint(0, 256, (9, 3, 32, 48), dtype=torch.uint8), fps=10)
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
+    results = detect_cakelens([bad, good], weights, json_out=tmp_path / "out.json", progress=False,
+                              config=detector.net.config)
+    assert "error" in results[0] and str(bad) in results[0]["error"]
+    assert results[1]["frame_count"] == 9
+    assert len(json.loads((tmp_path / "out.json").read_text())) == 2
+
+
+def test_detect_cli_reports_a_checkpoint_that_does_not_fit(tmp_path, capsys):
+    from detectors.video.detect import main
+
+    weights = tmp_path / "small.pth"
+    torch.save({"model_state_dict": small_detector().net.state_dict()}, weights)
+    assert main(["clip.mp4", "--arch", "cakelens", "--weights", str(weights)]) == 2
+    assert "shape" in capsys.readouterr().err  # the full-size network names the mismatched tensors

@@ -40,6 +40,7 @@ from detectors.base import Detector
 from detectors.data.catalog import MediaItem
 from detectors.data.dataset import MediaDataset
 from detectors.registry import register_detector
+from detectors.errors import MediaError
 from detectors.video.cakelens import (
     CAKELENS_MEAN,
     CAKELENS_STD,
@@ -342,13 +343,18 @@ def detect_cakelens(paths: Sequence[str | Path], weights: str | Path, device: st
     "predictions": {label: p}}]`` (mean over all framesets of the per-label sigmoid). ``weights`` is an
     original checkpoint (``.pth``/``.safetensors``; ``config`` = its network size, default the
     published one). Written to ``json_out`` (a
-    dict for one video, a list for several) when given. Unreadable videos raise ``MediaError``."""
+    dict for one video, a list for several) when given. An unreadable video gives
+    ``{"video": ..., "error": message}`` and the others are still processed."""
     from detectors.atomic import write_json
 
     model = load_cakelens_checkpoint(weights, CakeLensV5(config))
-    results = []
+    results: list[dict[str, Any]] = []
     for path in paths:
-        verdict = predict_video_file(model, path, batch_size=batch_size, device=device, progress=progress)
+        try:
+            verdict = predict_video_file(model, path, batch_size=batch_size, device=device, progress=progress)
+        except MediaError as error:
+            results.append({"video": str(path), "error": str(error)})
+            continue
         results.append({"video": str(path), "frame_count": verdict["frame_count"],
                         "predictions": verdict["probabilities"]})
     if json_out is not None:

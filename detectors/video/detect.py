@@ -80,12 +80,30 @@ def detect(model: VideoModel, videos: list[str]) -> list[dict[str, Any]]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m detectors.video.detect", description=__doc__.splitlines()[0])
     parser.add_argument("videos", nargs="+", help="video files (or folders of frames)")
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--run", type=Path, help="run directory written by python -m detectors.video.fit")
     source.add_argument("--model", type=Path, help="exported submission directory or zip")
+    source.add_argument("--weights", type=Path,
+                        help="with --arch cakelens: the original CakeLens v5 checkpoint (.pth or .safetensors)")
+    parser.add_argument("--arch", choices=["cakelens"], help="run an original checkpoint of this architecture")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=4, help="framesets per forward pass (cakelens)")
     return parser
+
+
+def main_cakelens(args: argparse.Namespace) -> int:
+    """The original CakeLens v5 tool's output: 17 label percentages per video, JSON like the original."""
+    from detectors.video.cakelens_detector import detect_cakelens, format_cakelens_report
+
+    results = detect_cakelens(args.videos, args.weights, device=args.device, batch_size=args.batch_size,
+                              json_out=args.json)
+    for result in results:
+        if "error" in result:
+            print(f"ERROR  {result['error']}", file=sys.stderr)
+        else:
+            print(format_cakelens_report(result))
+    return 1 if any("error" in r for r in results) else 0
 
 
 def load_model(args: argparse.Namespace) -> VideoModel:
@@ -99,7 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     from detectors.atomic import write_json
     from export.benchmark_loader import SubmissionError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.arch == "cakelens":
+        if args.weights is None:
+            parser.error("--arch cakelens needs --weights PATH (an original CakeLens v5 checkpoint)")
+        try:
+            return main_cakelens(args)
+        except (CheckpointError, ConfigError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    if args.run is None and args.model is None:
+        parser.error("give --run RUN_DIR or --model SUBMISSION (or --arch cakelens --weights PATH)")
     try:
         model = load_model(args)
     except (ConfigError, CheckpointError, SubmissionError, FileNotFoundError) as error:
