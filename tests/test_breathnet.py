@@ -210,14 +210,15 @@ def test_fit_export_evaluate_on_holdout(tiny_backbone, tmp_path):
     from export.__main__ import export_run
     from export.check import check_submission
 
-    data = write_demo_audio(tmp_path / "data", n_per_class=14, seconds=(3, 5))
+    data = write_demo_audio(tmp_path / "data", n_per_class=30, seconds=(3, 5))
     holdout = write_holdout_audio(tmp_path / "holdout", n_per_class=8, seconds=(3, 5))
     run = run_fit("audio", AUDIO, ["breathnet"], "breathnet", [
-        "--data", str(data), "--backbone", tiny_backbone, "--tuning", "layernorm", "--output", str(tmp_path / "run"),
-        "--max-epochs", "4", "--batch-size", "8", "--num-workers", "0", "--lr", "3e-3",
-        "--set", "model.spectral={channels: [8, 16], embed_dim: 16}", "--set", "model.fusion_dim=32",
-        "--set", "model.head_hidden=[16]", "--set", "data.augment_level=0", "--set", "split.val=0.25",
-        "--set", "split.calibration=0.2", "--set", "trainer.enable_progress_bar=false"])
+        "--data", str(data), "--backbone", tiny_backbone, "--tuning", "full", "--output", str(tmp_path / "run"),
+        "--max-epochs", "10", "--batch-size", "8", "--num-workers", "0", "--lr", "3e-3",
+        "--set", "optim.backbone_lr=1e-3", "--set", "model.spectral={channels: [8, 16, 32], embed_dim: 32}",
+        "--set", "model.fusion_dim=32",
+        "--set", "model.head_hidden=[16]", "--set", "data.augment_level=0", "--set", "split.val=0.2",
+        "--set", "split.calibration=0.2"])
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"eer", "eer_threshold"} <= set(metrics["validation"])
     summary = json.loads((run / "summary.json").read_text())

@@ -169,6 +169,7 @@ def build_wav2vec2(config: Wav2Vec2BackboneConfig, *, allow_random_fallback: boo
     if getattr(model.config, "add_adapter", False):
         raise ConfigError(None, "model.backbone.name", "wav2vec2 models with an output adapter are not supported")
     config.architecture = _wav2vec2_architecture(model.config)
+    model.train()  # from_pretrained returns eval mode; like any new module, start in training mode
     return Wav2Vec2Backbone(model, config, origin)
 
 
