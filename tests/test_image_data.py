@@ -352,3 +352,22 @@ def test_demo_keeps_foreign_files(tmp_path: Path) -> None:
     write_demo_images(tmp_path, n_per_class=2, size=(32, 32), generators=1)
     assert mine.read_bytes() == b"precious"
     assert sorted(p.name for p in (tmp_path / "fake_gen_a").iterdir())[0].startswith("fake_gen_a_0000")
+
+
+def test_load_image_crop_equals_native_crop_of_the_full_image(tmp_path):
+    from detectors.image.io import load_image, load_image_crop
+    from detectors.image.transforms import NativeCrop
+
+    rng = np.random.default_rng(0)
+    for name, shape in (("large.png", (90, 130, 3)), ("small.png", (40, 50, 3))):
+        path = tmp_path / name
+        PIL.Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
+        expected = NativeCrop(64, train=False)(load_image(path))
+        assert torch.equal(NativeCrop(64, train=False)(load_image_crop(path, 64, train=False)), expected)
+        window = load_image_crop(path, 64, train=True)
+        if shape[0] >= 64:
+            full = load_image(path)
+            # the random window is a pixel-exact window of the original somewhere
+            found = any(torch.equal(full[:, t:t + 64, l:l + 64], window)
+                        for t in range(shape[0] - 63) for l in range(shape[1] - 63))
+            assert found

@@ -16,19 +16,23 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 from detectors.data.catalog import MediaItem
 from detectors.data.dataset import MediaDataset
-from detectors.image.io import load_image, load_image_benchmark, open_image, resize_to_aspect
+from detectors.image.io import load_image, load_image_benchmark, load_image_crop, open_image, resize_to_aspect
 from detectors.image.transforms import build_eval_transform, build_train_transform, robustness_chain_pil
 
 
 def build_image_dataset(items: Sequence[MediaItem], stage: str, data: dict[str, Any], image_size: int,
                         num_classes: int = 2) -> MediaDataset:
+    load = load_image
     if stage == "train":
-        transform = build_train_transform(image_size, crop=data.get("crop", "native"),
-                                          augment_level=int(data.get("augment_level", 1)))
+        crop = data.get("crop", "native")
+        transform = build_train_transform(image_size, crop=crop, augment_level=int(data.get("augment_level", 1)))
+        if crop == "native":
+            # crop in PIL before converting: only the window is decoded to RGB and copied
+            load = partial(load_image_crop, size=image_size, train=True)
     else:
         transform = build_eval_transform(image_size, crop=data.get("eval_crop", "benchmark"),
                                          robustness=bool(data.get("eval_robustness", False)))
-    return MediaDataset(items, load=load_image, transform=transform,
+    return MediaDataset(items, load=load, transform=transform,
                         target="multiclass" if num_classes == 3 else "binary")
 
 

@@ -102,6 +102,26 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
         return F.pil_to_tensor(rgb)
 
 
+def load_image_crop(path: str | Path, size: int, train: bool = True, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """A native-resolution ``size`` x ``size`` window (random in training, centred otherwise).
+
+    Cropping the PIL image before the RGB conversion and the tensor copy is what makes training
+    loading fast: only the window is converted. Images smaller than ``size`` come back whole (the
+    ``NativeCrop`` transform that follows upscales them), so the result equals
+    ``NativeCrop(size)(load_image(path))`` for the same window.
+    """
+    with open_image(path, max_pixels) as img:
+        width, height = img.size
+        if width >= size and height >= size:
+            if train:
+                left = int(torch.randint(0, width - size + 1, ()).item())
+                top = int(torch.randint(0, height - size + 1, ()).item())
+            else:
+                left, top = (width - size) // 2, (height - size) // 2
+            img = img.crop((left, top, left + size, top + size))
+        return F.pil_to_tensor(to_rgb(img)).contiguous()
+
+
 def load_image_benchmark(path: str | Path, resize: tuple[int, int], max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """What the benchmark feeds a model: ``uint8 [3, H, W]`` with ``(H, W) = resize``.
 
