@@ -48,3 +48,23 @@ def write_image_set(root: Path, holdout: bool = False, n_per_class: int = 32, se
         f"  - {{name: {'holdout-' if holdout else ''}fake, path: fake, modality: image, media_type: synthetic,"
         " generator_family: test-gen}\n")
     return yaml_path
+
+
+def write_three_class_set(root: Path, n_per_class: int = 16, seed: int = 3) -> Path:
+    """real / synthetic / semisynthetic (a real photo whose left half was regenerated)."""
+    rng = np.random.default_rng(seed)
+    for name in ("real", "synthetic", "semisynthetic"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            h, w = rng.integers(32, 44, 2)
+            pixels = _real(rng, h, w, 1.0, 18.0)
+            if name == "synthetic":
+                pixels = _fake(rng, h, w, 1.0, (22, 0, -16), 1.6)
+            elif name == "semisynthetic":
+                pixels[:, : w // 2] = _fake(rng, h, w, 1.0, (22, 0, -16), 1.6)[:, : w // 2]
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(root / name / f"{i:03d}.png")
+    yaml_path = root / "data.yaml"
+    yaml_path.write_text("datasets:\n" + "".join(
+        f"  - {{name: {name}, path: {name}, modality: image, media_type: {name}}}\n"
+        for name in ("real", "synthetic", "semisynthetic")))
+    return yaml_path

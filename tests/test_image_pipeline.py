@@ -143,3 +143,26 @@ def test_ddp_two_cpu_processes(image_sets, tiny_dinov3, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs_completed"] == 1
     assert "world_size=2" in done.stdout + done.stderr or "distributed_backend=gloo" in done.stdout + done.stderr
+
+
+def test_three_class_head_trains_exports_and_scores_like_the_benchmark(tiny_dinov3, tmp_path):
+    from image_fixtures import write_three_class_set
+
+    from export.benchmark_loader import load_submission, run_model
+
+    data = write_three_class_set(tmp_path / "data")
+    run = fit(["--data", str(data), "--backbone", str(tiny_dinov3), "--tuning", "layernorm",
+               "--output", str(tmp_path / "run"), *FAST, "--max-epochs", "3", "--set", "model.num_classes=3"])
+    results = export_and_evaluate(run, data, tmp_path)
+    model, config = load_submission(tmp_path / "submission")
+    assert config["model"]["num_classes"] == 3
+    with open(tmp_path / "eval" / "predictions.csv") as handle:
+        row = next(csv.DictReader(handle))
+    from detectors.image.data import benchmark_input_loader
+
+    x = benchmark_input_loader(config["preprocessing"])(row["path"])[None]
+    logits = run_model(model, x)
+    assert logits.shape == (1, 3)
+    # the benchmark's 3-class rule: p(fake) = 1 - p(real)
+    assert float(row["prob_fake"]) == pytest.approx(1 - torch.softmax(logits, -1)[0, 0].item(), abs=1e-5)
+    assert results["base"]["n"] == 48
