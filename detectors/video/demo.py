@@ -6,8 +6,13 @@ scenes with the temporal artifacts generators are known for: objects that pop in
 brightness flicker, frame-to-frame jitter, "boiling" texture and sudden direction changes. Real clips
 trace straight, evenly paced trajectories; fake ones do not, which is what ReStraV measures.
 
+Fake clips also carry per-frame generator traces, visible in a single frame (what per-frame detectors
+such as GenD see): a decoder's upsampling leaves the frames over-smooth (no fine texture), the
+palette is biased (over-saturated and tinted) and there is almost no camera sensor noise.
+
 ``write_holdout_videos`` uses a different scene generator (stripes and blobs instead of shapes) and
-different motion and artifacts, for "never seen" evaluation.
+different motion and artifacts, for "never seen" evaluation; its generator fingerprint is related
+but not the same (weaker smoothing and saturation, another tint).
 
 CLI: ``python -m detectors.video.demo OUT_DIR [--holdout]``.
 """
@@ -23,10 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from torchvision.transforms.v2 import functional as v2f
 
 from detectors.atomic import atomic_path, write_json, write_text
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # 2: per-frame generator traces on fake clips
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,8 +129,20 @@ def _real_clip(rng: np.random.Generator, frames: int, size: tuple[int, int], hol
     # Hold-out cameras also roll slowly at a constant rate.
     angle = np.linspace(0, rng.uniform(-0.2, 0.2), frames) if holdout else np.zeros(frames)
     video = _render(scene, centre, zoom, angle, size)
-    noise_level = rng.uniform(0.005, 0.015)  # one sensor, one noise level for the whole clip
+    noise_level = rng.uniform(0.015, 0.03)  # one sensor, one noise level for the whole clip
     return video + noise_level * torch.randn(video.shape, generator=torch.Generator().manual_seed(int(rng.integers(2**31))))
+
+
+def _generator_fingerprint(rng: np.random.Generator, video: torch.Tensor, holdout: bool) -> torch.Tensor:
+    """Per-frame traces of a video generator's decoder: over-smoothing, over-saturation and a colour
+    tint. The hold-out generator's smoothing and saturation are weaker and its tint differs."""
+    sigma = rng.uniform(0.9, 1.3) if holdout else rng.uniform(1.1, 1.6)
+    video = v2f.gaussian_blur(video, kernel_size=[5, 5], sigma=[sigma, sigma])
+    saturation = rng.uniform(0.3, 0.5) if holdout else rng.uniform(0.4, 0.7)
+    grey = video.mean(dim=1, keepdim=True)
+    video = grey + (video - grey) * (1 + saturation)
+    tint = np.array([0.04, -0.02, -0.03]) if holdout else np.array([0.05, 0.0, -0.05])  # warm palette
+    return video + torch.from_numpy((tint * rng.uniform(0.7, 1.3)).astype(np.float32))[None, :, None, None]
 
 
 def _fake_clip(rng: np.random.Generator, frames: int, size: tuple[int, int], holdout: bool) -> torch.Tensor:
@@ -153,11 +171,12 @@ def _fake_clip(rng: np.random.Generator, frames: int, size: tuple[int, int], hol
             if holdout and frame > first:
                 colour = torch.from_numpy(rng.uniform(0, 1, 3).astype(np.float32))
             video[frame] = torch.where(mask[None], colour[:, None, None], video[frame])
+    video = _generator_fingerprint(rng, video, holdout)
     if holdout:
         # Temporal stutter: some frames are held for an extra frame (zero steps), others skipped.
         order = np.clip(np.arange(frames) + rng.integers(-1, 2, frames), 0, frames - 1)
         video = video[torch.from_numpy(np.maximum.accumulate(order))]
-    noise_level = rng.uniform(0.005, 0.015)
+    noise_level = rng.uniform(0.0, 0.004)  # generated frames carry (almost) no sensor noise
     return video + noise_level * torch.randn(video.shape, generator=torch.Generator().manual_seed(int(rng.integers(2**31))))
 
 
