@@ -348,6 +348,18 @@ class BreathNet(Detector):
                                                                real_only=cfg.centre_classes == "real")
         return losses
 
+    def parameter_groups(self, lr: float, backbone_lr: float | None, weight_decay: float) -> list[dict[str, Any]]:
+        """The shared groups, with the centre-loss centres moved to a group without weight decay
+        (decay would pull every centre towards the origin, against the centre loss)."""
+        groups = []
+        for group in super().parameter_groups(lr, backbone_lr, weight_decay):
+            params = [p for p in group["params"] if p is not self.centres]
+            if params:
+                groups.append({**group, "params": params})
+        if self.centres.requires_grad:
+            groups.append({"params": [self.centres], "lr": lr, "weight_decay": 0.0})
+        return groups
+
     # ------------------------------------------------------------------ data
     def make_dataset(self, items: list, stage: str, data: dict) -> Any:
         from detectors.audio.data import build_audio_dataset
