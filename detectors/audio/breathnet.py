@@ -25,7 +25,6 @@ The classification loss and the calibrator come from the shared training spine.
 from __future__ import annotations
 
 import copy
-import logging
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -38,7 +37,7 @@ from detectors.audio.io import BENCHMARK_NUM_SAMPLES, BENCHMARK_SAMPLE_RATE
 from detectors.base import Detector
 from detectors.errors import ConfigError
 from detectors.registry import register_detector
-from detectors.tuning import TuningConfig
+from detectors.tuning import TUNING_MODES, TuningConfig
 from export.standalone.breathnet import (
     BreathFiLM,
     SpectralCNN,
@@ -47,8 +46,6 @@ from export.standalone.breathnet import (
     statistics_pooling,
 )
 from export.standalone.heads import MLP
-
-log = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "facebook/wav2vec2-xls-r-300m"
 
@@ -175,8 +172,6 @@ def build_wav2vec2(config: Wav2Vec2BackboneConfig, *, allow_random_fallback: boo
 
 def apply_wav2vec2_tuning(backbone: Wav2Vec2Backbone, tuning: TuningConfig) -> Wav2Vec2Backbone:
     """frozen / layernorm (nn.LayerNorm affine only) / lora (encoder projections, peft) / full."""
-    from detectors.tuning import TUNING_MODES
-
     if tuning.mode not in TUNING_MODES:
         raise ConfigError(None, "model.tuning.mode", f"unknown tuning mode {tuning.mode!r}")
     for parameter in backbone.parameters():
