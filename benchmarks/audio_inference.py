@@ -21,14 +21,14 @@ import torch
 
 
 def build_detector(args: argparse.Namespace):
-    from detectors.audio.breathnet import KNOWN_WAV2VEC2_ARCHITECTURES
+    from detectors.backbones import KNOWN_TRANSFORMERS_ARCHITECTURES
     from detectors.base import load_detector
     from detectors.config import load_yaml
     from detectors.registry import create_detector
 
     if args.run:
         return load_detector(args.run)
-    arch = dict(KNOWN_WAV2VEC2_ARCHITECTURES["facebook/wav2vec2-xls-r-300m"])
+    arch = dict(KNOWN_TRANSFORMERS_ARCHITECTURES["facebook/wav2vec2-xls-r-300m"])
     model: dict = {"tuning": {"mode": args.tuning}}
     if args.size == "demo":
         demo = load_yaml(Path(__file__).resolve().parents[1] / "configs" / "audio" / "breathnet_demo.yaml")["model"]

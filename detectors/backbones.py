@@ -1,9 +1,10 @@
-"""DINOv2 / DINOv3 backbones from transformers or timm behind one small interface.
+"""DINOv2 / DINOv3 (vision) and wav2vec 2.0 / XLS-R (audio) backbones behind one small interface.
 
 ``build_backbone`` is the single entry point. It loads pretrained weights the way the source library
 does (``from_pretrained`` on a hub id or a local directory for transformers; a model name plus an
 optional local weights file for timm) and wraps the model in :class:`Backbone`, whose ``forward``
-returns the final-norm token sequence ``[B, prefix + patches, D]``. The architecture (config) is kept
+returns the final-norm token sequence ``[B, prefix + patches, D]`` (vision) or the frame features
+``[B, frames, D]`` (wav2vec 2.0, from a normalised waveform). The architecture (config) is kept
 apart from the weights so a trained detector can be rebuilt from its run directory without a hub.
 """
 
@@ -48,9 +49,22 @@ KNOWN_TRANSFORMERS_ARCHITECTURES: dict[str, dict[str, Any]] = {
     "facebook/dinov2-large": dict(
         model_type="dinov2", hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
         mlp_ratio=4, patch_size=14, image_size=518),
+    "facebook/wav2vec2-xls-r-300m": dict(
+        model_type="wav2vec2", hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+        intermediate_size=4096, conv_dim=[512] * 7, conv_kernel=[10, 3, 3, 3, 3, 2, 2],
+        conv_stride=[5, 2, 2, 2, 2, 2, 2], conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True,
+        num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16, feat_extract_activation="gelu",
+        hidden_act="gelu", layer_norm_eps=1e-5),
+    "facebook/wav2vec2-base": dict(
+        model_type="wav2vec2", hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+        intermediate_size=3072, conv_dim=[512] * 7, conv_kernel=[10, 3, 3, 3, 3, 2, 2],
+        conv_stride=[5, 2, 2, 2, 2, 2, 2], conv_bias=False, feat_extract_norm="group", do_stable_layer_norm=False,
+        num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16, feat_extract_activation="gelu",
+        hidden_act="gelu", layer_norm_eps=1e-5),
 }
 
-SUPPORTED_TRANSFORMERS_TYPES = ("dinov2", "dinov2_with_registers", "dinov3_vit")
+SUPPORTED_TRANSFORMERS_TYPES = ("dinov2", "dinov2_with_registers", "dinov3_vit", "wav2vec2")
+FAMILIES = {"dinov2": "dinov2", "dinov2_with_registers": "dinov2", "dinov3_vit": "dinov3", "wav2vec2": "wav2vec2"}
 
 
 @dataclass
@@ -69,6 +83,9 @@ class BackboneConfig:
     pretrained: bool = True
     timm_kwargs: dict[str, Any] = field(default_factory=dict)
     architecture: dict[str, Any] | None = None
+    # demo only: architecture fields replacing the known one in the random fallback (e.g. a 2-layer,
+    # 64-wide wav2vec2 stand-in so the audio demo runs in minutes on a CPU)
+    fallback_overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: "dict[str, Any] | str | BackboneConfig") -> "BackboneConfig":
@@ -85,11 +102,11 @@ class BackboneConfig:
 
 @dataclass
 class BackboneInfo:
-    family: str  # dinov2 | dinov3
+    family: str  # dinov2 | dinov3 | wav2vec2
     source: str  # transformers | timm
     embed_dim: int
-    patch_size: int
-    num_registers: int
+    patch_size: int = 0  # vision only
+    num_registers: int = 0  # vision only
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -119,11 +136,14 @@ class Backbone(nn.Module):
         get_base = getattr(model, "get_base_model", None)
         return get_base() if callable(get_base) else model
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Normalised images ``[B, 3, H, W]`` (or a normalised waveform ``[B, N]`` for wav2vec2)."""
         model = self.inner
+        if self.info.family == "wav2vec2":
+            return model(input_values=inputs).last_hidden_state
         if self.info.source == "transformers":
-            return model(pixel_values=pixel_values).last_hidden_state
-        return model.forward_features(pixel_values)
+            return model(pixel_values=inputs).last_hidden_state
+        return model.forward_features(inputs)
 
     def cls_token(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens[:, 0]
@@ -199,9 +219,9 @@ def build_backbone(config: BackboneConfig, *, allow_random_fallback: bool = Fals
 
 def _known_architecture(config: BackboneConfig) -> dict[str, Any]:
     if resolve_source(config) == "timm":
-        return {"model_name": config.name.removeprefix("timm/"), "kwargs": dict(config.timm_kwargs)}
+        return {"model_name": config.name.removeprefix("timm/"), "kwargs": {**config.timm_kwargs, **config.fallback_overrides}}
     if config.name in KNOWN_TRANSFORMERS_ARCHITECTURES:
-        return dict(KNOWN_TRANSFORMERS_ARCHITECTURES[config.name])
+        return {**KNOWN_TRANSFORMERS_ARCHITECTURES[config.name], **config.fallback_overrides}
     raise ConfigError(None, "model.backbone.name", f"no known architecture for {config.name!r} to fall back on")
 
 
@@ -252,12 +272,15 @@ def _build_transformers(config: BackboneConfig, local_files_only: bool = False) 
     if model_type not in SUPPORTED_TRANSFORMERS_TYPES:
         raise ConfigError(None, "model.backbone.name",
                           f"{config.name!r} is a {model_type!r} model; supported: {', '.join(SUPPORTED_TRANSFORMERS_TYPES)}")
+    if getattr(model.config, "add_adapter", False):
+        raise ConfigError(None, "model.backbone.name", "wav2vec2 models with an output adapter are not supported")
     config.architecture = _transformers_architecture(model.config)
+    model.train()  # from_pretrained returns eval mode; like any new module, start in training mode
     return model, origin
 
 
 def _transformers_architecture(hf_config: Any) -> dict[str, Any]:
-    keep = {k: v for k, v in hf_config.to_dict().items()
+    keep = {k: list(v) if isinstance(v, tuple) else v for k, v in hf_config.to_dict().items()
             if not k.startswith("_") and k not in ("transformers_version", "architectures", "id2label", "label2id")}
     keep["model_type"] = hf_config.model_type
     return keep
@@ -295,7 +318,9 @@ def _build_timm(config: BackboneConfig, local_files_only: bool = False) -> tuple
 def _describe(model: nn.Module, source: str) -> BackboneInfo:
     if source == "transformers":
         cfg = model.config
-        family = "dinov3" if cfg.model_type == "dinov3_vit" else "dinov2"
+        family = FAMILIES[cfg.model_type]
+        if family == "wav2vec2":
+            return BackboneInfo(family=family, source=source, embed_dim=cfg.hidden_size)
         return BackboneInfo(family=family, source=source, embed_dim=cfg.hidden_size,
                             patch_size=cfg.patch_size, num_registers=getattr(cfg, "num_register_tokens", 0) or 0)
     patch = model.patch_embed.patch_size

@@ -1,7 +1,9 @@
 """Tuning modes shared by every detector: ``frozen``, ``layernorm`` (GenD) and ``lora`` (peft).
 
 LoRA targets are resolved to explicit module paths from the backbone's own module names, so a bare
-suffix such as ``proj`` can never silently hit the patch embedding.
+suffix such as ``proj`` can never silently hit the patch embedding (vision) or the feature-extractor
+convolutions / feature projection (wav2vec 2.0): only Linear layers inside the transformer blocks
+qualify.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from detectors.backbones import Backbone
+from detectors.backbones import Backbone, BackboneConfig
 from detectors.errors import ConfigError
 
 TUNING_MODES = ("frozen", "layernorm", "lora", "full")
@@ -31,7 +33,17 @@ LORA_TARGET_PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
         "attention": ("attn.qkv", "attn.proj"),
         "all": ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2", "mlp.fc1_g", "mlp.fc1_x"),
     },
+    "wav2vec2": {
+        "qv": ("attention.q_proj", "attention.v_proj"),
+        "qkv": ("attention.q_proj", "attention.k_proj", "attention.v_proj"),
+        "attention": ("attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.out_proj"),
+        "all": ("attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.out_proj",
+                "feed_forward.intermediate_dense", "feed_forward.output_dense"),
+    },
 }
+
+# Module paths of the transformer blocks per family: LoRA never leaves them.
+BLOCK_PREFIXES = {"wav2vec2": ("encoder.layers.",)}
 
 
 @dataclass
@@ -74,18 +86,39 @@ def layernorm_parameter_names(backbone: Backbone) -> list[str]:
 
 def resolve_lora_targets(backbone: Backbone, targets: str | list[str]) -> list[str]:
     """Full module paths (inside ``backbone.model``) of the nn.Linear layers LoRA adapts."""
-    suffixes = LORA_TARGET_PRESETS[backbone.info.source].get(targets) if isinstance(targets, str) else tuple(targets)
+    presets = LORA_TARGET_PRESETS["wav2vec2" if backbone.info.family == "wav2vec2" else backbone.info.source]
+    suffixes = presets.get(targets) if isinstance(targets, str) else tuple(targets)
     if suffixes is None:
         raise ConfigError(None, "model.tuning.lora.targets",
-                          f"unknown preset {targets!r}; use one of {sorted(LORA_TARGET_PRESETS[backbone.info.source])} "
-                          "or a list of module-name suffixes")
+                          f"unknown preset {targets!r}; use one of {sorted(presets)} or a list of module-name suffixes")
+    blocks = BLOCK_PREFIXES.get(backbone.info.family)
     found = [name for name, module in backbone.model.named_modules()
              if isinstance(module, nn.Linear) and any(name == s or name.endswith("." + s) for s in suffixes)
-             and "patch_embed" not in name]
+             and "patch_embed" not in name and (blocks is None or name.startswith(blocks))]
+    if backbone.info.source == "timm" and _fused_qkv_bias(backbone.model):
+        # timm's Eva (DINOv3) applies attn.qkv with F.linear(x, qkv.weight, q/v bias): a LoRA wrapper
+        # around attn.qkv would never run, so refuse it rather than train nothing.
+        if any(name.endswith("attn.qkv") for name in found):
+            raise ConfigError(None, "model.tuning.lora.targets",
+                              "this timm model applies attn.qkv through F.linear with separate q/v biases, so LoRA "
+                              "on attn.qkv would have no effect; use the transformers DINOv3 (q_proj/v_proj) or "
+                              "targets [attn.proj, mlp.fc1, mlp.fc2]")
     if not found:
         raise ConfigError(None, "model.tuning.lora.targets",
                           f"no nn.Linear module of the backbone matches {list(suffixes)}")
     return found
+
+
+def _fused_qkv_bias(model: nn.Module) -> bool:
+    return any(getattr(module, "q_bias", None) is not None for module in model.modules())
+
+
+def build_tuned_backbone(backbone: BackboneConfig, tuning: TuningConfig, *,
+                         allow_random_fallback: bool = False) -> Backbone:
+    """``build_backbone`` + ``apply_tuning``: what every detector's constructor starts with."""
+    from detectors.backbones import build_backbone
+
+    return apply_tuning(build_backbone(backbone, allow_random_fallback=allow_random_fallback), tuning)
 
 
 def apply_tuning(backbone: Backbone, config: TuningConfig) -> Backbone:

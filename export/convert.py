@@ -579,3 +579,20 @@ __all__ = [
     "reference_tokens",
     "verify_backbone",
 ]
+
+
+def convert_wav2vec2(model: nn.Module) -> dict[str, Tensor]:
+    """State dict of a (LoRA-tuned) ``Wav2Vec2Model`` for the stand-alone wav2vec 2.0 in
+    ``export/standalone/breathnet.py``: adapters merged, the positional convolution's weight-norm
+    parametrisation folded into a plain weight, the SpecAugment mask vector (training only) dropped.
+    HF key names are kept."""
+    model = merge_adapters(model)
+    pos_conv = model.encoder.pos_conv_embed.conv
+    folded = pos_conv.weight.detach().clone()  # the parametrisation computes g * v / ||v||
+    state: dict[str, Tensor] = {}
+    for key, value in model.state_dict().items():
+        if "parametrizations" in key or key.startswith("masked_spec_embed") or key.endswith(("weight_g", "weight_v")):
+            continue
+        state[key] = value.detach().float().contiguous().clone()
+    state["encoder.pos_conv_embed.conv.weight"] = folded.float().contiguous()
+    return state

@@ -105,3 +105,12 @@ def test_demo_fallback_is_random_and_recorded():
         backbone = build_backbone(BackboneConfig(name="facebook/dinov2-small"), allow_random_fallback=True)
     assert backbone.weights_origin == "random"
     assert backbone.info.embed_dim == 384 and backbone.info.patch_size == 14
+
+
+def test_lora_on_timm_eva_fused_qkv_bias_is_refused():
+    # timm's DINOv3 "_qkvb" variants apply attn.qkv through F.linear: a LoRA wrapper would never run
+    backbone = build_backbone(BackboneConfig(name="vit_small_patch16_dinov3_qkvb", pretrained=False,
+                                             timm_kwargs=dict(img_size=32, embed_dim=32, depth=1, num_heads=2)))
+    with pytest.raises(ConfigError, match="no effect"):
+        resolve_lora_targets(backbone, "qkv")
+    assert resolve_lora_targets(backbone, ["attn.proj", "mlp.fc1"])

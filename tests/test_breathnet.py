@@ -13,7 +13,8 @@ import pytest
 import torch
 import yaml
 
-from detectors.audio.breathnet import BreathNet, centre_loss, plain_wav2vec2_state, pscl_loss
+from detectors.audio.breathnet import BreathNet, centre_loss, pscl_loss
+from export.convert import convert_wav2vec2
 from detectors.registry import create_detector
 from detectors.tuning import trainable_summary
 from export.standalone.breathnet import BreathFiLM, Wav2Vec2Standalone, normalize_waveform
@@ -84,7 +85,7 @@ def test_standalone_wav2vec2_matches_transformers(variant):
         "conv_dim", "conv_kernel", "conv_stride", "conv_bias", "feat_extract_norm", "feat_extract_activation",
         "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
         "layer_norm_eps", "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "do_stable_layer_norm")})
-    standalone.load_state_dict(plain_wav2vec2_state(model), strict=True)
+    standalone.load_state_dict(convert_wav2vec2(model), strict=True)
     x = normalize_waveform(torch.randn(2, 16000))
     with torch.no_grad():
         expected = model(input_values=x).last_hidden_state

@@ -13,10 +13,10 @@ import torch
 
 from detectors.data.dataset import MediaDataset
 from detectors.image.data import build_image_dataset
-from detectors.backbones import Backbone, BackboneConfig, build_backbone
+from detectors.backbones import Backbone, BackboneConfig
 from detectors.base import Detector
 from detectors.registry import register_detector
-from detectors.tuning import TuningConfig, apply_tuning
+from detectors.tuning import TuningConfig, build_tuned_backbone
 from export.standalone.heads import MLP, ImageNormalize
 
 FEATURE_MODES = ("cls", "mean", "both")
@@ -46,9 +46,9 @@ class DinoImageDetector(Detector):
             raise ValueError(f"model.features must be one of {FEATURE_MODES}, got {config.features!r}")
         if config.num_classes not in (2, 3):
             raise ValueError(f"model.num_classes must be 2 or 3, got {config.num_classes}")
-        self.backbone: Backbone = build_backbone(config.backbone, allow_random_fallback=config.allow_random_backbone)
+        self.backbone: Backbone = build_tuned_backbone(config.backbone, config.tuning,
+                                                       allow_random_fallback=config.allow_random_backbone)
         config.backbone = self.backbone.config  # resolved architecture, for offline rebuilds
-        apply_tuning(self.backbone, config.tuning)
         self.normalize = ImageNormalize(self.backbone.info.mean, self.backbone.info.std)
         width = self.backbone.embed_dim * (2 if config.features == "both" else 1)
         self.head_dropout = torch.nn.Dropout(config.dropout)
