@@ -27,10 +27,10 @@ from typing import Sequence
 import numpy as np
 import soundfile as sf
 import torch
-import yaml
 from scipy.signal import butter, sosfilt
 
-from detectors.atomic import atomic_path, write_text
+from detectors.data.demo_sets import recorded_params_match, write_demo_yaml
+from detectors.atomic import atomic_path
 
 from .io import resample
 from .transforms import SyntheticReverb
@@ -337,19 +337,11 @@ def _write_dataset(
         if media_type != "real":
             entry["generator_family"] = "holdout-vocoder" if holdout else "demo-vocoder"
         datasets.append(entry)
-    # The YAML goes last: its presence means the set is complete.
-    write_text(yaml_path, yaml.safe_dump({"demo": params, "datasets": datasets}, sort_keys=False))
-    return yaml_path
+    return write_demo_yaml(yaml_path, params, datasets)
 
 
 def _up_to_date(yaml_path: Path, params: dict, folders) -> bool:
-    if not yaml_path.is_file():
-        return False
-    try:
-        doc = yaml.safe_load(yaml_path.read_text())
-    except yaml.YAMLError:
-        return False
-    if not isinstance(doc, dict) or doc.get("demo") != params:
+    if not recorded_params_match(yaml_path, params):
         return False
     root = yaml_path.parent
     return all(

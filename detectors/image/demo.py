@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import yaml
 from PIL import Image
 from scipy import ndimage
 
-from detectors.atomic import atomic_path, write_text
+from detectors.data.demo_sets import recorded_params_match, write_demo_yaml
+from detectors.atomic import atomic_path
 
 DEMO_VERSION = 4
 YAML_NAME = "datasets.yaml"
@@ -229,19 +229,11 @@ def _write_set(root: Path, kind: str, counts: dict[str, int], size: tuple[int, i
                 "notes": f"demo data ({kind}) written by detectors.image.demo",
             }
         )  # fmt: skip
-    # The YAML goes last: its presence means the set is complete.
-    write_text(yaml_path, yaml.safe_dump({"demo": params, "datasets": datasets}, sort_keys=False))
-    return yaml_path
+    return write_demo_yaml(yaml_path, params, datasets)
 
 
 def _up_to_date(yaml_path: Path, params: dict[str, Any]) -> bool:
-    if not yaml_path.is_file():
-        return False
-    try:
-        doc = yaml.safe_load(yaml_path.read_text())
-    except yaml.YAMLError:
-        return False
-    if not isinstance(doc, dict) or doc.get("demo") != params:
+    if not recorded_params_match(yaml_path, params):
         return False
     root = yaml_path.parent
     return all(
