@@ -12,7 +12,9 @@ palette is biased (over-saturated and tinted) and there is almost no camera sens
 
 ``write_holdout_videos`` uses a different scene generator (stripes and blobs instead of shapes) and
 different motion and artifacts, for "never seen" evaluation; its generator fingerprint is related
-but not the same (weaker smoothing and saturation, another tint).
+but not the same: over-smooth through low-resolution decoding instead of a blur, more saturated, a
+yellow-green instead of a warm cast, and soft-edged, half-transparent popping objects (so the fakes
+carry no sharp edges the real stripe scenes lack).
 
 CLI: ``python -m detectors.video.demo OUT_DIR [--holdout]``.
 """
@@ -32,7 +34,7 @@ from torchvision.transforms.v2 import functional as v2f
 
 from detectors.atomic import atomic_path, write_json, write_text
 
-DEMO_VERSION = 2  # 2: per-frame generator traces on fake clips
+DEMO_VERSION = 3  # 2: per-frame generator traces on fake clips; 3: hold-out traces point the same way
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,14 +136,25 @@ def _real_clip(rng: np.random.Generator, frames: int, size: tuple[int, int], hol
 
 
 def _generator_fingerprint(rng: np.random.Generator, video: torch.Tensor, holdout: bool) -> torch.Tensor:
-    """Per-frame traces of a video generator's decoder: over-smoothing, over-saturation and a colour
-    tint. The hold-out generator's smoothing and saturation are weaker and its tint differs."""
-    sigma = rng.uniform(0.9, 1.3) if holdout else rng.uniform(1.1, 1.6)
-    video = v2f.gaussian_blur(video, kernel_size=[5, 5], sigma=[sigma, sigma])
-    saturation = rng.uniform(0.3, 0.5) if holdout else rng.uniform(0.4, 0.7)
+    """Per-frame traces of a video generator's decoder: over-smoothing, over-saturation and a colour tint.
+
+    The hold-out generator's traces point the same way but are made differently: its decoder works at
+    a third of the resolution and upsamples bilinearly (instead of a Gaussian blur at full resolution), its
+    saturation boost is stronger and its palette is cast towards yellow-green instead of warm.
+    """
+    if holdout:
+        height, width = video.shape[-2:]
+        half = F.interpolate(video, scale_factor=1 / 3, mode="area")
+        video = F.interpolate(half, size=(height, width), mode="bilinear", align_corners=False)
+        saturation = rng.uniform(0.5, 0.8)
+        tint = np.array([0.03, 0.03, -0.05])
+    else:
+        sigma = rng.uniform(1.1, 1.6)
+        video = v2f.gaussian_blur(video, kernel_size=[5, 5], sigma=[sigma, sigma])
+        saturation = rng.uniform(0.4, 0.7)
+        tint = np.array([0.05, 0.0, -0.05])  # warm palette
     grey = video.mean(dim=1, keepdim=True)
     video = grey + (video - grey) * (1 + saturation)
-    tint = np.array([0.04, -0.02, -0.03]) if holdout else np.array([0.05, 0.0, -0.05])  # warm palette
     return video + torch.from_numpy((tint * rng.uniform(0.7, 1.3)).astype(np.float32))[None, :, None, None]
 
 
@@ -165,12 +178,17 @@ def _fake_clip(rng: np.random.Generator, frames: int, size: tuple[int, int], hol
         first = int(rng.integers(0, frames - 4))
         last = int(rng.integers(first + 2, min(frames, first + frames // 2)))
         cy, cx, radius = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(0.08, 0.2) * min(size)
-        mask = torch.from_numpy((ys - cy) ** 2 + (xs - cx) ** 2 < radius**2)
+        distance = np.sqrt((ys - cy) ** 2 + (xs - cx) ** 2)
+        if holdout:  # soft-edged, half-transparent blobs: the hold-out generator paints no hard edges
+            alpha = 0.7 / (1 + np.exp((distance - radius) / (0.25 * radius)))
+        else:
+            alpha = (distance < radius).astype(np.float64)
+        alpha = torch.from_numpy(alpha.astype(np.float32))[None]
         colour = torch.from_numpy(rng.uniform(0, 1, 3).astype(np.float32))
         for frame in range(first, last):
             if holdout and frame > first:
                 colour = torch.from_numpy(rng.uniform(0, 1, 3).astype(np.float32))
-            video[frame] = torch.where(mask[None], colour[:, None, None], video[frame])
+            video[frame] = alpha * colour[:, None, None] + (1 - alpha) * video[frame]
     video = _generator_fingerprint(rng, video, holdout)
     if holdout:
         # Temporal stutter: some frames are held for an extra frame (zero steps), others skipped.
