@@ -107,8 +107,12 @@ def test_init_from_reports_before_and_after(lora_run, image_sets, tmp_path):
                *FAST[:2], "--num-workers", "0"])
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["comparison"]["score"]) == {"before", "after"}
-    config = json.loads(json.dumps((run / "config.yaml").read_text()))
-    assert "lora" in config  # tuning mode kept from the initial run
+    import yaml
+
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"]["tuning"]["mode"] == "lora"  # architecture and tuning kept from the initial run
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["init_from"] == str(lora_run)
 
 
 def test_unreadable_images_are_skipped_and_counted(image_sets, tiny_dinov3, tmp_path):
