@@ -43,8 +43,9 @@ from detectors.plots import temperature_sweep_plot
 
 __all__ = ["DEFAULT_TEMPERATURES", "temperature_sweep", "choose_temperature", "sweep_run_dir", "main"]
 
-#: 41 temperatures, geometric from 0.25 to 8 (ratio 2 ** (1/8)); 1.0 is on the grid exactly.
-DEFAULT_TEMPERATURES: tuple[float, ...] = tuple(float(t) for t in 2.0 ** np.linspace(-2.0, 3.0, 41))
+#: 65 temperatures, geometric from 1/32 to 8 (ratio 2 ** (1/8)); 1.0 is on the grid exactly. Trained
+#: detectors are often underconfident on their raw logits (focal loss), hence the reach below 1.
+DEFAULT_TEMPERATURES: tuple[float, ...] = tuple(float(t) for t in 2.0 ** np.linspace(-5.0, 3.0, 65))
 COLUMNS = ("temperature", "score", "mcc", "brier", "ece", "nll")
 #: criterion -> True when larger is better
 CRITERIA = {"score": True, "nll": False, "brier": False, "ece": False}
@@ -172,6 +173,9 @@ def sweep_run_dir(
             raise ConfigError(calibration_path, "bias", f"expected {logits.shape[1]} numbers, got {old_bias!r}")
         bias = [float(b) for b in old_bias]
 
+    if temperatures is None and previous is not None and isinstance(previous.get("temperature"), (int, float)):
+        # the fitted temperature competes with the grid, so a sweep never does worse than the fit
+        temperatures = sorted({*DEFAULT_TEMPERATURES, float(previous["temperature"])})
     rows = temperature_sweep(logits, labels, temperatures, bias=bias)
     chosen = choose_temperature(rows, criterion)
 
@@ -227,7 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--criterion", choices=sorted(CRITERIA), default="score", help="what to optimise (default: score)"
     )
     parser.add_argument("--grid", type=_parse_grid, default=None,
-                        help="comma-separated temperatures (default: 41 points geometric from 0.25 to 8)")
+                        help="comma-separated temperatures (default: 65 points geometric from 1/32 to 8, plus the "
+                             "fitted temperature of calibration.json)")
     args = parser.parse_args(argv)
     try:
         result = sweep_run_dir(args.run_dir, args.criterion, args.grid)

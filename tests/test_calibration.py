@@ -321,8 +321,8 @@ def test_calibrator_folds_into_linear() -> None:
 
 
 def test_default_grid() -> None:
-    assert len(DEFAULT_TEMPERATURES) == 41
-    assert DEFAULT_TEMPERATURES[0] == 0.25 and DEFAULT_TEMPERATURES[-1] == 8.0
+    assert len(DEFAULT_TEMPERATURES) == 65
+    assert DEFAULT_TEMPERATURES[0] == 1 / 32 and DEFAULT_TEMPERATURES[-1] == 8.0
     assert 1.0 in DEFAULT_TEMPERATURES
     np.testing.assert_allclose(np.diff(np.log(DEFAULT_TEMPERATURES)), math.log(2) / 8)
 
@@ -377,7 +377,7 @@ def test_sweep_cli_writes_csv_plot_and_calibration(tmp_path, capsys) -> None:
 
     with open(run_dir / "temperature_sweep.csv", newline="") as handle:
         table = list(csv.DictReader(handle))
-    assert len(table) == 41 and list(table[0]) == ["temperature", "score", "mcc", "brier", "ece", "nll"]
+    assert len(table) == 65 and list(table[0]) == ["temperature", "score", "mcc", "brier", "ece", "nll"]
     with Image.open(run_dir / "plots" / "temperature_sweep.png") as image:
         image.verify()
 
@@ -389,6 +389,15 @@ def test_sweep_cli_writes_csv_plot_and_calibration(tmp_path, capsys) -> None:
     assert calibration["temperature"] == pytest.approx(float(best["temperature"]))
     # the stored state loads straight into a calibrator
     assert LogitCalibrator.from_state(calibration).temperature == pytest.approx(calibration["temperature"], rel=1e-6)
+
+
+def test_sweep_grid_includes_the_fitted_temperature(tmp_path) -> None:
+    run_dir = _make_run_dir(tmp_path)
+    (run_dir / "calibration.json").write_text(json.dumps({"temperature": 0.0123, "bias": [0.0, 0.0]}))
+    assert main([str(run_dir)]) == 0
+    with open(run_dir / "temperature_sweep.csv", newline="") as handle:
+        temperatures = [float(row["temperature"]) for row in csv.DictReader(handle)]
+    assert 0.0123 in temperatures and len(temperatures) == 66
 
 
 def test_sweep_cli_keeps_existing_bias_and_records_previous(tmp_path) -> None:
