@@ -301,8 +301,9 @@ def test_load_audio_benchmark_matches_benchmark_rules(tmp_path: Path) -> None:
 
 def test_cached_resampler_matches_functional_resample() -> None:
     assert get_resampler(44100, 16000) is get_resampler(44100, 16000)
-    x = torch.randn(44100)
-    torch.testing.assert_close(resample(x, 44100, 16000), torchaudio.functional.resample(x, 44100, 16000))
+    x = torch.randn(44100, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(resample(x, 44100, 16000), torchaudio.functional.resample(x, 44100, 16000),
+                               atol=5e-5, rtol=1e-4)  # float32 convolution order differs with thread count
     assert resample(x, 16000, 16000) is x
 
 
