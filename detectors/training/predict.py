@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -59,6 +58,3 @@ def predict(detector: Detector, loader: DataLoader, *, calibrated: bool = True, 
         return Predictions(torch.zeros(0, detector.num_classes), empty, empty, skipped=skipped)
     return Predictions(torch.cat(logits), torch.cat(labels), torch.cat(classes), paths, datasets, skipped)
 
-
-def summarize_skips(predictions: Predictions) -> dict[str, Any]:
-    return {"evaluated": len(predictions), "skipped_unreadable": predictions.skipped}
