@@ -82,6 +82,11 @@ class Detector(nn.Module):
             return features, self.forward_head(features)
         return self.forward_uncalibrated(batch["x"])
 
+    def targets(self, batch: dict[str, Any], logits: torch.Tensor) -> torch.Tensor:
+        """Classification targets for the rows of ``logits``: the binary label (0 real, 1 fake) or,
+        for 3-class heads, the class index. Detectors whose training logits are per frame override it."""
+        return batch["class_index"] if self.num_classes == 3 else batch["label"]
+
     def training_losses(self, features: torch.Tensor, logits: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Method-specific auxiliary losses (already weighted), added to the classification loss."""
         return {}

@@ -18,11 +18,6 @@ from detectors.base import Detector
 from detectors.metrics import binary_metrics, predictions_from_logits, prob_fake_from_logits
 
 
-def classification_targets(batch: dict[str, Any], num_classes: int) -> torch.Tensor:
-    """Binary label (0 real, 1 fake) or, for 3-class heads, the class index."""
-    return batch["class_index"] if num_classes == 3 else batch["label"]
-
-
 class DetectorModule(L.LightningModule):
     def __init__(self, detector: Detector, loss: dict[str, Any] | None = None,
                  optim: dict[str, Any] | None = None) -> None:
@@ -44,7 +39,7 @@ class DetectorModule(L.LightningModule):
             return None
         self.skipped_samples["train"] += int(batch.get("skipped", 0))
         features, logits = self.detector.forward_batch(batch)
-        target = classification_targets(batch, self.detector.num_classes)
+        target = self.detector.targets(batch, logits)
         classification = self.criterion(logits.float(), target)
         extra = self.detector.training_losses(features, logits, batch)
         loss = classification + sum(extra.values()) if extra else classification
@@ -60,7 +55,7 @@ class DetectorModule(L.LightningModule):
             return
         self.skipped_samples["val"] += int(batch.get("skipped", 0))
         _, logits = self.detector.forward_batch(batch)
-        target = classification_targets(batch, self.detector.num_classes)
+        target = self.detector.targets(batch, logits)
         self._val_outputs.append((logits.detach().float().cpu(), target.detach().cpu()))
 
     def on_validation_epoch_end(self) -> None:
@@ -130,4 +125,4 @@ def _gather(outputs: list[Any]) -> list[Any]:
     return [item for rank in gathered for item in rank]
 
 
-__all__ = ["DetectorModule", "classification_targets"]
+__all__ = ["DetectorModule"]

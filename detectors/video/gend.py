@@ -213,21 +213,18 @@ class GenDDetector(Detector):
         return self.head(features)
 
     def forward_batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frame-level training for the mean head: one logit row per frame, labels repeated per frame.
-
-        The shared training step reads the targets after this call, so the batch's labels are
-        expanded here (the video-level labels stay under ``video_label``).
-        """
+        """Frame-level training for the mean head: one logit row per frame (see :meth:`targets`)."""
         if not (self.training and self.config.head == "mean" and "x" in batch):
             return super().forward_batch(batch)
-        features = self.forward_features(batch["x"])
-        frames = features.shape[1]
-        for key in ("label", "class_index", "target"):
-            if key in batch:
-                batch.setdefault(f"video_{key}", batch[key])
-                batch[key] = batch[f"video_{key}"].repeat_interleave(frames)
-        features = features.flatten(0, 1)
+        features = self.forward_features(batch["x"]).flatten(0, 1)
         return features, self.head(features)
+
+    def targets(self, batch: dict[str, Any], logits: torch.Tensor) -> torch.Tensor:
+        """Video labels, repeated for every frame when the logits are per frame."""
+        target = super().targets(batch, logits)
+        if logits.shape[0] != target.shape[0]:
+            target = target.repeat_interleave(logits.shape[0] // target.shape[0])
+        return target
 
     def training_losses(self, features: torch.Tensor, logits: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``0.5 * uniformity + 0.1 * alignment`` on the L2-normalised per-frame features (float32)."""
