@@ -13,7 +13,6 @@ from detectors.video.cakelens import LABELS, predict_video
 from detectors.video.cakelens_detector import (
     CakeLensDetector,
     CakeLensDetectorConfig,
-    CudaPrefetcher,
     detect_cakelens,
     format_cakelens_report,
     generator_targets,
@@ -82,11 +81,6 @@ def test_export_equals_in_library(tmp_path):
     x = torch.randint(0, 256, (2, 9, 3, 30, 33), dtype=torch.uint8)  # smaller than crop: padding
     with torch.inference_mode():
         assert torch.allclose(run_model(model, x).float(), detector(x).float(), atol=1e-4)
-
-
-def test_prefetcher_is_a_noop_without_cuda():
-    batches = [{"x": torch.ones(2)}, {"x": torch.zeros(2)}]
-    assert list(CudaPrefetcher(batches, "cpu")) == batches
 
 
 def test_detect_on_mp4_matches_predict_video(tmp_path):

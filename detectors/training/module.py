@@ -29,9 +29,27 @@ class DetectorModule(L.LightningModule):
         self.skipped_samples = {"train": 0, "val": 0}
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.last_val_metrics: dict[str, Any] = {}
+        self._copy_stream: torch.cuda.Stream | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.detector(x)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """On CUDA, copy the (pinned) batch on a side stream so the host-to-device transfer overlaps
+        with the kernels of the previous step still running on the compute stream (seed 000's lesson)."""
+        if device.type != "cuda" or batch is None:
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        if self._copy_stream is None:
+            self._copy_stream = torch.cuda.Stream(device)
+        compute = torch.cuda.current_stream(device)
+        with torch.cuda.stream(self._copy_stream):
+            moved = super().transfer_batch_to_device(batch, device, dataloader_idx)
+        compute.wait_stream(self._copy_stream)
+        # memory allocated on the side stream is used on the compute stream: keep the allocator honest
+        for value in (moved.values() if isinstance(moved, dict) else [moved]):
+            if torch.is_tensor(value) and value.is_cuda:
+                value.record_stream(compute)
+        return moved
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:

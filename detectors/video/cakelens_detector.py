@@ -18,8 +18,8 @@ original); this module wraps it in the :class:`~detectors.base.Detector` interfa
   zero padding instead).
 
 Training switches: ``gradient_checkpointing`` / ``channels_last_3d`` (model config), mixed precision
-and accumulation from the Trainer flags; :class:`CudaPrefetcher` overlaps host-to-device copies
-with compute on CUDA; :class:`CakeLensTensorBoardCallback` logs gradient histograms and PR curves
+and accumulation from the Trainer flags; pinned-memory loading and host-to-device copies on a side
+CUDA stream come from the shared ``DetectorModule``; :class:`CakeLensTensorBoardCallback` logs gradient histograms and PR curves
 (``extra_callbacks()``).
 """
 
@@ -29,7 +29,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Sequence
 
 import lightning as L
 import torch
@@ -238,59 +238,6 @@ class CakeLensDetector(Detector):
 
 
 # --------------------------------------------------------------------------------------------- training aids
-class CudaPrefetcher:
-    """Iterate ``loader`` with the next batch's host-to-device copy running on a side CUDA stream while
-    the current batch computes (pinned memory makes the copy asynchronous). Without CUDA (or for a
-    non-CUDA ``device``) it yields the loader's batches unchanged: a no-op."""
-
-    def __init__(self, loader: Iterable[Any], device: torch.device | str) -> None:
-        self.loader = loader
-        self.device = torch.device(device)
-        self.enabled = self.device.type == "cuda" and torch.cuda.is_available()
-
-    def _to_device(self, batch: Any) -> Any:
-        if isinstance(batch, Tensor):
-            return batch.to(self.device, non_blocking=True)
-        if isinstance(batch, dict):
-            return {k: self._to_device(v) for k, v in batch.items()}
-        if isinstance(batch, (list, tuple)):
-            return type(batch)(self._to_device(v) for v in batch)
-        return batch
-
-    @staticmethod
-    def _record(batch: Any, stream: Any) -> None:
-        # the caching allocator must not reuse these buffers before the compute stream is done with them
-        if isinstance(batch, Tensor):
-            batch.record_stream(stream)
-        elif isinstance(batch, dict):
-            for value in batch.values():
-                CudaPrefetcher._record(value, stream)
-        elif isinstance(batch, (list, tuple)):
-            for value in batch:
-                CudaPrefetcher._record(value, stream)
-
-    def __iter__(self) -> Iterator[Any]:
-        if not self.enabled:
-            yield from self.loader
-            return
-        stream = torch.cuda.Stream(self.device)
-        iterator = iter(self.loader)
-        pending = None
-        for batch in iterator:
-            with torch.cuda.stream(stream):
-                staged = self._to_device(batch)
-            if pending is not None:
-                yield pending
-            torch.cuda.current_stream(self.device).wait_stream(stream)
-            self._record(staged, torch.cuda.current_stream(self.device))
-            pending = staged
-        if pending is not None:
-            yield pending
-
-    def __len__(self) -> int:
-        return len(self.loader)  # type: ignore[arg-type]
-
-
 class CakeLensTensorBoardCallback(L.Callback):
     """Gradient histograms every ``every_n_steps`` optimiser steps and a validation PR curve of
     p(AI_GEN) per epoch, written to the Trainer's TensorBoard logger (if any)."""
@@ -370,5 +317,5 @@ def format_cakelens_report(result: dict[str, Any]) -> str:
 
 
 __all__ = ["CakeLensDetector", "CakeLensDetectorConfig", "CakeLensDataset", "CakeLensTensorBoardCallback",
-           "CudaPrefetcher", "FramesetLoader", "detect_cakelens", "format_cakelens_report", "generator_targets",
+           "FramesetLoader", "detect_cakelens", "format_cakelens_report", "generator_targets",
            "masked_label_bce", "CAKELENS_MEAN", "CAKELENS_STD"]

@@ -1,0 +1,60 @@
+"""The shared LightningModule: targets, optimiser groups, scheduler, device transfer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from detectors.registry import create_detector
+from detectors.training.module import DetectorModule, _warmup_cosine
+
+
+@pytest.fixture()
+def module(tiny_dinov3):
+    detector = create_detector("dinov3_image", {"backbone": {"name": str(tiny_dinov3)}, "image_size": 32,
+                                                "tuning": {"mode": "layernorm"}, "head_hidden": [8], "dropout": 0.0})
+    return DetectorModule(detector, loss={"name": "cross_entropy"}, optim={"lr": 1e-2, "backbone_lr": 1e-3})
+
+
+def test_parameter_groups_split_backbone_head_and_decay(module):
+    groups = module.detector.parameter_groups(1e-2, 1e-3, 0.05)
+    trainable = {id(p) for p in module.detector.parameters() if p.requires_grad}
+    assert {id(p) for g in groups for p in g["params"]} == trainable
+    for group in groups:
+        for parameter in group["params"]:
+            name = next(n for n, p in module.detector.named_parameters() if p is parameter)
+            assert group["lr"] == (1e-3 if name.startswith("backbone.") else 1e-2)
+            assert group["weight_decay"] == (0.0 if parameter.ndim <= 1 else 0.05)
+
+
+def test_training_step_uses_the_detectors_targets(module):
+    batch = {"x": torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), "label": torch.tensor([0, 1, 0, 1]),
+             "class_index": torch.tensor([0, 1, 0, 2]), "skipped": 1}
+    loss = module.training_step(batch, 0)
+    _, logits = module.detector.forward_batch(batch)
+    expected = torch.nn.functional.cross_entropy(logits, batch["label"])
+    assert torch.allclose(loss, expected, atol=1e-6)
+    assert module.skipped_samples["train"] == 1
+    assert module.training_step(None, 1) is None  # an all-unreadable batch is skipped
+
+
+def test_cpu_transfer_is_the_plain_lightning_move(module):
+    batch = {"x": torch.ones(2, 3), "label": torch.tensor([0, 1]), "index": [3, 4]}
+    moved = module.transfer_batch_to_device(batch, torch.device("cpu"), 0)
+    assert torch.equal(moved["x"], batch["x"]) and moved["index"] == [3, 4]
+    assert module._copy_stream is None  # no CUDA stream on a CPU run
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_transfer_on_a_side_stream(module):
+    batch = {"x": torch.ones(2, 3).pin_memory(), "label": torch.tensor([0, 1]).pin_memory()}
+    moved = module.transfer_batch_to_device(batch, torch.device("cuda"), 0)
+    assert moved["x"].is_cuda and module._copy_stream is not None
+    assert torch.equal(moved["x"].cpu(), batch["x"])
+
+
+def test_warmup_cosine_schedule():
+    assert _warmup_cosine(0, 10, 100) == pytest.approx(1 / 11)
+    assert _warmup_cosine(10, 10, 100) == pytest.approx(1.0)
+    assert _warmup_cosine(55, 10, 100) == pytest.approx(0.5)
+    assert _warmup_cosine(100, 10, 100) == pytest.approx(0.0, abs=1e-12)
