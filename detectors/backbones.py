@@ -151,6 +151,11 @@ class Backbone(nn.Module):
     def patch_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens[:, self.info.num_prefix_tokens:]
 
+    def train(self, mode: bool = True) -> "Backbone":
+        """A fully frozen backbone always runs as at inference (no dropout, no RoPE jitter): it is a
+        fixed feature extractor. Tuned backbones follow ``mode``."""
+        return super().train(mode and any(p.requires_grad for p in self.parameters()))
+
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute block activations in backward: less memory for ~30 % more compute."""
         model = self.inner

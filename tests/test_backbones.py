@@ -114,3 +114,12 @@ def test_lora_on_timm_eva_fused_qkv_bias_is_refused():
     with pytest.raises(ConfigError, match="no effect"):
         resolve_lora_targets(backbone, "qkv")
     assert resolve_lora_targets(backbone, ["attn.proj", "mlp.fc1"])
+
+
+def test_frozen_backbone_stays_in_inference_mode(tiny_dinov3):
+    frozen = apply_tuning(build_backbone(BackboneConfig(name=str(tiny_dinov3))), TuningConfig(mode="frozen"))
+    frozen.train()
+    assert not any(m.training for m in frozen.modules())
+    tuned = apply_tuning(build_backbone(BackboneConfig(name=str(tiny_dinov3))), TuningConfig(mode="layernorm"))
+    tuned.train()
+    assert tuned.model.training
