@@ -170,3 +170,14 @@ def test_three_class_head_trains_exports_and_scores_like_the_benchmark(tiny_dino
     # the benchmark's 3-class rule: p(fake) = 1 - p(real)
     assert float(row["prob_fake"]) == pytest.approx(1 - torch.softmax(logits, -1)[0, 0].item(), abs=1e-5)
     assert results["base"]["n"] == 48
+
+
+def test_too_small_dataset_is_a_clear_error(tiny_dinov3, tmp_path):
+    from detectors.errors import ConfigError
+    from detectors.training.fit import build_parser, fit as fit_args
+
+    data = write_image_set(tmp_path / "tiny", n_per_class=1)
+    args = build_parser("image", ["dinov3_image"], "dinov3_image").parse_args(
+        ["--data", str(data), "--backbone", str(tiny_dinov3), "--output", str(tmp_path / "run")])
+    with pytest.raises(ConfigError, match="split"):
+        fit_args(args, "image", IMAGE)

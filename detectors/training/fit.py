@@ -182,6 +182,11 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
                               seed=int(split_cfg.get("seed", config.get("seed", 0))))
         if rank_zero:
             write_split(items, run.split)
+    counts = {name: sum(item.split == name for item in items) for name in ("train", "val", "calibration")}
+    empty = [name for name, count in counts.items() if count == 0]
+    if empty:
+        raise ConfigError(data_yaml, "split", f"the {' and '.join(empty)} split(s) would be empty ({counts}); "
+                          "add samples (3 or more per dataset and label) or assign `split:` per dataset entry")
 
     if args.init_from is not None:
         detector = load_detector(args.init_from)
