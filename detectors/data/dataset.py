@@ -64,16 +64,21 @@ class MediaDataset(Dataset):
             return None
         if self.transform is not None:
             x = self.transform(x)
-        label = item.label
-        class_index = item.class_index
-        return {
-            "x": torch.as_tensor(x),
-            "label": torch.tensor(label, dtype=torch.long),
-            "class_index": torch.tensor(class_index, dtype=torch.long),
-            "target": torch.tensor(label if self.target == "binary" else class_index, dtype=torch.long),
-            "index": index,
-            "dataset_id": self._dataset_ids[item.dataset],
-        }
+        return labelled_sample(item, index, self._dataset_ids[item.dataset], self.target, x=torch.as_tensor(x))
+
+
+def labelled_sample(item: MediaItem, index: int, dataset_id: int, target: str = "binary",
+                    **payload: Any) -> dict[str, Any]:
+    """The sample dict every dataset yields: ``payload`` (``x`` or ``features``) plus the labels and
+    provenance the training module and evaluation read."""
+    return {
+        **payload,
+        "label": torch.tensor(item.label, dtype=torch.long),
+        "class_index": torch.tensor(item.class_index, dtype=torch.long),
+        "target": torch.tensor(item.label if target == "binary" else item.class_index, dtype=torch.long),
+        "index": index,
+        "dataset_id": dataset_id,
+    }
 
 
 def collate_skip(batch: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from detectors.backbones import Backbone, BackboneConfig
 from detectors.base import Detector
 from detectors.data.catalog import MediaItem
-from detectors.data.dataset import MediaDataset, collate_skip
+from detectors.data.dataset import MediaDataset, collate_skip, labelled_sample
 from detectors.registry import register_detector
 from detectors.tuning import TuningConfig, build_tuned_backbone
 from detectors.video.cache import FeatureCache
@@ -99,14 +99,8 @@ class ReStraVFeatureDataset(Dataset):
         if not self.valid[index]:
             return None
         item = self.items[index]
-        return {
-            "features": self.features[index],
-            "label": torch.tensor(item.label, dtype=torch.long),
-            "class_index": torch.tensor(item.class_index, dtype=torch.long),
-            "target": torch.tensor(item.label if self.target == "binary" else item.class_index, dtype=torch.long),
-            "index": index,
-            "dataset_id": self._dataset_ids[item.dataset],
-        }
+        return labelled_sample(item, index, self._dataset_ids[item.dataset], self.target,
+                               features=self.features[index])
 
 
 @register_detector
