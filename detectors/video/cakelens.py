@@ -164,6 +164,77 @@ class InstanceNorm3d(nn.InstanceNorm3d):
         return F.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
 
 
+def _memory_format(x: Tensor) -> torch.memory_format:
+    """channels_last_3d for tensors laid out that way (as ATen's group norm keeps them), else NCDHW."""
+    if x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
+class _LeakyReLUInstanceNorm(torch.autograd.Function):
+    """``group_norm(leaky_relu(x), groups=C)`` storing one activation tensor and one gradient.
+
+    Autograd on the two ops already shares the activation (the in-place LeakyReLU's result is the
+    norm's saved input), but its backward allocates the norm's input gradient and then a second
+    tensor for the LeakyReLU gradient. Here the LeakyReLU gradient is written into the norm's
+    gradient in place. Same ATen kernels as autograd's formulas, so results are bit-identical.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, slope: float, eps: float) -> Tensor:
+        activation = F.leaky_relu(x, slope)
+        activation = activation.contiguous(memory_format=_memory_format(activation))
+        n, c = activation.shape[:2]
+        hxw = activation.numel() // (n * c) if n * c else 0
+        out, mean, rstd = torch.native_group_norm(activation, weight, bias, n, c, hxw, c, eps)
+        ctx.save_for_backward(activation, weight, mean, rstd)
+        ctx.slope, ctx.sizes = slope, (n, c, hxw)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        activation, weight, mean, rstd = ctx.saved_tensors
+        n, c, hxw = ctx.sizes
+        grad_out = grad_out.contiguous(memory_format=_memory_format(activation))
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
+        grad_x, grad_weight, grad_bias = torch.ops.aten.native_group_norm_backward(
+            grad_out, activation, mean, rstd, weight, n, c, hxw, c, mask
+        )
+        if grad_x is not None:  # LeakyReLU backward in place (slope > 0: sign(result) = sign(input))
+            torch.ops.aten.leaky_relu_backward.grad_input(grad_x, activation, ctx.slope, True, grad_input=grad_x)
+        return grad_x, grad_weight, grad_bias, None, None
+
+
+def leaky_relu_instance_norm(x: Tensor, relu: nn.LeakyReLU, norm: InstanceNorm3d) -> Tensor:
+    """``norm(relu(x))`` with the memory-lean fused backward when gradients are recorded."""
+    if torch.is_grad_enabled() and relu.negative_slope > 0:
+        return _LeakyReLUInstanceNorm.apply(x, norm.weight, norm.bias, relu.negative_slope, norm.eps)
+    return norm(relu(x))
+
+
+class SpaceTimeConvs(nn.Sequential):
+    """``space_conv0 -> space_relu0 -> space_norm0 -> time_conv0 -> time_relu0 -> time_norm0``.
+
+    With ``gradient_checkpointing`` the two halves are checkpointed again inside the block's own
+    checkpoint: when the block is recomputed in backward, only the spatial half's output is kept
+    while the temporal half is differentiated, instead of every activation of the block at once.
+    """
+
+    gradient_checkpointing = False
+
+    def _space(self, x: Tensor) -> Tensor:
+        return leaky_relu_instance_norm(self.space_conv0(x), self.space_relu0, self.space_norm0)
+
+    def _time(self, x: Tensor) -> Tensor:
+        return leaky_relu_instance_norm(self.time_conv0(x), self.time_relu0, self.time_norm0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            x = checkpoint(self._space, x, use_reentrant=False, preserve_rng_state=False)
+            return checkpoint(self._time, x, use_reentrant=False, preserve_rng_state=False)
+        return self._time(self._space(x))
+
+
 class ZeroPadResidual(nn.Module):
     """``main(x) + x`` with ``x`` zero-padded by ``pad`` channels on each side (no projection)."""
 
@@ -198,7 +269,7 @@ class SpaceTimeBlock(nn.Module):
             time_norm0=InstanceNorm3d(time, eps),
         )
         # ``seq.main`` mirrors the original's module tree, hence its state-dict keys.
-        self.seq = ZeroPadResidual(nn.Sequential(layers), pad=step)
+        self.seq = ZeroPadResidual(SpaceTimeConvs(layers), pad=step)
         self.out_channels = time
 
     def forward(self, x: Tensor) -> Tensor:
@@ -217,7 +288,8 @@ class CheckpointedSequence(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         for block in self.main:
             if self.gradient_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
+                # No dropout or other randomness in the network: nothing to replay.
+                x = checkpoint(block, x, use_reentrant=False, preserve_rng_state=False)
             else:
                 x = block(x)
         return x
@@ -264,7 +336,8 @@ class CakeLensV5(nn.Module):
     Args:
         config: network size and framing; the default is the published model (270,621,137
             parameters).
-        gradient_checkpointing: recompute each space-time block's activations in backward.
+        gradient_checkpointing: recompute activations in backward: one checkpoint for the input
+            stem and one per space-time block, each block's two halves checkpointed again inside.
         channels_last_3d: keep weights and activations in ``torch.channels_last_3d`` (faster on
             CPU with oneDNN and on tensor-core GPUs); results are the same up to rounding.
     """
@@ -299,7 +372,10 @@ class CakeLensV5(nn.Module):
 
     @gradient_checkpointing.setter
     def gradient_checkpointing(self, enabled: bool) -> None:
-        self.seq.spacetime_conv_group.seq.gradient_checkpointing = bool(enabled)
+        group = self.seq.spacetime_conv_group.seq
+        group.gradient_checkpointing = bool(enabled)
+        for block in group.main:
+            block.seq.main.gradient_checkpointing = bool(enabled)
 
     def set_channels_last_3d(self, enabled: bool = True) -> "CakeLensV5":
         """Switch the memory format of the convolution weights and of the input in ``forward``."""
@@ -312,7 +388,16 @@ class CakeLensV5(nn.Module):
             raise ValueError(f"expected a volume [N, 1, depth, H, W], got {tuple(volume.shape)}")
         if self.channels_last_3d:
             volume = volume.contiguous(memory_format=torch.channels_last_3d)
-        return self.seq(volume)
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            # The stem's activation (64 channels on the largest map) is not kept either.
+            x = checkpoint(self._stem, volume, use_reentrant=False, preserve_rng_state=False)
+        else:
+            x = self._stem(volume)
+        return self.seq.fully_connected(self.seq.spacetime_conv_group(x))
+
+    def _stem(self, volume: Tensor) -> Tensor:
+        seq = self.seq
+        return leaky_relu_instance_norm(seq.input_conv0(volume), seq.input_relu0, seq.input_norm0)
 
 
 # --------------------------------------------------------------------------------------------
