@@ -6,11 +6,9 @@ expected float values do not come from the decoder under test.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import struct
-import warnings
 import wave
 from pathlib import Path
 

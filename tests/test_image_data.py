@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +13,10 @@ from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as F
 
 from detectors.data.catalog import MediaItem, load_items
 from detectors.data.dataset import MediaDataset, collate_skip
 from detectors.errors import MediaError
-from detectors.image import io as image_io
 from detectors.image.demo import write_demo_images, write_holdout_images
 from detectors.image.io import load_image, load_image_benchmark
 from detectors.image.transforms import (

@@ -52,7 +52,6 @@ from detectors.video.cakelens import (
     video_volume_from_benchmark_input,
 )
 from detectors.video.io import centre_crop_resize, probe_video, read_frames
-from detectors.video.sampling import FrameSampler
 
 logger = logging.getLogger(__name__)
 
