@@ -22,6 +22,8 @@ from detectors.config import from_dict, to_dict
 from detectors.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
+    from detectors.backbones import Backbone, BackboneConfig
+    from detectors.tuning import TuningConfig
     from export.spec import ExportSpec
 
 DETECTOR_CONFIG_FILE = "detector.yaml"
@@ -35,12 +37,26 @@ class Detector(nn.Module):
     arch: ClassVar[str]
     modality: ClassVar[str]
     config_class: ClassVar[type]
+    supported_num_classes: ClassVar[tuple[int, ...]] = (2, 3)  # 3: real / synthetic / semisynthetic
 
     def __init__(self, config: Any) -> None:
         super().__init__()
         self.config = config
+        if self.num_classes not in self.supported_num_classes:
+            raise ConfigError(None, "model.num_classes", f"{self.arch} supports {list(self.supported_num_classes)} "
+                                                         f"classes, got {self.num_classes}")
         self.calibrator = LogitCalibrator(self.num_classes)
         self.calibrator.requires_grad_(False)
+
+    def attach_backbone(self, backbone: "BackboneConfig", tuning: "TuningConfig") -> "Backbone":
+        """Build and tune ``self.backbone``; the resolved architecture goes back into the config so
+        :func:`load_detector` rebuilds the run offline."""
+        from detectors.tuning import build_tuned_backbone
+
+        self.backbone = build_tuned_backbone(backbone, tuning,
+                                             allow_random_fallback=getattr(self.config, "allow_random_backbone", False))
+        self.config.backbone = self.backbone.config
+        return self.backbone
 
     # ----------------------------------------------------------------- construction
     @classmethod

@@ -35,8 +35,8 @@ from detectors.audio.io import BENCHMARK_NUM_SAMPLES, BENCHMARK_SAMPLE_RATE
 from detectors.base import Detector
 from detectors.errors import ConfigError
 from detectors.registry import register_detector
-from detectors.backbones import Backbone, BackboneConfig
-from detectors.tuning import TuningConfig, build_tuned_backbone
+from detectors.backbones import BackboneConfig
+from detectors.tuning import TuningConfig
 from export.standalone.breathnet import (
     BreathFiLM,
     SpectralCNN,
@@ -109,21 +109,18 @@ class BreathNet(Detector):
     arch = "breathnet"
     modality = "audio"
     config_class = BreathNetConfig
+    supported_num_classes = (2,)  # real vs fake speech
 
     def __init__(self, config: BreathNetConfig) -> None:
         super().__init__(config)
-        if config.num_classes != 2:
-            raise ConfigError(None, "model.num_classes", f"BreathNet is a binary detector, got {config.num_classes}")
         if config.losses.centre_classes not in ("all", "real"):
             raise ConfigError(None, "model.losses.centre_classes", "use 'all' or 'real'")
         import torchaudio
 
-        self.backbone: Backbone = build_tuned_backbone(config.backbone, config.tuning,
-                                                       allow_random_fallback=config.allow_random_backbone)
+        self.attach_backbone(config.backbone, config.tuning)
         if self.backbone.info.family != "wav2vec2":
             raise ConfigError(None, "model.backbone.name", f"BreathNet needs a wav2vec 2.0 / XLS-R backbone, got "
                                                            f"a {self.backbone.info.family} model")
-        config.backbone = self.backbone.config  # resolved architecture, for offline rebuilds
         hidden = self.backbone.embed_dim
         self.film = BreathFiLM(hidden, config.film_hidden, config.film_init_scale)
         mel = config.mel

@@ -13,10 +13,10 @@ import torch
 
 from detectors.data.dataset import MediaDataset
 from detectors.image.data import build_image_dataset
-from detectors.backbones import Backbone, BackboneConfig
+from detectors.backbones import BackboneConfig
 from detectors.base import Detector
 from detectors.registry import register_detector
-from detectors.tuning import TuningConfig, build_tuned_backbone
+from detectors.tuning import TuningConfig
 from export.standalone.heads import MLP, ImageNormalize
 
 FEATURE_MODES = ("cls", "mean", "both")
@@ -44,11 +44,7 @@ class DinoImageDetector(Detector):
         super().__init__(config)
         if config.features not in FEATURE_MODES:
             raise ValueError(f"model.features must be one of {FEATURE_MODES}, got {config.features!r}")
-        if config.num_classes not in (2, 3):
-            raise ValueError(f"model.num_classes must be 2 or 3, got {config.num_classes}")
-        self.backbone: Backbone = build_tuned_backbone(config.backbone, config.tuning,
-                                                       allow_random_fallback=config.allow_random_backbone)
-        config.backbone = self.backbone.config  # resolved architecture, for offline rebuilds
+        self.attach_backbone(config.backbone, config.tuning)
         self.normalize = ImageNormalize(self.backbone.info.mean, self.backbone.info.std)
         width = self.backbone.embed_dim * (2 if config.features == "both" else 1)
         self.head_dropout = torch.nn.Dropout(config.dropout)

@@ -156,11 +156,10 @@ class CakeLensDetector(Detector):
     arch = "cakelens"
     modality = "video"
     config_class = CakeLensDetectorConfig
+    supported_num_classes = (2,)  # AI_GEN vs real
 
     def __init__(self, config: CakeLensDetectorConfig) -> None:
         super().__init__(config)
-        if config.num_classes != 2:
-            raise ValueError(f"model.num_classes must be 2 for CakeLens (AI_GEN vs real), got {config.num_classes}")
         checkpointing = config.gradient_checkpointing or bool(config.tuning.get("gradient_checkpointing", False))
         self.net = CakeLensV5(config.network_config(), gradient_checkpointing=checkpointing,
                               channels_last_3d=config.channels_last_3d)

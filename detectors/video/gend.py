@@ -30,12 +30,12 @@ import torch.nn.functional as F
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from detectors.backbones import Backbone, BackboneConfig
+from detectors.backbones import BackboneConfig
 from detectors.base import Detector
 from detectors.data.catalog import MediaItem
 from detectors.data.dataset import MediaDataset
 from detectors.registry import register_detector
-from detectors.tuning import TuningConfig, build_tuned_backbone
+from detectors.tuning import TuningConfig
 from detectors.video.sampling import FrameSampler, pad_indices, random_indices
 from export.standalone.gend import TemporalHead, mean_probability_logits
 from export.standalone.heads import ImageNormalize, LinearNorm
@@ -185,11 +185,7 @@ class GenDDetector(Detector):
         super().__init__(config)
         if config.head not in HEADS:
             raise ValueError(f"model.head must be one of {HEADS}, got {config.head!r}")
-        if config.num_classes not in (2, 3):
-            raise ValueError(f"model.num_classes must be 2 or 3, got {config.num_classes}")
-        self.backbone: Backbone = build_tuned_backbone(config.backbone, config.tuning,
-                                                       allow_random_fallback=config.allow_random_backbone)
-        config.backbone = self.backbone.config  # resolved architecture, for offline rebuilds
+        self.attach_backbone(config.backbone, config.tuning)
         self.normalize = ImageNormalize(self.backbone.info.mean, self.backbone.info.std)
         dim = self.backbone.embed_dim
         if config.head == "mean":

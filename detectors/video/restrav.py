@@ -37,12 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from detectors.backbones import Backbone, BackboneConfig
+from detectors.backbones import BackboneConfig
 from detectors.base import Detector
 from detectors.data.catalog import MediaItem
 from detectors.data.dataset import MediaDataset, collate_skip, labelled_sample
 from detectors.registry import register_detector
-from detectors.tuning import TuningConfig, build_tuned_backbone
+from detectors.tuning import TuningConfig
 from detectors.video.cache import FeatureCache
 from detectors.video.data import ClipLoader, video_sampler
 from detectors.video.geometry import FEATURE_NAMES, NUM_FEATURES, trajectory_features
@@ -113,14 +113,9 @@ class ReStraVDetector(Detector):
         super().__init__(config)
         if config.embedding not in EMBEDDINGS:
             raise ValueError(f"model.embedding must be one of {EMBEDDINGS}, got {config.embedding!r}")
-        if config.num_classes not in (2, 3):
-            raise ValueError(f"model.num_classes must be 2 or 3, got {config.num_classes}")
         if config.num_frames < 8:
             raise ValueError(f"model.num_frames must be >= 8 (the features use 7 steps), got {config.num_frames}")
-        # ReStraV never trains the encoder
-        self.backbone: Backbone = build_tuned_backbone(config.backbone, TuningConfig(mode="frozen"),
-                                                       allow_random_fallback=config.allow_random_backbone)
-        config.backbone = self.backbone.config  # resolved architecture, for offline rebuilds
+        self.attach_backbone(config.backbone, TuningConfig(mode="frozen"))  # ReStraV never trains the encoder
         self.register_buffer("pixel_mean", torch.tensor(self.backbone.info.mean).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(self.backbone.info.std).view(-1, 1, 1), persistent=False)
         self.register_buffer("feature_mean", torch.zeros(NUM_FEATURES))
