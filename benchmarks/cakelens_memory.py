@@ -11,6 +11,13 @@ What is measured (one forward + backward of ``logits.square().sum()``, parameter
   lingering in the heap; a no-grad warm-up forward runs first so that oneDNN's one-off buffers are
   not counted. This is real memory the step needed (allocator overhead included), not an estimate.
 
+Besides the peak, autograd's own accounting gives an exact, noise-free figure for what
+checkpointing acts on: the bytes of the distinct storages that the forward pass leaves saved for
+backward (``torch.autograd.graph.saved_tensors_hooks`` around the forward; parameters and the input
+volume excluded, since both variants hold them anyway). Inside a non-reentrant checkpoint the
+checkpoint's own hooks take over, so what the outer hook sees is exactly what stays stored: the
+checkpoints' inputs and everything outside them.
+
 The default shape is the full architecture (widths 64 + 32 per conv, 6 blocks, 9-frame framesets)
 on a 128x128 crop; ``--small`` uses the tiny test configuration (crop 64, width 8, 2 blocks).
 
@@ -46,6 +53,33 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
+class SavedActivations(torch.autograd.graph.saved_tensors_hooks):
+    """Sums the bytes of the distinct storages saved for backward, except ``exclude``'s."""
+
+    def __init__(self, exclude: list[torch.Tensor]) -> None:
+        self.excluded = {t.untyped_storage().data_ptr() for t in exclude}
+        self.storages: dict[int, int] = {}
+        super().__init__(self.pack, lambda tensor: tensor)
+
+    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in self.excluded:
+            self.storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.storages.values())
+
+
+def saved_activation_bytes(model: CakeLensV5, volume: torch.Tensor) -> int:
+    """Bytes kept alive between forward and backward by autograd (exact; no backward is run)."""
+    saved = SavedActivations([*model.parameters(), volume])
+    with saved:
+        model(volume)
+    return saved.bytes
+
+
 def measure(config: CakeLensConfig, batch: int, checkpointing: bool, device: torch.device) -> dict:
     torch.manual_seed(0)
     model = CakeLensV5(config, gradient_checkpointing=checkpointing).to(device)
@@ -66,11 +100,15 @@ def measure(config: CakeLensConfig, batch: int, checkpointing: bool, device: tor
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) - before
         return {"peak_bytes": peak, "parameter_grad_bytes": grad_bytes,
+                "saved_bytes": saved_activation_bytes(model, volume),
                 "method": "torch.cuda.max_memory_allocated - allocated before"}
     before, peak_before = current_rss_bytes(), peak_rss_bytes()
     model(volume).square().sum().backward()
     peak_after = peak_rss_bytes()
+    model.zero_grad(set_to_none=True)
+    saved = saved_activation_bytes(model, volume)  # after the peak was read: cannot raise it
     return {
+        "saved_bytes": saved,
         "peak_bytes": peak_after - before,
         "parameter_grad_bytes": grad_bytes,
         "method": "ru_maxrss after step - RSS before step (fresh process)",
@@ -117,9 +155,14 @@ def main() -> None:
         print(f"{name:>13}: {result['peak_bytes'] / 2**20:9.1f} MiB, "
               f"{activations[name] / 2**20:9.1f} MiB without parameter gradients{note}")
     print(f"ratio checkpointed/plain = {ratio:.3f} ({activation_ratio:.3f} without parameter gradients)")
+    saved_ratio = results["checkpointed"]["saved_bytes"] / results["plain"]["saved_bytes"]
+    print("saved for backward (autograd, exact): "
+          + ", ".join(f"{name} {r['saved_bytes'] / 2**20:.1f} MiB" for name, r in results.items())
+          + f"; ratio = {saved_ratio:.3f}")
     if args.out:
         write_json(args.out, {"config": vars(config), "batch": args.batch, "device": args.device,
-                              "results": results, "ratio": ratio, "activation_ratio": activation_ratio})
+                              "results": results, "ratio": ratio, "activation_ratio": activation_ratio,
+                              "saved_ratio": saved_ratio})
 
 
 if __name__ == "__main__":

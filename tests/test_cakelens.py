@@ -343,3 +343,47 @@ def test_video_file_verdict_on_a_real_file(tmp_path):
     expected = predict_video(model, decoded, progress=False)
     assert result["frame_count"] == 11 and result["num_framesets"] == 2
     assert result["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
+
+
+def test_fused_activation_norm_backward_is_bit_identical_to_autograd():
+    from detectors.video.cakelens import InstanceNorm3d, leaky_relu_instance_norm
+
+    torch.manual_seed(0)
+    norm, relu = InstanceNorm3d(6).double(), torch.nn.LeakyReLU(0.01, inplace=True)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5), norm.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 6, 3, 5, 5, dtype=torch.float64)
+    target = torch.randn(2, 6, 3, 5, 5, dtype=torch.float64)
+    results = []
+    for fused in (True, False):
+        leaf = x.clone().requires_grad_()
+        h = leaf * 1.0  # a non-leaf, like a convolution's output, so the in-place ReLU is allowed
+        out = leaky_relu_instance_norm(h, relu, norm) if fused else norm(relu(h))
+        grads = torch.autograd.grad((out * target).sum(), [leaf, norm.weight, norm.bias])
+        results.append((out, *grads))
+    for fused_value, autograd_value in zip(*results):
+        assert torch.equal(fused_value, autograd_value)
+
+
+def test_checkpointing_keeps_only_checkpoint_inputs_for_backward():
+    """Exact bytes saved for backward (autograd's hooks): the stem's and blocks' internals are gone."""
+    volume = random_volume(1)
+
+    def saved_bytes(model):
+        storages = {}
+
+        def pack(t):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(volume)
+        params = {p.untyped_storage().data_ptr() for p in model.parameters()} | {volume.untyped_storage().data_ptr()}
+        return sum(n for ptr, n in storages.items() if ptr not in params)
+
+    plain, checkpointed = saved_bytes(small_model()), saved_bytes(small_model(gradient_checkpointing=True))
+    voxels = (SMALL.depth // 3) * (SMALL.crop // 3) ** 2 * 4  # bytes of one channel after the stem
+    # Checkpointed: each block's input, the last block's output (max-pool input) and the small head.
+    channels = [SMALL.width + 2 * SMALL.channel_step * i for i in range(SMALL.num_blocks + 1)]
+    assert sum(channels) * voxels <= checkpointed < sum(channels) * voxels * 1.1
+    assert checkpointed < 0.4 * plain
