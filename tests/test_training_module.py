@@ -59,3 +59,12 @@ def test_warmup_cosine_schedule():
     assert _warmup_cosine(10, 10, 100) == pytest.approx(1.0)
     assert _warmup_cosine(55, 10, 100) == pytest.approx(0.5)
     assert _warmup_cosine(100, 10, 100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_unsupported_class_count_is_a_config_error(tiny_dinov3):
+    from detectors.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="num_classes"):
+        create_detector("cakelens", {"num_classes": 3, "crop": 32, "width": 4, "num_blocks": 1})
+    with pytest.raises(ConfigError, match="num_classes"):
+        create_detector("dinov3_image", {"backbone": {"name": str(tiny_dinov3)}, "num_classes": 5})
