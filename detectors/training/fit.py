@@ -41,7 +41,7 @@ class ModalitySupport:
 def build_parser(modality: str, archs: list[str], default_arch: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"python -m detectors.{modality}.fit",
-        description=f"Train, calibrate and evaluate a {modality} detector. Without --data the built-in "
+        description=f"Train, calibrate and evaluate a detector for {modality}. Without --data the built-in "
                     "(synthetic) demo data is used.")
     parser.add_argument("--arch", choices=archs, default=default_arch, help="detector architecture")
     parser.add_argument("--data", type=Path, help="dataset YAML (benchmark fields); omit for the demo")
