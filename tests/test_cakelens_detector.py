@@ -166,3 +166,23 @@ def test_detect_cli_reports_a_checkpoint_that_does_not_fit(tmp_path, capsys):
     torch.save({"model_state_dict": small_detector().net.state_dict()}, weights)
     assert main(["clip.mp4", "--arch", "cakelens", "--weights", str(weights)]) == 2
     assert "shape" in capsys.readouterr().err  # the full-size network names the mismatched tensors
+
+
+def test_fit_cli_trains_exports_and_checks(tmp_path):
+    from detectors.config import CONFIG_ROOT
+    from detectors.training.fit import run_fit
+    from detectors.video.demo import write_demo_videos
+    from detectors.video.fit import VIDEO, VIDEO_ARCHS
+    from export.check import check_submission
+    from export.__main__ import export_run
+
+    data = write_demo_videos(tmp_path / "videos", n_per_class=5, num_frames=12, size=(40, 48))
+    run = run_fit("video", VIDEO, VIDEO_ARCHS, "cakelens", [
+        "--arch", "cakelens", "--data", str(data), "--output", str(tmp_path / "run"),
+        "--config", str(CONFIG_ROOT / "video" / "cakelens_demo.yaml"), "--max-epochs", "1",
+        "--num-workers", "0", "--set", "split.val=0.3", "--set", "split.calibration=0.3"])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["arch"] == "cakelens" and summary["epochs_completed"] == 1
+    report = export_run(run, tmp_path / "submission")
+    assert report["max_abs_logit_difference"] <= 1e-4
+    assert check_submission(tmp_path / "submission") == []
