@@ -29,17 +29,19 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Architectures of the published checkpoints, used only to build a randomly initialised stand-in
-# for the built-in demo when the pretrained weights cannot be loaded (no hub access).
+# for the built-in demo when the pretrained weights cannot be loaded (no hub access). Layer scale
+# keeps the library default (1.0): the trained models' 1e-5 init would make a random model's blocks
+# inert and its CLS token constant.
 KNOWN_TRANSFORMERS_ARCHITECTURES: dict[str, dict[str, Any]] = {
     "facebook/dinov3-vits16-pretrain-lvd1689m": dict(
         model_type="dinov3_vit", hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
-        intermediate_size=1536, patch_size=16, num_register_tokens=4, layerscale_value=1e-5),
+        intermediate_size=1536, patch_size=16, num_register_tokens=4),
     "facebook/dinov3-vitb16-pretrain-lvd1689m": dict(
         model_type="dinov3_vit", hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-        intermediate_size=3072, patch_size=16, num_register_tokens=4, layerscale_value=1e-5),
+        intermediate_size=3072, patch_size=16, num_register_tokens=4),
     "facebook/dinov3-vitl16-pretrain-lvd1689m": dict(
         model_type="dinov3_vit", hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-        intermediate_size=4096, patch_size=16, num_register_tokens=4, layerscale_value=1e-5),
+        intermediate_size=4096, patch_size=16, num_register_tokens=4),
     "facebook/dinov2-small": dict(
         model_type="dinov2", hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
         mlp_ratio=4, patch_size=14, image_size=518),
