@@ -38,6 +38,25 @@ def _nll(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits, labels)
 
 
+def platt_targets(labels: Tensor, num_classes: int) -> Tensor:
+    """Platt's (1999) smoothed targets: a sample of class c with N_c members gets (N_c + 1) / (N_c + 2)
+    on its class and the rest spread evenly, i.e. the posterior mean of a uniform prior. It keeps the
+    fit finite on a perfectly separated set; the smoothing vanishes as the calibration set grows."""
+    classes = max(num_classes, 2)
+    binary = (labels != 0).long() if num_classes == 1 else labels
+    counts = torch.bincount(binary, minlength=classes).to(torch.float64)
+    on_class = (counts[binary] + 1) / (counts[binary] + 2)
+    targets = ((1 - on_class) / (classes - 1))[:, None].repeat(1, classes)
+    targets.scatter_(1, binary[:, None], on_class[:, None])
+    return targets[:, 1] if num_classes == 1 else targets
+
+
+def _soft_nll(logits: Tensor, targets: Tensor) -> Tensor:
+    if logits.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], targets)
+    return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
 def _all_correct(logits: Tensor, labels: Tensor) -> bool:
     if logits.shape[1] == 1:
         return bool(((logits[:, 0] > 0) == (labels != 0)).all())
@@ -130,8 +149,8 @@ class LogitCalibrator(nn.Module):
         Works on detached float64 CPU copies, whatever the caller's grad mode (also inside
         ``torch.no_grad()`` / ``inference_mode()``, e.g. from a validation hook). A calibration set with a
         single class fits the temperature only (a bias would run off to infinity). A set the fitted
-        logits classify perfectly has no NLL minimum (T -> 0): it is refitted with a standard-normal
-        prior on log T and the bias (MAP), with a warning. An empty set leaves the calibrator unchanged.
+        logits classify perfectly has no NLL minimum (T -> 0): it is refitted to Platt's smoothed
+        targets, with a warning. An empty set leaves the calibrator unchanged.
         """
         with torch.inference_mode(False), torch.enable_grad():
             # clone(): a float64 CPU input would otherwise be used as is, and an inference-mode tensor
@@ -159,22 +178,22 @@ class LogitCalibrator(nn.Module):
                 )
             fit_bias = fit_bias and not single_class
 
-            log_t, bias = self._minimise(z, y, fit_bias, max_iter, prior_weight=0.0)
+            log_t, bias = self._minimise(z, y, fit_bias, max_iter)
             method = "lbfgs" if fit_bias else "temperature_only"
             with torch.no_grad():
                 separated = _all_correct(z / log_t.exp() + bias, y)
             if separated:
                 # Every calibration sample is on the right side: shrinking T lowers the NLL forever, so
-                # the maximum-likelihood fit has no optimum. A standard-normal prior on log T and the
-                # bias (MAP, i.e. N(0, 1) in summed-NLL units) gives a finite, moderate sharpening.
+                # the maximum-likelihood fit has no optimum. Platt's smoothed targets give the finite
+                # answer his method was designed for: as confident as N samples justify, no more.
                 warnings.warn(
                     "LogitCalibrator.fit: the calibration set is perfectly separated, so the NLL has no "
-                    "minimum; fitted with a N(0, 1) prior on log T and the bias instead (MAP). A larger "
-                    "or harder calibration set, or a temperature sweep, is more reliable.",
+                    "minimum; fitted to Platt's smoothed targets (N+1)/(N+2) instead. A larger or harder "
+                    "calibration set, or a temperature sweep, is more reliable.",
                     stacklevel=2,
                 )
-                log_t, bias = self._minimise(z, y, fit_bias, max_iter, prior_weight=1.0 / z.shape[0])
-                method = "map"
+                log_t, bias = self._minimise(z, y, fit_bias, max_iter, targets=platt_targets(y, self.num_classes))
+                method = "platt"
 
         log_t_value = float(log_t.detach())
         if not math.isfinite(log_t_value):
@@ -187,8 +206,8 @@ class LogitCalibrator(nn.Module):
         return self.set(temperature, fitted_bias, method=method)
 
     def _minimise(self, z: Tensor, y: Tensor, fit_bias: bool, max_iter: int,
-                  prior_weight: float) -> tuple[Tensor, Tensor]:
-        """LBFGS on mean NLL + prior_weight * (log T^2 + |bias|^2) / 2; returns (log T, bias)."""
+                  targets: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """LBFGS on the mean NLL of ``y`` (or cross-entropy to soft ``targets``); returns (log T, bias)."""
         log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
         bias = torch.zeros(self.num_classes, dtype=torch.float64, requires_grad=fit_bias)
         params = [log_t, bias] if fit_bias else [log_t]
@@ -197,9 +216,8 @@ class LogitCalibrator(nn.Module):
 
         def closure() -> Tensor:
             optimizer.zero_grad()
-            loss = _nll(z / log_t.exp() + bias, y)
-            if prior_weight:
-                loss = loss + prior_weight * 0.5 * (log_t.pow(2) + bias.pow(2).sum())
+            scaled = z / log_t.exp() + bias
+            loss = _nll(scaled, y) if targets is None else _soft_nll(scaled, targets)
             loss.backward()
             return loss
 

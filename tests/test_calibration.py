@@ -257,26 +257,29 @@ def test_calibrator_single_class_fits_temperature_only() -> None:
     assert calibrator.method == "temperature_only"
     assert 1.0 < calibrator.temperature < 10.0
 
-    # every sample right and confident: no ML optimum -> MAP with a prior keeps T finite
+    # every sample right and confident: no ML optimum -> Platt's targets keep T finite
     with pytest.warns(UserWarning) as record:
         degenerate = LogitCalibrator(2).fit(torch.tensor([[-3.0, 3.0]] * 10), torch.ones(10, dtype=torch.long))
-    assert degenerate.method == "map" and 0.01 < degenerate.temperature < 1.0
+    assert degenerate.method == "platt" and 1.0 < degenerate.temperature < 100.0
     assert any("separated" in str(warning.message) for warning in record)
 
 
-def test_calibrator_perfectly_separated_set_uses_a_prior() -> None:
-    logits = torch.tensor([[2.0, -1.0], [0.5, 0.0], [-1.0, 1.5], [0.0, 3.0]])
+def test_calibrator_perfectly_separated_set_uses_platt_targets() -> None:
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.0], [-1.0, 1.5], [0.0, 3.0]]) * 0.1  # tiny margins
     labels = torch.tensor([0, 0, 1, 1])
     with pytest.warns(UserWarning, match="separated"):
         calibrator = LogitCalibrator(2).fit(logits, labels)
-    assert calibrator.method == "map"
-    # MAP solution: the gradient of mean NLL + (log T^2 + |b|^2) / (2N) vanishes there (independent check)
+    assert calibrator.method == "platt"
+    # Platt's targets for 2 samples per class: 3/4 on the true class (independent of the implementation);
+    # at the solution the gradient of the soft cross-entropy vanishes
+    targets = torch.tensor([[0.75, 0.25], [0.75, 0.25], [0.25, 0.75], [0.25, 0.75]], dtype=torch.float64)
     log_t = torch.tensor(math.log(calibrator.temperature), dtype=torch.float64, requires_grad=True)
     bias = torch.tensor(calibrator.bias, dtype=torch.float64, requires_grad=True)
-    objective = torch.nn.functional.cross_entropy(logits.double() / log_t.exp() + bias, labels) \
-        + (log_t ** 2 + (bias ** 2).sum()) / (2 * len(labels))
+    scaled = logits.double() / log_t.exp() + bias
+    objective = -(targets * torch.log_softmax(scaled, dim=1)).sum(dim=1).mean()
     objective.backward()
-    assert abs(float(log_t.grad)) < 1e-4 and calibrator.temperature < 1.0
+    assert abs(float(log_t.grad)) < 1e-5
+    assert calibrator.temperature < 1.0  # tiny margins get sharpened towards the 3/4 targets
     # labels no threshold on the margin separates give the NLL a finite minimum again
     with warnings.catch_warnings():
         warnings.simplefilter("error")
