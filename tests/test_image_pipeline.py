@@ -181,3 +181,20 @@ def test_too_small_dataset_is_a_clear_error(tiny_dinov3, tmp_path):
         ["--data", str(data), "--backbone", str(tiny_dinov3), "--output", str(tmp_path / "run")])
     with pytest.raises(ConfigError, match="split"):
         fit_args(args, "image", IMAGE)
+
+
+def test_evaluate_robustness_pass_and_blend(lora_run, image_sets, tmp_path):
+    from detectors.evaluate import evaluate_submission, main
+    from export.__main__ import export_run
+
+    export_run(lora_run, tmp_path / "submission")
+    results = evaluate_submission(tmp_path / "submission", image_sets[1], tmp_path / "eval", robustness=True,
+                                  num_workers=0)
+    assert results["score"] == pytest.approx(0.8 * results["base"]["score"] + 0.2 * results["augmented"]["score"])
+    assert (tmp_path / "eval" / "predictions_augmented.csv").is_file()
+    for name in ("results.json", "predictions.csv", "summary.txt", "roc.png", "pr.png", "reliability.png"):
+        assert (tmp_path / "eval" / name).is_file(), name
+    assert 0 < results["ms_per_sample_mean"] and 0 < results["ms_per_sample_p95"]
+    # a missing dataset YAML is a clear error, not a traceback
+    assert main(["--model", str(tmp_path / "submission"), "--data", str(tmp_path / "missing.yaml"),
+                 "--output", str(tmp_path / "eval2")]) == 2
