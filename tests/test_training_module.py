@@ -68,3 +68,15 @@ def test_unsupported_class_count_is_a_config_error(tiny_dinov3):
         create_detector("cakelens", {"num_classes": 3, "crop": 32, "width": 4, "num_blocks": 1})
     with pytest.raises(ConfigError, match="num_classes"):
         create_detector("dinov3_image", {"backbone": {"name": str(tiny_dinov3)}, "num_classes": 5})
+
+
+def test_unreadable_batch_under_ddp_still_joins_the_all_reduce(module):
+    class FakeTrainer:
+        world_size = 2
+
+    module._trainer = FakeTrainer()
+    loss = module.training_step(None, 0)
+    loss.backward()  # reaches every trainable weight with a zero gradient
+    trainable = [p for p in module.detector.parameters() if p.requires_grad]
+    assert float(loss) == 0.0 and all(p.grad is not None and not p.grad.any() for p in trainable)
+    module._trainer = None

@@ -54,6 +54,9 @@ class DetectorModule(L.LightningModule):
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every sample of the batch was unreadable (counted by collate_skip)
+            if self._trainer is not None and self._trainer.world_size > 1:
+                # every DDP rank must join the gradient all-reduce: a zero loss touching all weights
+                return sum(p.sum() for p in self.detector.parameters() if p.requires_grad) * 0.0
             return None
         self.skipped_samples["train"] += int(batch.get("skipped", 0))
         features, logits = self.detector.forward_batch(batch)
