@@ -83,6 +83,7 @@ def test_each_tuning_mode_generalises_to_unseen_generator(tuning, lora_run, imag
     recomputed = benchmark_score(mcc(labels, (prob > 0.5).astype(int)), brier(prob, labels))
     assert recomputed == pytest.approx(results["score"], abs=1e-6)
     assert len(rows) == 64 and results["base"]["per_dataset"].keys() == {"holdout-real", "holdout-fake"}
+    assert results["base"]["per_generator"]["test-gen"]["n"] == 32
 
 
 def test_resume_after_crash_continues_from_last_checkpoint(image_sets, tiny_dinov3, tmp_path):
