@@ -27,7 +27,7 @@ from detectors.atomic import atomic_open, write_json, write_text
 from detectors.data.catalog import MediaItem, load_items
 from detectors.data.dataset import MediaDataset, collate_skip
 from detectors.errors import ConfigError
-from detectors.metrics import (binary_metrics, per_dataset_metrics, predictions_from_logits, prob_fake_from_logits,
+from detectors.metrics import (binary_metrics, multiclass_metrics, per_dataset_metrics, predictions_from_logits, prob_fake_from_logits,
                                robustness_blend)
 
 RESULT_KEYS = ("score", "mcc", "brier", "accuracy", "roc_auc", "pr_auc", "ece", "cross_entropy")
@@ -83,6 +83,8 @@ def score_pass(result: dict[str, Any]) -> dict[str, Any]:
     # the benchmark also reports per-generator stats (generator_family; reals grouped as "real")
     metrics["per_generator"] = per_dataset_metrics(
         labels, prob, preds, [i.generator_family or ("real" if i.label == 0 else "unspecified") for i in items])
+    if result["logits"].shape[1] == 3:  # real / synthetic / semisynthetic: the v0.9 multiclass score too
+        metrics["multiclass"] = multiclass_metrics([i.class_index for i in items], torch.softmax(result["logits"], -1))
     ms = np.array(result["ms"]) if result["ms"] else np.zeros(1)
     metrics["ms_per_sample_mean"] = float(ms.mean())
     metrics["ms_per_sample_p95"] = float(np.percentile(ms, 95))

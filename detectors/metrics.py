@@ -19,7 +19,7 @@ from typing import Any, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score, roc_curve
+from sklearn.metrics import matthews_corrcoef, average_precision_score, confusion_matrix, roc_auc_score, roc_curve
 from torchmetrics.functional.classification import binary_calibration_error
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[float]]
@@ -81,14 +81,15 @@ def to_probabilities(prob: ArrayLike) -> np.ndarray:
     return torch.as_tensor(prob).detach().cpu().to(torch.float64).reshape(-1).numpy()
 
 
-def benchmark_score(mcc: float, brier: float) -> float:
+def benchmark_score(mcc: float, brier: float, brier_baseline: float = 0.25) -> float:
     """The benchmark's combined score ("sn34") from MCC and Brier.
 
     ``mcc_norm = clamp((mcc + 1) / 2, 0, 1) ** 1.2``, ``brier_norm = max(0, (0.25 - brier) / 0.25) ** 1.8``,
-    ``score = clamp(sqrt(max(1e-12, mcc_norm * brier_norm)), 0, 1)``.
+    ``score = clamp(sqrt(max(1e-12, mcc_norm * brier_norm)), 0, 1)``. The multiclass score (benchmark
+    v0.9) uses the K-class Brier with its uninformed baseline ``(K - 1) / K`` in place of 0.25.
     """
     mcc_norm = min(max((mcc + 1.0) / 2.0, 0.0), 1.0) ** 1.2
-    brier_norm = max(0.0, (0.25 - brier) / 0.25) ** 1.8
+    brier_norm = max(0.0, (brier_baseline - brier) / brier_baseline) ** 1.8
     return min(max(math.sqrt(max(1e-12, mcc_norm * brier_norm)), 0.0), 1.0)
 
 
@@ -115,6 +116,28 @@ def mcc(labels: ArrayLike, preds: ArrayLike, sample_weight: ArrayLike | None = N
     if denominator == 0:
         return 0.0
     return float((tp * tn - fp * fn) / math.sqrt(denominator))
+
+
+def multiclass_metrics(class_index: ArrayLike, probabilities: ArrayLike) -> dict[str, Any]:
+    """The benchmark v0.9 multiclass score for K-class heads (image: real / synthetic / semisynthetic):
+    Gorodkin's R_K MCC on argmax predictions (sklearn's multiclass ``matthews_corrcoef``), the K-class
+    Brier ``mean(sum_k (p_k - y_k)^2)`` and the score with Brier baseline ``(K - 1) / K``."""
+    y = np.asarray(torch.as_tensor(class_index).cpu().reshape(-1).numpy(), dtype=np.int64)
+    p = torch.as_tensor(probabilities).detach().cpu().to(torch.float64).numpy()
+    if p.ndim != 2 or p.shape[0] != y.size:
+        raise ValueError(f"probabilities must be [N, K] for N = {y.size} labels, got {p.shape}")
+    classes = p.shape[1]
+    if y.size == 0:
+        return {"n": 0}
+    one_hot = np.eye(classes)[y]
+    brier_k = float(np.mean(np.sum((np.clip(p, PROB_CLIP, 1.0 - PROB_CLIP) - one_hot) ** 2, axis=1)))
+    preds = p.argmax(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mcc_k = float(matthews_corrcoef(y, preds)) if len(np.unique(np.concatenate([y, preds]))) > 1 else 0.0
+    baseline = (classes - 1) / classes
+    return {"score": benchmark_score(mcc_k, brier_k, baseline), "mcc": mcc_k, "brier": brier_k,
+            "brier_baseline": baseline, "accuracy": float(np.mean(preds == y)), "n": int(y.size),
+            "per_class_n": [int(np.sum(y == k)) for k in range(classes)]}
 
 
 def binary_cross_entropy(prob: ArrayLike, labels: ArrayLike) -> float | None:

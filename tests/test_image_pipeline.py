@@ -171,6 +171,9 @@ def test_three_class_head_trains_exports_and_scores_like_the_benchmark(tiny_dino
     # the benchmark's 3-class rule: p(fake) = 1 - p(real)
     assert float(row["prob_fake"]) == pytest.approx(1 - torch.softmax(logits, -1)[0, 0].item(), abs=1e-5)
     assert results["base"]["n"] == 48
+    multiclass = results["base"]["multiclass"]
+    assert multiclass["n"] == 48 and multiclass["brier_baseline"] == pytest.approx(2 / 3)
+    assert "multiclass" in json.loads((run / "metrics.json").read_text())["validation"]
 
 
 def test_too_small_dataset_is_a_clear_error(tiny_dinov3, tmp_path):

@@ -268,3 +268,28 @@ def test_plots_write_valid_pngs(tmp_path) -> None:
         for i, t in enumerate([0.5, 1.0, 2.0])
     ]
     _assert_png(temperature_sweep_plot(rows, tmp_path / "plots" / "sweep.png", chosen=1.0))
+
+
+def test_multiclass_score_matches_gorodkin_rk_and_k_class_brier() -> None:
+    from detectors.metrics import benchmark_score, multiclass_metrics
+
+    y = np.array([0, 0, 1, 1, 2, 2, 2, 0])
+    p = np.array([[0.7, 0.2, 0.1], [0.4, 0.5, 0.1], [0.1, 0.8, 0.1], [0.2, 0.3, 0.5],
+                  [0.1, 0.1, 0.8], [0.2, 0.2, 0.6], [0.3, 0.6, 0.1], [0.9, 0.05, 0.05]])
+    result = multiclass_metrics(y, p)
+    # Gorodkin's R_K from counts: (c*s - sum p_k t_k) / sqrt((s^2 - sum p_k^2)(s^2 - sum t_k^2))
+    pred = p.argmax(1)
+    s, c = len(y), int((pred == y).sum())
+    pk = np.bincount(pred, minlength=3)
+    tk = np.bincount(y, minlength=3)
+    rk = (c * s - (pk * tk).sum()) / math.sqrt((s**2 - (pk**2).sum()) * (s**2 - (tk**2).sum()))
+    brier_k = np.mean([sum((p[i, k] - (y[i] == k)) ** 2 for k in range(3)) for i in range(s)])
+    assert result["mcc"] == pytest.approx(rk, abs=1e-12)
+    assert result["brier"] == pytest.approx(brier_k, abs=1e-9)
+    assert result["brier_baseline"] == pytest.approx(2 / 3)
+    mcc_norm = ((rk + 1) / 2) ** 1.2
+    brier_norm = max(0.0, (2 / 3 - brier_k) / (2 / 3)) ** 1.8
+    assert result["score"] == pytest.approx(math.sqrt(mcc_norm * brier_norm), abs=1e-9)
+    assert benchmark_score(rk, brier_k, 2 / 3) == pytest.approx(result["score"])
+    # uniform probabilities score ~0 (the multiclass analogue of p = 0.5 everywhere)
+    assert multiclass_metrics(y, np.full((8, 3), 1 / 3))["score"] < 1e-5

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from detectors.atomic import atomic_path, write_json
 from detectors.base import Detector, save_detector
 from detectors.data.datamodule import MediaDataModule
-from detectors.metrics import binary_metrics, predictions_from_logits, prob_fake_from_logits
+from detectors.metrics import binary_metrics, multiclass_metrics, predictions_from_logits, prob_fake_from_logits
 from detectors.training.predict import Predictions, predict
 from detectors.training.run import RunDir
 from detectors.tuning import trainable_summary
@@ -34,6 +34,8 @@ def metrics_of(predictions: Predictions, detector: Detector, criterion: Any = No
                              preds=predictions_from_logits(predictions.logits), datasets=predictions.datasets or None)
     if criterion is not None:
         metrics["loss"] = float(criterion(predictions.logits, targets_of(predictions, detector.num_classes)))
+    if detector.num_classes == 3:
+        metrics["multiclass"] = multiclass_metrics(predictions.class_index, torch.softmax(predictions.logits, -1))
     metrics["skipped_unreadable"] = predictions.skipped
     return metrics
 
