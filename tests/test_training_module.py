@@ -80,3 +80,22 @@ def test_unreadable_batch_under_ddp_still_joins_the_all_reduce(module):
     trainable = [p for p in module.detector.parameters() if p.requires_grad]
     assert float(loss) == 0.0 and all(p.grad is not None and not p.grad.any() for p in trainable)
     module._trainer = None
+
+
+def test_package_level_api(tiny_dinov3, tmp_path):
+    import detectors
+    from detectors.base import save_detector
+
+    assert set(detectors.list_detectors()) >= {"dinov3_image", "restrav", "gend", "cakelens", "breathnet"}
+    detector = detectors.create_detector("dinov3_image", {"backbone": {"name": str(tiny_dinov3)}, "image_size": 32,
+                                                          "tuning": {"mode": "lora"}})
+    with torch.no_grad():
+        for parameter in detector.parameters():  # non-trivial LoRA weights must survive the round trip
+            parameter.add_(torch.randn_like(parameter) * 0.01)
+    detector.calibrator.set(2.0, [0.1, -0.1])
+    save_detector(detector, tmp_path / "run")
+    loaded = detectors.load_detector(tmp_path / "run")
+    x = detector.eval().example_input(2)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), detector(x), atol=1e-6)
+    assert loaded.calibrator.temperature == pytest.approx(2.0)
