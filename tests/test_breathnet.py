@@ -154,7 +154,7 @@ def test_training_dataset_breath_masks_and_losses(tiny_backbone, tmp_path):
     items = load_items(write_demo_audio(tmp_path, n_per_class=2, seconds=(3, 4)), modality="audio")
     (tmp_path / "broken.wav").write_bytes(b"RIFF not audio")
     broken = type(items[0])(**{**items[0].__dict__, "path": str(tmp_path / "broken.wav")})
-    detector = _detector(tiny_backbone, "lora")
+    detector = _detector(tiny_backbone, "lora", losses={"contrast_weight": 0.1})
     frames, _, _ = detector.frame_geometry()
     dataset = detector.make_dataset(items + [broken], "train", {"augment_level": 1})
     batch = collate_skip([dataset[i] for i in range(len(dataset))])
@@ -167,7 +167,7 @@ def test_training_dataset_breath_masks_and_losses(tiny_backbone, tmp_path):
     detector.train()
     features, logits = detector.forward_batch(batch)
     losses = detector.training_losses(features, logits, batch)
-    assert set(losses) == {"breath_bce", "pscl", "centre"}
+    assert set(losses) == {"breath_bce", "pscl", "centre", "contrast"}
     sum(losses.values()).backward()
     assert detector.film.predictor.layers[0].weight.grad.abs().sum() > 0
     assert detector.centres.grad.abs().sum() > 0
@@ -232,3 +232,24 @@ def test_fit_export_evaluate_on_holdout(tiny_backbone, tmp_path):
     assert results["base"]["n"] == 16
     assert {"eer", "eer_threshold"} <= set(json.loads((tmp_path / "eval" / "results.json").read_text())["base"])
     assert results["roc_auc"] > 0.6, results["base"]
+
+
+def test_contrast_loss_matches_an_explicit_pair_loop():
+    from detectors.audio.breathnet import contrast_loss
+
+    torch.manual_seed(3)
+    embedding = torch.randn(6, 5, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 0, 1, 1, 0])
+    z = (embedding / embedding.norm(dim=1, keepdim=True)).numpy()
+    total, pairs = 0.0, 0
+    for i in range(6):
+        for j in range(6):
+            if i == j:
+                continue
+            d = float(np.linalg.norm(z[i] - z[j]))
+            total += d**2 if labels[i] == labels[j] else max(0.0, 0.5 - d) ** 2
+            pairs += 1
+    assert float(contrast_loss(embedding, labels, 0.5)) == pytest.approx(total / pairs, rel=1e-6)
+    embedding.requires_grad_(True)
+    contrast_loss(embedding, labels).backward()
+    assert torch.isfinite(embedding.grad).all()

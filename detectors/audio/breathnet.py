@@ -16,6 +16,8 @@ Auxiliary losses (``training_losses``, each with a weight in ``model.losses``):
 - ``pscl``: positive-sample supervised contrastive loss (Khosla et al. 2020 form): for anchor i the
   positives are all other samples with the same label, the denominator all other samples;
   anchors without a positive in the batch are skipped;
+- ``contrast`` (off by default): margin contrastive loss over pairs (same label pulled together,
+  different labels pushed beyond ``contrast_margin``);
 - ``centre``: ``0.5 ||f_i - c_{y_i}||^2`` averaged, with learnable class centres; with
   ``centre_classes: real`` only real samples are pulled to the real centre (one-class compactness,
   fakes are left free), with ``all`` every class has a centre (Wen et al. 2016).
@@ -67,6 +69,10 @@ class BreathLossConfig:
     pscl_temperature: float = 0.1
     centre_weight: float = 0.01
     centre_classes: str = "all"  # all | real
+    # methods.md lists "a contrast loss" beside PSCL without defining it; this is the classic margin
+    # form (Hadsell et al. 2006) on L2-normalised embeddings, off unless a weight is given
+    contrast_weight: float = 0.0
+    contrast_margin: float = 0.5
 
 
 @dataclass
@@ -166,6 +172,8 @@ class BreathNet(Detector):
             losses["breath_bce"] = cfg.breath_weight * F.binary_cross_entropy_with_logits(features.breath_logits, target)
         if cfg.pscl_weight > 0:
             losses["pscl"] = cfg.pscl_weight * pscl_loss(features.embedding, labels, cfg.pscl_temperature)
+        if cfg.contrast_weight > 0:
+            losses["contrast"] = cfg.contrast_weight * contrast_loss(features.embedding, labels, cfg.contrast_margin)
         if cfg.centre_weight > 0:
             losses["centre"] = cfg.centre_weight * centre_loss(features.embedding, labels, self.centres,
                                                                real_only=cfg.centre_classes == "real")
@@ -270,5 +278,19 @@ def centre_loss(embedding: torch.Tensor, labels: torch.Tensor, centres: torch.Te
     return 0.5 * (embedding - centres[labels]).pow(2).sum(dim=1).mean()
 
 
-__all__ = ["BreathNet", "BreathNetConfig", "BreathNetFeatures", "centre_loss",
+def contrast_loss(embedding: torch.Tensor, labels: torch.Tensor, margin: float = 0.5) -> torch.Tensor:
+    """Pairwise margin contrastive loss on L2-normalised embeddings, over all pairs i != j:
+    same label -> ``d^2``, different label -> ``max(0, margin - d)^2``, averaged over pairs."""
+    z = F.normalize(embedding.float(), dim=-1)
+    n = z.shape[0]
+    if n < 2:
+        return z.sum() * 0.0
+    distance = torch.cdist(z, z).clamp_min(1e-12)  # clamp keeps the gradient finite at d = 0
+    same = labels[:, None] == labels[None, :]
+    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=z.device)
+    per_pair = torch.where(same, distance.pow(2), (margin - distance).clamp_min(0).pow(2))
+    return per_pair[off_diagonal].mean()
+
+
+__all__ = ["BreathNet", "BreathNetConfig", "BreathNetFeatures", "centre_loss", "contrast_loss",
            "pscl_loss"]
