@@ -36,6 +36,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from detectors.backbones import BackboneConfig
 from detectors.base import Detector
@@ -214,7 +215,8 @@ class ReStraVDetector(Detector):
         was_training = self.training
         self.eval()
         try:
-            for batch in loader:  # workers decode the next batches while this one is embedded
+            # workers decode the next batches while this one is embedded
+            for batch in tqdm(loader, desc="ReStraV features", unit="batch", disable=len(loader) < 2):
                 if batch is None:
                     continue
                 values = self.forward_features(batch["x"].to(device, non_blocking=True)).float().cpu()
