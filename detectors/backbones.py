@@ -162,7 +162,13 @@ class Backbone(nn.Module):
         """Recompute block activations in backward: less memory for ~30 % more compute."""
         model = self.inner
         if self.info.source == "transformers":
-            if enabled:
+            # transformers >= 5.x renamed the switch (the old name warns); older releases only have it
+            if hasattr(model, "activation_checkpointing_enable"):
+                if enabled:
+                    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+                else:
+                    model.activation_checkpointing_disable()
+            elif enabled:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             else:
                 model.gradient_checkpointing_disable()

@@ -202,3 +202,17 @@ def test_evaluate_robustness_pass_and_blend(lora_run, image_sets, tmp_path):
     # a missing dataset YAML is a clear error, not a traceback
     assert main(["--model", str(tmp_path / "submission"), "--data", str(tmp_path / "missing.yaml"),
                  "--output", str(tmp_path / "eval2")]) == 2
+
+
+def test_bf16_mixed_precision_checkpointing_and_accumulation(image_sets, tiny_dinov3, tmp_path):
+    from export.__main__ import export_run
+    from export.check import check_submission
+
+    run = fit(["--data", str(image_sets[0]), "--backbone", str(tiny_dinov3), "--tuning", "lora",
+               "--output", str(tmp_path / "run"), *FAST, "--max-epochs", "2", "--precision", "bf16-mixed",
+               "--gradient-checkpointing", "--accumulate-grad-batches", "2"])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs_completed"] == 2 and summary["global_steps"] == 4  # 3 batches/epoch, 2 per step
+    report = export_run(run, tmp_path / "submission", dtype="bf16")
+    assert report["max_abs_logit_difference"] < 0.2  # bf16 weights: close, not equal
+    assert check_submission(tmp_path / "submission") == []
