@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from detectors.atomic import atomic_open, write_json, write_text
 from detectors.data.catalog import MediaItem, load_items
-from detectors.data.dataset import MediaDataset, collate_skip
+from detectors.data.dataset import MediaDataset, collate_skip, is_empty_batch
 from detectors.errors import ConfigError
 from detectors.metrics import (binary_metrics, multiclass_metrics, per_dataset_metrics, predictions_from_logits, prob_fake_from_logits,
                                robustness_blend)
@@ -50,10 +50,9 @@ def run_pass(model: torch.nn.Module, items: list[MediaItem], load: Callable[[str
     logits, indices, per_sample_ms = [], [], []
     skipped = 0
     for batch in tqdm(loader, desc=description, unit="batch"):
-        if batch is None:
-            skipped += batch_size
-            continue
         skipped += int(batch["skipped"])
+        if is_empty_batch(batch):
+            continue
         x = batch["x"].to(device)
         if x.is_floating_point():
             x = x.to(dtype)

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from detectors.data.catalog import MediaItem, load_items
-from detectors.data.dataset import MediaDataset, collate_skip
+from detectors.data.dataset import MediaDataset, collate_skip, is_empty_batch
 from detectors.errors import MediaError
 from detectors.image.demo import write_demo_images, write_holdout_images
 from detectors.image.io import load_image, load_image_benchmark
@@ -297,7 +297,8 @@ def test_media_dataset_skips_unreadable(tmp_path: Path, caplog: pytest.LogCaptur
     batch = next(iter(DataLoader(ds, batch_size=3, collate_fn=collate_skip)))
     assert batch["skipped"] == 1 and batch["x"].shape == (2, 3, 32, 32)
     assert batch["index"].tolist() == [0, 2] and batch["dataset_id"].tolist() == [1, 0]
-    assert collate_skip([None, None]) is None
+    empty = collate_skip([None, None])
+    assert empty == {"skipped": 2} and is_empty_batch(empty)
 
 
 # --------------------------------------------------------------------------------------------- demo

@@ -36,7 +36,8 @@ def test_training_step_uses_the_detectors_targets(module):
     expected = torch.nn.functional.cross_entropy(logits, batch["label"])
     assert torch.allclose(loss, expected, atol=1e-6), (loss, expected)
     assert module.skipped_samples["train"] == 1
-    assert module.training_step(None, 1) is None  # an all-unreadable batch is skipped
+    assert module.training_step({"skipped": 3}, 1) is None  # an all-unreadable batch is skipped...
+    assert module.skipped_samples["train"] == 4  # ...and counted
 
 
 def test_cpu_transfer_is_the_plain_lightning_move(module):
@@ -75,7 +76,7 @@ def test_unreadable_batch_under_ddp_still_joins_the_all_reduce(module):
         world_size = 2
 
     module._trainer = FakeTrainer()
-    loss = module.training_step(None, 0)
+    loss = module.training_step({"skipped": 2}, 0)
     loss.backward()  # reaches every trainable weight with a zero gradient
     trainable = [p for p in module.detector.parameters() if p.requires_grad]
     assert float(loss) == 0.0 and all(p.grad is not None and not p.grad.any() for p in trainable)
@@ -99,3 +100,19 @@ def test_package_level_api(tiny_dinov3, tmp_path):
     with torch.no_grad():
         assert torch.allclose(loaded(x), detector(x), atol=1e-6)
     assert loaded.calibrator.temperature == pytest.approx(2.0)
+
+
+def test_predict_counts_unreadable_samples_exactly(module, tmp_path):
+    from torch.utils.data import DataLoader
+
+    from detectors.data.catalog import MediaItem
+    from detectors.data.dataset import MediaDataset, collate_skip
+    from detectors.image.io import load_image
+    from detectors.training.predict import predict
+
+    for name in ("a.png", "b.png", "c.png"):
+        (tmp_path / name).write_bytes(b"")  # zero-byte files
+    items = [MediaItem(str(tmp_path / n), 0, "real", "set", "image") for n in ("a.png", "b.png", "c.png")]
+    loader = DataLoader(MediaDataset(items, load_image), batch_size=16, collate_fn=collate_skip)
+    result = predict(module.detector, loader)
+    assert len(result) == 0 and result.skipped == 3  # not the batch size

@@ -67,6 +67,11 @@ class MediaDataset(Dataset):
         return labelled_sample(item, index, self._dataset_ids[item.dataset], self.target, x=torch.as_tensor(x))
 
 
+def is_empty_batch(batch: dict[str, Any] | None) -> bool:
+    """True for a batch without media or features (every sample unreadable)."""
+    return batch is None or ("x" not in batch and "features" not in batch)
+
+
 def labelled_sample(item: MediaItem, index: int, dataset_id: int, target: str = "binary",
                     **payload: Any) -> dict[str, Any]:
     """The sample dict every dataset yields: ``payload`` (``x`` or ``features``) plus the labels and
@@ -81,15 +86,15 @@ def labelled_sample(item: MediaItem, index: int, dataset_id: int, target: str = 
     }
 
 
-def collate_skip(batch: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
+def collate_skip(batch: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
     """``default_collate`` over the readable samples, plus ``skipped`` (how many were dropped).
 
-    Returns ``None`` when every sample of the batch was unreadable: the training/eval step must skip a
-    ``None`` batch (and may count ``len(batch)`` skipped samples; ``DataLoader`` passes it through).
+    When every sample of the batch was unreadable the result is ``{"skipped": n}`` alone: consumers
+    test :func:`is_empty_batch`, count ``batch["skipped"]`` and move on.
     """
     kept = [sample for sample in batch if sample is not None]
     if not kept:
-        return None
+        return {"skipped": len(batch)}
     out = default_collate(kept)
     out["skipped"] = len(batch) - len(kept)
     return out

@@ -20,6 +20,7 @@ from sklearn.preprocessing import StandardScaler
 
 from detectors.data.catalog import assign_splits, load_items, summarise, write_split
 from detectors.data.datamodule import MediaDataModule
+from detectors.data.dataset import is_empty_batch
 from detectors.errors import ConfigError
 from detectors.image.dinov3 import DinoImageDetector, ImageDetectorConfig
 from detectors.backbones import BackboneConfig
@@ -39,9 +40,9 @@ def embed(detector: DinoImageDetector, loader: torch.utils.data.DataLoader) -> t
     detector.to(device).eval()
     features, labels, skipped = [], [], 0
     for batch in loader:
-        if batch is None:
-            continue
         skipped += int(batch["skipped"])
+        if is_empty_batch(batch):
+            continue
         features.append(detector.forward_features(batch["x"].to(device)).float().cpu())
         labels.append(batch["label"])
     return torch.cat(features).numpy(), torch.cat(labels).numpy(), skipped

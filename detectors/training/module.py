@@ -15,6 +15,7 @@ import torch.distributed as dist
 
 from calibration import build_loss
 from detectors.base import Detector
+from detectors.data.dataset import is_empty_batch
 from detectors.metrics import binary_metrics, predictions_from_logits, prob_fake_from_logits
 
 
@@ -37,7 +38,7 @@ class DetectorModule(L.LightningModule):
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """On CUDA, copy the (pinned) batch on a side stream so the host-to-device transfer overlaps
         with the kernels of the previous step still running on the compute stream (seed 000's lesson)."""
-        if device.type != "cuda" or batch is None:
+        if device.type != "cuda" or is_empty_batch(batch):
             return super().transfer_batch_to_device(batch, device, dataloader_idx)
         if self._copy_stream is None:
             self._copy_stream = torch.cuda.Stream(device)
@@ -53,12 +54,13 @@ class DetectorModule(L.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
-        if batch is None:  # every sample of the batch was unreadable (counted by collate_skip)
+        if batch is not None:
+            self.skipped_samples["train"] += int(batch.get("skipped", 0))
+        if is_empty_batch(batch):  # every sample of the batch was unreadable
             if self._trainer is not None and self._trainer.world_size > 1:
                 # every DDP rank must join the gradient all-reduce: a zero loss touching all weights
                 return sum(p.sum() for p in self.detector.parameters() if p.requires_grad) * 0.0
             return None
-        self.skipped_samples["train"] += int(batch.get("skipped", 0))
         features, logits = self.detector.forward_batch(batch)
         target = self.detector.targets(batch, logits)
         classification = self.criterion(logits.float(), target)
@@ -72,9 +74,10 @@ class DetectorModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
-        if batch is None:
+        if batch is not None:
+            self.skipped_samples["val"] += int(batch.get("skipped", 0))
+        if is_empty_batch(batch):
             return
-        self.skipped_samples["val"] += int(batch.get("skipped", 0))
         _, logits = self.detector.forward_batch(batch)
         target = self.detector.targets(batch, logits)
         self._val_outputs.append((logits.detach().float().cpu(), target.detach().cpu()))

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from detectors.base import Detector
+from detectors.data.dataset import is_empty_batch
 
 
 @dataclass
@@ -36,10 +37,9 @@ def predict(detector: Detector, loader: DataLoader, *, calibrated: bool = True, 
     skipped = 0
     device = torch.device(device)
     for batch in tqdm(loader, desc=description, leave=False, disable=len(loader) < 2):
-        if batch is None:
-            skipped += getattr(loader, "batch_size", 0) or 0
-            continue
         skipped += int(batch.get("skipped", 0))
+        if is_empty_batch(batch):
+            continue
         batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             out = detector.forward_batch(batch)[1]

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from detectors.base import Detector
 from detectors.data.catalog import MediaItem
-from detectors.data.dataset import MediaDataset
+from detectors.data.dataset import MediaDataset, is_empty_batch
 from detectors.registry import register_detector
 from detectors.errors import MediaError
 from detectors.video.cakelens import (
@@ -264,7 +264,7 @@ class CakeLensTensorBoardCallback(L.Callback):
 
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
                                 batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if batch is None or trainer.sanity_checking:
+        if is_empty_batch(batch) or trainer.sanity_checking:
             return
         with torch.no_grad():
             _, logits = pl_module.detector.forward_batch(batch)

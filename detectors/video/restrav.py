@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from detectors.backbones import BackboneConfig
 from detectors.base import Detector
 from detectors.data.catalog import MediaItem
-from detectors.data.dataset import MediaDataset, collate_skip, labelled_sample
+from detectors.data.dataset import MediaDataset, collate_skip, is_empty_batch, labelled_sample
 from detectors.registry import register_detector
 from detectors.tuning import TuningConfig
 from detectors.video.cache import FeatureCache
@@ -217,7 +217,7 @@ class ReStraVDetector(Detector):
         try:
             # workers decode the next batches while this one is embedded
             for batch in tqdm(loader, desc="ReStraV features", unit="batch", disable=len(loader) < 2):
-                if batch is None:
+                if is_empty_batch(batch):
                     continue
                 values = self.forward_features(batch["x"].to(device, non_blocking=True)).float().cpu()
                 for row, local in zip(values, batch["index"].tolist()):
