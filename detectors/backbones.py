@@ -310,6 +310,8 @@ def _build_timm(config: BackboneConfig, local_files_only: bool = False) -> tuple
     kwargs.setdefault("num_classes", 0)
     if "dinov3" in name:
         kwargs.setdefault("global_pool", "token")
+    else:  # timm's DINOv2 defaults to a fixed 518 px input; detectors train at their own size
+        kwargs.setdefault("dynamic_img_size", True)
     if config.pretrained and config.weights:
         weights = Path(config.weights)
         if not weights.is_file():

@@ -19,7 +19,8 @@ import torch
 from detectors.base import Detector, load_detector
 from detectors.errors import CheckpointError, ConfigError
 
-EQUALITY_TOLERANCE = 1e-4
+EQUALITY_TOLERANCE = 1e-4  # float32: max |logit difference|
+BF16_PROBABILITY_TOLERANCE = 0.05  # bf16 weights: max |p(fake) difference|
 
 
 def export_detector(detector: Detector, out: str | Path, *, dtype: str = "float32", zip_file: bool = False,
@@ -39,10 +40,15 @@ def export_detector(detector: Detector, out: str | Path, *, dtype: str = "float3
             expected = detector(x).float()
             actual = run_model(model, x).float()
         difference = float((expected - actual).abs().max())
+        prob_difference = float((expected.softmax(-1) - actual.float().softmax(-1)).abs().max())
         report["max_abs_logit_difference"] = difference
+        report["max_abs_prob_difference"] = prob_difference
         if dtype in ("float32", "fp32") and difference > EQUALITY_TOLERANCE:
             raise RuntimeError(f"exported logits differ from the in-library model by {difference:.2e} "
                                f"(> {EQUALITY_TOLERANCE}); please report this as a bug")
+        if dtype not in ("float32", "fp32") and prob_difference > BF16_PROBABILITY_TOLERANCE:
+            raise RuntimeError(f"the {dtype} export moves p(fake) by up to {prob_difference:.3f} "
+                               f"(> {BF16_PROBABILITY_TOLERANCE}); export in float32 instead")
     return report
 
 
@@ -64,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"submission written: {report['submission']}")
     if "max_abs_logit_difference" in report:
-        print(f"max |logit difference| vs the in-library model: {report['max_abs_logit_difference']:.2e}")
+        print(f"max |logit difference| vs the in-library model: {report['max_abs_logit_difference']:.2e} "
+              f"(p(fake): {report['max_abs_prob_difference']:.2e})")
     print(f"next: python -m export.check {report['submission']}")
     return 0
 

@@ -368,3 +368,18 @@ def test_loader_input_shapes_and_dtypes(tmp_path) -> None:
     directory = _retry_submission(tmp_path, dtype="float64")
     with pytest.raises(loader.SubmissionError, match="float64"):
         loader.load_submission(directory)
+
+
+def test_bf16_cast_keeps_sensitive_buffers_in_float32():
+    # the benchmark does model.to(device, bfloat16): normalisation and calibration constants must survive
+    from export.standalone.heads import ImageNormalize, LogitAffine
+
+    affine, normalize = LogitAffine(2), ImageNormalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    affine.scale.fill_(1 / 3)
+    affine.to(torch.bfloat16)
+    normalize.to(torch.bfloat16)
+    assert affine.scale.dtype == torch.float32 and affine.scale.item() == pytest.approx(1 / 3, abs=1e-7)
+    assert normalize.mean.dtype == torch.float32
+    x = torch.randint(0, 256, (1, 3, 4, 4), dtype=torch.uint8)
+    reference = ImageNormalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))(x)
+    assert torch.equal(normalize(x), reference)

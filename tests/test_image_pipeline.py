@@ -214,5 +214,5 @@ def test_bf16_mixed_precision_checkpointing_and_accumulation(image_sets, tiny_di
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs_completed"] == 2 and summary["global_steps"] == 4  # 3 batches/epoch, 2 per step
     report = export_run(run, tmp_path / "submission", dtype="bf16")
-    assert report["max_abs_logit_difference"] < 0.2  # bf16 weights: close, not equal
+    assert report["max_abs_prob_difference"] < 0.05  # bf16 weights: close, not equal
     assert check_submission(tmp_path / "submission") == []

@@ -60,8 +60,11 @@ def fold_probe_into_head(detector: DinoImageDetector, scaler: StandardScaler, re
 
 
 def run_probe(data: Path, backbone: str, output: Path, *, features: str = "both", image_size: int = 224,
-              batch_size: int = 32, num_workers: int = 2, seed: int = 0, c: float = 1.0) -> Path:
+              batch_size: int = 32, num_workers: int = 2, seed: int = 0, c: float = 1.0,
+              overwrite: bool = False) -> Path:
     run = RunDir(output)
+    if run.is_finished() and not overwrite:
+        raise ConfigError(run.root, None, "a finished run is already here; pass --overwrite or choose another --output")
     run.root.mkdir(parents=True, exist_ok=True)
     started = time.time()
     items = assign_splits(load_items(data, modality="image"), seed=seed)
@@ -112,10 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--C", dest="c", type=float, default=1.0, help="inverse regularisation strength")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --output")
     args = parser.parse_args(argv)
     try:
         run_probe(args.data, args.backbone, args.output, features=args.features, image_size=args.image_size,
-                  batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed, c=args.c)
+                  batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed, c=args.c,
+                  overwrite=args.overwrite)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

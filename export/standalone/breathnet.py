@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .heads import MLP, LogitAffine
+from .heads import Float32Buffers, MLP, LogitAffine
 
 
 def w2v_activation(name: str) -> nn.Module:
@@ -129,10 +129,12 @@ class SpectralCNN(nn.Module):
         return self.proj(x)
 
 
-class LogMel(nn.Module):
+class LogMel(Float32Buffers):
     """``log(mel power spectrogram + eps)`` with ``torch.stft`` and a stored filterbank ``mel_fb``
     ``[n_fft // 2 + 1, n_mels]`` (torchaudio's ``MelSpectrogram`` defaults: Hann window, centred,
     reflect padding, power 2)."""
+
+    float32_buffers = ("mel_fb", "window")
 
     def __init__(self, n_fft: int = 512, win_length: int = 400, hop_length: int = 160, n_mels: int = 64,
                  log_eps: float = 1e-6):

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .heads import MLP, LogitAffine
+from .heads import Float32Buffers, MLP, LogitAffine
 from .vit import VisionTransformer
 
 
@@ -30,13 +30,15 @@ def restrav_trajectory_features(z: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=-1)
 
 
-class ReStraVStandalone(nn.Module):
+class ReStraVStandalone(Float32Buffers):
     """``[B, T, 3, H, W]`` uint8 (or float 0..255) video -> calibrated logits ``[B, num_classes]`` (float32).
 
     Frames are resized to ``image_size`` (bicubic, antialias) when they arrive at another size and
     scaled to [0, 1] (then ImageNet-normalised only if ``imagenet_normalize``). ``embedding``:
     ``"tokens"`` (final-norm CLS + patch tokens, flattened) or ``"cls"``.
     """
+
+    float32_buffers = ("feature_mean", "feature_std", "pixel_mean", "pixel_std")
 
     def __init__(
         self,
