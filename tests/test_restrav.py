@@ -146,3 +146,16 @@ def test_config_validation(tiny_backbone):
         make(tiny_backbone, embedding="mean")
     with pytest.raises(ValueError, match="num_frames"):
         make(tiny_backbone, num_frames=4)
+
+
+def test_fine_tuning_keeps_the_loaded_feature_statistics(tiny_backbone, demo_yaml, tmp_path):
+    detector = make(tiny_backbone)
+    items = load_items(demo_yaml, modality="video")
+    old_mean, old_std = torch.full((21,), 3.0), torch.full((21,), 2.0)
+    detector.feature_mean.copy_(old_mean)
+    detector.feature_std.copy_(old_std)  # as after --init-from: fitted statistics the MLP was trained with
+    data = {"cache_dir": str(tmp_path), "decode_workers": 0}
+    detector.make_dataset(items, "train", data)
+    assert torch.equal(detector.feature_mean, old_mean) and torch.equal(detector.feature_std, old_std)
+    detector.make_dataset(items, "train", {**data, "refit_feature_statistics": True})
+    assert not torch.equal(detector.feature_mean, old_mean)

@@ -250,11 +250,15 @@ class ReStraVDetector(Detector):
                                         target="multiclass" if self.num_classes == 3 else "binary")
         if dataset.skipped:
             logger.warning("ReStraV %s features: skipped %d unreadable video(s) of %d", stage, dataset.skipped, len(items))
-        if stage == "train":
+        if stage == "train" and (self.feature_statistics_unset() or data.get("refit_feature_statistics", False)):
+            # a detector loaded with --init-from keeps the statistics its MLP was trained with
             if not bool(valid.any()):
                 raise ValueError("no readable training video: cannot compute the feature statistics")
             self.set_feature_statistics(features[valid])
         return dataset
+
+    def feature_statistics_unset(self) -> bool:
+        return bool((self.feature_mean == 0).all() and (self.feature_std == 1).all())
 
     # ------------------------------------------------------------------ export
     def example_input(self, batch_size: int = 2) -> torch.Tensor:
