@@ -9,7 +9,6 @@ statistics; divisor ``std + 1e-8``), ``head.layers.{i}.*`` (``MLP``), ``calibrat
 from typing import List, Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from .heads import Float32Buffers, MLP, LogitAffine
