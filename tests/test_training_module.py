@@ -116,3 +116,35 @@ def test_predict_counts_unreadable_samples_exactly(module, tmp_path):
     loader = DataLoader(MediaDataset(items, load_image), batch_size=16, collate_fn=collate_skip)
     result = predict(module.detector, loader)
     assert len(result) == 0 and result.skipped == 3  # not the batch size
+
+
+def test_workers_draw_different_augmentations():
+    """Transforms with a private torch.Generator must not repeat across DataLoader workers."""
+    from torch.utils.data import DataLoader, Dataset
+
+    from detectors.audio.transforms import build_audio_train_transform
+    from detectors.data.datamodule import seed_worker
+
+    class Constant(Dataset):
+        def __init__(self):
+            self.transform = build_audio_train_transform(1, seed=0)
+
+        def __len__(self):
+            return 16
+
+        def __getitem__(self, index):
+            return self.transform(torch.full((1600,), 0.1))
+
+    def batches(worker_init_fn):
+        loader = DataLoader(Constant(), batch_size=1, num_workers=2, worker_init_fn=worker_init_fn,
+                            generator=torch.Generator().manual_seed(0))
+        out = [b[0] for b in loader]
+        return out[0::2], out[1::2]  # what worker 0 and worker 1 produced, in order
+
+    def same(first, second):
+        return all(torch.equal(a, b) for a, b in zip(first, second))
+
+    assert same(*batches(None))  # the failure this guards against: every worker repeats the same draws
+    worker0, worker1 = batches(seed_worker)
+    assert not same(worker0, worker1)
+    assert same(worker0, batches(seed_worker)[0])  # still reproducible

@@ -7,16 +7,57 @@ sampler in a distributed sampler automatically.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from lightning.fabric.utilities.seed import pl_worker_init_function
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_worker_info
 
 from detectors.data.catalog import MediaItem, balanced_sample_weights
 from detectors.data.dataset import collate_skip
 
 SPLITS = ("train", "val", "calibration", "test")
+
+
+def reseed_private_generators(root: Any, seed: int, max_depth: int = 16) -> int:
+    """Reseed every ``torch.Generator`` held by ``root`` or the objects it holds (transforms with
+    their own generator, e.g. the audio augmentations), each from ``seed`` and its attribute path.
+
+    Forked DataLoader workers inherit identical copies of such generators; without this every worker
+    would draw the same "random" augmentation for its i-th sample. Returns how many were reseeded.
+    """
+    seen: set[int] = set()
+    count = 0
+
+    def visit(obj: Any, path: str, depth: int) -> None:
+        nonlocal count
+        if depth > max_depth or id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, torch.Generator):
+            obj.manual_seed((seed * 1_000_003 + sum(map(ord, path)) * 7919) % (2**63 - 1))
+            count += 1
+        elif isinstance(obj, dict):
+            for key, value in obj.items():
+                visit(value, f"{path}.{key}", depth + 1)
+        elif isinstance(obj, (list, tuple)):
+            for index, value in enumerate(obj):
+                visit(value, f"{path}[{index}]", depth + 1)
+        elif hasattr(obj, "__dict__") and not isinstance(obj, (torch.Tensor, torch.nn.Parameter)):
+            visit(vars(obj), path, depth + 1)
+
+    visit(root, "dataset", 0)
+    return count
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: Lightning's per-worker seeding of the global RNGs, plus distinct
+    seeds for generators that transforms keep privately."""
+    pl_worker_init_function(worker_id)
+    info = get_worker_info()
+    if info is not None:
+        reseed_private_generators(info.dataset, info.seed)
 
 
 class MediaDataModule(L.LightningDataModule):
@@ -63,6 +104,7 @@ class MediaDataModule(L.LightningDataModule):
             persistent_workers=workers > 0 and split == "train",
             collate_fn=self.collate_fn,
             drop_last=False,
+            worker_init_fn=seed_worker if workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:

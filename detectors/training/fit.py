@@ -165,7 +165,6 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
         raise ConfigError(run.root, None, "a finished run is already here; pass --overwrite or choose another --output")
     os.environ["LIGHTNING_RUN_STARTED"] = "1"  # DDP children re-run this script: never wipe twice
     resume = run.last_checkpoint.is_file()
-    run.root.mkdir(parents=True, exist_ok=True)
     L.seed_everything(int(config.get("seed", 0)), workers=True, verbose=False)
 
     data_yaml = args.data
@@ -180,13 +179,13 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
         items = assign_splits(items, fractions={"val": float(split_cfg.get("val", 0.15)),
                                                 "calibration": float(split_cfg.get("calibration", 0.15))},
                               seed=int(split_cfg.get("seed", config.get("seed", 0))))
-        if rank_zero:
-            write_split(items, run.split)
     counts = {name: sum(item.split == name for item in items) for name in ("train", "val", "calibration")}
     empty = [name for name, count in counts.items() if count == 0]
     if empty:
         raise ConfigError(data_yaml, "split", f"the {' and '.join(empty)} split(s) would be empty ({counts}); "
                           "add samples (3 or more per dataset and label) or assign `split:` per dataset entry")
+    if rank_zero and not (resume and run.split.is_file()):
+        write_split(items, run.split)  # the run directory appears only once the data is known to be usable
 
     if args.init_from is not None:
         detector = load_detector(args.init_from)
