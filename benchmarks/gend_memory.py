@@ -96,6 +96,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--mode", help=argparse.SUPPRESS)  # child process: measure one mode
     args = parser.parse_args()
+    if args.hidden < 64 or args.hidden % 64:
+        parser.error("--hidden must be a multiple of 64 (one attention head per 64 channels, like ViT-S/B/L)")
     if args.mode:
         print(json.dumps(measure(args)))
         return

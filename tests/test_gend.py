@@ -281,3 +281,16 @@ def test_fit_export_evaluate_on_holdout(tmp_path):
     results = evaluate_submission(tmp_path / "submission", holdout, tmp_path / "eval", num_workers=0)
     assert results["base"]["per_dataset"].keys() == {"holdout_video-real", "holdout_video-fake"}
     assert results["roc_auc"] > 0.6
+
+
+def test_cache_dir_caches_decoded_evaluation_clips(dinov3_dir, tmp_path):
+    from detectors.data.catalog import load_items
+    from detectors.video.demo import write_demo_videos
+
+    items = load_items(write_demo_videos(tmp_path / "data", n_per_class=1, num_frames=12, size=(40, 48)),
+                       modality="video")
+    dataset = make(dinov3_dir).make_dataset(items, "eval", {"cache_dir": str(tmp_path / "cache")})
+    first = dataset[0]["x"]
+    cached = list((tmp_path / "cache" / "frames").rglob("*.npy*"))
+    assert len(cached) == 1
+    assert torch.equal(dataset[0]["x"], first)  # read back from the cache, identical

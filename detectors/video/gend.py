@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -155,7 +156,8 @@ def build_gend_dataset(items: Sequence[MediaItem], stage: str, data: dict[str, A
     """
     size = config.image_size
     target = "multiclass" if config.num_classes == 3 else "binary"
-    cache_root = data.get("frame_cache")
+    # decoded evaluation clips are cached under --cache-dir (data.cache_dir) or data.frame_cache
+    cache_root = data.get("frame_cache") or (str(Path(data["cache_dir"]) / "frames") if data.get("cache_dir") else None)
     if stage == "train":
         if config.head == "mean":
             sampler: Any = RandomFrames(int(data.get("train_frames", 4)))

@@ -19,10 +19,12 @@ buffers from those features (:meth:`ReStraVDetector.set_feature_statistics`).
 
 Frame sampling (our choice, documented in configs/video/restrav.yaml): the benchmark picks the first
 ``num_frames`` frames at step ``round(fps / frame_rate)``, not the official centred window. With
-``num_frames`` 24 and ``frame_rate`` 12 that covers the same ~2 s span as the official window at
-about the same spacing (2/23 s vs 1/12 s), and training/calibration use this benchmark rule by
-default (``data.sampling: benchmark``), so the detector is fitted on what it will be fed;
-``data.sampling: window`` reproduces the official method.
+``num_frames`` 24 and ``frame_rate`` 12 the clip spans about 1.9 s at 24/25/60 fps but 1.5 s at 30 fps
+(``round(2.5)`` is 2), against the official 2 s window (spacing 2/23 s). Training and calibration use
+this benchmark rule by default (``data.sampling: benchmark``), so the detector is fitted on what it
+will be fed. ``data.sampling: window`` takes the official centred window's frames; the resize stays
+the benchmark's (centre crop to aspect, bilinear) rather than the official bicubic stretch, so that
+training inputs match the exported model's.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class ReStraVConfig:
     embedding: str = "tokens"  # tokens (official: CLS + all patch tokens, flattened) | cls
     imagenet_normalize: bool = False  # the official code feeds [0, 1] pixels
     num_frames: int = 24
-    frame_rate: float | None = 12.0  # exported preprocessing.frame_rate: 24 frames at 12/s span 2 s
+    frame_rate: float | None = 12.0  # exported preprocessing.frame_rate (24 frames: 1.5-1.9 s, fps-dependent)
     window_sec: float = 2.0  # span of the official centred window (data.sampling: window)
     image_size: int = 224
     hidden: list[int] = field(default_factory=lambda: [64, 32])

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .heads import LogitAffine
+from .heads import Float32Buffers, LogitAffine
 
 
 class CakeLensInstanceNorm(nn.Module):
@@ -125,12 +125,14 @@ class CakeLensNet(nn.Module):
         return self.seq(volume)
 
 
-class CakeLensStandalone(nn.Module):
+class CakeLensStandalone(Float32Buffers):
     """Video ``[B, T, 3, H, W]`` (uint8 or float 0..255) -> calibrated logits ``[B, 2]`` (float32).
 
     Frames are framed as the original tool does (top-left crop, centred zero padding); the
     benchmark delivers ``T = num_frames = 9`` frames resized to ``crop x crop``, i.e. one frameset.
     """
+
+    float32_buffers = ("mean", "std")
 
     def __init__(self, width: int = 64, channel_step: int = 32, num_blocks: int = 6, frameset_size: int = 9,
                  crop: int = 512, hidden: List[int] = (512, 256, 128), num_labels: int = 17, pool: int = 5,
