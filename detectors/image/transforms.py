@@ -40,18 +40,24 @@ CropMode = Literal["native", "resize"]
 
 
 # ------------------------------------------------------------------------------------------- crops
-class NativeCrop(v2.Transform):
-    """Square crop of ``size`` at native resolution; upscale only images smaller than the crop."""
+class _ScaledSquareCrop(v2.Transform):
+    """Scale so the shorter side is at least ``size`` when :meth:`needs_resize` says so, then take a
+    random (training) or centred square crop of ``size``."""
+
+    interpolation = v2.InterpolationMode.BILINEAR
 
     def __init__(self, size: int, train: bool = True) -> None:
         super().__init__()
         self.size = int(size)
         self.train = train
 
+    def needs_resize(self, shorter_side: int) -> bool:
+        raise NotImplementedError
+
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         height, width = F.get_size(flat_inputs[0])
         resize = None
-        if min(height, width) < self.size:
+        if self.needs_resize(min(height, width)):
             scale = self.size / min(height, width)
             height, width = max(self.size, round(height * scale)), max(self.size, round(width * scale))
             resize = [height, width]
@@ -59,31 +65,24 @@ class NativeCrop(v2.Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if params["resize"] is not None:
-            inpt = F.resize(inpt, params["resize"], interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
+            inpt = F.resize(inpt, params["resize"], interpolation=self.interpolation, antialias=True)
         return F.crop(inpt, params["top"], params["left"], self.size, self.size)
 
 
-class ResizeCrop(v2.Transform):
+class NativeCrop(_ScaledSquareCrop):
+    """Square crop of ``size`` at native resolution; upscale (bicubic) only images smaller than the crop."""
+
+    interpolation = v2.InterpolationMode.BICUBIC
+
+    def needs_resize(self, shorter_side: int) -> bool:
+        return shorter_side < self.size  # seed 004: never downscale, the fingerprints live in high frequencies
+
+
+class ResizeCrop(_ScaledSquareCrop):
     """Resize the shorter side to ``size`` (bilinear, antialias), then a random/centre square crop."""
 
-    def __init__(self, size: int, train: bool = True) -> None:
-        super().__init__()
-        self.size = int(size)
-        self.train = train
-
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        height, width = F.get_size(flat_inputs[0])
-        resize = None
-        if min(height, width) != self.size:
-            scale = self.size / min(height, width)
-            height, width = max(self.size, round(height * scale)), max(self.size, round(width * scale))
-            resize = [height, width]
-        return {"resize": resize, **_crop_origin(height, width, self.size, self.train)}
-
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if params["resize"] is not None:
-            inpt = F.resize(inpt, params["resize"], interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
-        return F.crop(inpt, params["top"], params["left"], self.size, self.size)
+    def needs_resize(self, shorter_side: int) -> bool:
+        return shorter_side != self.size
 
 
 class BenchmarkResize(v2.Transform):
