@@ -220,6 +220,8 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
     started = time.time()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # intended: DetectorModule copies batches on a side CUDA stream whatever the DataModule
+        warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(run.last_checkpoint) if resume else None)
     if not trainer.is_global_zero:
         return run.root
