@@ -170,6 +170,7 @@ class LogitCalibrator(nn.Module):
             if not torch.isfinite(z).all():
                 raise ValueError("LogitCalibrator.fit: calibration logits contain NaN or inf")
 
+            # no real or no fake sample: a bias for the absent side is unidentifiable (it runs to -inf)
             single_class = (y != 0).all() or (y == 0).all()
             if single_class and fit_bias:
                 warnings.warn(
