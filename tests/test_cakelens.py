@@ -92,29 +92,53 @@ def test_small_forward_shapes_and_channels_last():
         model(volume[:, 0])
 
 
-def test_forward_matches_an_independent_functional_computation():
+def functional_reference(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """The network written out with torch.nn.functional from the methods.md definition."""
+    F = torch.nn.functional
+
+    def norm(h, name):
+        return F.instance_norm(h, weight=params[f"{name}.weight"], bias=params[f"{name}.bias"], eps=1e-5)
+
+    def conv(h, name, **kwargs):
+        return F.conv3d(h, params[f"{name}.weight"], params[f"{name}.bias"], **kwargs)
+
+    act = lambda h: F.leaky_relu(h, 0.01)  # noqa: E731
+    h = norm(act(conv(x, "seq.input_conv0", stride=3)), "seq.input_norm0")
+    for block in range(SMALL.num_blocks):
+        p = f"seq.spacetime_conv_group.seq.main.block{block}.seq.main"
+        s = norm(act(conv(h, f"{p}.space_conv0", padding=(0, 1, 1))), f"{p}.space_norm0")
+        t = norm(act(conv(s, f"{p}.time_conv0", padding=(1, 0, 0))), f"{p}.time_norm0")
+        step = SMALL.channel_step
+        h = t + F.pad(h, (0, 0, 0, 0, 0, 0, step, step))
+    h = F.max_pool3d(h, 5).flatten(1)
+    assert h.shape[1] == SMALL.flatten_size
+    for i, name in enumerate(("linear0", "linear1", "linear2", "relu3")):
+        h = F.linear(h, params[f"seq.fully_connected.seq.{name}.weight"], params[f"seq.fully_connected.seq.{name}.bias"])
+        h = act(h) if i < 3 else h
+    return h
+
+
+def test_forward_matches_an_independent_functional_computation():
     model = small_model().double()
     params = {key: value.double() for key, value in model.state_dict().items()}
     x = random_volume(2).double()
+    torch.testing.assert_close(model(x), functional_reference(params, x), rtol=1e-10, atol=1e-10)
 
-    def norm(h, name):
-        return torch.nn.functional.instance_norm(h, weight=params[f"{name}.weight"], bias=params[f"{name}.bias"], eps=1e-5)
 
-    act = lambda h: torch.nn.functional.leaky_relu(h, 0.01)  # noqa: E731
-    h = norm(act(torch.nn.functional.conv3d(x, params["seq.input_conv0.weight"], params["seq.input_conv0.bias"], stride=3)), "seq.input_norm0")
-    for block in range(SMALL.num_blocks):
-        p = f"seq.spacetime_conv_group.seq.main.block{block}.seq.main"
-        s = norm(act(torch.nn.functional.conv3d(h, params[f"{p}.space_conv0.weight"], params[f"{p}.space_conv0.bias"], padding=(0, 1, 1))), f"{p}.space_norm0")
-        t = norm(act(torch.nn.functional.conv3d(s, params[f"{p}.time_conv0.weight"], params[f"{p}.time_conv0.bias"], padding=(1, 0, 0))), f"{p}.time_norm0")
-        step = SMALL.channel_step
-        h = t + torch.nn.functional.pad(h, (0, 0, 0, 0, 0, 0, step, step))
-    h = torch.nn.functional.max_pool3d(h, 5).flatten(1)
-    assert h.shape[1] == SMALL.flatten_size
-    for i, name in enumerate(("linear0", "linear1", "linear2", "relu3")):
-        h = torch.nn.functional.linear(h, params[f"seq.fully_connected.seq.{name}.weight"], params[f"seq.fully_connected.seq.{name}.bias"])
-        h = act(h) if i < 3 else h
-    torch.testing.assert_close(model(x), h, rtol=1e-10, atol=1e-10)
+@pytest.mark.parametrize("checkpointing", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gradients_match_the_functional_computation(checkpointing, channels_last):
+    """The memory-lean backward (fused activation+norm, in-place residual, checkpoints) is exact."""
+    model = small_model(gradient_checkpointing=checkpointing, channels_last_3d=channels_last).double()
+    params = {name: p.detach().clone().requires_grad_() for name, p in model.named_parameters()}
+    x = random_volume(2).double()
+    target = torch.randn(2, SMALL.num_labels, dtype=torch.float64)
+    x_model, x_reference = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (model(x_model) * target).sum().backward()
+    (functional_reference(params, x_reference) * target).sum().backward()
+    torch.testing.assert_close(x_model.grad, x_reference.grad, rtol=1e-9, atol=1e-12)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, params[name].grad, rtol=1e-9, atol=1e-12, msg=name)
 
 
 def test_too_small_config_is_a_config_error():

@@ -178,11 +178,18 @@ class _LeakyReLUInstanceNorm(torch.autograd.Function):
     norm's saved input), but its backward allocates the norm's input gradient and then a second
     tensor for the LeakyReLU gradient. Here the LeakyReLU gradient is written into the norm's
     gradient in place. Same ATen kernels as autograd's formulas, so results are bit-identical.
+
+    With ``inplace`` (the network's ``LeakyReLU(inplace=True)``) the activation overwrites ``x``, a
+    convolution's output that nothing saves (a convolution's backward needs its input and weight
+    only), so the pre-activation and the activation never coexist. Autograd's version counter
+    still guards it: had anything saved ``x``, its backward would raise instead of reading garbage.
     """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, slope: float, eps: float) -> Tensor:
-        activation = F.leaky_relu(x, slope)
+    def forward(
+        ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, slope: float, eps: float, inplace: bool
+    ) -> Tensor:
+        activation = F.leaky_relu(x, slope, inplace=inplace)
         activation = activation.contiguous(memory_format=_memory_format(activation))
         n, c = activation.shape[:2]
         hxw = activation.numel() // (n * c) if n * c else 0
@@ -202,13 +209,15 @@ class _LeakyReLUInstanceNorm(torch.autograd.Function):
         )
         if grad_x is not None:  # LeakyReLU backward in place (slope > 0: sign(result) = sign(input))
             torch.ops.aten.leaky_relu_backward.grad_input(grad_x, activation, ctx.slope, True, grad_input=grad_x)
-        return grad_x, grad_weight, grad_bias, None, None
+        return grad_x, grad_weight, grad_bias, None, None, None
 
 
 def leaky_relu_instance_norm(x: Tensor, relu: nn.LeakyReLU, norm: InstanceNorm3d) -> Tensor:
     """``norm(relu(x))`` with the memory-lean fused backward when gradients are recorded."""
     if torch.is_grad_enabled() and relu.negative_slope > 0:
-        return _LeakyReLUInstanceNorm.apply(x, norm.weight, norm.bias, relu.negative_slope, norm.eps)
+        return _LeakyReLUInstanceNorm.apply(
+            x, norm.weight, norm.bias, relu.negative_slope, norm.eps, relu.inplace
+        )
     return norm(relu(x))
 
 
@@ -235,6 +244,26 @@ class SpaceTimeConvs(nn.Sequential):
         return self._time(self._space(x))
 
 
+class _AddIntoChannels(torch.autograd.Function):
+    """``out[:, offset:offset + C] += x`` in place, whose backward hands ``x`` a view of the gradient.
+
+    Autograd's own in-place slice add (``CopySlices``) clones the incoming gradient and then the
+    slice for ``x``: two block-sized copies held while the block is differentiated.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, out: Tensor, x: Tensor, offset: int) -> Tensor:
+        ctx.mark_dirty(out)
+        ctx.span = (offset, x.shape[1])
+        out.narrow(1, offset, x.shape[1]).add_(x)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        offset, channels = ctx.span
+        return grad, grad.narrow(1, offset, channels), None
+
+
 class ZeroPadResidual(nn.Module):
     """``main(x) + x`` with ``x`` zero-padded by ``pad`` channels on each side (no projection)."""
 
@@ -247,6 +276,8 @@ class ZeroPadResidual(nn.Module):
         out = self.main(x)
         # Adding into the channel slice equals adding the zero-padded input, without building it.
         # In place is safe for autograd: the norm that produced ``out`` does not save its output.
+        if torch.is_grad_enabled():
+            return _AddIntoChannels.apply(out, x, self.pad)
         out[:, self.pad : self.pad + x.shape[1]] += x
         return out
 
