@@ -90,10 +90,12 @@ class BackboneConfig:
     fallback_overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: "dict[str, Any] | str | BackboneConfig") -> "BackboneConfig":
+    def from_dict(cls, data: "dict[str, Any] | str | BackboneConfig | None") -> "BackboneConfig":
         """Accept a bare name/path string or a mapping of the fields above."""
         if isinstance(data, cls):
             return data
+        if data is None:  # ``backbone: null`` in a YAML: the defaults
+            return cls()
         if isinstance(data, str):
             return cls(name=data)
         unknown = set(data) - set(cls.__dataclass_fields__)

@@ -67,8 +67,14 @@ class TuningConfig:
         if isinstance(data, str):
             data = {"mode": data}
         data = dict(data)
-        lora = LoraSettings(**data.pop("lora", {}) or {})
-        config = cls(lora=lora, **data)
+        lora = dict(data.pop("lora", {}) or {})
+        # a typo (``rank``, ``lora_alpha``) must name the field, not surface as a TypeError
+        for where, given, known in (("model.tuning", data, cls.__dataclass_fields__),
+                                    ("model.tuning.lora", lora, LoraSettings.__dataclass_fields__)):
+            unknown = sorted(set(given) - set(known))
+            if unknown:
+                raise ConfigError(None, where, f"unknown field(s) {unknown}; known: {sorted(known)}")
+        config = cls(lora=LoraSettings(**lora), **data)
         if config.mode not in TUNING_MODES:
             raise ConfigError(None, "model.tuning.mode",
                               f"unknown tuning mode {config.mode!r}; choose one of {', '.join(TUNING_MODES)}")

@@ -105,15 +105,34 @@ def test_finished_run_is_never_overwritten_silently(lora_run, image_sets, tiny_d
 
 def test_init_from_reports_before_and_after(lora_run, image_sets, tmp_path):
     run = fit(["--data", str(image_sets[1]), "--init-from", str(lora_run), "--output", str(tmp_path / "ft"),
-               *FAST[:2], "--num-workers", "0"])
+               *FAST[:2], "--num-workers", "0", "--gradient-checkpointing"])
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["comparison"]["score"]) == {"before", "after"}
     import yaml
 
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["model"]["tuning"]["mode"] == "lora"  # architecture and tuning kept from the initial run
+    assert config["model"]["tuning"]["gradient_checkpointing"] is True  # a training flag still applies
     summary = json.loads((run / "summary.json").read_text())
     assert summary["init_from"] == str(lora_run)
+
+    # "before" is the previous detector as delivered: with its own fitted calibrator, on the new val split
+    from torch.utils.data import DataLoader
+
+    from detectors.base import load_detector
+    from detectors.data.catalog import read_split
+    from detectors.data.dataset import collate_skip
+    from detectors.training.predict import predict
+
+    previous = load_detector(lora_run)
+    assert previous.calibrator.temperature != pytest.approx(1.0, abs=1e-3)  # a fitted calibrator matters here
+    val = [item for item in read_split(run / "split.csv") if item.split == "val"]
+    loader = DataLoader(previous.make_dataset(val, "eval", config["data"]), batch_size=16, collate_fn=collate_skip)
+    for calibrated, matches in ((True, True), (False, False)):
+        predictions = predict(previous, loader, calibrated=calibrated)
+        prob = torch.softmax(predictions.logits, -1)[:, 1].numpy()
+        expected = brier(prob, predictions.labels.numpy())
+        assert (metrics["before_fine_tuning"]["brier"] == pytest.approx(expected, abs=1e-6)) is matches
 
 
 def test_unreadable_images_are_skipped_and_counted(image_sets, tiny_dinov3, tmp_path):

@@ -350,12 +350,17 @@ def assign_splits(
     fractions: Mapping[str, float] | None = None,
     seed: int = 0,
 ) -> list[MediaItem]:
-    """Give every item a split, stratified per (dataset, label); the result is sorted by path.
+    """Give every item a split, stratified per (dataset, media type); the result is sorted by path.
 
-    In each stratum the sorted paths are shuffled by a generator seeded from ``seed`` and the stratum
-    name (no Python ``hash``, so runs agree across processes), then ``round(n * fraction)`` items go to
-    each split in ``fractions`` order and the rest to train. A stratum of n >= 1 keeps at least one
-    train item; one of n >= 3 gets at least one ``val`` item. Items with an explicit split keep it.
+    In each stratum the sorted paths are shuffled by a generator seeded from ``seed``, the dataset
+    name and the label (no Python ``hash``, so runs agree across processes), then
+    ``round(n * fraction)`` items go to each split in ``fractions`` order and the rest to train. A
+    stratum of n >= 1 keeps at least one train item; one of n >= 3 gets at least one ``val`` item.
+    Items with an explicit split keep it. Strata are per media type, not per binary label, so a
+    dataset mixing synthetic and semisynthetic rows gives the 3-class validation split both.
+
+    A file listed more than once (duplicate manifest rows, overlapping dataset folders) is a
+    ``ConfigError``: its copies would be split independently and could land in train and val alike.
     """
     fractions = dict({"val": 0.15, "calibration": 0.15} if fractions is None else fractions)
     for name, value in fractions.items():
@@ -366,14 +371,15 @@ def assign_splits(
     if sum(fractions.values()) >= 1:
         raise ValueError(f"split fractions must leave room for train, got {fractions}")
 
+    _reject_duplicate_paths(items)
     fixed = [item for item in items if item.split is not None]
-    strata: dict[tuple[str, int], list[MediaItem]] = defaultdict(list)
+    strata: dict[tuple[str, int, str], list[MediaItem]] = defaultdict(list)
     for item in items:
         if item.split is None:
-            strata[(item.dataset, item.label)].append(item)
+            strata[(item.dataset, item.label, item.media_type)].append(item)
 
     result = list(fixed)
-    for (dataset, label), members in sorted(strata.items()):
+    for (dataset, label, _), members in sorted(strata.items()):
         members.sort(key=lambda it: it.path)
         rng = np.random.default_rng([seed, zlib.crc32(dataset.encode("utf-8")), label])
         order = rng.permutation(len(members))
@@ -385,6 +391,21 @@ def assign_splits(
         result.extend(replace(members[i], split="train") for i in order[start:])
     result.sort(key=lambda it: (it.path, it.dataset))
     return result
+
+
+def _reject_duplicate_paths(items: Sequence[MediaItem]) -> None:
+    datasets_of: dict[str, list[str]] = defaultdict(list)
+    for item in items:
+        datasets_of[item.path].append(item.dataset)
+    repeated = {path: names for path, names in datasets_of.items() if len(names) > 1}
+    if repeated:
+        examples = "; ".join(f"{path} (datasets {', '.join(map(repr, names))})" for path, names in sorted(repeated.items())[:3])
+        raise ConfigError(
+            None, "datasets",
+            f"{len(repeated)} file(s) are listed more than once, e.g. {examples}; the copies could land in "
+            "different splits (train/val leakage). Remove duplicate manifest rows, symlinks to one file or "
+            "overlapping folders (include_paths/exclude_paths)",
+        )  # fmt: skip
 
 
 def _split_counts(n: int, fractions: Mapping[str, float]) -> dict[str, int]:

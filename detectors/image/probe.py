@@ -45,6 +45,8 @@ def embed(detector: DinoImageDetector, loader: torch.utils.data.DataLoader) -> t
             continue
         features.append(detector.forward_features(batch["x"].to(device)).float().cpu())
         labels.append(batch["label"])
+    if not features:  # every sample unreadable (or an empty split): the caller says what is missing
+        return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64), skipped
     return torch.cat(features).numpy(), torch.cat(labels).numpy(), skipped
 
 
@@ -76,6 +78,8 @@ def run_probe(data: Path, backbone: str, output: Path, *, features: str = "both"
     datamodule = MediaDataModule(items, lambda split_items, stage: detector.make_dataset(split_items, "eval", data_cfg),
                                  batch_size=batch_size, num_workers=num_workers)
     x_train, y_train, skipped_train = embed(detector, datamodule.loader("train"))
+    if len(y_train) == 0:
+        raise ConfigError(data, "datasets", f"no readable image in the train split ({skipped_train} unreadable)")
     if len(np.unique(y_train)) < 2:
         raise ConfigError(data, "datasets", "the probe needs real and fake images in the train split")
     scaler = StandardScaler().fit(x_train)

@@ -138,6 +138,32 @@ def run_fit(modality: str, support: ModalitySupport, archs: list[str], default_a
         parser.exit(2, f"error: {error}\n")
 
 
+def init_from_arch(args: argparse.Namespace, modality: str) -> str:
+    """The architecture of the ``--init-from`` run, after checking that the run can be fine-tuned here."""
+    from detectors.training.run import RunDir
+
+    previous = RunDir(args.init_from)
+    if not previous.is_finished():
+        raise ConfigError(args.init_from, None, "--init-from needs a finished run directory (detector.safetensors missing)")
+    previous_config = previous.read_config()
+    previous_modality = previous_config.get("modality", modality)
+    if previous_modality != modality:
+        raise ConfigError(previous.config, "modality", f"the --init-from run trained a {previous_modality} detector; "
+                          f"fine-tune it with python -m detectors.{previous_modality}.fit")
+    # the trained weights fix the architecture: a flag asking for another one would be ignored silently
+    model = previous_config.get("model") or {}
+    backbone = model.get("backbone") if isinstance(model.get("backbone"), dict) else {}
+    tuning = model.get("tuning") if isinstance(model.get("tuning"), dict) else {}
+    conflicts = [flag for flag, value, kept in (("--backbone", args.backbone, backbone.get("name")),
+                                                ("--backbone-weights", args.backbone_weights, backbone.get("weights")),
+                                                ("--tuning", args.tuning, tuning.get("mode")))
+                 if value is not None and value != kept]
+    if conflicts:
+        raise ConfigError(None, " ".join(conflicts), f"--init-from keeps the backbone and tuning of {args.init_from}; "
+                          "drop these flags (or train from scratch without --init-from)")
+    return previous_config.get("arch", args.arch)
+
+
 def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Path:
     import lightning as L
 
@@ -151,12 +177,10 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
     from detectors.training.trainer import build_trainer
 
     demo = args.data is None
-    config = resolve_config(args, modality, support, demo)
     if args.init_from is not None:
-        previous = RunDir(args.init_from)
-        if not previous.is_finished():
-            raise ConfigError(args.init_from, None, "--init-from needs a finished run directory (detector.safetensors missing)")
-        config["arch"] = args.arch = previous.read_config().get("arch", args.arch)
+        # before resolving: the defaults (data, loss, optim, trainer) must be those of the run's arch
+        args.arch = init_from_arch(args, modality)
+    config = resolve_config(args, modality, support, demo)
     run = RunDir(args.output or Path("runs") / f"{args.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
     rank_zero = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
     if run.is_finished() and args.overwrite and rank_zero and "LIGHTNING_RUN_STARTED" not in os.environ:
@@ -189,7 +213,12 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
 
     if args.init_from is not None:
         detector = load_detector(args.init_from)
-        detector.calibrator.reset()  # refitted on the new calibration split
+        if args.gradient_checkpointing:  # a training setting, not architecture: honour it here too
+            tuning, backbone = getattr(detector.config, "tuning", None), getattr(detector, "backbone", None)
+            if tuning is None or backbone is None:
+                raise ConfigError(None, "--gradient-checkpointing", f"{args.arch} has no tuned backbone to checkpoint")
+            backbone.set_gradient_checkpointing(True)
+            tuning.gradient_checkpointing = True
         config["model"] = detector.config_dict()
     else:
         model_config = dict(config.get("model", {}))
@@ -214,7 +243,10 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
     if args.init_from is not None and rank_zero:
         from detectors.training.finalize import evaluate_split
 
+        # the previous detector as it was delivered, with its own fitted calibrator
         before = evaluate_split(detector, datamodule, "val", calibrated=True)
+    if args.init_from is not None:
+        detector.calibrator.reset()  # refitted on the new calibration split after training
     module = DetectorModule(detector, loss=config.get("loss"), optim=config.get("optim"))
     trainer, checkpoint = build_trainer(config.get("trainer", {}), run, extra_callbacks=detector.extra_callbacks())
     started = time.time()

@@ -16,6 +16,7 @@ import torch.distributed as dist
 from calibration import build_loss
 from detectors.base import Detector
 from detectors.data.dataset import is_empty_batch
+from detectors.errors import ConfigError
 from detectors.metrics import binary_metrics, predictions_from_logits, prob_fake_from_logits
 
 
@@ -29,6 +30,7 @@ class DetectorModule(L.LightningModule):
         self.criterion = build_loss(self.loss_config)
         self.skipped_samples = {"train": 0, "val": 0}
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._val_skipped = 0  # unreadable samples of the current validation epoch (this process)
         self.last_val_metrics: dict[str, Any] = {}
         self._copy_stream: torch.cuda.Stream | None = None
 
@@ -76,6 +78,7 @@ class DetectorModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
         if batch is not None:
             self.skipped_samples["val"] += int(batch.get("skipped", 0))
+            self._val_skipped += int(batch.get("skipped", 0))
         if is_empty_batch(batch):
             return
         _, logits = self.detector.forward_batch(batch)
@@ -85,7 +88,13 @@ class DetectorModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         outputs = _gather(list(self._val_outputs))
         self._val_outputs.clear()
+        skipped, self._val_skipped = self._val_skipped, 0
         if not outputs:
+            if self._trainer is not None and not self._trainer.sanity_checking:
+                # Without a single readable sample there is no val/score for checkpointing; say why
+                # instead of letting ModelCheckpoint fail with "could not find the monitored key".
+                raise ConfigError(None, "val split", f"no readable sample in the whole validation split ({skipped} "
+                                  "unreadable here, see the warnings above); fix or remove those files")
             return
         logits = torch.cat([o[0] for o in outputs])
         targets = torch.cat([o[1] for o in outputs])

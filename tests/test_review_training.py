@@ -1,0 +1,124 @@
+"""Review fixes in the training spine: --init-from defaults and checks, an all-unreadable validation
+split, the probe on an all-unreadable train split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from detectors.errors import ConfigError
+
+
+def fake_finished_run(root: Path, arch: str, modality: str) -> Path:
+    """What RunDir.is_finished() and read_config() look at; nothing is trained."""
+    root.mkdir(parents=True)
+    (root / "config.yaml").write_text(f"arch: {arch}\nmodality: {modality}\n")
+    (root / "summary.json").write_text(json.dumps({}))
+    (root / "detector.safetensors").write_bytes(b"")
+    return root
+
+
+class Resolved(Exception):
+    """Raised by the patched default_config: the test only needs to see which defaults were read."""
+
+
+def test_init_from_reads_the_defaults_of_the_runs_arch(tmp_path, monkeypatch):
+    import detectors.training.fit as fit_module
+    from detectors.training.fit import run_fit
+    from detectors.video.fit import DEFAULT_ARCH, VIDEO, VIDEO_ARCHS
+
+    previous = fake_finished_run(tmp_path / "gend_run", "gend", "video")
+    assert DEFAULT_ARCH != "gend"  # the case that went wrong: no --arch, the run is not the default arch
+    requested = []
+
+    def default_config(modality, arch):
+        requested.append((modality, arch))
+        raise Resolved
+
+    monkeypatch.setattr(fit_module, "default_config", default_config)
+    with pytest.raises(Resolved):
+        run_fit("video", VIDEO, VIDEO_ARCHS, DEFAULT_ARCH,
+                ["--init-from", str(previous), "--data", str(tmp_path / "data.yaml"), "--output", str(tmp_path / "out")])
+    assert requested == [("video", "gend")]  # not ReStraV's data/loss/optim/trainer defaults
+
+
+def test_init_from_refuses_another_modality_and_architecture_flags(tmp_path):
+    import argparse
+
+    from detectors.training.fit import init_from_arch
+
+    image_run = fake_finished_run(tmp_path / "image_run", "dinov3_image", "image")
+    with open(image_run / "config.yaml", "a") as handle:
+        handle.write("model:\n  backbone: {name: /models/dinov3}\n  tuning: {mode: lora}\n")
+
+    def args(**flags):
+        return argparse.Namespace(**{"init_from": image_run, "arch": "dinov3_image", "backbone": None,
+                                     "backbone_weights": None, "tuning": None, **flags})
+
+    assert init_from_arch(args(), "image") == "dinov3_image"
+    assert init_from_arch(args(tuning="lora", backbone="/models/dinov3"), "image") == "dinov3_image"  # agree
+    with pytest.raises(ConfigError, match="detectors.image.fit"):
+        init_from_arch(args(arch="restrav"), "video")
+    with pytest.raises(ConfigError, match="--tuning"):  # it used to be ignored silently
+        init_from_arch(args(tuning="layernorm"), "image")
+    with pytest.raises(ConfigError, match="--backbone"):
+        init_from_arch(args(backbone="facebook/dinov2-small"), "image")
+
+
+@pytest.fixture()
+def module(tiny_dinov3):
+    from detectors.registry import create_detector
+    from detectors.training.module import DetectorModule
+
+    detector = create_detector("dinov3_image", {"backbone": {"name": str(tiny_dinov3)}, "image_size": 32,
+                                                "tuning": {"mode": "frozen"}, "head_hidden": [8]})
+    return DetectorModule(detector, loss={"name": "cross_entropy"})
+
+
+class FakeTrainer:
+    world_size = 1
+
+    def __init__(self, sanity_checking: bool) -> None:
+        self.sanity_checking = sanity_checking
+
+
+def test_all_unreadable_validation_split_is_a_clear_error(module):
+    module._trainer = FakeTrainer(sanity_checking=True)
+    module.validation_step({"skipped": 2}, 0)
+    module.on_validation_epoch_end()  # the sanity check sees only a few batches: no verdict yet
+
+    module._trainer = FakeTrainer(sanity_checking=False)
+    module.validation_step({"skipped": 4}, 0)
+    module.validation_step({"skipped": 3}, 1)
+    with pytest.raises(ConfigError, match=r"no readable sample in the whole validation split \(7 unreadable"):
+        module.on_validation_epoch_end()
+
+    # one readable batch is enough: metrics as usual, and the per-epoch count starts again
+    module.validation_step({"skipped": 1}, 0)
+    module.detector.eval()
+    batch = {"x": torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), "label": torch.tensor([0, 1]),
+             "class_index": torch.tensor([0, 1]), "skipped": 0}
+    module.log = lambda *args, **kwargs: None  # no trainer loop to log into
+    module.validation_step(batch, 1)
+    module.on_validation_epoch_end()
+    assert module.last_val_metrics["n"] == 2 and module._val_skipped == 0
+    assert module.skipped_samples["val"] == 2 + 7 + 1
+    module._trainer = None
+
+
+def test_probe_on_an_all_unreadable_train_split_is_a_clear_error(tiny_dinov3, tmp_path):
+    from detectors.image.probe import run_probe
+
+    for name in ("real", "fake"):
+        (tmp_path / name).mkdir()
+        for i in range(6):
+            (tmp_path / name / f"{i}.png").write_bytes(b"")  # zero-byte files: every sample unreadable
+    data = tmp_path / "data.yaml"
+    data.write_text("datasets:\n"
+                    "  - {name: real, path: real, modality: image, media_type: real}\n"
+                    "  - {name: fake, path: fake, modality: image, media_type: synthetic}\n")
+    with pytest.raises(ConfigError, match=r"no readable image in the train split \(8 unreadable\)"):
+        run_probe(data, str(tiny_dinov3), tmp_path / "probe", image_size=32, num_workers=0)
