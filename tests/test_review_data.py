@@ -79,3 +79,38 @@ def test_tuning_typo_through_the_detector_config_is_a_config_error(tiny_dinov3):
 
     with pytest.raises(ConfigError, match="rank"):
         create_detector("dinov3_image", {"backbone": {"name": str(tiny_dinov3)}, "tuning": {"lora": {"rank": 4}}})
+
+
+def test_balanced_sampler_draws_depend_on_seed_and_epoch_only():
+    """A resumed run (fresh sampler, Lightning calls set_epoch(k)) draws what epoch k drew before."""
+    import torch
+
+    from detectors.data.datamodule import EpochSeededSampler
+
+    weights = [0.1] * 30 + [0.9] * 10
+    uninterrupted = EpochSeededSampler(weights, num_samples=40, seed=5)
+    epochs = []
+    for epoch in range(3):
+        uninterrupted.set_epoch(epoch)
+        epochs.append(list(uninterrupted))
+    resumed = EpochSeededSampler(weights, num_samples=40, seed=5)
+    resumed.set_epoch(2)
+    assert list(resumed) == epochs[2]
+    assert epochs[0] != epochs[1] != epochs[2]
+    other_seed = EpochSeededSampler(weights, num_samples=40, seed=6)
+    other_seed.set_epoch(2)
+    assert list(other_seed) != epochs[2]
+    # the balanced weighting itself is kept: the 10 heavy items take ~75 % of the draws
+    heavy = sum(index >= 30 for epoch in epochs for index in epoch) / (3 * 40)
+    assert 0.6 < heavy < 0.9
+    assert isinstance(uninterrupted.generator, torch.Generator)
+
+
+def test_private_generators_get_distinct_seeds_for_anagram_paths():
+    import torch
+
+    from detectors.data.datamodule import reseed_private_generators
+
+    holder = {"ab": torch.Generator(), "ba": torch.Generator()}  # same character sum, different paths
+    assert reseed_private_generators(holder, seed=0) == 2
+    assert holder["ab"].initial_seed() != holder["ba"].initial_seed()

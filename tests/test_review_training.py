@@ -122,3 +122,21 @@ def test_probe_on_an_all_unreadable_train_split_is_a_clear_error(tiny_dinov3, tm
                     "  - {name: fake, path: fake, modality: image, media_type: synthetic}\n")
     with pytest.raises(ConfigError, match=r"no readable image in the train split \(8 unreadable\)"):
         run_probe(data, str(tiny_dinov3), tmp_path / "probe", image_size=32, num_workers=0)
+
+
+def test_a_train_split_with_one_class_only_is_refused(tmp_path, capsys):
+    from PIL import Image
+
+    from detectors.image.fit import IMAGE
+    from detectors.training.fit import run_fit
+
+    for i in range(12):
+        (tmp_path / "fake").mkdir(exist_ok=True)
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / "fake" / f"{i}.png")
+    (tmp_path / "data.yaml").write_text("datasets:\n  - {name: gen, path: fake, modality: image, media_type: synthetic}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        run_fit("image", IMAGE, ["dinov3_image"], "dinov3_image",
+                ["--data", str(tmp_path / "data.yaml"), "--output", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    assert "fake samples only" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "split.csv").exists()  # nothing written for an unusable data set

@@ -7,7 +7,8 @@ sampler in a distributed sampler automatically.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import zlib
+from typing import Any, Callable, Sequence
 
 import lightning as L
 import torch
@@ -36,7 +37,7 @@ def reseed_private_generators(root: Any, seed: int, max_depth: int = 16) -> int:
             return
         seen.add(id(obj))
         if isinstance(obj, torch.Generator):
-            obj.manual_seed((seed * 1_000_003 + sum(map(ord, path)) * 7919) % (2**63 - 1))
+            obj.manual_seed((seed * 1_000_003 + zlib.crc32(path.encode()) * 7919) % (2**63 - 1))
             count += 1
         elif isinstance(obj, dict):
             for key, value in obj.items():
@@ -58,6 +59,22 @@ def seed_worker(worker_id: int) -> None:
     info = get_worker_info()
     if info is not None:
         reseed_private_generators(info.dataset, info.seed)
+
+
+class EpochSeededSampler(WeightedRandomSampler):
+    """``WeightedRandomSampler`` whose draws depend on ``(seed, epoch)`` only.
+
+    Lightning calls ``set_epoch`` before every training epoch, so a run resumed at epoch k draws
+    what the uninterrupted run would have drawn at epoch k, not epoch 0's samples again.
+    """
+
+    def __init__(self, weights: Sequence[float], num_samples: int, seed: int) -> None:
+        self.seed = seed
+        super().__init__(weights, num_samples=num_samples, replacement=True,
+                         generator=torch.Generator().manual_seed(seed))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed * 1_000_003 + epoch)
 
 
 class MediaDataModule(L.LightningDataModule):
@@ -112,9 +129,7 @@ class MediaDataModule(L.LightningDataModule):
         if not items:
             raise ValueError("the train split is empty")
         if self.balanced_sampling:
-            generator = torch.Generator().manual_seed(self.seed)
-            sampler = WeightedRandomSampler(balanced_sample_weights(items), num_samples=len(items),
-                                            replacement=True, generator=generator)
+            sampler = EpochSeededSampler(balanced_sample_weights(items), num_samples=len(items), seed=self.seed)
             return self._loader("train", self.batch_size, sampler=sampler)
         return self._loader("train", self.batch_size, shuffle=True)
 

@@ -208,6 +208,11 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
     if empty:
         raise ConfigError(data_yaml, "split", f"the {' and '.join(empty)} split(s) would be empty ({counts}); "
                           "add samples (3 or more per dataset and label) or assign `split:` per dataset entry")
+    train_labels = {item.label for item in items if item.split == "train"}
+    if len(train_labels) < 2:
+        only = "real" if train_labels == {0} else "fake"
+        raise ConfigError(data_yaml, "datasets", f"the train split holds {only} samples only; a detector learns "
+                          "from both real and fake media (check each dataset's label)")
     if rank_zero and not (resume and run.split.is_file()):
         write_split(items, run.split)  # the run directory appears only once the data is known to be usable
 
