@@ -148,7 +148,8 @@ class LogitCalibrator(nn.Module):
 
         Works on detached float64 CPU copies, whatever the caller's grad mode (also inside
         ``torch.no_grad()`` / ``inference_mode()``, e.g. from a validation hook). A calibration set with a
-        single class fits the temperature only (a bias would run off to infinity). A set the fitted
+        single class fits the temperature only (a bias would run off to infinity); with 3+ classes, a
+        class absent from the set keeps bias 0 relative to the others for the same reason. A set the fitted
         logits classify perfectly has no NLL minimum (T -> 0): it is refitted to Platt's smoothed
         targets, with a warning. An empty set leaves the calibrator unchanged.
         """
@@ -178,6 +179,14 @@ class LogitCalibrator(nn.Module):
                     stacklevel=2,
                 )
             fit_bias = fit_bias and not single_class
+            if fit_bias and self.num_classes > 2:
+                absent = sorted(set(range(self.num_classes)) - set(y.unique().tolist()))
+                if absent:
+                    warnings.warn(
+                        f"LogitCalibrator.fit: class(es) {absent} absent from the calibration set; their bias "
+                        "stays at the mean of the others (it is unidentifiable and would run off to -inf)",
+                        stacklevel=2,
+                    )
 
             log_t, bias = self._minimise(z, y, fit_bias, max_iter)
             method = "lbfgs" if fit_bias else "temperature_only"
@@ -210,20 +219,30 @@ class LogitCalibrator(nn.Module):
                   targets: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """LBFGS on the mean NLL of ``y`` (or cross-entropy to soft ``targets``); returns (log T, bias)."""
         log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-        bias = torch.zeros(self.num_classes, dtype=torch.float64, requires_grad=fit_bias)
-        params = [log_t, bias] if fit_bias else [log_t]
+        free = torch.zeros(self.num_classes, dtype=torch.float64, requires_grad=fit_bias)
+        params = [log_t, free] if fit_bias else [log_t]
         optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
                                       tolerance_grad=1e-10, tolerance_change=1e-12)
+        # Only classes present in the set get a bias, centred among themselves: raising all present
+        # classes together against an absent one lowers the NLL without bound (with three classes, a
+        # set without semisynthetic samples would otherwise learn to never predict that class).
+        present = torch.bincount(y, minlength=self.num_classes)[: self.num_classes] > 0
+
+        def offset() -> Tensor:
+            if self.num_classes == 1:  # a single fake-vs-real logit: its bias is the intercept
+                return free
+            return torch.where(present, free - free[present].mean(), torch.zeros_like(free))
 
         def closure() -> Tensor:
             optimizer.zero_grad()
-            scaled = z / log_t.exp() + bias
+            scaled = z / log_t.exp() + offset()
             loss = _nll(scaled, y) if targets is None else _soft_nll(scaled, targets)
             loss.backward()
             return loss
 
         optimizer.step(closure)
-        return log_t.detach(), bias.detach()
+        with torch.no_grad():
+            return log_t.detach(), offset().detach()
 
     # ------------------------------------------------------------------------------- serialisation
 

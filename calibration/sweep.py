@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from calibration.calibrator import LogitCalibrator
 from detectors.atomic import atomic_open, write_json
 from detectors.errors import ConfigError
 from detectors.metrics import (
@@ -167,13 +168,14 @@ def sweep_run_dir(
     previous = _read_previous(calibration_path)
 
     bias = [0.0] * logits.shape[1]
-    if previous is not None and previous.get("bias") is not None:
-        old_bias = previous["bias"]
-        if not isinstance(old_bias, list) or len(old_bias) != logits.shape[1]:
-            raise ConfigError(calibration_path, "bias", f"expected {logits.shape[1]} numbers, got {old_bias!r}")
-        bias = [float(b) for b in old_bias]
+    if previous is not None:
+        # The rules load_detector applies to this file (finite T > 0, C finite biases), checked here so
+        # that a broken file is named instead of failing later inside the sweep.
+        LogitCalibrator(logits.shape[1]).load_state(previous, source=str(calibration_path))
+        if previous.get("bias") is not None:
+            bias = [float(b) for b in previous["bias"]]  # float64 as stored, not the float32 parameter
 
-    if temperatures is None and previous is not None and isinstance(previous.get("temperature"), (int, float)):
+    if temperatures is None and previous is not None:
         # the fitted temperature competes with the grid, so a sweep never does worse than the fit
         temperatures = sorted({*DEFAULT_TEMPERATURES, float(previous["temperature"])})
     rows = temperature_sweep(logits, labels, temperatures, bias=bias)

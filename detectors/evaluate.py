@@ -13,6 +13,7 @@ import argparse
 import csv
 import importlib
 import io
+import logging
 import sys
 import time
 from pathlib import Path
@@ -29,8 +30,11 @@ from detectors.data.dataset import MediaDataset, collate_skip, is_empty_batch
 from detectors.errors import ConfigError
 from detectors.metrics import (binary_metrics, multiclass_metrics, per_dataset_metrics, predictions_from_logits, prob_fake_from_logits,
                                robustness_blend)
+from export.benchmark_loader import SubmissionError
 
 RESULT_KEYS = ("score", "mcc", "brier", "accuracy", "roc_auc", "pr_auc", "ece", "cross_entropy")
+
+logger = logging.getLogger(__name__)
 
 
 def benchmark_input_loader(modality: str, preprocessing: dict[str, Any], robustness: bool) -> Callable[[str], torch.Tensor]:
@@ -70,23 +74,35 @@ def run_pass(model: torch.nn.Module, items: list[MediaItem], load: Callable[[str
 
 
 def score_pass(result: dict[str, Any]) -> dict[str, Any]:
-    items: list[MediaItem] = result["items"]
+    """Metrics of one pass. Samples whose logits are NaN or infinite are left out of the metrics and
+    counted in ``non_finite_outputs`` (predictions.csv still lists them, with their NaN p(fake))."""
+    logits_all: torch.Tensor = result["logits"]
+    result["prob"] = prob_fake_from_logits(logits_all)
+    finite = torch.isfinite(logits_all).all(dim=1).numpy()
+    result["finite"] = finite
+    non_finite = int((~finite).sum())
+    if non_finite:
+        bad = [item.path for item, ok in zip(result["items"], finite) if not ok]
+        logger.warning("%d sample(s) gave NaN or infinite logits and are left out of the metrics, e.g. %s",
+                       non_finite, ", ".join(bad[:3]))
+    items: list[MediaItem] = [item for item, ok in zip(result["items"], finite) if ok]
     if not items:
-        return {"n": 0, "skipped_unreadable": result["skipped"]}
+        return {"n": 0, "skipped_unreadable": result["skipped"], "non_finite_outputs": non_finite}
+    logits = logits_all[torch.from_numpy(finite)]
     labels = np.array([i.label for i in items])
-    prob = prob_fake_from_logits(result["logits"])
-    preds = predictions_from_logits(result["logits"])
+    prob = result["prob"][finite]
+    preds = predictions_from_logits(logits)
     metrics = binary_metrics(labels, prob, preds=preds, datasets=[i.dataset for i in items])
     # the benchmark also reports per-generator stats (generator_family; reals grouped as "real")
     metrics["per_generator"] = per_dataset_metrics(
         labels, prob, preds, [i.generator_family or ("real" if i.label == 0 else "unspecified") for i in items])
-    if result["logits"].shape[1] == 3:  # real / synthetic / semisynthetic: the v0.9 multiclass score too
-        metrics["multiclass"] = multiclass_metrics([i.class_index for i in items], torch.softmax(result["logits"], -1))
+    if logits.shape[1] == 3:  # real / synthetic / semisynthetic: the v0.9 multiclass score too
+        metrics["multiclass"] = multiclass_metrics([i.class_index for i in items], torch.softmax(logits, -1))
     ms = np.array(result["ms"]) if result["ms"] else np.zeros(1)
     metrics["ms_per_sample_mean"] = float(ms.mean())
     metrics["ms_per_sample_p95"] = float(np.percentile(ms, 95))
     metrics["skipped_unreadable"] = result["skipped"]
-    result["prob"] = prob
+    metrics["non_finite_outputs"] = non_finite
     return metrics
 
 
@@ -103,11 +119,14 @@ def summary_text(name: str, results: dict[str, Any]) -> str:
     base = results["base"]
     out.write(f"Evaluation of {name}\n")
     out.write(f"samples: {base.get('n', 0)} (skipped unreadable: {base.get('skipped_unreadable', 0)})\n")
+    if base.get("non_finite_outputs"):
+        out.write(f"  WARNING: {base['non_finite_outputs']} sample(s) gave NaN/inf logits and are not scored "
+                  "(prob_fake 'nan' in predictions.csv)\n")
     for key in RESULT_KEYS:
         value = base.get(key)
         out.write(f"  {key:<14} {'-' if value is None else f'{value:.4f}'}\n")
     out.write(f"  ms/sample      mean {base.get('ms_per_sample_mean', 0):.2f}  p95 {base.get('ms_per_sample_p95', 0):.2f}\n")
-    if "augmented" in results:
+    if "augmented" in results and results.get("score") is not None:
         out.write(f"robustness: augmented score {results['augmented'].get('score', 0):.4f}, "
                   f"blended 0.8*base + 0.2*augmented = {results['score']:.4f}\n")
     out.write("per dataset:\n")
@@ -142,13 +161,17 @@ def evaluate_submission(model_path: str | Path, data: str | Path, output: str | 
         augmented = run_pass(model, items, benchmark_input_loader(modality, preprocessing, True),
                              description="augmented pass", **common)
         results["augmented"] = score_pass(augmented)
-        results["score"] = robustness_blend(results["base"]["score"], results["augmented"]["score"])
+        base_score, augmented_score = results["base"].get("score"), results["augmented"].get("score")
+        # a pass with no scorable sample has no score, and neither has the blend
+        both = base_score is not None and augmented_score is not None
+        results["score"] = robustness_blend(base_score, augmented_score) if both else None
         write_predictions(output / "predictions_augmented.csv", augmented)
-    if base["items"]:
-        labels = np.array([i.label for i in base["items"]])
-        reliability_diagram(labels, base["prob"], output / "reliability.png", title="reliability")
-        roc_curve_plot(labels, base["prob"], output / "roc.png", title="ROC")
-        pr_curve_plot(labels, base["prob"], output / "pr.png", title="precision-recall")
+    if base["finite"].any():
+        labels = np.array([i.label for i, ok in zip(base["items"], base["finite"]) if ok])
+        prob = base["prob"][base["finite"]]
+        reliability_diagram(labels, prob, output / "reliability.png", title="reliability")
+        roc_curve_plot(labels, prob, output / "roc.png", title="ROC")
+        pr_curve_plot(labels, prob, output / "pr.png", title="precision-recall")
     write_json(output / "results.json", results)
     write_text(output / "summary.txt", summary_text(str(model_path), results))
     return results
@@ -179,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         results = evaluate_submission(args.model, args.data, args.output, robustness=args.robustness,
                                       batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
                                       max_per_dataset=args.max_per_dataset)
-    except (ConfigError, FileNotFoundError) as error:
+    except (ConfigError, FileNotFoundError, SubmissionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(summary_text(str(args.model), results))

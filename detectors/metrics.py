@@ -38,7 +38,8 @@ ROBUSTNESS_WEIGHT = 0.2
 
 
 def _logits_float64(logits: ArrayLike) -> torch.Tensor:
-    tensor = torch.as_tensor(logits).detach().to("cpu", torch.float64)
+    # dtype at conversion: a Python list would otherwise become float32 before the float64 cast.
+    tensor = torch.as_tensor(logits, dtype=torch.float64).detach().cpu()
     if tensor.ndim not in (1, 2):
         raise ValueError(f"logits must be [N] or [N, C], got shape {tuple(tensor.shape)}")
     return tensor
@@ -77,8 +78,9 @@ def to_binary_labels(labels: ArrayLike) -> np.ndarray:
 
 def to_probabilities(prob: ArrayLike) -> np.ndarray:
     """Flatten probabilities or scores (array, tensor or list) to float64."""
-    # Convert in torch: numpy has no bfloat16, which mixed-precision evaluation may hand us.
-    return torch.as_tensor(prob).detach().cpu().to(torch.float64).reshape(-1).numpy()
+    # Convert in torch: numpy has no bfloat16, which mixed-precision evaluation may hand us. The dtype
+    # goes into as_tensor so that a Python list is not rounded through float32 on the way.
+    return torch.as_tensor(prob, dtype=torch.float64).detach().cpu().reshape(-1).numpy()
 
 
 def benchmark_score(mcc: float, brier: float, brier_baseline: float = 0.25) -> float:
@@ -129,6 +131,10 @@ def multiclass_metrics(class_index: ArrayLike, probabilities: ArrayLike) -> dict
     classes = p.shape[1]
     if y.size == 0:
         return {"n": 0}
+    if y.min() < 0 or y.max() >= classes:
+        # np.eye(K)[y] would wrap a negative label around and fail on one >= K with a bare IndexError.
+        raise ValueError(f"class indices must lie in 0..{classes - 1} for {classes} probabilities, "
+                         f"got {sorted(set(y.tolist()) - set(range(classes)))}")
     one_hot = np.eye(classes)[y]
     brier_k = float(np.mean(np.sum((np.clip(p, PROB_CLIP, 1.0 - PROB_CLIP) - one_hot) ** 2, axis=1)))
     preds = p.argmax(axis=1)
@@ -155,23 +161,24 @@ def expected_calibration_error(labels: ArrayLike, prob: ArrayLike, n_bins: int =
 
     torchmetrics' ``binary_calibration_error`` is exactly this definition for a binary detector (its
     "confidence" is the positive-class probability and its "accuracy" the positive label). Its bins
-    are right-open, ``[k/n, (k+1)/n)``; a probability of exactly 1 forms its own bin.
+    are right-open, ``[k/n, (k+1)/n)``, so a probability of exactly 1 would form an extra bin of its
+    own; it is moved to the largest double below 1 so that it joins the last bin, as in
+    :func:`calibration_bins` and the reliability diagram (a shift of 1e-16 in that bin's mean).
     """
     p = to_probabilities(prob)
     y = to_binary_labels(labels)
     if p.size == 0:
         return None
-    value = binary_calibration_error(
-        torch.from_numpy(np.clip(p, 0.0, 1.0)), torch.from_numpy(y), n_bins=n_bins, norm="l1"
-    )
+    p = np.clip(p, 0.0, np.nextafter(1.0, 0.0))
+    value = binary_calibration_error(torch.from_numpy(p), torch.from_numpy(y), n_bins=n_bins, norm="l1")
     return float(value)
 
 
 def calibration_bins(labels: ArrayLike, prob: ArrayLike, n_bins: int = ECE_BINS) -> dict[str, np.ndarray]:
     """Per-bin statistics for a reliability diagram: edges, counts, mean p(fake), observed fake rate.
 
-    Same right-open bins as :func:`expected_calibration_error`, except that p = 1 joins the last bin.
-    Empty bins have NaN means.
+    The bins of :func:`expected_calibration_error`: right-open, with p = 1 in the last one. Empty bins
+    have NaN means.
     """
     p = np.clip(to_probabilities(prob), 0.0, 1.0)
     y = to_binary_labels(labels)
@@ -247,6 +254,11 @@ def binary_metrics(
     yhat = (p > 0.5).astype(np.int64) if preds is None else to_binary_labels(preds)
     if not (y.shape == p.shape == yhat.shape):
         raise ValueError(f"labels {y.shape}, prob_fake {p.shape} and preds {yhat.shape} differ in length")
+    bad = ~np.isfinite(p)
+    if bad.any():
+        # sklearn would stop at the ROC curve with a bare "Input contains NaN"; say what and where.
+        raise ValueError(f"prob_fake holds {int(bad.sum())} non-finite value(s) of {p.size} (first at index "
+                         f"{int(np.argmax(bad))}): NaN logits, or an infinite one under softmax, give NaN")
 
     mcc_value = mcc(y, yhat)
     brier_value = brier(p, y)

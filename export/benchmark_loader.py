@@ -74,13 +74,21 @@ def resolve_submission(path: str | Path) -> Path:
     return path
 
 
-def read_config(directory: Path) -> dict:
-    """Parse and validate the parts of model_config.yaml the loader relies on."""
+def read_config(directory: Path, shown: Path | None = None) -> dict:
+    """Parse and validate the parts of model_config.yaml the loader relies on.
+
+    ``shown`` is the submission as the user named it (a zip is extracted elsewhere) for messages.
+    """
     config_path = directory / "model_config.yaml"
+    shown_path = (shown or directory) / "model_config.yaml"
     if not config_path.is_file():
-        raise SubmissionError(f"{config_path}: missing")
-    with open(config_path, encoding="utf-8") as handle:
-        config = yaml.safe_load(handle)
+        raise SubmissionError(f"{shown_path}: missing")
+    try:
+        with open(config_path, encoding="utf-8") as handle:
+            config = yaml.safe_load(handle)
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise SubmissionError(f"{shown_path}: not valid YAML: {error}") from error
+    config_path = shown_path
     if not isinstance(config, dict):
         raise SubmissionError(f"{config_path}: must be a mapping")
     model_section = config.get("model") or {}
@@ -103,26 +111,37 @@ def model_dtype(config: dict) -> torch.dtype:
 
 def load_submission(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
     """Load a submission directory or zip the way the benchmark does; returns (model, config)."""
+    shown = Path(path)  # messages name the files as the user knows them, also inside a zip
     directory = resolve_submission(path)
-    config = read_config(directory)
+    config = read_config(directory, shown)
     model_section = dict(config.get("model") or {})
-    weights_path = directory / str(model_section.pop("weights_file", "model.safetensors"))
+    weights_name = str(model_section.pop("weights_file", "model.safetensors"))
+    weights_path = directory / weights_name
     if not weights_path.is_file():
-        raise SubmissionError(f"{weights_path}: weights file missing (model.weights_file names it)")
+        raise SubmissionError(f"{shown / weights_name}: weights file missing (model.weights_file names it)")
     num_classes = int(model_section.get("num_classes", 2))
 
     model_path = directory / "model.py"
     if not model_path.is_file():
-        raise SubmissionError(f"{model_path}: missing")
+        raise SubmissionError(f"{shown / 'model.py'}: missing")
     spec = importlib.util.spec_from_file_location("custom_model", model_path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "load_model"):
-        raise SubmissionError(f"{model_path}: defines no load_model(weights_path, num_classes=2, **kwargs)")
     try:
-        model = module.load_model(str(weights_path), **model_section)
-    except TypeError:
-        model = module.load_model(str(weights_path), num_classes=num_classes)
+        spec.loader.exec_module(module)
+    except Exception as error:
+        raise SubmissionError(f"{shown / 'model.py'}: import failed: {type(error).__name__}: {error}") from error
+    if not hasattr(module, "load_model"):
+        raise SubmissionError(f"{shown / 'model.py'}: defines no load_model(weights_path, num_classes=2, **kwargs)")
+    try:
+        try:
+            model = module.load_model(str(weights_path), **model_section)
+        except TypeError:
+            model = module.load_model(str(weights_path), num_classes=num_classes)
+    except Exception as error:  # e.g. a state dict with missing/unexpected keys or wrong shapes
+        raise SubmissionError(
+            f"{shown / 'model.py'}: load_model({weights_name!r}) failed on {shown / weights_name}: "
+            f"{type(error).__name__}: {error}"
+        ) from error
     if not isinstance(model, torch.nn.Module):
         raise SubmissionError(f"load_model returned {type(model).__name__}, not a torch.nn.Module")
     model = model.to(device, model_dtype(config)).eval()

@@ -119,8 +119,11 @@ def validate_config(config: Any, filename: str = "model_config.yaml") -> list[st
         return [f"{filename}: must be a YAML mapping"]
     problems = []
     model = config.get("model")
-    if not isinstance(model, dict):
+    if model is None:
         problems.append(f"{filename}: model: section missing (needs num_classes and weights_file)")
+    elif not isinstance(model, dict):
+        problems.append(f"{filename}: model: must be a mapping (num_classes, weights_file, ...), got {model!r}")
+    if not isinstance(model, dict):
         model = {}
     if "dtype" in model:
         problems.append(
@@ -187,11 +190,18 @@ def _check_directory(directory: Path) -> list[str]:
     if not model_path.is_file():
         problems.append(f"{model_path}: missing")
     else:
-        problems += check_model_source(model_path.read_text(encoding="utf-8"), str(model_path))
+        try:
+            source = model_path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:  # Python reads source files as UTF-8: the import would fail
+            problems.append(f"{model_path}: not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8")
+        else:
+            problems += check_model_source(source, str(model_path))
     if not config_path.is_file():
         return problems + [f"{config_path}: missing"]
     try:
         config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        return problems + [f"{config_path}: not UTF-8 text ({error.reason} at byte {error.start})"]
     except yaml.YAMLError as error:
         return problems + [f"{config_path}: not valid YAML: {error}"]
     problems += validate_config(config, str(config_path))
@@ -244,7 +254,8 @@ def check_submission(
         with tempfile.TemporaryDirectory(prefix="export_check_zip_") as tmp:
             with zipfile.ZipFile(path) as archive:
                 archive.extractall(tmp)
-            problems = _check_directory(Path(tmp))
+            # name the files inside the zip, not the temporary folder that is gone once this returns
+            problems = [problem.replace(str(Path(tmp)), str(path)) for problem in _check_directory(Path(tmp))]
     elif path.is_dir():
         problems = _check_directory(path)
     else:

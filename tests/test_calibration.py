@@ -264,6 +264,29 @@ def test_calibrator_single_class_fits_temperature_only() -> None:
     assert any("separated" in str(warning.message) for warning in record)
 
 
+def test_calibrator_three_classes_with_an_absent_class_keeps_its_bias() -> None:
+    # A 3-class calibration set without semisynthetic samples (class 2): its bias is unidentifiable.
+    # An unconstrained fit drove it to about -16, so a confidently semisynthetic image came out at
+    # p(fake) ~ 0.5 after calibration.
+    true_logits, labels = _synthetic(3000, 3, seed=11)
+    keep = labels != 2
+    observed, labels = (true_logits[keep] * 2).float(), labels[keep]
+    with pytest.warns(UserWarning, match=r"absent"):
+        calibrator = LogitCalibrator(3).fit(observed, labels)
+    bias = calibrator.bias
+    assert bias[2] == pytest.approx((bias[0] + bias[1]) / 2, abs=1e-6)
+    with torch.no_grad():
+        semisynthetic = calibrator(torch.tensor([[0.0, 0.0, 8.0]]))
+    assert metrics.prob_fake_from_logits(semisynthetic)[0] > 0.9
+    # optimal under that constraint: the NLL gradient in log T and in the present classes' margin vanishes
+    log_t = torch.tensor(math.log(calibrator.temperature), dtype=torch.float64, requires_grad=True)
+    margin = torch.tensor(bias[1] - bias[0], dtype=torch.float64, requires_grad=True)
+    offset = torch.stack([-margin / 2, margin / 2, torch.zeros((), dtype=torch.float64)])
+    F.cross_entropy(observed.double() / log_t.exp() + offset, labels).backward()
+    assert abs(float(log_t.grad)) < 1e-4 and abs(float(margin.grad)) < 1e-4
+    assert calibrator.temperature == pytest.approx(2.0, rel=0.1)  # the logits were scaled by 2
+
+
 def test_calibrator_perfectly_separated_set_uses_platt_targets() -> None:
     logits = torch.tensor([[2.0, -1.0], [0.5, 0.0], [-1.0, 1.5], [0.0, 3.0]]) * 0.1  # tiny margins
     labels = torch.tensor([0, 0, 1, 1])
@@ -443,3 +466,20 @@ def test_sweep_cli_rejects_bad_contents(tmp_path, capsys) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert choose_temperature(temperature_sweep(torch.zeros(3, 2), torch.tensor([0, 1, 1]), [1.0])) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("previous", "field"),
+    [({"temperature": -1.0, "bias": [0.0, 0.0]}, "temperature"), ({"temperature": True}, "temperature"),
+     ({"temperature": 1.5, "bias": ["a", 0.0]}, "bias"), ({"temperature": 1.5, "bias": [0.0, float("nan")]}, "bias")],
+)
+def test_sweep_cli_names_an_invalid_previous_calibration(tmp_path, capsys, previous, field) -> None:
+    # these used to escape as a bare ValueError (or sweep T = 1.0 for `true`) instead of naming the file
+    run_dir = _make_run_dir(tmp_path)
+    text = json.dumps(previous)
+    (run_dir / "calibration.json").write_text(text)
+    assert main([str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert str(run_dir / "calibration.json") in err and field in err
+    assert (run_dir / "calibration.json").read_text() == text
+    assert not (run_dir / "temperature_sweep.csv").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import textwrap
 import zipfile
@@ -12,7 +13,7 @@ import pytest
 import torch
 import yaml
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torchvision.transforms.v2 import functional as TF
 from transformers import Dinov2Config, Dinov2Model, DINOv3ViTConfig, DINOv3ViTModel
 
@@ -383,3 +384,60 @@ def test_bf16_cast_keeps_sensitive_buffers_in_float32():
     x = torch.randint(0, 256, (1, 3, 4, 4), dtype=torch.uint8)
     reference = ImageNormalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))(x)
     assert torch.equal(normalize(x), reference)
+
+
+# ----------------------------------------------------------------------------------------------
+# messages name the file and the problem (review fixes)
+
+
+def test_wrong_weight_keys_and_shapes_name_the_weights_file(dinov2_export, tmp_path) -> None:
+    directory = _copy(dinov2_export[0], tmp_path)
+    weights = {key: value for key, value in load_file(str(directory / "model.safetensors")).items()}
+    good = dict(weights)
+    weights["extra.weight"] = torch.zeros(2)
+    del weights["head.layers.0.bias"]
+    save_file(weights, str(directory / "model.safetensors"))
+    problems = check_submission(directory)  # found by the fresh-interpreter load
+    assert len(problems) == 1, problems
+    assert f"{directory / 'model.safetensors'}" in problems[0] and f"{directory / 'model.py'}" in problems[0]
+    assert "head.layers.0.bias" in problems[0] and "extra.weight" in problems[0]
+
+    good["head.layers.0.weight"] = torch.zeros(3, 3)
+    save_file(good, str(directory / "model.safetensors"))
+    with pytest.raises(loader.SubmissionError, match=r"(?s)model\.safetensors: RuntimeError: .*size mismatch"):
+        loader.load_submission(directory)
+
+
+def test_zip_problems_name_the_zip_not_a_temporary_folder(dinov2_export, tmp_path) -> None:
+    archive = tmp_path / "submission.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        for path in dinov2_export[0].iterdir():
+            if path.name not in ("model.safetensors", "model.py"):
+                handle.write(path, arcname=path.name)
+        handle.writestr("model.py", "import os\n" + (dinov2_export[0] / "model.py").read_text())
+    problems = check_submission(archive, run=False)
+    assert any(p.startswith(f"{archive / 'model.safetensors'}: weights file missing") for p in problems), problems
+    assert any(p.startswith(f"{archive / 'model.py'}:1: import of 'os'") for p in problems), problems
+    with pytest.raises(loader.SubmissionError, match=re.escape(f"{archive / 'model.safetensors'}: weights file missing")):
+        loader.load_submission(archive)
+
+
+def test_undecodable_files_and_bad_yaml_are_reported_not_raised(dinov2_export, tmp_path) -> None:
+    directory = _copy(dinov2_export[0], tmp_path)
+    (directory / "model.py").write_bytes((directory / "model.py").read_bytes() + b"\n# caf\xe9\n")
+    problems = check_submission(directory, run=False)
+    assert problems == [f"{directory / 'model.py'}: not UTF-8 text (invalid continuation byte at byte "
+                        f"{len((dinov2_export[0] / 'model.py').read_bytes()) + 6}); save it as UTF-8"]
+
+    directory = _copy(dinov2_export[0], tmp_path / "yaml")
+    config_path = directory / "model_config.yaml"
+    config_path.write_text("name: x\nmodel: [unclosed\n")
+    problems = check_submission(directory, run=False)
+    assert len(problems) == 1 and problems[0].startswith(f"{config_path}: not valid YAML"), problems
+    with pytest.raises(loader.SubmissionError, match="not valid YAML"):
+        loader.load_submission(directory)
+    config_path.write_bytes(b"name: caf\xe9\n")
+    assert check_submission(directory, run=False)[0].startswith(f"{config_path}: not UTF-8 text")
+    config_path.write_text("dtype: float32\nmodality: image\npreprocessing: {resize: [28, 42]}\nmodel: 3\n")
+    assert check_submission(directory, run=False) == [f"{config_path}: model: must be a mapping (num_classes, "
+                                                      "weights_file, ...), got 3"]

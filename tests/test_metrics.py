@@ -115,6 +115,20 @@ def test_ece_matches_independent_numpy_loop() -> None:
     assert metrics.binary_metrics(labels, prob)["ece"] == pytest.approx(ece)
 
 
+def test_ece_puts_probability_one_in_the_last_of_15_bins() -> None:
+    # saturated p(fake) = 1.0 (common for overconfident heads) used to form a 16th bin of its own
+    labels, prob = np.array([0, 1]), np.array([1.0, 0.94])
+    assert metrics.expected_calibration_error(labels, prob) == pytest.approx(0.47, abs=1e-12)  # not 0.53
+    rng = np.random.default_rng(3)
+    prob = np.concatenate([rng.uniform(0, 1, 300), np.ones(50)])
+    labels = (rng.uniform(0, 1, 350) < 0.6).astype(int)
+    assert metrics.expected_calibration_error(labels, prob) == pytest.approx(_numpy_ece(labels, prob), abs=1e-10)
+    stats = metrics.calibration_bins(labels, prob)
+    weights = stats["counts"] / prob.size
+    from_bins = np.nansum(weights * np.abs(stats["mean_prob"] - stats["fake_rate"]))
+    assert metrics.expected_calibration_error(labels, prob) == pytest.approx(from_bins, abs=1e-10)
+
+
 def test_ece_of_calibrated_probabilities_is_small() -> None:
     rng = np.random.default_rng(2)
     prob = rng.uniform(0, 1, 50_000)
