@@ -50,8 +50,11 @@ def set_dotted(config: dict[str, Any], dotted: str, value: Any) -> None:
     """``set_dotted(cfg, "trainer.max_epochs", 3)``."""
     node = config
     *parents, leaf = dotted.split(".")
-    for key in parents:
+    for depth, key in enumerate(parents):
         node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            where = ".".join(parents[: depth + 1])
+            raise ConfigError(None, dotted, f"cannot set it: {where} holds {node!r}, not a mapping")
     node[leaf] = value
 
 

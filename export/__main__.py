@@ -18,6 +18,7 @@ import torch
 
 from detectors.base import Detector, load_detector
 from detectors.errors import CheckpointError, ConfigError
+from export.benchmark_loader import SubmissionError
 
 EQUALITY_TOLERANCE = 1e-4  # float32: max |logit difference|
 BF16_PROBABILITY_TOLERANCE = 0.05  # bf16 weights: max |p(fake) difference|
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         report = export_run(args.run_dir, args.out, dtype=args.dtype, zip_file=args.zip)
-    except (ConfigError, CheckpointError, FileNotFoundError) as error:
+    except (ConfigError, CheckpointError, FileNotFoundError, FileExistsError, SubmissionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"submission written: {report['submission']}")

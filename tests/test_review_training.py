@@ -140,3 +140,45 @@ def test_a_train_split_with_one_class_only_is_refused(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "fake samples only" in capsys.readouterr().err
     assert not (tmp_path / "run" / "split.csv").exists()  # nothing written for an unusable data set
+
+
+def test_export_cli_reports_a_non_empty_output_directory(tmp_path, capsys):
+    from detectors.base import save_detector
+    from detectors.registry import create_detector
+    from export.__main__ import main as export_main
+
+    detector = create_detector("cakelens", {"crop": 64, "width": 8, "channel_step": 4, "num_blocks": 2,
+                                            "hidden": [8, 8, 8]})
+    save_detector(detector, tmp_path / "run")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("someone's file")
+    assert export_main([str(tmp_path / "run"), "--out", str(tmp_path / "out")]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (tmp_path / "out" / "notes.txt").read_text() == "someone's file"  # never lost
+
+
+def test_backbone_flags_for_an_arch_without_a_backbone_are_errors():
+    from detectors.training.fit import build_parser, resolve_config
+    from detectors.video.fit import VIDEO, VIDEO_ARCHS
+
+    parser = build_parser("video", VIDEO_ARCHS, "restrav")
+    for flags in (["--backbone", "facebook/dinov2-small"], ["--backbone-weights", "random"]):
+        with pytest.raises(ConfigError, match=f"{flags[0]}.*cakelens has no"):
+            resolve_config(parser.parse_args(["--arch", "cakelens", *flags]), "video", VIDEO, True)
+
+
+def test_set_dotted_through_a_plain_value_names_the_key():
+    from detectors.config import set_dotted
+
+    config = {"trainer": {"max_epochs": 3}, "loss": "focal_brier"}
+    set_dotted(config, "trainer.max_epochs", 5)
+    assert config["trainer"] == {"max_epochs": 5}
+    with pytest.raises(ConfigError, match=r"loss\.gamma.*loss holds 'focal_brier', not a mapping"):
+        set_dotted(config, "loss.gamma", 2.0)
+
+
+def test_unknown_image_feature_mode_is_a_config_error(tiny_dinov3):
+    from detectors.registry import create_detector
+
+    with pytest.raises(ConfigError, match="model.features"):
+        create_detector("dinov3_image", {"backbone": {"name": str(tiny_dinov3)}, "features": "patch"})

@@ -14,6 +14,7 @@ import torch
 from detectors.data.dataset import MediaDataset
 from detectors.image.data import build_image_dataset
 from detectors.backbones import BackboneConfig
+from detectors.errors import ConfigError
 from detectors.base import Detector
 from detectors.registry import register_detector
 from detectors.tuning import TuningConfig
@@ -43,7 +44,7 @@ class DinoImageDetector(Detector):
     def __init__(self, config: ImageDetectorConfig) -> None:
         super().__init__(config)
         if config.features not in FEATURE_MODES:
-            raise ValueError(f"model.features must be one of {FEATURE_MODES}, got {config.features!r}")
+            raise ConfigError(None, "model.features", f"must be one of {FEATURE_MODES}, got {config.features!r}")
         self.attach_backbone(config.backbone, config.tuning)
         self.normalize = ImageNormalize(self.backbone.info.mean, self.backbone.info.std)
         width = self.backbone.embed_dim * (2 if config.features == "both" else 1)

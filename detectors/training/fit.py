@@ -101,7 +101,8 @@ def resolve_config(args: argparse.Namespace, modality: str, support: ModalitySup
     for key, value in flags.items():
         if value is not None:
             if key.startswith("model.backbone.") and not isinstance(config.get("model", {}).get("backbone"), dict):
-                continue  # this architecture has no transformers/timm backbone section
+                flag = "--backbone-weights" if key.endswith(".weights") else "--backbone"
+                raise ConfigError(None, flag, f"{args.arch} has no DINOv2/DINOv3/wav2vec2 backbone to set")
             set_dotted(config, key, value)
     if args.gradient_checkpointing:
         set_dotted(config, "model.tuning.gradient_checkpointing", True)
