@@ -58,6 +58,14 @@ class Detector(nn.Module):
         self.config.backbone = self.backbone.config
         return self.backbone
 
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute the backbone's activations in backward (a training setting, kept in the config)."""
+        backbone, tuning = getattr(self, "backbone", None), getattr(self.config, "tuning", None)
+        if backbone is None or tuning is None:
+            raise ConfigError(None, "gradient_checkpointing", f"{self.arch} has no backbone to checkpoint")
+        backbone.set_gradient_checkpointing(enabled)
+        tuning.gradient_checkpointing = enabled
+
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_config(cls, data: dict[str, Any] | Any) -> "Detector":

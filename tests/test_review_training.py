@@ -182,3 +182,21 @@ def test_unknown_image_feature_mode_is_a_config_error(tiny_dinov3):
 
     with pytest.raises(ConfigError, match="model.features"):
         create_detector("dinov3_image", {"backbone": {"name": str(tiny_dinov3)}, "features": "patch"})
+
+
+@pytest.mark.parametrize("arch, own_switch", [("cakelens", True), ("gend", False)])
+def test_gradient_checkpointing_flag_reaches_the_detector(arch, own_switch, tmp_path):
+    """--gradient-checkpointing sets CakeLens' own switch, and a backbone detector's tuning."""
+    from detectors.registry import create_detector
+    from detectors.training.fit import build_parser, resolve_config
+    from detectors.video.fit import VIDEO, VIDEO_ARCHS
+
+    parser = build_parser("video", VIDEO_ARCHS, "restrav")
+    config = resolve_config(parser.parse_args(["--arch", arch, "--gradient-checkpointing"]), "video", VIDEO, True)
+    model = config["model"]
+    assert (model.get("gradient_checkpointing") if own_switch else model["tuning"]["gradient_checkpointing"]) is True
+    if own_switch:
+        detector = create_detector(arch, model)
+        assert detector.net.gradient_checkpointing
+        detector.set_gradient_checkpointing(False)  # what --init-from uses on a loaded run
+        assert not detector.net.gradient_checkpointing and not detector.config_dict()["gradient_checkpointing"]

@@ -104,8 +104,9 @@ def resolve_config(args: argparse.Namespace, modality: str, support: ModalitySup
                 flag = "--backbone-weights" if key.endswith(".weights") else "--backbone"
                 raise ConfigError(None, flag, f"{args.arch} has no DINOv2/DINOv3/wav2vec2 backbone to set")
             set_dotted(config, key, value)
-    if args.gradient_checkpointing:
-        set_dotted(config, "model.tuning.gradient_checkpointing", True)
+    if args.gradient_checkpointing:  # a detector's own switch (CakeLens), else its tuned backbone's
+        own = "gradient_checkpointing" in config.get("model", {})
+        set_dotted(config, "model.gradient_checkpointing" if own else "model.tuning.gradient_checkpointing", True)
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep:
@@ -220,11 +221,7 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
     if args.init_from is not None:
         detector = load_detector(args.init_from)
         if args.gradient_checkpointing:  # a training setting, not architecture: honour it here too
-            tuning, backbone = getattr(detector.config, "tuning", None), getattr(detector, "backbone", None)
-            if tuning is None or backbone is None:
-                raise ConfigError(None, "--gradient-checkpointing", f"{args.arch} has no tuned backbone to checkpoint")
-            backbone.set_gradient_checkpointing(True)
-            tuning.gradient_checkpointing = True
+            detector.set_gradient_checkpointing(True)
         config["model"] = detector.config_dict()
     else:
         model_config = dict(config.get("model", {}))

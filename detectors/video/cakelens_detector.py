@@ -79,7 +79,6 @@ class CakeLensDetectorConfig:
     channels_last_3d: bool = False
     tensorboard_every_n_steps: int = 0  # >0: gradient histograms every N steps + validation PR curves
     num_classes: int = 2
-    tuning: dict[str, Any] = field(default_factory=dict)  # only gradient_checkpointing (fit's flag)
     allow_random_backbone: bool = False  # set by the shared demo fit; CakeLens has no pretrained backbone
 
     def network_config(self) -> CakeLensConfig:
@@ -160,8 +159,7 @@ class CakeLensDetector(Detector):
 
     def __init__(self, config: CakeLensDetectorConfig) -> None:
         super().__init__(config)
-        checkpointing = config.gradient_checkpointing or bool(config.tuning.get("gradient_checkpointing", False))
-        self.net = CakeLensV5(config.network_config(), gradient_checkpointing=checkpointing,
+        self.net = CakeLensV5(config.network_config(), gradient_checkpointing=config.gradient_checkpointing,
                               channels_last_3d=config.channels_last_3d)
         if config.weights:
             load_cakelens_checkpoint(config.weights, self.net)
@@ -169,6 +167,11 @@ class CakeLensDetector(Detector):
     @property
     def network_config(self) -> CakeLensConfig:
         return self.net.config
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Checkpoint the stem and the space-time blocks (see :class:`CakeLensV5`)."""
+        self.net.gradient_checkpointing = enabled
+        self.config.gradient_checkpointing = enabled
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Video ``[B, T, 3, H, W]`` (uint8) -> per-frameset logits ``[B, ceil(T/9), 17]``."""
