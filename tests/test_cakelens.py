@@ -411,3 +411,44 @@ def test_checkpointing_keeps_only_checkpoint_inputs_for_backward():
     channels = [SMALL.width + 2 * SMALL.channel_step * i for i in range(SMALL.num_blocks + 1)]
     assert sum(channels) * voxels <= checkpointed < sum(channels) * voxels * 1.1
     assert checkpointed < 0.4 * plain
+
+
+def test_fused_activation_norm_under_mixed_precision_runs_the_norm_in_float32():
+    """bf16 input, float32 parameters (autocast): CUDA's group-norm kernel cannot mix the two, so the
+    norm must run in float32 like autocast's group_norm; gradients match that float32 computation."""
+    from detectors.video.cakelens import InstanceNorm3d, leaky_relu_instance_norm
+
+    torch.manual_seed(0)
+    norm, relu = InstanceNorm3d(6), torch.nn.LeakyReLU(0.01, inplace=True)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5), norm.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 6, 3, 5, 5).bfloat16()
+    target = torch.randn(2, 6, 3, 5, 5)
+
+    leaf = x.clone().requires_grad_()
+    out = leaky_relu_instance_norm(leaf * 1, relu, norm)  # a non-leaf, like a convolution's output
+    assert out.dtype == torch.float32
+    grads = torch.autograd.grad((out * target).sum(), [leaf, norm.weight, norm.bias])
+    assert grads[0].dtype == torch.bfloat16
+
+    reference_leaf = x.clone().requires_grad_()
+    activation = torch.nn.functional.leaky_relu(reference_leaf * 1, 0.01).float()
+    expected_out = torch.nn.functional.group_norm(activation, 6, norm.weight, norm.bias, norm.eps)
+    expected = torch.autograd.grad((expected_out * target).sum(), [reference_leaf, norm.weight, norm.bias])
+    torch.testing.assert_close(out, expected_out, rtol=1e-6, atol=1e-6)
+    for value, reference in zip(grads, expected):
+        torch.testing.assert_close(value, reference, rtol=1e-2, atol=1e-2)
+
+
+def test_bf16_autocast_training_step_follows_the_float32_gradients():
+    model = small_model(gradient_checkpointing=True)
+    volume = random_volume(2)
+    model(volume).square().sum().backward()
+    reference = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(volume)
+    logits.float().square().sum().backward()
+    for name, p in model.named_parameters():
+        cosine = torch.nn.functional.cosine_similarity(p.grad.flatten(), reference[name].flatten(), dim=0)
+        assert cosine > 0.95, name  # bf16 rounding; a wrong backward is far off

@@ -183,6 +183,10 @@ class _LeakyReLUInstanceNorm(torch.autograd.Function):
     convolution's output that nothing saves (a convolution's backward needs its input and weight
     only), so the pre-activation and the activation never coexist. Autograd's version counter
     still guards it: had anything saved ``x``, its backward would raise instead of reading garbage.
+
+    Under mixed precision (a bfloat16/float16 ``x``, float32 parameters) the norm runs in the
+    parameters' dtype, as autocast runs ``group_norm`` on CUDA, whose kernel cannot mix dtypes; the
+    output is float32 and the low-precision activation is what is saved (re-cast in backward).
     """
 
     @staticmethod
@@ -193,7 +197,7 @@ class _LeakyReLUInstanceNorm(torch.autograd.Function):
         activation = activation.contiguous(memory_format=_memory_format(activation))
         n, c = activation.shape[:2]
         hxw = activation.numel() // (n * c) if n * c else 0
-        out, mean, rstd = torch.native_group_norm(activation, weight, bias, n, c, hxw, c, eps)
+        out, mean, rstd = torch.native_group_norm(activation.to(weight.dtype), weight, bias, n, c, hxw, c, eps)
         ctx.save_for_backward(activation, weight, mean, rstd)
         ctx.slope, ctx.sizes = slope, (n, c, hxw)
         return out
@@ -202,13 +206,15 @@ class _LeakyReLUInstanceNorm(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         activation, weight, mean, rstd = ctx.saved_tensors
         n, c, hxw = ctx.sizes
-        grad_out = grad_out.contiguous(memory_format=_memory_format(activation))
+        activation = activation.to(weight.dtype)  # a no-op unless mixed precision
+        grad_out = grad_out.to(weight.dtype).contiguous(memory_format=_memory_format(activation))
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
         grad_x, grad_weight, grad_bias = torch.ops.aten.native_group_norm_backward(
             grad_out, activation, mean, rstd, weight, n, c, hxw, c, mask
         )
         if grad_x is not None:  # LeakyReLU backward in place (slope > 0: sign(result) = sign(input))
             torch.ops.aten.leaky_relu_backward.grad_input(grad_x, activation, ctx.slope, True, grad_input=grad_x)
+        # autograd casts grad_x back to the input's dtype under mixed precision
         return grad_x, grad_weight, grad_bias, None, None, None
 
 
