@@ -1,10 +1,12 @@
 """Audio samples for training and evaluation: ``[96000]`` float32 16 kHz mono windows.
 
-Training: a random 6 s window (short clips tiled, ASVspoof convention) -> breath mask computed on
-the clean window and aligned to the model's frames (``breath_mask``, BreathNet's FiLM target) ->
-augmentation (``data.augment_level``, see ``build_audio_train_transform``). Evaluation and
+Training: a random 6 s window (clips shorter than 6 s zero-padded at the end as the benchmark pads
+them; ``data.train_short_clips: tile`` tiles them instead, the ASVspoof convention) -> breath mask
+computed on the clean window and aligned to the model's frames (``breath_mask``, BreathNet's FiLM
+target) -> augmentation (``data.augment_level``, see ``build_audio_train_transform``). Evaluation and
 calibration: exactly the benchmark's input (centre crop / zero pad), optionally through the
-benchmark's robustness chain (``data.eval_robustness``).
+benchmark's robustness chain (``data.eval_robustness``) with noise seeded by the file path, as
+``python -m detectors.evaluate`` feeds it.
 """
 
 from __future__ import annotations
@@ -17,16 +19,28 @@ import torch
 
 from detectors.audio.breath import breath_frame_mask
 from detectors.audio.io import BENCHMARK_NUM_SAMPLES, BENCHMARK_SAMPLE_RATE, load_audio_benchmark, load_audio_window
-from detectors.audio.transforms import RobustnessChain, build_audio_eval_transform, build_audio_train_transform
+from detectors.audio.transforms import RobustnessChain, build_audio_train_transform
 from detectors.data.catalog import MediaItem
 from detectors.data.dataset import MediaDataset
+from detectors.errors import ConfigError
 
 __all__ = ["AudioDataset", "benchmark_input_loader", "build_audio_dataset", "load_training_window"]
 
 
-def load_training_window(path: str) -> torch.Tensor:
-    """A random 6 s window at 16 kHz (only that part of long files is decoded; short clips tiled)."""
-    return load_audio_window(path, BENCHMARK_NUM_SAMPLES, BENCHMARK_SAMPLE_RATE, mode="random", tile_short=True)
+SHORT_CLIP_MODES = ("pad", "tile")
+
+
+def load_training_window(path: str, short_clips: str = "pad") -> torch.Tensor:
+    """A random 6 s window at 16 kHz (only that part of long files is decoded).
+
+    Shorter clips are zero-padded at the end (``short_clips="pad"``), which is what the benchmark
+    feeds the model, so training sees the trailing silence it will be scored on; ``"tile"`` repeats
+    them instead (the ASVspoof convention).
+    """
+    if short_clips not in SHORT_CLIP_MODES:
+        raise ValueError(f"short_clips must be one of {SHORT_CLIP_MODES}, got {short_clips!r}")
+    return load_audio_window(path, BENCHMARK_NUM_SAMPLES, BENCHMARK_SAMPLE_RATE, mode="random",
+                             tile_short=short_clips == "tile")
 
 
 class AudioDataset(MediaDataset):
@@ -62,11 +76,21 @@ def build_audio_dataset(items: Sequence[MediaItem], stage: str, data: dict[str, 
                         breath_frames: tuple[int, float, float] | None = None) -> AudioDataset:
     """Training (``stage="train"``: random windows, breath masks, augmentation) or evaluation dataset."""
     if stage == "train":
+        short_clips = data.get("train_short_clips", "pad")
+        if short_clips not in SHORT_CLIP_MODES:
+            raise ConfigError(None, "data.train_short_clips",
+                              f"use 'pad' (the benchmark's zero padding) or 'tile', got {short_clips!r}")
         seed = data.get("augment_seed")
+        if seed is None:
+            # Drawn from the global RNG, which the run's `seed` fixes, rather than from OS entropy:
+            # a run without DataLoader workers is reproducible too (workers reseed these per worker).
+            seed = int(torch.randint(0, 2**31 - 1, (1,)))
         transform = build_audio_train_transform(int(data.get("augment_level", 2)), seed=seed)
-        return AudioDataset(items, load=load_training_window, transform=transform, breath_frames=breath_frames)
-    transform = build_audio_eval_transform(bool(data.get("eval_robustness", False)))
-    return AudioDataset(items, load=load_audio_benchmark, transform=transform)
+        return AudioDataset(items, load=partial(load_training_window, short_clips=short_clips),
+                            transform=transform, breath_frames=breath_frames)
+    # The evaluation CLI's loader: robustness noise is seeded by the file path, so every epoch's
+    # validation (and the calibration fit) sees the same noise whatever the worker count or order.
+    return AudioDataset(items, load=partial(_benchmark_audio, robustness=bool(data.get("eval_robustness", False))))
 
 
 def benchmark_input_loader(preprocessing: dict[str, Any], robustness: bool = False) -> Callable[[str], torch.Tensor]:

@@ -43,7 +43,6 @@ __all__ = [
     "RandomNoise",
     "RobustnessChain",
     "SyntheticReverb",
-    "build_audio_eval_transform",
     "build_audio_train_transform",
     "rms",
 ]
@@ -452,8 +451,3 @@ def build_audio_train_transform(
     if level >= 3:
         steps.append(RandomApply(RobustnessChain(sample_rate, seed=next_seed()), 0.2, next_seed()))
     return Compose(steps)
-
-
-def build_audio_eval_transform(robust: bool = False, seed: int | None = 0) -> Compose:
-    """Evaluation transform: identity, or the benchmark's robustness pass (``robust=True``)."""
-    return Compose([RobustnessChain(seed=seed)] if robust else [])
