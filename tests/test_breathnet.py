@@ -95,10 +95,12 @@ def test_standalone_wav2vec2_matches_transformers(variant):
 
 
 # --------------------------------------------------------------------------------------------- losses
-def _pscl_reference(z: np.ndarray, y: np.ndarray, t: float) -> float:
+def _pscl_reference(z: np.ndarray, y: np.ndarray, t: float, anchor_labels=None) -> float:
     z = z / np.linalg.norm(z, axis=1, keepdims=True)
     total, anchors = 0.0, 0
     for i in range(len(z)):
+        if anchor_labels is not None and y[i] not in anchor_labels:
+            continue
         others = [a for a in range(len(z)) if a != i]
         positives = [p for p in others if y[p] == y[i]]
         if not positives:
@@ -115,6 +117,9 @@ def test_pscl_and_centre_loss_against_independent_computation():
     y = np.array([0, 1, 0, 1, 1, 0, 2])  # label 2 has no positive: that anchor is skipped
     got = pscl_loss(torch.tensor(z), torch.tensor(y), temperature=0.2)
     assert float(got) == pytest.approx(_pscl_reference(z, y, 0.2), rel=1e-5)
+    real_only = pscl_loss(torch.tensor(z), torch.tensor(y), temperature=0.2, real_anchors_only=True)
+    assert float(real_only) == pytest.approx(_pscl_reference(z, y, 0.2, anchor_labels={0}), rel=1e-5)
+    assert float(real_only) != pytest.approx(float(got), rel=1e-3)
 
     centres = rng.normal(size=(3, 5))
     expected = 0.5 * np.mean([np.sum((z[i] - centres[y[i]]) ** 2) for i in range(len(z))])

@@ -15,7 +15,8 @@ Auxiliary losses (``training_losses``, each with a weight in ``model.losses``):
 - ``breath``: BCE between the FiLM's breath logits and the (soft) frame mask;
 - ``pscl``: positive-sample supervised contrastive loss (Khosla et al. 2020 form): for anchor i the
   positives are all other samples with the same label, the denominator all other samples;
-  anchors without a positive in the batch are skipped;
+  anchors without a positive in the batch are skipped; ``pscl_anchors: real`` keeps only real
+  anchors (the "positive-only" reading: bona fide speech is pulled together, fakes only pushed away);
 - ``contrast`` (off by default): margin contrastive loss over pairs (same label pulled together,
   different labels pushed beyond ``contrast_margin``);
 - ``centre``: ``0.5 ||f_i - c_{y_i}||^2`` averaged, with learnable class centres; with
@@ -67,6 +68,7 @@ class BreathLossConfig:
     breath_weight: float = 0.5  # BCE of the FiLM breath predictor vs the breath mask
     pscl_weight: float = 0.1  # positive-sample supervised contrastive loss on the fused embedding
     pscl_temperature: float = 0.1
+    pscl_anchors: str = "all"  # all | real (only real samples act as anchors)
     centre_weight: float = 0.01
     centre_classes: str = "all"  # all | real
     # methods.md lists "a contrast loss" beside PSCL without defining it; this is the classic margin
@@ -119,8 +121,9 @@ class BreathNet(Detector):
 
     def __init__(self, config: BreathNetConfig) -> None:
         super().__init__(config)
-        if config.losses.centre_classes not in ("all", "real"):
-            raise ConfigError(None, "model.losses.centre_classes", "use 'all' or 'real'")
+        for key in ("centre_classes", "pscl_anchors"):
+            if getattr(config.losses, key) not in ("all", "real"):
+                raise ConfigError(None, f"model.losses.{key}", f"use 'all' or 'real', got {getattr(config.losses, key)!r}")
         import torchaudio
 
         self.attach_backbone(config.backbone, config.tuning)
@@ -171,7 +174,8 @@ class BreathNet(Detector):
             target = batch["breath_mask"].to(features.breath_logits)
             losses["breath_bce"] = cfg.breath_weight * F.binary_cross_entropy_with_logits(features.breath_logits, target)
         if cfg.pscl_weight > 0:
-            losses["pscl"] = cfg.pscl_weight * pscl_loss(features.embedding, labels, cfg.pscl_temperature)
+            losses["pscl"] = cfg.pscl_weight * pscl_loss(features.embedding, labels, cfg.pscl_temperature,
+                                                         real_anchors_only=cfg.pscl_anchors == "real")
         if cfg.contrast_weight > 0:
             losses["contrast"] = cfg.contrast_weight * contrast_loss(features.embedding, labels, cfg.contrast_margin)
         if cfg.centre_weight > 0:
@@ -246,11 +250,13 @@ class BreathNet(Detector):
 # --------------------------------------------------------------------------------------------
 
 
-def pscl_loss(embedding: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+def pscl_loss(embedding: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1,
+              real_anchors_only: bool = False) -> torch.Tensor:
     """Positive-sample supervised contrastive loss on L2-normalised embeddings.
 
     ``L = mean_i [ -1/|P(i)| sum_{p in P(i)} log( exp(s_ip / t) / sum_{a != i} exp(s_ia / t) ) ]`` with
     ``P(i)`` the other samples of i's label; anchors without positives are left out (0 if none has one).
+    ``real_anchors_only``: i runs over real (label 0) samples only; every sample stays in the denominators.
     """
     z = F.normalize(embedding.float(), dim=-1)
     n = z.shape[0]
@@ -261,6 +267,8 @@ def pscl_loss(embedding: torch.Tensor, labels: torch.Tensor, temperature: float 
     positives = (labels[:, None] == labels[None, :]) & ~self_mask
     counts = positives.sum(dim=1)
     valid = counts > 0
+    if real_anchors_only:
+        valid = valid & (labels == 0)
     if not bool(valid.any()):
         return embedding.sum() * 0.0
     per_anchor = -(log_prob.masked_fill(~positives, 0.0)).sum(dim=1)[valid] / counts[valid]
