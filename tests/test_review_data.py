@@ -114,3 +114,19 @@ def test_private_generators_get_distinct_seeds_for_anagram_paths():
     holder = {"ab": torch.Generator(), "ba": torch.Generator()}  # same character sum, different paths
     assert reseed_private_generators(holder, seed=0) == 2
     assert holder["ab"].initial_seed() != holder["ba"].initial_seed()
+
+
+def test_a_failing_transform_names_the_file(tmp_path):
+    from detectors.data.dataset import MediaDataset
+
+    path = tmp_path / "a.png"
+    Image.new("RGB", (4, 4)).save(path)
+    item = MediaItem(path=str(path), label=1, media_type="synthetic", dataset="gen", modality="image", split="train")
+
+    def broken(x):
+        raise ValueError("bad crop size")
+
+    dataset = MediaDataset([item], load=lambda p: [1.0, 2.0], transform=broken)
+    with pytest.raises(RuntimeError, match=r"a\.png: function failed on the decoded sample \(ValueError: bad crop size\)"):
+        dataset[0]
+    assert MediaDataset([item], load=lambda p: [1.0, 2.0], transform=lambda x: x)[0]["x"].tolist() == [1.0, 2.0]

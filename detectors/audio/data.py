@@ -21,7 +21,7 @@ from detectors.audio.breath import breath_frame_mask
 from detectors.audio.io import BENCHMARK_NUM_SAMPLES, BENCHMARK_SAMPLE_RATE, load_audio_benchmark, load_audio_window
 from detectors.audio.transforms import RobustnessChain, build_audio_train_transform
 from detectors.data.catalog import MediaItem
-from detectors.data.dataset import MediaDataset
+from detectors.data.dataset import MediaDataset, apply_transform
 from detectors.errors import ConfigError
 
 __all__ = ["AudioDataset", "benchmark_input_loader", "build_audio_dataset", "load_training_window"]
@@ -66,8 +66,7 @@ class AudioDataset(MediaDataset):
         if self.breath_frames is not None:
             frames, stride_s, length_s = self.breath_frames
             sample["breath_mask"] = breath_frame_mask(x, BENCHMARK_SAMPLE_RATE, int(frames), stride_s, length_s)
-        if self.waveform_transform is not None:
-            x = self.waveform_transform(x)
+        x = apply_transform(self.waveform_transform, x, self.items[index].path)
         sample["x"] = x.float().contiguous()
         return sample
 

@@ -62,9 +62,20 @@ class MediaDataset(Dataset):
                 self._warned.add(item.path)
                 logger.warning("skipping unreadable sample: %s", err)
             return None
-        if self.transform is not None:
-            x = self.transform(x)
+        x = apply_transform(self.transform, x, item.path)
         return labelled_sample(item, index, self._dataset_ids[item.dataset], self.target, x=torch.as_tensor(x))
+
+
+def apply_transform(transform: Callable[[Any], Any] | None, x: Any, path: str) -> Any:
+    """``transform(x)``; a failure names the file. It is not skipped like an unreadable file: a
+    transform failing on a decoded sample is a bug or a configuration error, not bad media."""
+    if transform is None:
+        return x
+    try:
+        return transform(x)
+    except Exception as exc:
+        raise RuntimeError(f"{path}: {type(transform).__name__} failed on the decoded sample "
+                           f"({type(exc).__name__}: {exc})") from exc
 
 
 def is_empty_batch(batch: dict[str, Any] | None) -> bool:
