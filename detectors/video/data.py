@@ -21,6 +21,7 @@ import torch
 
 from detectors.data.catalog import MediaItem
 from detectors.data.dataset import MediaDataset
+from detectors.errors import ConfigError
 from detectors.video.cache import FrameCache
 from detectors.video.io import centre_crop_resize, read_video_frames
 from detectors.video.sampling import FrameSampler
@@ -53,9 +54,13 @@ def benchmark_input_loader(preprocessing: dict[str, Any], robustness: bool = Fal
     ``round(fps / frame_rate)`` (missing fps -> 30; short clips repeat the last frame), optionally the
     H.264 robustness pass, then centre crop to aspect and resize to ``preprocessing.resize``:
     ``uint8 [T, 3, H, W]``."""
-    if "resize" not in preprocessing:
-        raise ValueError("model_config.yaml preprocessing.resize is required for video submissions")
-    resize = tuple(int(v) for v in preprocessing["resize"])
+    resize = preprocessing.get("resize")
+    if not (isinstance(resize, (list, tuple)) and len(resize) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in resize)):
+        # ConfigError (a ValueError): the CLIs report it as a bad model config instead of a traceback
+        raise ConfigError("model_config.yaml", "preprocessing.resize",
+                          f"video submissions need resize: [H, W] (two positive ints), got {resize!r}")
+    resize = tuple(int(v) for v in resize)
     return partial(load_clip, sampler=benchmark_sampler(preprocessing), resize=resize, robustness=robustness)
 
 

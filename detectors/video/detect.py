@@ -59,6 +59,14 @@ def prob_fake(logits: torch.Tensor) -> float:
     return float(prob_fake_from_logits(logits.float().cpu())[0])
 
 
+def is_fake(logits: torch.Tensor) -> bool:
+    """The benchmark's hard decision: argmax (a tie is "real"), ``argmax != 0`` for 3 classes. For 3
+    classes this can differ from ``prob_fake >= 0.5`` (p = (0.4, 0.35, 0.25) is "real" at p(fake) 0.6)."""
+    from detectors.metrics import predictions_from_logits
+
+    return bool(predictions_from_logits(logits.float().cpu())[0])
+
+
 def detect(model: VideoModel, videos: list[str]) -> list[dict[str, Any]]:
     """One result per video: ``{"path", "prob_fake", "label"}`` or ``{"path", "error"}``."""
     results = []
@@ -72,8 +80,8 @@ def detect(model: VideoModel, videos: list[str]) -> list[dict[str, Any]]:
             results.append({"path": path, "error": str(MediaError(path, f"cannot decode: {type(error).__name__}: {error}"))})
             continue
         with torch.inference_mode():
-            p = prob_fake(model.predict(clip.unsqueeze(0)))
-        results.append({"path": path, "prob_fake": p, "label": "fake" if p >= 0.5 else "real"})
+            logits = model.predict(clip.unsqueeze(0))
+        results.append({"path": path, "prob_fake": prob_fake(logits), "label": "fake" if is_fake(logits) else "real"})
     return results
 
 

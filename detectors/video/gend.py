@@ -187,6 +187,8 @@ class GenDDetector(Detector):
         super().__init__(config)
         if config.head not in HEADS:
             raise ValueError(f"model.head must be one of {HEADS}, got {config.head!r}")
+        # num_frames / frame_rate checked once here: the training samplers would fail per video
+        FrameSampler("benchmark", config.num_frames, config.frame_rate)
         self.attach_backbone(config.backbone, config.tuning)
         self.normalize = ImageNormalize(self.backbone.info.mean, self.backbone.info.std)
         dim = self.backbone.embed_dim
@@ -245,6 +247,15 @@ class GenDDetector(Detector):
         size = self.config.image_size
         return torch.randint(0, 256, (batch_size, self.config.num_frames, 3, size, size), dtype=torch.uint8)
 
+    def preprocessing(self) -> dict[str, Any]:
+        """The exported ``preprocessing`` section (what the benchmark feeds; ``detect --run`` reads it
+        without converting the backbone)."""
+        out: dict[str, Any] = {"resize": [self.config.image_size, self.config.image_size],
+                               "num_frames": int(self.config.num_frames)}
+        if self.config.frame_rate is not None:
+            out["frame_rate"] = float(self.config.frame_rate)
+        return out
+
     def export_spec(self):
         from export.convert import convert_backbone
         from export.spec import ExportSpec
@@ -262,16 +273,13 @@ class GenDDetector(Detector):
             init_kwargs["temporal"] = {"width": t.width, "layers": t.layers, "heads": t.heads,
                                        "hidden": list(t.hidden), "max_frames": self.config.num_frames,
                                        "dropout": t.dropout}
-        preprocessing: dict[str, Any] = {"resize": [size, size], "num_frames": self.config.num_frames}
-        if self.config.frame_rate is not None:
-            preprocessing["frame_rate"] = float(self.config.frame_rate)
         return ExportSpec(
             modality="video",
             model_class="GenDStandalone",
             sources=["vit", "heads", "gend"],
             init_kwargs=init_kwargs,
             state_dict=state,
-            preprocessing=preprocessing,
+            preprocessing=self.preprocessing(),
             num_classes=self.num_classes,
             name=f"{self.arch}-{self.config.head}-{self.config.tuning.mode}",
         )

@@ -124,7 +124,6 @@ class ReStraVDetector(Detector):
         self.register_buffer("feature_mean", torch.zeros(NUM_FEATURES))
         self.register_buffer("feature_std", torch.ones(NUM_FEATURES))
         self.head = MLP([NUM_FEATURES, *config.hidden, config.num_classes], activation="relu")
-        self._model_key: str | None = None
 
     # ------------------------------------------------------------------ forward
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
@@ -170,15 +169,17 @@ class ReStraVDetector(Detector):
 
     # ------------------------------------------------------------------ data
     def model_key(self) -> str:
-        """Identity of everything that shapes the features: backbone weights, embedding, input size."""
-        if self._model_key is None:
-            digest = hashlib.blake2b(digest_size=16)
-            for name, tensor in sorted(self.backbone.state_dict().items()):
-                digest.update(name.encode())
-                digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-            self._model_key = (f"restrav-v{FEATURE_CACHE_VERSION}-{self.config.embedding}-"
-                               f"norm{int(self.config.imagenet_normalize)}-s{self.config.image_size}-{digest.hexdigest()}")
-        return self._model_key
+        """Identity of everything that shapes the features: backbone weights, embedding, input size.
+
+        Recomputed on every call (a fraction of a second for ViT-S, once per ``make_dataset``):
+        a memoised key would outlive ``load_state_dict`` or ``.to(dtype)`` and serve stale features.
+        """
+        digest = hashlib.blake2b(digest_size=16)
+        for name, tensor in sorted(self.backbone.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return (f"restrav-v{FEATURE_CACHE_VERSION}-{self.config.embedding}-"
+                f"norm{int(self.config.imagenet_normalize)}-s{self.config.image_size}-{digest.hexdigest()}")
 
     def sampler(self, data: dict[str, Any], stage: str = "eval") -> FrameSampler:
         return video_sampler(data, stage, self.config.num_frames, self.config.frame_rate, self.config.window_sec)
@@ -194,11 +195,20 @@ class ReStraVDetector(Detector):
         features = torch.full((len(paths), NUM_FEATURES), float("nan"))
         valid = torch.zeros(len(paths), dtype=torch.bool)
         options = {"resize_mode": "benchmark-crop"}
+
+        def cache_key(path: str) -> str | None:
+            if cache is None or not sampler.deterministic:
+                return None
+            try:
+                return cache.key(path, sampler, resize, **options)
+            except OSError:  # missing or unstat-able file: the decoder reports it and the video is skipped
+                return None
+
+        # keys are taken before decoding: a file edited meanwhile is stored under its old identity
+        keys = [cache_key(path) for path in paths]
         missing = []
-        for i, path in enumerate(paths):
-            cached = None
-            if cache is not None and sampler.deterministic:
-                cached = cache.load(cache.key(path, sampler, resize, **options))
+        for i, key in enumerate(keys):
+            cached = None if key is None else cache.load(key)
             if cached is not None and cached.shape == (NUM_FEATURES,):
                 features[i], valid[i] = cached, True
             else:
@@ -225,8 +235,8 @@ class ReStraVDetector(Detector):
                 for row, local in zip(values, batch["index"].tolist()):
                     i = missing[local]
                     features[i], valid[i] = row, True
-                    if cache is not None:
-                        cache.save(cache.key(paths[i], sampler, resize, **options), row)
+                    if keys[i] is not None:
+                        cache.save(keys[i], row)
         finally:
             self.to(original)
             self.train(was_training)

@@ -144,6 +144,12 @@ class FrameSampler:
             raise ValueError(f"unknown sampling mode {self.mode!r}")
         if self.num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+        # Checked here, once: a bad value raised per video inside a DataLoader would only mark every
+        # video "unreadable" and hide the setting at fault.
+        if self.frame_rate is not None and not (math.isfinite(self.frame_rate) and self.frame_rate > 0):
+            raise ValueError(f"frame_rate must be a positive number of frames per second, got {self.frame_rate}")
+        if not (math.isfinite(self.window_sec) and self.window_sec > 0):
+            raise ValueError(f"window_sec must be > 0 seconds, got {self.window_sec}")
 
     def indices(self, total: int, fps: float | None, generator: torch.Generator | None = None) -> list[int]:
         if self.mode == "benchmark":
