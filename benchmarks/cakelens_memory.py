@@ -22,10 +22,11 @@ checkpoints' inputs and everything outside them.
 The default shape is the full architecture (widths 64 + 32 per conv, 6 blocks, 9-frame framesets)
 on a 128x128 crop; ``--crop 512`` is the published configuration; ``--small`` uses the tiny test
 configuration (crop 64, width 8, 2 blocks). ``--channels-last`` runs both variants in
-``channels_last_3d`` (oneDNN's convolution backward then needs no layout copies).
+``channels_last_3d`` (oneDNN's convolution backward then needs no layout copies); ``--bf16`` runs
+the step under ``torch.autocast(dtype=torch.bfloat16)``, as ``precision: bf16-mixed`` trains.
 
     OMP_NUM_THREADS=2 python benchmarks/cakelens_memory.py [--small | --crop 512] [--batch 2] \
-        [--channels-last] [--out r.json]
+        [--channels-last] [--bf16] [--device cuda] [--out r.json]
 """
 
 from __future__ import annotations
@@ -79,10 +80,10 @@ class SavedActivations(torch.autograd.graph.saved_tensors_hooks):
         return sum(self.storages.values())
 
 
-def saved_activation_bytes(model: CakeLensV5, volume: torch.Tensor) -> int:
+def saved_activation_bytes(model: CakeLensV5, volume: torch.Tensor, bf16: bool = False) -> int:
     """Bytes kept alive between forward and backward by autograd (exact; no backward is run)."""
     saved = SavedActivations([*model.parameters(), volume])
-    with saved:
+    with saved, torch.autocast(volume.device.type, dtype=torch.bfloat16, enabled=bf16):
         model(volume)
     return saved.bytes
 
@@ -101,7 +102,7 @@ def profiled_peak_bytes(step: Callable[[], None]) -> int:
 
 
 def measure(config: CakeLensConfig, batch: int, checkpointing: bool, channels_last: bool,
-            device: torch.device) -> dict:
+            device: torch.device, bf16: bool = False) -> dict:
     torch.manual_seed(0)
     model = CakeLensV5(config, gradient_checkpointing=checkpointing, channels_last_3d=channels_last).to(device)
     volume = torch.randn(batch, 1, config.depth, config.crop, config.crop, device=device)
@@ -115,7 +116,9 @@ def measure(config: CakeLensConfig, batch: int, checkpointing: bool, channels_la
     grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
 
     def step() -> None:
-        model(volume).square().sum().backward()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(volume)
+        logits.float().square().sum().backward()
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -125,13 +128,13 @@ def measure(config: CakeLensConfig, batch: int, checkpointing: bool, channels_la
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) - before
         return {"peak_bytes": peak, "parameter_grad_bytes": grad_bytes,
-                "saved_bytes": saved_activation_bytes(model, volume),
+                "saved_bytes": saved_activation_bytes(model, volume, bf16),
                 "method": "torch.cuda.max_memory_allocated - allocated before"}
     before, peak_before = current_rss_bytes(), peak_rss_bytes()
     peak = profiled_peak_bytes(step)
     peak_after = peak_rss_bytes()
     model.zero_grad(set_to_none=True)
-    saved = saved_activation_bytes(model, volume)  # after the peak was read: cannot raise it
+    saved = saved_activation_bytes(model, volume, bf16)  # after the peak was read: cannot raise it
     return {
         "saved_bytes": saved,
         "peak_bytes": peak,
@@ -148,6 +151,7 @@ def run_variant(args: argparse.Namespace, checkpointing: bool) -> dict:
     command += ["--small"] if args.small else ["--crop", str(args.crop)]
     command += ["--checkpointing"] if checkpointing else []
     command += ["--channels-last"] if args.channels_last else []
+    command += ["--bf16"] if args.bf16 else []
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
     output = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
@@ -160,6 +164,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--channels-last", action="store_true", help="channels_last_3d weights and activations")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (mixed precision)")
     parser.add_argument("--out", type=Path, help="write the results as JSON")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
@@ -168,7 +173,7 @@ def main() -> None:
 
     if args.child:
         print(json.dumps(measure(config, args.batch, args.checkpointing, args.channels_last,
-                                 torch.device(args.device))))
+                                 torch.device(args.device), bf16=args.bf16)))
         return
 
     results = {name: run_variant(args, flag) for name, flag in (("plain", False), ("checkpointed", True))}
@@ -177,7 +182,7 @@ def main() -> None:
     # checkpointing acts on (activations and their gradients).
     activations = {name: r["peak_bytes"] - r["parameter_grad_bytes"] for name, r in results.items()}
     activation_ratio = activations["checkpointed"] / activations["plain"]
-    layout = "channels_last_3d" if args.channels_last else "contiguous"
+    layout = ("channels_last_3d" if args.channels_last else "contiguous") + (", bf16 autocast" if args.bf16 else "")
     print(f"config {config}, batch {args.batch}, device {args.device}, {layout}")
     print(f"method: {results['plain']['method']}")
     for name, result in results.items():
@@ -194,7 +199,7 @@ def main() -> None:
           + f"; ratio = {saved_ratio:.3f}")
     if args.out:
         write_json(args.out, {"config": vars(config), "batch": args.batch, "device": args.device,
-                              "channels_last_3d": args.channels_last,
+                              "channels_last_3d": args.channels_last, "bf16": args.bf16,
                               "results": results, "ratio": ratio, "activation_ratio": activation_ratio,
                               "saved_ratio": saved_ratio})
 
