@@ -207,3 +207,14 @@ def test_bad_frame_rate_is_a_setting_error_not_unreadable_videos(tiny_backbone, 
 def test_gend_checks_its_frame_rate_when_built(tiny_dinov3):
     with pytest.raises(ValueError, match="frame_rate"):
         create_detector("gend", {"backbone": {"name": str(tiny_dinov3)}, "image_size": 32, "frame_rate": 0.0})
+
+
+def test_gend_refuses_sampling_settings_it_would_ignore():
+    from detectors.errors import ConfigError
+    from detectors.video.gend import GenDConfig, build_gend_dataset
+
+    config = GenDConfig()
+    for data in ({"sampling": "window"}, {"train_sampling": "uniform"}, {"window_sec": 3.0}):
+        with pytest.raises(ConfigError, match=f"data.{next(iter(data))}"):
+            build_gend_dataset([], "train", data, config)
+    assert len(build_gend_dataset([], "eval", {"sampling": "benchmark"}, config)) == 0  # the rule it uses anyway

@@ -37,6 +37,7 @@ from detectors.data.catalog import MediaItem
 from detectors.data.dataset import MediaDataset
 from detectors.registry import register_detector
 from detectors.tuning import TuningConfig
+from detectors.errors import ConfigError
 from detectors.video.sampling import FrameSampler, pad_indices, random_indices
 from export.standalone.gend import TemporalHead, mean_probability_logits
 from export.standalone.heads import ImageNormalize, LinearNorm
@@ -154,6 +155,11 @@ def build_gend_dataset(items: Sequence[MediaItem], stage: str, data: dict[str, A
     Evaluation: the benchmark's frames and resize (centre crop to aspect, bilinear), exactly what the
     exported model receives, so the calibrator is fitted on the exported model's inputs.
     """
+    ignored = sorted(key for key in ("sampling", "train_sampling", "window_sec") if data.get(key) not in (None, "benchmark"))
+    if ignored:  # silently training on other frames than asked would be worse than refusing
+        raise ConfigError(None, f"data.{ignored[0]}", "GenD samples its own frames (training: random frames or "
+                          "a shifted benchmark clip; evaluation: the benchmark's rule); remove "
+                          + ", ".join(f"data.{key}" for key in ignored) + " (--sampling/--window-sec are ReStraV's)")
     size = config.image_size
     target = "multiclass" if config.num_classes == 3 else "binary"
     # decoded evaluation clips are cached under --cache-dir (data.cache_dir) or data.frame_cache
