@@ -246,7 +246,7 @@ class SpaceTimeConvs(nn.Sequential):
     def forward(self, x: Tensor) -> Tensor:
         if self.gradient_checkpointing and torch.is_grad_enabled():
             x = checkpoint(self._space, x, use_reentrant=False, preserve_rng_state=False)
-            return checkpoint(self._time, x, use_reentrant=False, preserve_rng_state=False)
+            return checkpoint(self._time, _convolution_input(x), use_reentrant=False, preserve_rng_state=False)
         return self._time(self._space(x))
 
 
@@ -270,8 +270,24 @@ class _AddIntoChannels(torch.autograd.Function):
         return grad, grad.narrow(1, offset, channels), None
 
 
+def _convolution_input(x: Tensor) -> Tensor:
+    """``x`` as the next convolution reads it: in autocast's dtype when autocast is on (exact, since
+    autocast casts it on the way in anyway; under bf16 a checkpoint stores half the bytes)."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device) and x.is_floating_point():
+        return x.to(torch.get_autocast_dtype(device))
+    return x
+
+
 class ZeroPadResidual(nn.Module):
-    """``main(x) + x`` with ``x`` zero-padded by ``pad`` channels on each side (no projection)."""
+    """``main(x) + x`` with ``x`` zero-padded by ``pad`` channels on each side (no projection).
+
+    With ``gradient_checkpointing`` only ``main`` is checkpointed: recomputing it needs ``x`` only as
+    its convolution reads it (see :func:`_convolution_input`), and the residual add saves nothing,
+    so the block keeps that one tensor for backward.
+    """
+
+    gradient_checkpointing = False
 
     def __init__(self, main: nn.Module, pad: int) -> None:
         super().__init__()
@@ -279,7 +295,11 @@ class ZeroPadResidual(nn.Module):
         self.pad = pad
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.main(x)
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            # No dropout or other randomness in the network: nothing to replay.
+            out = checkpoint(self.main, _convolution_input(x), use_reentrant=False, preserve_rng_state=False)
+        else:
+            out = self.main(x)
         # Adding into the channel slice equals adding the zero-padded input, without building it.
         # In place is safe for autograd: the norm that produced ``out`` does not save its output.
         if torch.is_grad_enabled():
@@ -313,22 +333,16 @@ class SpaceTimeBlock(nn.Module):
         return self.seq(x)
 
 
-class CheckpointedSequence(nn.Module):
-    """Runs the blocks of ``main`` in order; with ``gradient_checkpointing`` each block's
-    activations are recomputed in backward instead of stored (only block inputs are kept)."""
+class BlockSequence(nn.Module):
+    """Runs the blocks of ``main`` in order (a module of its own for the original state-dict keys)."""
 
     def __init__(self, main: nn.Sequential) -> None:
         super().__init__()
         self.main = main
-        self.gradient_checkpointing = False
 
     def forward(self, x: Tensor) -> Tensor:
         for block in self.main:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                # No dropout or other randomness in the network: nothing to replay.
-                x = checkpoint(block, x, use_reentrant=False, preserve_rng_state=False)
-            else:
-                x = block(x)
+            x = block(x)
         return x
 
 
@@ -341,7 +355,7 @@ class SpaceTimeGroup(nn.Module):
             block = SpaceTimeBlock(channels, config.channel_step, config.negative_slope, config.norm_eps)
             blocks[f"block{index}"] = block
             channels = block.out_channels
-        self.seq = CheckpointedSequence(nn.Sequential(blocks))
+        self.seq = BlockSequence(nn.Sequential(blocks))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.seq(x)
@@ -374,7 +388,8 @@ class CakeLensV5(nn.Module):
         config: network size and framing; the default is the published model (270,621,137
             parameters).
         gradient_checkpointing: recompute activations in backward: one checkpoint for the input
-            stem and one per space-time block, each block's two halves checkpointed again inside.
+            stem and one per space-time block's convolutions, their two halves checkpointed again
+            inside (the residual adds stay outside: they need nothing stored).
         channels_last_3d: keep weights and activations in ``torch.channels_last_3d`` (faster on
             CPU with oneDNN and on tensor-core GPUs); results are the same up to rounding.
     """
@@ -405,14 +420,14 @@ class CakeLensV5(nn.Module):
 
     @property
     def gradient_checkpointing(self) -> bool:
-        return self.seq.spacetime_conv_group.seq.gradient_checkpointing
+        return self._gradient_checkpointing
 
     @gradient_checkpointing.setter
     def gradient_checkpointing(self, enabled: bool) -> None:
-        group = self.seq.spacetime_conv_group.seq
-        group.gradient_checkpointing = bool(enabled)
-        for block in group.main:
-            block.seq.main.gradient_checkpointing = bool(enabled)
+        self._gradient_checkpointing = bool(enabled)
+        for block in self.seq.spacetime_conv_group.seq.main:
+            block.seq.gradient_checkpointing = bool(enabled)  # the block's convolutions
+            block.seq.main.gradient_checkpointing = bool(enabled)  # and each half again inside
 
     def set_channels_last_3d(self, enabled: bool = True) -> "CakeLensV5":
         """Switch the memory format of the convolution weights and of the input in ``forward``."""
