@@ -308,7 +308,7 @@ def fixed_window(
       until long enough (the ASVspoof training convention; in ``"random"`` mode the tiled clip
       also starts at a random phase so the seam moves between epochs).
 
-    Evaluation: ``mode="centre", tile_short=False``. Training: ``mode="random", tile_short=True``.
+    Evaluation: ``mode="centre"``. Training: ``mode="random"`` (``data.train_short_clips: tile`` tiles).
     """
     length = waveform.shape[-1]
     if length == 0:
