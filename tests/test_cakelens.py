@@ -440,15 +440,20 @@ def test_fused_activation_norm_under_mixed_precision_runs_the_norm_in_float32():
         torch.testing.assert_close(value, reference, rtol=1e-2, atol=1e-2)
 
 
-def test_bf16_autocast_training_step_follows_the_float32_gradients():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bf16_autocast_training_step_follows_the_float32_gradients(device, channels_last):
+    """bf16-mixed training with checkpointing (on CUDA: the dtypes its group-norm kernel accepts)."""
     model = small_model(gradient_checkpointing=True)
     volume = random_volume(2)
     model(volume).square().sum().backward()
     reference = {name: p.grad.clone() for name, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = model(volume)
+    model.to(device).set_channels_last_3d(channels_last)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        logits = model(volume.to(device))
     logits.float().square().sum().backward()
     for name, p in model.named_parameters():
-        cosine = torch.nn.functional.cosine_similarity(p.grad.flatten(), reference[name].flatten(), dim=0)
+        cosine = torch.nn.functional.cosine_similarity(p.grad.flatten().cpu(), reference[name].flatten(), dim=0)
         assert cosine > 0.95, name  # bf16 rounding; a wrong backward is far off
