@@ -283,7 +283,7 @@ def test_media_dataset_skips_unreadable(tmp_path: Path, caplog: pytest.LogCaptur
     assert sample["target"].item() == 2 and sample["dataset_id"] == 1 and sample["index"] == 0
     assert MediaDataset(items, load_image)[0]["target"].item() == 1
     with caplog.at_level(logging.WARNING):
-        assert ds[1] is None and ds[1] is None
+        assert ds[1] == {"unreadable": str(bad)} and ds[1] == {"unreadable": str(bad)}
     assert sum(str(bad) in r.getMessage() for r in caplog.records) == 1
 
     def explode(path: str):
@@ -291,14 +291,14 @@ def test_media_dataset_skips_unreadable(tmp_path: Path, caplog: pytest.LogCaptur
 
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        assert MediaDataset(items[:1], explode)[0] is None
+        assert MediaDataset(items[:1], explode)[0] == {"unreadable": str(good)}
     assert "decoder crashed" in caplog.text and str(good) in caplog.text
 
     batch = next(iter(DataLoader(ds, batch_size=3, collate_fn=collate_skip)))
-    assert batch["skipped"] == 1 and batch["x"].shape == (2, 3, 32, 32)
+    assert batch["skipped"] == 1 and batch["x"].shape == (2, 3, 32, 32) and batch["skipped_paths"] == [str(bad)]
     assert batch["index"].tolist() == [0, 2] and batch["dataset_id"].tolist() == [1, 0]
-    empty = collate_skip([None, None])
-    assert empty == {"skipped": 2} and is_empty_batch(empty)
+    empty = collate_skip([None, {"unreadable": "a.png"}])  # None: a dataset that does not name the file
+    assert empty == {"skipped": 2, "skipped_paths": ["a.png"]} and is_empty_batch(empty)
 
 
 # --------------------------------------------------------------------------------------------- demo

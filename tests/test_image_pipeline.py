@@ -138,6 +138,8 @@ def test_init_from_reports_before_and_after(lora_run, image_sets, tmp_path):
 def test_unreadable_images_are_skipped_and_counted(image_sets, tiny_dinov3, tmp_path):
     import shutil
 
+    from detectors.data.catalog import read_split
+
     data = tmp_path / "data"
     shutil.copytree(image_sets[0].parent, data)
     (data / "real" / "zero.png").write_bytes(b"")
@@ -145,7 +147,12 @@ def test_unreadable_images_are_skipped_and_counted(image_sets, tiny_dinov3, tmp_
     run = fit(["--data", str(data / "data.yaml"), "--backbone", str(tiny_dinov3), "--tuning", "frozen",
                "--output", str(tmp_path / "run"), *FAST, "--max-epochs", "1"])
     summary = json.loads((run / "summary.json").read_text())
-    assert sum(summary["skipped_unreadable"].values()) >= 1
+    skipped = summary["skipped_unreadable"]
+    assert skipped["train"] + skipped["val"] + skipped["calibration"] >= 1
+    # train counts distinct files (at most the two corrupt ones that landed there); draws may repeat them
+    assert skipped["train"] <= sum(item.split == "train" and item.path.endswith(("zero.png", "corrupt.jpg"))
+                                   for item in read_split(run / "split.csv"))
+    assert skipped["train_draws"] >= skipped["train"]
 
 
 def test_probe_baseline_is_exportable(image_sets, tiny_dinov3, tmp_path):

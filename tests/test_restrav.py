@@ -112,9 +112,9 @@ def test_unreadable_videos_are_skipped_and_counted(tiny_backbone, demo_yaml, tmp
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 definitely not a video")
     items[1] = dataclasses.replace(items[1], path=str(broken))
     dataset = detector.make_dataset(items, "train", {"feature_cache": False, "decode_workers": 0})
-    assert dataset.skipped == 1 and dataset[1] is None and dataset[0] is not None
+    assert dataset.skipped == 1 and dataset[1] == {"unreadable": str(broken)} and "features" in dataset[0]
     batch = collate_skip([dataset[i] for i in range(3)])
-    assert batch["skipped"] == 1 and batch["index"].tolist() == [0, 2]
+    assert batch["skipped"] == 1 and batch["index"].tolist() == [0, 2] and batch["skipped_paths"] == [str(broken)]
     # statistics come from the readable videos only
     torch.testing.assert_close(detector.feature_mean, dataset.features[[0, 2]].mean(0))
 

@@ -36,8 +36,9 @@ def test_training_step_uses_the_detectors_targets(module):
     expected = torch.nn.functional.cross_entropy(logits, batch["label"])
     assert torch.allclose(loss, expected, atol=1e-6), (loss, expected)
     assert module.skipped_samples["train"] == 1
-    assert module.training_step({"skipped": 3}, 1) is None  # an all-unreadable batch is skipped...
-    assert module.skipped_samples["train"] == 4  # ...and counted
+    assert module.training_step({"skipped": 3, "skipped_paths": ["a.png", "b.png", "a.png"]}, 1) is None
+    assert module.skipped_samples["train"] == 4  # an all-unreadable batch is skipped and counted...
+    assert module.unreadable_train_files == {"a.png", "b.png"}  # ...as draws and as distinct files
 
 
 def test_cpu_transfer_is_the_plain_lightning_move(module):

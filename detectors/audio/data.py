@@ -21,7 +21,7 @@ from detectors.audio.breath import breath_frame_mask
 from detectors.audio.io import BENCHMARK_NUM_SAMPLES, BENCHMARK_SAMPLE_RATE, load_audio_benchmark, load_audio_window
 from detectors.audio.transforms import RobustnessChain, build_audio_train_transform
 from detectors.data.catalog import MediaItem
-from detectors.data.dataset import MediaDataset, apply_transform
+from detectors.data.dataset import MediaDataset, apply_transform, is_unreadable
 from detectors.errors import ConfigError
 
 __all__ = ["AudioDataset", "benchmark_input_loader", "build_audio_dataset", "load_training_window"]
@@ -60,8 +60,8 @@ class AudioDataset(MediaDataset):
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         sample = super().__getitem__(index)
-        if sample is None:
-            return None
+        if is_unreadable(sample):
+            return sample
         x = sample["x"]
         if self.breath_frames is not None:
             frames, stride_s, length_s = self.breath_frames

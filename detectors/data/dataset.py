@@ -24,8 +24,9 @@ class MediaDataset(Dataset):
       - ``target``: what the loss uses: ``label`` for ``target="binary"``, ``class_index`` for ``"multiclass"``
       - ``index``: position in ``items``; ``dataset_id``: index into ``dataset_names``
 
-    An unreadable file (``MediaError`` or any exception raised by ``load``) gives ``None`` and one
-    logged warning per file; ``collate_skip`` drops such samples and counts them.
+    An unreadable file (``MediaError`` or any exception raised by ``load``) gives
+    :func:`unreadable_sample` and one logged warning per file; ``collate_skip`` drops such samples,
+    counts them and lists their paths.
     """
 
     def __init__(
@@ -61,7 +62,7 @@ class MediaDataset(Dataset):
             if item.path not in self._warned:
                 self._warned.add(item.path)
                 logger.warning("skipping unreadable sample: %s", err)
-            return None
+            return unreadable_sample(item.path)
         x = apply_transform(self.transform, x, item.path)
         return labelled_sample(item, index, self._dataset_ids[item.dataset], self.target, x=torch.as_tensor(x))
 
@@ -76,6 +77,15 @@ def apply_transform(transform: Callable[[Any], Any] | None, x: Any, path: str) -
     except Exception as exc:
         raise RuntimeError(f"{path}: {type(transform).__name__} failed on the decoded sample "
                            f"({type(exc).__name__}: {exc})") from exc
+
+
+def unreadable_sample(path: str) -> dict[str, str]:
+    """What a dataset yields for a file it cannot read (``None`` is accepted too, without the path)."""
+    return {"unreadable": path}
+
+
+def is_unreadable(sample: dict[str, Any] | None) -> bool:
+    return sample is None or "unreadable" in sample
 
 
 def is_empty_batch(batch: dict[str, Any] | None) -> bool:
@@ -98,14 +108,15 @@ def labelled_sample(item: MediaItem, index: int, dataset_id: int, target: str = 
 
 
 def collate_skip(batch: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
-    """``default_collate`` over the readable samples, plus ``skipped`` (how many were dropped).
+    """``default_collate`` over the readable samples, plus ``skipped`` (how many were dropped) and
+    ``skipped_paths`` (those the dataset named; a sampler drawing with replacement may repeat them).
 
-    When every sample of the batch was unreadable the result is ``{"skipped": n}`` alone: consumers
+    When every sample of the batch was unreadable the result has only those two keys: consumers
     test :func:`is_empty_batch`, count ``batch["skipped"]`` and move on.
     """
-    kept = [sample for sample in batch if sample is not None]
-    if not kept:
-        return {"skipped": len(batch)}
-    out = default_collate(kept)
+    kept = [sample for sample in batch if not is_unreadable(sample)]
+    paths = [sample["unreadable"] for sample in batch if sample is not None and "unreadable" in sample]
+    out = default_collate(kept) if kept else {}
     out["skipped"] = len(batch) - len(kept)
+    out["skipped_paths"] = paths
     return out

@@ -87,7 +87,9 @@ def finalize_run(run: RunDir, module: Any, datamodule: MediaDataModule, trainer:
     plot_evaluation(validation, run.plots, "validation")
     save_detector(detector.cpu(), run.root)
 
-    skipped = {"train": module.skipped_samples["train"], "val": validation.skipped,
+    # train: distinct unreadable files met while training (draws when the dataset does not name them)
+    skipped = {"train": len(module.unreadable_train_files) or module.skipped_samples["train"],
+               "train_draws": module.skipped_samples["train"], "val": validation.skipped,
                "calibration": calibration.skipped}
     result = {"validation": metrics, "calibration_split_uncalibrated": uncalibrated_cal,
               "calibrator": detector.calibrator.state(), "skipped_unreadable": skipped}

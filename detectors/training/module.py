@@ -28,7 +28,8 @@ class DetectorModule(L.LightningModule):
         self.loss_config = dict(loss or {"name": "focal_brier"})
         self.optim_config = dict(optim or {})
         self.criterion = build_loss(self.loss_config)
-        self.skipped_samples = {"train": 0, "val": 0}
+        self.skipped_samples = {"train": 0, "val": 0}  # draws (balanced sampling may repeat a file)
+        self.unreadable_train_files: set[str] = set()  # this process's; named by the dataset
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._val_skipped = 0  # unreadable samples of the current validation epoch (this process)
         self.last_val_metrics: dict[str, Any] = {}
@@ -58,6 +59,7 @@ class DetectorModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
         if batch is not None:
             self.skipped_samples["train"] += int(batch.get("skipped", 0))
+            self.unreadable_train_files.update(batch.get("skipped_paths", ()))
         if is_empty_batch(batch):  # every sample of the batch was unreadable
             if self._trainer is not None and self._trainer.world_size > 1:
                 # every DDP rank must join the gradient all-reduce: a zero loss touching all weights

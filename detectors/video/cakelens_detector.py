@@ -38,7 +38,7 @@ from torch import Tensor
 
 from detectors.base import Detector
 from detectors.data.catalog import MediaItem
-from detectors.data.dataset import MediaDataset, is_empty_batch
+from detectors.data.dataset import MediaDataset, is_empty_batch, is_unreadable
 from detectors.registry import register_detector
 from detectors.errors import MediaError
 from detectors.video.cakelens import (
@@ -143,7 +143,7 @@ class CakeLensDataset(MediaDataset):
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         sample = super().__getitem__(index)
-        if sample is not None:
+        if not is_unreadable(sample):
             item = self.items[index]
             sample["multi_labels"], sample["label_mask"] = generator_targets(item.generator_family, item.label)
         return sample

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from detectors.backbones import BackboneConfig
 from detectors.base import Detector
 from detectors.data.catalog import MediaItem
-from detectors.data.dataset import MediaDataset, collate_skip, is_empty_batch, labelled_sample
+from detectors.data.dataset import MediaDataset, collate_skip, is_empty_batch, labelled_sample, unreadable_sample
 from detectors.registry import register_detector
 from detectors.tuning import TuningConfig
 from detectors.video.cache import FeatureCache
@@ -78,8 +78,8 @@ class ReStraVConfig:
 
 
 class ReStraVFeatureDataset(Dataset):
-    """Per-video 21-d features, one sample per item (``None`` for unreadable videos, which
-    ``collate_skip`` drops and counts): ``{"features", "label", "class_index", "target", "index",
+    """Per-video 21-d features, one sample per item (an unreadable video gives
+    :func:`unreadable_sample`, which ``collate_skip`` drops and counts): ``{"features", "label", "class_index", "target", "index",
     "dataset_id"}``. ``skipped`` counts the unreadable videos."""
 
     def __init__(self, items: Sequence[MediaItem], features: torch.Tensor, valid: torch.Tensor,
@@ -100,7 +100,7 @@ class ReStraVFeatureDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         if not self.valid[index]:
-            return None
+            return unreadable_sample(self.items[index].path)
         item = self.items[index]
         return labelled_sample(item, index, self._dataset_ids[item.dataset], self.target,
                                features=self.features[index])
