@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from pathlib import Path
 
@@ -176,6 +178,17 @@ def test_pyav_fallback_when_decord_fails_mid_decode(demo_mp4: Path, monkeypatch:
 
     monkeypatch.setattr(video_io._DecordSource, "frames", failing_frames)
     assert torch.equal(read_frames(demo_mp4, [1, 2]), reference)
+    # decord claims more frames than PyAV finds: a MediaError naming the file, not an index error
+    total = probe_video(demo_mp4, backend="pyav").num_frames
+    monkeypatch.setattr(video_io._PyAVSource, "_count_frames", lambda self: total)
+    real_header = video_io._read_header
+
+    def short_header(path):
+        return dataclasses.replace(real_header(path), num_frames=total - 2)
+
+    monkeypatch.setattr(video_io, "_read_header", short_header)
+    with pytest.raises(MediaError, match=f"demo.*PyAV finds {total - 2} of the"):
+        read_frames(demo_mp4, [total - 1])
 
 
 def test_odd_size_and_single_frame_videos(tmp_path: Path) -> None:

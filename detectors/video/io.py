@@ -317,6 +317,9 @@ def _decode(source: VideoSource, indices: Sequence[int], backend: Backend) -> to
         if isinstance(source, _DecordSource) and backend == "auto":
             # decord opened the file but cannot decode it: give PyAV a chance before giving up.
             with _PyAVSource(source.path, _read_header(source.path)) as fallback:
+                if max(indices) >= fallback.info.num_frames:
+                    raise MediaError(source.path, f"truncated or corrupt: decord failed ({error}) and PyAV finds "
+                                     f"{fallback.info.num_frames} of the {source.info.num_frames} frames") from error
                 return fallback.frames(indices)
         raise MediaError(source.path, f"truncated or corrupt: decoding failed ({error})") from error
 
