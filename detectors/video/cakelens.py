@@ -568,6 +568,12 @@ def _num_framesets(num_frames: int, config: CakeLensConfig) -> int:
     return math.ceil(num_frames / config.frameset_size)
 
 
+def _check_batch_size(batch_size: int) -> None:
+    # A zero step would make range() raise an unrelated error, a negative one yield no batch at all.
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 framesets, got {batch_size}")
+
+
 def framesets_from_frames(frames: Tensor, config: CakeLensConfig | None = None) -> Tensor:
     """All non-overlapping framesets of a video: ``uint8 [T, 3, H, W] -> [ceil(T/9), 1, 27, S, S]``."""
     config = config or CakeLensConfig()
@@ -584,6 +590,7 @@ def iter_frameset_batches(
     (a full-size frameset is 28 MB of float32, so a long video's volumes do not fit in memory)."""
     config = config or CakeLensConfig()
     _check_frames(frames, "frames")
+    _check_batch_size(batch_size)
     span = batch_size * config.frameset_size
     for start in range(0, frames.shape[0], span):
         yield framesets_from_frames(frames[start : start + span], config)
@@ -648,6 +655,7 @@ def predict_video(
     """
     config = model.config
     _check_frames(frames, "frames")
+    _check_batch_size(batch_size)
     total = _num_framesets(frames.shape[0], config)
     batches = iter_frameset_batches(frames, batch_size, config)
     per_frameset = _frameset_probabilities(model, batches, total, device, progress)
@@ -668,6 +676,7 @@ def predict_video_file(
     from detectors.video.io import probe_video, read_frames
 
     config = model.config
+    _check_batch_size(batch_size)
     num_frames = probe_video(path).num_frames
     if num_frames < 1:
         raise MediaError(path, "video has no frames")

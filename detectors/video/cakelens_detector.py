@@ -40,7 +40,7 @@ from detectors.base import Detector
 from detectors.data.catalog import MediaItem
 from detectors.data.dataset import MediaDataset, is_empty_batch, is_unreadable
 from detectors.registry import register_detector
-from detectors.errors import MediaError
+from detectors.errors import ConfigError, MediaError
 from detectors.video.cakelens import (
     CAKELENS_MEAN,
     CAKELENS_STD,
@@ -295,6 +295,8 @@ def detect_cakelens(paths: Sequence[str | Path], weights: str | Path, device: st
     ``{"video": ..., "error": message}`` and the others are still processed."""
     from detectors.atomic import write_json
 
+    if batch_size < 1:  # checked before the (1 GB) weights are read; the CLI reports a ConfigError
+        raise ConfigError(None, "batch_size", f"must be >= 1 framesets per forward pass, got {batch_size}")
     model = load_cakelens_checkpoint(weights, CakeLensV5(config))
     results: list[dict[str, Any]] = []
     for path in paths:
