@@ -191,7 +191,14 @@ def load_detector(directory: str | Path, map_location: str | torch.device = "cpu
     backbone = model_config.get("backbone")
     if isinstance(backbone, dict):
         backbone["pretrained"] = False  # architecture only: the trained weights follow
+    # Likewise a starting checkpoint (CakeLens' model.weights): it need not exist where the run is
+    # loaded, and reading it would be wasted; the path stays in the config as provenance.
+    initial_weights = model_config.get("weights")
+    if initial_weights is not None:
+        model_config["weights"] = None
     detector = create_detector(config["arch"], model_config)
+    if initial_weights is not None:
+        detector.config.weights = initial_weights
     try:
         state = load_file(str(weights_path), device=str(map_location))
     except Exception as error:  # safetensors raises its own error types

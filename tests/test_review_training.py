@@ -200,3 +200,22 @@ def test_gradient_checkpointing_flag_reaches_the_detector(arch, own_switch, tmp_
         assert detector.net.gradient_checkpointing
         detector.set_gradient_checkpointing(False)  # what --init-from uses on a loaded run
         assert not detector.net.gradient_checkpointing and not detector.config_dict()["gradient_checkpointing"]
+
+
+def test_a_run_loads_without_the_checkpoint_it_started_from(tmp_path):
+    from detectors.base import load_detector, save_detector
+    from detectors.registry import create_detector
+    from detectors.video.cakelens import CakeLensConfig, CakeLensV5
+
+    small = {"crop": 64, "width": 8, "channel_step": 4, "num_blocks": 2, "hidden": [8, 8, 8]}
+    start = tmp_path / "cakelens-start.pth"
+    original = CakeLensV5(CakeLensConfig(crop=64, width=8, channel_step=4, num_blocks=2, hidden=(8, 8, 8)))
+    torch.save({"model_state_dict": original.state_dict()}, start)
+    detector = create_detector("cakelens", {**small, "weights": str(start)})
+    with torch.no_grad():  # "training" moved the weights away from the starting checkpoint
+        detector.net.seq.input_conv0.bias.add_(1.0)
+    save_detector(detector, tmp_path / "run")
+    start.unlink()  # e.g. the run was copied to another machine
+    loaded = load_detector(tmp_path / "run")
+    torch.testing.assert_close(loaded.net.seq.input_conv0.bias, detector.net.seq.input_conv0.bias)
+    assert loaded.config.weights == str(start)  # provenance kept
