@@ -186,3 +186,44 @@ def test_fit_cli_trains_exports_and_checks(tmp_path):
     report = export_run(run, tmp_path / "submission")
     assert report["max_abs_logit_difference"] <= 1e-4
     assert check_submission(tmp_path / "submission") == []
+
+
+def test_validation_judges_whole_videos_calibration_the_benchmark_input(tmp_path):
+    from detectors.errors import ConfigError
+    from detectors.video.cakelens import video_volume_from_benchmark_input
+    from detectors.video.demo import write_mp4
+    from detectors.video.io import centre_crop_resize, read_frames
+
+    detector = small_detector().eval()
+    video = tmp_path / "clip.mp4"
+    write_mp4(video, torch.randint(0, 256, (20, 3, 32, 48), dtype=torch.uint8), fps=10)
+    item = MediaItem(path=str(video), label=1, media_type="synthetic", dataset="gen", modality="video", split="val")
+    data = {"eval_batch_size": 1}
+
+    val = detector.make_dataset([item], "val", data)[0]
+    assert val["x"].shape == (20, 3, 32, 32)  # every frame: framesets 0-8, 9-17 and a short 18-19
+    with torch.no_grad():
+        _, logits = detector.forward_batch({"x": val["x"][None]})
+        frames = centre_crop_resize(read_frames(video, list(range(20))), (32, 32))
+        per_frameset = detector.net(video_volume_from_benchmark_input(frames[None], detector.network_config))
+    assert per_frameset.shape[0] == 3
+    expected = torch.sigmoid(per_frameset[:, 0]).mean()  # the original verdict: mean AI_GEN probability
+    assert torch.softmax(logits, -1)[0, 1].item() == pytest.approx(expected.item(), abs=1e-6)
+
+    assert detector.make_dataset([item], "calibration", data)[0]["x"].shape == (9, 3, 32, 32)  # what the benchmark feeds
+    assert detector.make_dataset([item], "val", {**data, "val_max_framesets": 1})[0]["x"].shape[0] == 9
+    assert detector.make_dataset([item], "val", {"val_framesets": "benchmark", "eval_batch_size": 4})[0]["x"].shape[0] == 9
+    with pytest.raises(ConfigError, match="eval_batch_size"):
+        detector.make_dataset([item], "val", {"eval_batch_size": 4})
+
+
+def test_long_videos_are_judged_in_chunks_with_the_same_result():
+    from detectors.video.cakelens_detector import EVAL_CHUNK_FRAMESETS
+
+    detector = small_detector().eval()
+    frames = torch.randint(0, 256, (1, 9 * (EVAL_CHUNK_FRAMESETS + 2) - 4, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        chunked = detector.forward_features(frames)
+    whole = detector.forward_features(frames).detach()  # with gradients: one forward
+    assert chunked.shape == (1, EVAL_CHUNK_FRAMESETS + 2, 17)
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)

@@ -106,7 +106,9 @@ class MediaDataModule(L.LightningDataModule):
 
     def dataset(self, split: str) -> Dataset:
         if split not in self._datasets:
-            self._datasets[split] = self.build_dataset(self.split_items[split], "train" if split == "train" else "eval")
+            # Evaluation splits are built under their own name ("val", "calibration", "test"): a
+            # detector may treat them differently (CakeLens validates on whole videos).
+            self._datasets[split] = self.build_dataset(self.split_items[split], split)
         return self._datasets[split]
 
     def _loader(self, split: str, batch_size: int, sampler=None, shuffle: bool = False) -> DataLoader:

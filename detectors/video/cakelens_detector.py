@@ -12,10 +12,11 @@ original); this module wraps it in the :class:`~detectors.base.Detector` interfa
   not carry contributes nothing: real/fake data know only AI_GEN; a fake item whose
   ``generator_family`` names a CakeLens generator (e.g. ``SORA``) also knows every generator label
   (one-hot: one video has one generator).
-* ``make_dataset``: one frameset (9 consecutive frames) per video; training picks a random offset,
-  evaluation takes the benchmark's sampling (first 9 frames); both resize to ``crop x crop`` the
-  benchmark's way (``data.train_geometry: original`` trains on the original's top-left crop with
-  zero padding instead).
+* ``make_dataset``: training takes one frameset (9 consecutive frames) at a random offset;
+  validation judges the whole video (up to ``data.val_max_framesets`` framesets, mean of their
+  probabilities, ``eval_batch_size: 1``); calibration takes the benchmark's input (the first 9
+  frames), which the exported model is calibrated for. All resize to ``crop x crop`` the benchmark's
+  way (``data.train_geometry: original`` trains on the original's top-left crop with zero padding).
 
 Training switches: ``gradient_checkpointing`` / ``channels_last_3d`` (model config), mixed precision
 and accumulation from the Trainer flags; pinned-memory loading and host-to-device copies on a side
@@ -60,6 +61,7 @@ AI_GEN = LABELS.index("AI_GEN")
 GENERATOR_LABELS: tuple[str, ...] = ("KLING", "HIGGSFIELD", "WAN", "MIDJOURNEY", "HAILUO", "RAY", "VEO",
                                      "RUNWAY", "SORA", "CHATGPT", "PIKA", "HUNYUAN", "VIDU")
 GEOMETRIES = ("benchmark", "original")
+EVAL_CHUNK_FRAMESETS = 4  # framesets per forward when judging a whole video without gradients
 
 
 @dataclass
@@ -121,15 +123,21 @@ class FramesetLoader:
     zero padding: black before normalisation, as the original tool).
     """
 
-    def __init__(self, frameset_size: int, crop: int, random_offset: bool, geometry: str = "benchmark") -> None:
+    def __init__(self, frameset_size: int, crop: int, random_offset: bool, geometry: str = "benchmark",
+                 max_framesets: int | None = None) -> None:
         if geometry not in GEOMETRIES:
             raise ValueError(f"data.train_geometry must be one of {GEOMETRIES}, got {geometry!r}")
         self.frameset_size, self.crop, self.random_offset, self.geometry = frameset_size, crop, random_offset, geometry
+        self.max_framesets = max_framesets  # set: every frame of the video (up to this many framesets)
 
     def __call__(self, path: str) -> Tensor:
         total = probe_video(path).num_frames
-        start = int(torch.randint(0, max(1, total - self.frameset_size + 1), ())) if self.random_offset else 0
-        indices = [min(start + i, total - 1) for i in range(self.frameset_size)]
+        if self.max_framesets is not None:
+            # the whole video: forward_features cuts it into framesets, the last one centred-padded
+            indices = list(range(min(total, self.max_framesets * self.frameset_size)))
+        else:
+            start = int(torch.randint(0, max(1, total - self.frameset_size + 1), ())) if self.random_offset else 0
+            indices = [min(start + i, total - 1) for i in range(self.frameset_size)]
         frames = read_frames(path, indices)
         if self.geometry == "benchmark":
             return centre_crop_resize(frames, (self.crop, self.crop))
@@ -178,7 +186,11 @@ class CakeLensDetector(Detector):
         if x.dtype != torch.uint8:  # the benchmark may hand float 0..255; framing expects uint8
             x = x.round().clamp(0, 255).to(torch.uint8)
         volume = video_volume_from_benchmark_input(x, self.network_config)
-        return self.net(volume).view(x.shape[0], -1, self.network_config.num_labels)
+        if torch.is_grad_enabled() or volume.shape[0] <= EVAL_CHUNK_FRAMESETS:
+            logits = self.net(volume)
+        else:  # whole-video validation: bound the activations held by one forward
+            logits = torch.cat([self.net(chunk) for chunk in volume.split(EVAL_CHUNK_FRAMESETS)])
+        return logits.view(x.shape[0], -1, self.network_config.num_labels)
 
     def forward_head(self, features: Tensor) -> Tensor:
         """Per-frameset logits ``[B, F, 17]`` -> ``[log(1 - p), log(p)]`` with p the mean AI_GEN sigmoid."""
@@ -195,10 +207,24 @@ class CakeLensDetector(Detector):
         return {"label_bce": self.config.label_loss_weight * loss}
 
     def make_dataset(self, items: list[MediaItem], stage: str, data: dict[str, Any]) -> CakeLensDataset:
+        """Training: one frameset at a random offset. Validation (``data.val_framesets: all``, the
+        default): the whole video, up to ``data.val_max_framesets`` framesets, judged by the mean of
+        its framesets' probabilities (the original verdict; needs ``eval_batch_size: 1``, as videos
+        differ in length). Calibration and other evaluation: the benchmark's input, the first frameset,
+        which is what the exported model will be calibrated for."""
         cfg = self.network_config
         train = stage == "train"
         geometry = data.get("train_geometry", "benchmark") if train else "benchmark"
-        loader = FramesetLoader(cfg.frameset_size, cfg.crop, random_offset=train, geometry=geometry)
+        max_framesets = None
+        if stage == "val" and data.get("val_framesets", "all") != "benchmark":
+            if data.get("val_framesets", "all") != "all":
+                raise ConfigError(None, "data.val_framesets", f"use 'all' or 'benchmark', got {data['val_framesets']!r}")
+            if int(data.get("eval_batch_size") or data.get("batch_size", 1)) != 1:
+                raise ConfigError(None, "data.eval_batch_size", "whole-video validation (data.val_framesets: all) "
+                                  "needs eval_batch_size: 1 (videos differ in length), or val_framesets: benchmark")
+            max_framesets = int(data.get("val_max_framesets", 8))
+        loader = FramesetLoader(cfg.frameset_size, cfg.crop, random_offset=train, geometry=geometry,
+                                max_framesets=max_framesets)
         return CakeLensDataset(items, load=loader, target="binary")
 
     def example_input(self, batch_size: int = 2) -> Tensor:
