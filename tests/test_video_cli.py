@@ -136,3 +136,14 @@ def test_video_fit_flags_go_into_the_config():
     VIDEO.apply_arguments(argparse.Namespace(num_frames=8, frame_rate=None, window_sec=None, sampling=None,
                                              cache_dir=None), other)
     assert other == {"model": {}, "data": {"num_frames": 8}}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_detect_names_a_device_this_machine_lacks(tmp_path, capsys):
+    from detectors.video.detect import main
+
+    for device in ("cuda", "cuda:1", "gpu0"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(tmp_path / "a.mp4"), "--arch", "cakelens", "--weights", str(tmp_path / "w.pth"), "--device", device])
+        assert exit_info.value.code == 2
+        assert f"--device {device}" in capsys.readouterr().err.replace("'", "")

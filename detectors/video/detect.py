@@ -127,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        torch.device(args.device)
+    except RuntimeError as error:
+        parser.error(f"--device {args.device!r}: {error}")
+    unavailable = {"cuda": not torch.cuda.is_available(), "mps": not torch.backends.mps.is_available()}
+    if unavailable.get(torch.device(args.device).type, False):
+        parser.error(f"--device {args.device}: no such device on this machine (try --device cpu)")
     if args.arch == "cakelens":
         if args.weights is None:
             parser.error("--arch cakelens needs --weights PATH (an original CakeLens v5 checkpoint)")
