@@ -335,11 +335,12 @@ def test_video_file_verdict_decodes_batch_by_batch(monkeypatch):
     io = types.ModuleType("detectors.video.io")
     io.probe_video = lambda path: types.SimpleNamespace(num_frames=20, fps=30.0, width=64, height=64)
 
-    def read_frames(path, indices):
-        requests.append(list(indices))
-        return frames[list(indices)]
+    def iter_frame_chunks(path, size):
+        for start in range(0, 20, size):
+            requests.append(list(range(start, min(start + size, 20))))
+            yield frames[start : start + size]
 
-    io.read_frames = read_frames
+    io.iter_frame_chunks = iter_frame_chunks
     monkeypatch.setitem(sys.modules, "detectors.video.io", io)
     model = small_model(seed=6)
     result = predict_video_file(model, "clip.mp4", batch_size=2, progress=False)

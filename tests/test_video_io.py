@@ -496,3 +496,22 @@ def test_holdout_videos_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[st
     demo_main([str(tmp_path / "cli"), "--n-per-class", "1", "--num-frames", "12", "--size", "32", "32"])
     assert (tmp_path / "cli" / "demo_video.yaml").is_file()
     assert "demo_video.yaml" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyav"])
+def test_frame_chunks_cover_the_video_in_order_with_one_decode(tmp_path: Path, backend: str, monkeypatch) -> None:
+    from detectors.video.io import iter_frame_chunks
+
+    path = tmp_path / "clip.mp4"
+    write_mp4(path, _random_clip(23, 32, 32), fps=25)
+    everything = read_frames(path, list(range(23)), backend=backend)
+    opened = []
+    real_open = video_io.av.open
+    monkeypatch.setattr(video_io.av, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    chunks = list(iter_frame_chunks(path, 9, backend=backend))
+    assert [c.shape[0] for c in chunks] == [9, 9, 5]
+    assert torch.equal(torch.cat(chunks), everything)
+    if backend == "pyav":  # the header, then one sequential decode (not one per chunk)
+        assert len(opened) == 2
+    with pytest.raises(ValueError, match="chunk size"):
+        next(iter_frame_chunks(path, 0))

@@ -628,7 +628,7 @@ def _frameset_probabilities(
             logits = model(volume.to(device, non_blocking=True))
             probabilities.append(logits.float().sigmoid().cpu())
             bar.update(volume.shape[0])
-    return torch.cat(probabilities)
+    return torch.cat(probabilities) if probabilities else torch.zeros(0, model.config.num_labels)
 
 
 def _result(model: CakeLensV5, frame_count: int, per_frameset: Tensor) -> dict[str, Any]:
@@ -669,24 +669,28 @@ def predict_video_file(
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """:func:`predict_video` on a video file, decoding only one batch of framesets at a time.
+    """:func:`predict_video` on a video file, decoding it once, one batch of framesets at a time.
 
     Raises :class:`~detectors.errors.MediaError` for unreadable or empty videos.
     """
-    from detectors.video.io import probe_video, read_frames
+    from detectors.video.io import iter_frame_chunks, probe_video
 
     config = model.config
     _check_batch_size(batch_size)
-    num_frames = probe_video(path).num_frames
+    num_frames = probe_video(path).num_frames  # the header's count, for the progress bar
     if num_frames < 1:
         raise MediaError(path, "video has no frames")
-    span = batch_size * config.frameset_size
+    decoded = 0
 
     def batches() -> Iterator[Tensor]:
-        for start in range(0, num_frames, span):
-            frames = read_frames(path, list(range(start, min(start + span, num_frames))))
+        nonlocal decoded
+        # chunks are whole framesets, so only the last one can be short (and is centred-padded)
+        for frames in iter_frame_chunks(path, batch_size * config.frameset_size):
+            decoded += frames.shape[0]
             yield framesets_from_frames(frames, config)
 
     total = _num_framesets(num_frames, config)
     per_frameset = _frameset_probabilities(model, batches(), total, device, progress)
-    return _result(model, num_frames, per_frameset)
+    if decoded < 1:
+        raise MediaError(path, "video has no frames")
+    return _result(model, decoded, per_frameset)

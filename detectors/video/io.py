@@ -14,7 +14,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import av
 import numpy as np
@@ -208,6 +208,25 @@ class _PyAVSource(VideoSource):
             )
         return _to_tchw(np.stack([decoded[i] for i in indices]))
 
+    def chunks(self, size: int) -> Iterator[torch.Tensor]:
+        """Every frame in order, ``size`` at a time, from one sequential decode."""
+        batch: list[np.ndarray] = []
+        count = 0
+        try:
+            with av.open(str(self.path)) as container:
+                stream = container.streams.video[0]
+                stream.codec_context.thread_count = 1
+                for frame in container.decode(stream):
+                    batch.append(frame.to_ndarray(format="rgb24"))
+                    count += 1
+                    if len(batch) == size:
+                        yield _to_tchw(np.stack(batch))
+                        batch = []
+        except av.error.FFmpegError as error:
+            raise MediaError(self.path, f"truncated or corrupt: decoding failed after {count} frames ({error})") from error
+        if batch:
+            yield _to_tchw(np.stack(batch))
+
 
 def _natural_key(path: Path) -> list[object]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
@@ -334,6 +353,27 @@ def read_frames(
     """Decode the frames at ``indices`` (repeats allowed) as ``uint8 [T, 3, H, W]``."""
     with open_video(path, backend=backend, max_pixels=max_pixels) as source:
         return _decode(source, indices, backend)
+
+
+def iter_frame_chunks(
+    path: str | Path,
+    size: int,
+    *,
+    backend: Backend = "auto",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Iterator[torch.Tensor]:
+    """All frames of a video in order, ``size`` at a time (``uint8 [<= size, 3, H, W]``), opening it
+    once: memory for one chunk and, with PyAV, one sequential decode (reading chunk by chunk with
+    :func:`read_frames` would decode from the first frame again for every chunk)."""
+    if size < 1:
+        raise ValueError(f"chunk size must be >= 1, got {size}")
+    with open_video(path, backend=backend, max_pixels=max_pixels) as source:
+        if isinstance(source, _PyAVSource):
+            yield from source.chunks(size)
+            return
+        total = source.info.num_frames
+        for start in range(0, total, size):
+            yield _decode(source, range(start, min(start + size, total)), backend)
 
 
 def resize_frames(
