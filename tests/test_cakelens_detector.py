@@ -41,9 +41,15 @@ def test_forward_shapes_and_head_is_mean_sigmoid():
 
 
 def test_generator_targets_and_masked_bce_ignore_unknown_labels():
+    from detectors.video.cakelens_detector import GENERATOR_LABELS
+
     t_real, m_real = generator_targets(None, 0)
     t_sora, m_sora = generator_targets("sora", 1)
-    assert m_real.sum() == 1 and t_real.sum() == 0
+    t_fake, m_fake = generator_targets("some-new-model", 1)
+    content = [LABELS.index(name) for name in ("ANIME_2D", "ANIME_3D", "VIDEO_GAME")]
+    # a real video was made by no generator: those labels are known 0; its content type is not known
+    assert m_real.sum() == 1 + len(GENERATOR_LABELS) and t_real.sum() == 0 and m_real[content].sum() == 0
+    assert m_fake.sum() == 1 and t_fake.sum() == 1  # a fake of an unknown generator: AI_GEN only
     assert t_sora[0] == 1 and t_sora[LABELS.index("SORA")] == 1 and t_sora.sum() == 2
     assert m_sora[LABELS.index("ANIME_2D")] == 0 and m_sora[LABELS.index("KLING")] == 1
     logits = torch.randn(2, 3, len(LABELS))
@@ -61,7 +67,7 @@ def test_generator_targets_and_masked_bce_ignore_unknown_labels():
     assert loss.item() == pytest.approx(sum(terms) / len(terms), rel=1e-5)
     # masked labels contribute nothing, whatever their logits
     changed = logits.clone()
-    changed[0, :, 1:] += 50.0
+    changed[0, :, content] += 50.0
     changed[1, :, LABELS.index("ANIME_2D")] -= 50.0
     assert masked_label_bce(changed, targets, mask).item() == pytest.approx(loss.item(), rel=1e-6)
 

@@ -9,9 +9,10 @@ original); this module wraps it in the :class:`~detectors.base.Detector` interfa
   ``sigmoid(logit)`` (the original verdict) -> logits ``[log(1 - p), log(p)]``, so the shared
   2-class loss, metrics, calibrator and export all act on AI_GEN.
 * ``training_losses``: masked multi-label BCE over the 17 labels per frameset. A label a sample does
-  not carry contributes nothing: real/fake data know only AI_GEN; a fake item whose
-  ``generator_family`` names a CakeLens generator (e.g. ``SORA``) also knows every generator label
-  (one-hot: one video has one generator).
+  not carry contributes nothing: every item knows AI_GEN; a real item also knows the generator
+  labels (all 0), and so does a fake item whose ``generator_family`` names a CakeLens generator
+  (e.g. ``SORA``; one-hot: one video has one generator). Content labels (ANIME_2D, ANIME_3D,
+  VIDEO_GAME) stay unknown.
 * ``make_dataset``: training takes one frameset (9 consecutive frames) at a random offset;
   validation judges the whole video (up to ``data.val_max_framesets`` framesets, mean of their
   probabilities, ``eval_batch_size: 1``); calibration takes the benchmark's input (the first 9
@@ -89,14 +90,19 @@ class CakeLensDetectorConfig:
 
 
 def generator_targets(generator_family: str | None, label: int) -> tuple[Tensor, Tensor]:
-    """``(targets [17], mask [17])`` of one item: AI_GEN always; generator labels one-hot when the
-    item is fake and its ``generator_family`` (case-insensitive) is a CakeLens generator label."""
+    """``(targets [17], mask [17])`` of one item: AI_GEN always; the generator labels are known
+    for a real item (all 0: no generator made it) and for a fake one whose ``generator_family``
+    (case-insensitive) is a CakeLens generator label (one-hot). The content labels (ANIME_2D,
+    ANIME_3D, VIDEO_GAME) are never known from a dataset YAML."""
     targets = torch.zeros(len(LABELS))
     mask = torch.zeros(len(LABELS))
     targets[AI_GEN] = float(label != 0)
     mask[AI_GEN] = 1.0
     name = (generator_family or "").strip().upper()
-    if label != 0 and name in GENERATOR_LABELS:
+    if label == 0:
+        for generator in GENERATOR_LABELS:
+            mask[LABELS.index(generator)] = 1.0
+    elif name in GENERATOR_LABELS:
         for generator in GENERATOR_LABELS:
             mask[LABELS.index(generator)] = 1.0
         targets[LABELS.index(name)] = 1.0
