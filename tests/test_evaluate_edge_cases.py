@@ -1,4 +1,4 @@
-"""Review fixes in metrics and evaluation: edge cases (NaN outputs, empty passes, bad labels, list inputs)."""
+"""Metrics and evaluation edge cases (NaN outputs, empty passes, bad labels, list inputs)."""
 
 from __future__ import annotations
 

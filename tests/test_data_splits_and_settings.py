@@ -1,5 +1,5 @@
-"""Review fixes in the data pipeline and configs: files listed twice (split leakage), 3-class strata,
-clear errors for tuning/backbone config typos."""
+"""Data pipeline and settings: files listed twice (split leakage), 3-class strata, clear errors for
+tuning/backbone config typos, epoch-seeded sampling, private generator seeds, failing transforms."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Review of CakeLens v5: the detect path against the original package's own Detector, float64
+"""CakeLens v5: the detect path against the original package's own Detector, float64
 gradchecks of the memory-lean autograd functions, and bad batch sizes."""
 
 from __future__ import annotations

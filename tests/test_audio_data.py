@@ -1,4 +1,4 @@
-"""Review fixes (audio data): training windows pad short clips as the benchmark does, and validation
+"""Audio data: training windows pad short clips as the benchmark does, and validation
 under ``data.eval_robustness`` sees per-file noise that does not change between epochs."""
 
 from __future__ import annotations

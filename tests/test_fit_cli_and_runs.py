@@ -1,5 +1,5 @@
-"""Review fixes in the training spine: --init-from defaults and checks, an all-unreadable validation
-split, the probe on an all-unreadable train split."""
+"""Fit CLI and run directories: --init-from defaults and checks, unusable splits, flags an arch cannot
+take, --set, gradient checkpointing, export CLI errors, loading a run without its starting checkpoint."""
 
 from __future__ import annotations
 

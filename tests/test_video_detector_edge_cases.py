@@ -1,4 +1,4 @@
-"""Review fixes (video): ReStraV feature-cache identity and missing files, the detect CLI's decision
+"""Video detectors: ReStraV feature-cache identity and missing files, the detect CLI's decision
 rule and its error on a submission without ``preprocessing.resize``, GenD's preprocessing."""
 
 from __future__ import annotations
