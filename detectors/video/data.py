@@ -42,6 +42,15 @@ def load_clip(path: str, sampler: FrameSampler, resize: tuple[int, int] | None, 
     return frames
 
 
+def square_clip_preprocessing(image_size: int, num_frames: int, frame_rate: float | None) -> dict[str, Any]:
+    """The ``preprocessing`` section of a submission fed ``num_frames`` square frames (read back by
+    :func:`benchmark_sampler` and :func:`benchmark_input_loader`)."""
+    out: dict[str, Any] = {"resize": [image_size, image_size], "num_frames": int(num_frames)}
+    if frame_rate is not None:
+        out["frame_rate"] = float(frame_rate)
+    return out
+
+
 def benchmark_sampler(preprocessing: dict[str, Any]) -> FrameSampler:
     """The benchmark's frame rule for a submission's ``preprocessing`` section."""
     frame_rate = preprocessing.get("frame_rate")

@@ -39,6 +39,7 @@ from detectors.registry import register_detector
 from detectors.tuning import TuningConfig
 from detectors.errors import ConfigError
 from detectors.video.sampling import FrameSampler, pad_indices, random_indices
+from detectors.video.data import square_clip_preprocessing
 from export.standalone.gend import TemporalHead, mean_probability_logits
 from export.standalone.heads import ImageNormalize, LinearNorm
 
@@ -256,11 +257,7 @@ class GenDDetector(Detector):
     def preprocessing(self) -> dict[str, Any]:
         """The exported ``preprocessing`` section (what the benchmark feeds; ``detect --run`` reads it
         without converting the backbone)."""
-        out: dict[str, Any] = {"resize": [self.config.image_size, self.config.image_size],
-                               "num_frames": int(self.config.num_frames)}
-        if self.config.frame_rate is not None:
-            out["frame_rate"] = float(self.config.frame_rate)
-        return out
+        return square_clip_preprocessing(self.config.image_size, self.config.num_frames, self.config.frame_rate)
 
     def export_spec(self):
         from export.convert import convert_backbone

@@ -47,7 +47,7 @@ from detectors.data.dataset import MediaDataset, collate_skip, is_empty_batch, l
 from detectors.registry import register_detector
 from detectors.tuning import TuningConfig
 from detectors.video.cache import FeatureCache
-from detectors.video.data import ClipLoader, video_sampler
+from detectors.video.data import ClipLoader, square_clip_preprocessing, video_sampler
 from detectors.video.geometry import FEATURE_NAMES, NUM_FEATURES, trajectory_features
 from detectors.video.sampling import FrameSampler
 from export.standalone.heads import MLP
@@ -278,11 +278,7 @@ class ReStraVDetector(Detector):
         return torch.randint(0, 256, (batch_size, self.config.num_frames, 3, size, size), dtype=torch.uint8)
 
     def preprocessing(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"resize": [self.config.image_size, self.config.image_size],
-                               "num_frames": int(self.config.num_frames)}
-        if self.config.frame_rate is not None:
-            out["frame_rate"] = float(self.config.frame_rate)
-        return out
+        return square_clip_preprocessing(self.config.image_size, self.config.num_frames, self.config.frame_rate)
 
     def export_spec(self):
         from export.convert import convert_backbone
