@@ -180,10 +180,8 @@ class _PyAVSource(VideoSource):
         except av.error.FFmpegError as error:
             raise MediaError(self.path, f"truncated or corrupt while counting frames ({error})") from error
 
-    def frames(self, indices: Sequence[int]) -> torch.Tensor:
-        indices = _check_indices(self.path, indices, self.info.num_frames)
-        wanted, last = set(indices), max(indices)
-        decoded: dict[int, np.ndarray] = {}
+    def _decoded(self) -> Iterator["av.VideoFrame"]:
+        """The frames in order, from one sequential decode; a decoder error names the file."""
         count = 0
         try:
             with av.open(str(self.path)) as container:
@@ -191,15 +189,24 @@ class _PyAVSource(VideoSource):
                 # One thread, like decord's default: DataLoader workers parallelise across videos.
                 stream.codec_context.thread_count = 1
                 for frame in container.decode(stream):
-                    if count in wanted:
-                        decoded[count] = frame.to_ndarray(format="rgb24")
+                    yield frame
                     count += 1
-                    if count > last:
-                        break
         except av.error.FFmpegError as error:
             raise MediaError(
                 self.path, f"truncated or corrupt: decoding failed after {count} frames ({error})"
             ) from error
+
+    def frames(self, indices: Sequence[int]) -> torch.Tensor:
+        indices = _check_indices(self.path, indices, self.info.num_frames)
+        wanted, last = set(indices), max(indices)
+        decoded: dict[int, np.ndarray] = {}
+        count = 0
+        for frame in self._decoded():
+            if count in wanted:
+                decoded[count] = frame.to_ndarray(format="rgb24")
+            count += 1
+            if count > last:
+                break
         if count <= last:
             raise MediaError(
                 self.path,
@@ -211,19 +218,11 @@ class _PyAVSource(VideoSource):
     def chunks(self, size: int) -> Iterator[torch.Tensor]:
         """Every frame in order, ``size`` at a time, from one sequential decode."""
         batch: list[np.ndarray] = []
-        count = 0
-        try:
-            with av.open(str(self.path)) as container:
-                stream = container.streams.video[0]
-                stream.codec_context.thread_count = 1
-                for frame in container.decode(stream):
-                    batch.append(frame.to_ndarray(format="rgb24"))
-                    count += 1
-                    if len(batch) == size:
-                        yield _to_tchw(np.stack(batch))
-                        batch = []
-        except av.error.FFmpegError as error:
-            raise MediaError(self.path, f"truncated or corrupt: decoding failed after {count} frames ({error})") from error
+        for frame in self._decoded():
+            batch.append(frame.to_ndarray(format="rgb24"))
+            if len(batch) == size:
+                yield _to_tchw(np.stack(batch))
+                batch = []
         if batch:
             yield _to_tchw(np.stack(batch))
 
