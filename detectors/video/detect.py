@@ -128,11 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        torch.device(args.device)
+        device_type = torch.device(args.device).type
     except RuntimeError as error:
         parser.error(f"--device {args.device!r}: {error}")
     unavailable = {"cuda": not torch.cuda.is_available(), "mps": not torch.backends.mps.is_available()}
-    if unavailable.get(torch.device(args.device).type, False):
+    if unavailable.get(device_type, False):
         parser.error(f"--device {args.device}: no such device on this machine (try --device cpu)")
     if args.arch == "cakelens":
         if args.weights is None:
