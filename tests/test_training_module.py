@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 import torch
+from lightning_utilities.core.apply_func import apply_to_collection
 
 from detectors.registry import create_detector
 from detectors.training.module import DetectorModule, _warmup_cosine
@@ -54,6 +56,61 @@ def test_cuda_transfer_on_a_side_stream(module):
     moved = module.transfer_batch_to_device(batch, torch.device("cuda"), 0)
     assert moved["x"].is_cuda and module._copy_stream is not None
     assert torch.equal(moved["x"].cpu(), batch["x"])
+
+
+class _FakeCudaTensor(torch.Tensor):
+    """A CPU tensor that says it lives on CUDA and logs record_stream calls (ordering test only)."""
+
+    @property
+    def is_cuda(self) -> bool:
+        return True
+
+    def record_stream(self, stream) -> None:
+        _FakeCudaTensor.events.append(("record", stream))
+
+
+def test_side_stream_ordering_without_a_gpu(module, monkeypatch):
+    """The copy runs inside the side stream's context, the compute stream waits for it after the copy,
+    and every moved tensor, nested ones included, is recorded on the compute stream."""
+    events: list = []
+    _FakeCudaTensor.events = events
+    side, compute = object(), object()
+    state = {"active": None}
+
+    class FakeStreamContext:
+        def __init__(self, stream):
+            self.stream = stream
+
+        def __enter__(self):
+            state["active"] = self.stream
+
+        def __exit__(self, *exc):
+            state["active"] = None
+
+    class FakeCompute:
+        def wait_stream(self, stream):
+            events.append(("wait", stream))
+
+    fake_compute = FakeCompute()
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: events.append(("new", device)) or side)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: fake_compute)
+    monkeypatch.setattr(torch.cuda, "stream", FakeStreamContext)
+
+    def fake_move(self, batch, device, dataloader_idx):
+        events.append(("copy", state["active"]))
+        return apply_to_collection(batch, torch.Tensor, lambda tensor: tensor.as_subclass(_FakeCudaTensor))
+
+    monkeypatch.setattr(L.LightningModule, "transfer_batch_to_device", fake_move)
+    batch = {"x": torch.ones(2, 3), "clips": [torch.zeros(1), torch.zeros(2)], "path": ["a", "b"]}
+    device = torch.device("cuda", 0)
+    module.transfer_batch_to_device(batch, device, 0)
+    assert events == [("new", device), ("copy", side), ("wait", side)] + [("record", fake_compute)] * 3
+    events.clear()
+    module.transfer_batch_to_device(batch, device, 0)  # the side stream is created once and reused
+    assert events == [("copy", side), ("wait", side)] + [("record", fake_compute)] * 3
+    events.clear()
+    module.transfer_batch_to_device({"skipped": 2}, device, 0)  # an all-unreadable batch: plain move
+    assert events == [("copy", None)]
 
 
 def test_warmup_cosine_schedule():

@@ -12,12 +12,18 @@ from typing import Any
 import lightning as L
 import torch
 import torch.distributed as dist
+from lightning_utilities.core.apply_func import apply_to_collection
 
 from calibration import build_loss
 from detectors.base import Detector
 from detectors.data.dataset import is_empty_batch
 from detectors.errors import ConfigError
 from detectors.metrics import binary_metrics, predictions_from_logits, prob_fake_from_logits
+
+
+def _record_if_cuda(tensor: torch.Tensor, stream: torch.cuda.Stream) -> None:
+    if tensor.is_cuda:
+        tensor.record_stream(stream)
 
 
 class DetectorModule(L.LightningModule):
@@ -50,9 +56,8 @@ class DetectorModule(L.LightningModule):
             moved = super().transfer_batch_to_device(batch, device, dataloader_idx)
         compute.wait_stream(self._copy_stream)
         # memory allocated on the side stream is used on the compute stream: keep the allocator honest
-        for value in (moved.values() if isinstance(moved, dict) else [moved]):
-            if torch.is_tensor(value) and value.is_cuda:
-                value.record_stream(compute)
+        # for every tensor of the batch, however deeply nested (lists of clips, dicts of extras)
+        apply_to_collection(moved, torch.Tensor, _record_if_cuda, compute)
         return moved
 
     # ------------------------------------------------------------------ steps
