@@ -140,10 +140,25 @@ def test_train_one_epoch_export_and_check(tmp_path):
                         callbacks=detector.extra_callbacks(), enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
                         num_sanity_val_steps=0)
+    forward_calls = []
+    original_forward_batch = detector.forward_batch
+    detector.forward_batch = lambda batch: forward_calls.append(trainer.state.stage) or original_forward_batch(batch)
     trainer.fit(module, datamodule=datamodule)
     assert "train/label_bce" in trainer.logged_metrics
     assert any(not torch.equal(before[k], v) for k, v in detector.net.state_dict().items())
-    assert list((tmp_path / "tb").rglob("events.out.tfevents*"))
+    # one forward per validation batch: the PR-curve callback reuses the validation step's logits
+    assert forward_calls.count("validate") == 1  # 2 val videos, batch size 2
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((tmp_path / "tb").rglob("events.out.tfevents*"))),
+                              size_guidance={"histograms": 0, "tensors": 0}).Reload()
+    assert "gradients/detector.net.seq.input_conv0.weight" in events.Tags()["histograms"]
+    pr_curve = events.Tensors("val/pr_curve_ai_gen")[-1]
+    assert pr_curve.step == trainer.global_step
+    from tensorboard.util.tensor_util import make_ndarray
+
+    true_pos, false_pos, true_neg, false_neg = make_ndarray(pr_curve.tensor_proto)[:4, 0]
+    assert (true_pos + false_neg, false_pos + true_neg) == (1, 1)  # val: v4 real, v5 fake
     report = export_detector(detector, tmp_path / "submission")
     assert report["max_abs_logit_difference"] <= 1e-4
     assert check_submission(tmp_path / "submission") == []

@@ -82,15 +82,19 @@ class DetectorModule(L.LightningModule):
             self.log(f"train/{name}", value, batch_size=batch_size)
         return loss
 
-    def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> dict[str, torch.Tensor] | None:
+        """Collects this batch's logits for the epoch's metrics; returns them (CPU, float32) so callbacks
+        can use the validation forward pass instead of running their own."""
         if batch is not None:
             self.skipped_samples["val"] += int(batch.get("skipped", 0))
             self._val_skipped += int(batch.get("skipped", 0))
         if is_empty_batch(batch):
-            return
+            return None
         _, logits = self.detector.forward_batch(batch)
         target = self.detector.targets(batch, logits)
-        self._val_outputs.append((logits.detach().float().cpu(), target.detach().cpu()))
+        logits, target = logits.detach().float().cpu(), target.detach().cpu()
+        self._val_outputs.append((logits, target))
+        return {"logits": logits, "target": target}
 
     def on_validation_epoch_end(self) -> None:
         outputs = _gather(list(self._val_outputs))

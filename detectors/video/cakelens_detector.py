@@ -40,9 +40,10 @@ from torch import Tensor
 
 from detectors.base import Detector
 from detectors.data.catalog import MediaItem
-from detectors.data.dataset import MediaDataset, is_empty_batch, is_unreadable
+from detectors.data.dataset import MediaDataset, is_unreadable
 from detectors.registry import register_detector
 from detectors.errors import ConfigError, MediaError
+from detectors.metrics import prob_fake_from_logits
 from detectors.video.cakelens import (
     CAKELENS_MEAN,
     CAKELENS_STD,
@@ -299,12 +300,11 @@ class CakeLensTensorBoardCallback(L.Callback):
 
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
                                 batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if is_empty_batch(batch) or trainer.sanity_checking:
+        # the module's validation step returns its logits: no second (full-precision) forward pass here
+        if outputs is None or trainer.sanity_checking:
             return
-        with torch.no_grad():
-            _, logits = pl_module.detector.forward_batch(batch)
-        self._probabilities.append(logits.float().softmax(-1)[:, 1].cpu())
-        self._targets.append((batch["label"] != 0).cpu())
+        self._probabilities.append(torch.as_tensor(prob_fake_from_logits(outputs["logits"])))
+        self._targets.append(outputs["target"] != 0)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = self._writer(trainer)
