@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-
+import io
 import os
+import struct
 from pathlib import Path
 
 import av
@@ -23,6 +24,7 @@ from detectors.video.demo import write_demo_videos, write_holdout_videos, write_
 from detectors.video.geometry import trajectory_features
 from detectors.video.io import (
     centre_crop_resize,
+    iter_frame_chunks,
     probe_video,
     read_frames,
     read_video_frames,
@@ -317,6 +319,135 @@ def test_resize_helpers() -> None:
     assert torch.equal(centre_crop_resize(tall, (20, 20)), TF.resize(tall[..., 20:60, :], [20, 20], antialias=True))
 
 
+# ----------------------------------------------------------------------------------- cover art
+
+
+def _png_bytes(height: int, width: int, value: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((height, width, 3), value, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _mux_cover(container: av.container.OutputContainer) -> tuple[av.stream.Stream, list[av.Packet]]:
+    """A 40 x 24 grey PNG cover-art stream (disposition attached_pic) and its one packet."""
+    cover = container.add_stream("png")
+    cover.width, cover.height, cover.pix_fmt = 40, 24, "rgb24"
+    cover.disposition = av.stream.Disposition.attached_pic
+    image = av.VideoFrame.from_ndarray(np.full((24, 40, 3), 200, np.uint8), format="rgb24")
+    return cover, [*cover.encode(image), *cover.encode()]
+
+
+def _write_lossless(path: Path, clip: torch.Tensor, *, cover: str | None = None,
+                    disposition: av.stream.Disposition | None = None) -> None:
+    """``clip`` as lossless H.264 RGB at 24 fps (both decoders return its exact pixels), with an
+    optional cover: ``"stream"`` (mp4 attached picture) or ``"attachment"`` (Matroska image attachment)."""
+    with av.open(str(path), "w") as container:
+        packets = []
+        if cover == "stream":
+            _, packets = _mux_cover(container)
+        elif cover == "attachment":
+            container.add_attachment("cover.png", "image/png", _png_bytes(24, 40, 200))
+        video = container.add_stream("libx264rgb", rate=24, options={"qp": "0"})
+        video.width, video.height, video.pix_fmt = clip.shape[-1], clip.shape[-2], "rgb24"
+        if disposition is not None:
+            video.disposition = disposition
+        for packet in packets:
+            container.mux(packet)
+        for image in clip.permute(0, 2, 3, 1).numpy():
+            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+
+
+def _move_mp4_udta_before_tracks(path: Path) -> None:
+    """Put the moov/udta box (which holds the cover art) before the trak boxes. FFmpeg's muxer
+    writes it after them, other writers need not; FFmpeg's mov demuxer then lists the cover as
+    stream #0. Boxes keep their sizes, so the sample offsets into mdat stay valid."""
+
+    def boxes(data: bytes) -> list[tuple[bytes, bytes]]:
+        out, position = [], 0
+        while position < len(data):
+            size, kind = struct.unpack(">I4s", data[position:position + 8])
+            out.append((kind, data[position:position + size]))
+            position += size
+        return out
+
+    rewritten = []
+    for kind, box in boxes(path.read_bytes()):
+        if kind == b"moov":
+            children = sorted(boxes(box[8:]), key=lambda child: {b"mvhd": 0, b"udta": 1}.get(child[0], 2))
+            box = box[:8] + b"".join(child for _, child in children)
+        rewritten.append(box)
+    path.write_bytes(b"".join(rewritten))
+
+
+@pytest.fixture(scope="module")
+def cover_clip() -> torch.Tensor:
+    return _random_clip(10, 48, 64, seed=5)
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyav"])
+def test_cover_art_listed_before_the_video_stream(tmp_path: Path, cover_clip: torch.Tensor, backend: str) -> None:
+    path = tmp_path / "with_cover.mp4"
+    _write_lossless(path, cover_clip, cover="stream")
+    _move_mp4_udta_before_tracks(path)
+    with av.open(str(path)) as container:  # the case under test: the picture is the first video stream
+        first, best = container.streams.video[0], container.streams.best("video")
+        assert video_io._is_attached_picture(first) and (first.codec_context.width, first.codec_context.height) == (40, 24)
+        assert not video_io._is_attached_picture(best) and best.index == 1
+
+    info = probe_video(path, backend=backend)
+    assert (info.num_frames, info.fps, info.width, info.height) == (10, 24.0, 64, 48)
+    expected_backend = "decord" if backend == "auto" and video_io.decord is not None else "pyav"
+    assert info.backend == expected_backend
+    everything = read_frames(path, list(range(10)), backend=backend)
+    assert torch.equal(everything, cover_clip)  # lossless: the real video's exact pixels
+    assert torch.equal(read_frames(path, [9, 0, 9], backend=backend), cover_clip[[9, 0, 9]])
+    assert torch.equal(torch.cat(list(iter_frame_chunks(path, 4, backend=backend))), cover_clip)
+    clip = read_video_frames(path, FrameSampler("benchmark", 16), backend=backend)
+    assert clip.shape == (16, 3, 48, 64) and torch.equal(clip[:10], cover_clip)
+    # a container without a frame count in its header: PyAV counts the real stream's packets
+    assert video_io._PyAVSource(path, dataclasses.replace(video_io._read_header(path), num_frames=0)).info.num_frames == 10
+
+
+def test_ffmpeg_best_stream_is_cover_art(tmp_path: Path, cover_clip: torch.Tensor) -> None:
+    # av_find_best_stream ranks a visual-impaired video below a cover attachment: skip the picture,
+    # and keep away from decord, which cannot be told which stream to read
+    path = tmp_path / "described.mkv"
+    _write_lossless(path, cover_clip, cover="attachment", disposition=av.stream.Disposition.visual_impaired)
+    with av.open(str(path)) as container:
+        assert video_io._is_attached_picture(container.streams.best("video"))
+    info = probe_video(path)
+    assert (info.num_frames, info.fps, info.width, info.height, info.backend) == (10, 24.0, 64, 48, "pyav")
+    assert torch.equal(read_frames(path, list(range(10))), cover_clip)
+    if video_io.decord is not None:
+        with pytest.raises(MediaError, match="attached picture.*backend='pyav'") as caught:
+            probe_video(path, backend="decord")
+        assert caught.value.path == str(path)
+
+
+def test_audio_with_cover_art_is_not_a_video(tmp_path: Path) -> None:
+    path = tmp_path / "song.m4a"
+    with av.open(str(path), "w", format="mp4") as container:
+        audio = container.add_stream("aac", rate=16000)
+        _, cover_packets = _mux_cover(container)
+        for packet in cover_packets:
+            container.mux(packet)
+        for i in range(8):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            for packet in audio.encode(frame):
+                container.mux(packet)
+        for packet in audio.encode():
+            container.mux(packet)
+    with av.open(str(path)) as container:  # the only video stream is the picture
+        assert [video_io._is_attached_picture(s) for s in container.streams.video] == [True]
+    _expect_media_error(path, r"no video stream, only an attached picture \(cover art: png 40x24")
+    with pytest.raises(MediaError, match="only an attached picture"):
+        read_video_frames(path, FrameSampler("benchmark", 4))
+
+
 # ----------------------------------------------------------------------------------- caches
 
 
@@ -376,6 +507,45 @@ def test_frame_cache_keys(demo_mp4: Path, tmp_path: Path) -> None:
     cache.get_or_decode(demo_mp4, FrameSampler("random", 4), None, lambda *a, **k: calls.append(1) or torch.zeros(4, 3, 2, 2, dtype=torch.uint8))
     cache.get_or_decode(demo_mp4, FrameSampler("random", 4), None, lambda *a, **k: calls.append(1) or torch.zeros(4, 3, 2, 2, dtype=torch.uint8))
     assert len(calls) == 2 and not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
+
+
+def test_cache_keys_name_the_decoder(demo_mp4: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if video_io.decord is None:
+        pytest.skip("decord not installed")
+    frames = FrameCache(tmp_path / "frames")
+    features = FeatureCache(tmp_path / "features", model_key="model")
+    window = FrameSampler("window", 24)
+    used = []
+
+    def decode(path: Path, sampler: FrameSampler, resize: tuple[int, int] | None, **options: object) -> torch.Tensor:
+        used.append(probe_video(path, **options).backend)
+        return read_video_frames(path, sampler, resize, **options)
+
+    decord_keys = (frames.key(demo_mp4, window, None), features.key(demo_mp4, window, None))
+    with monkeypatch.context() as patch:  # a machine without decord fills the cache with PyAV frames
+        patch.setattr(video_io, "decord", None)
+        assert (frames.key(demo_mp4, window, None), features.key(demo_mp4, window, None)) != decord_keys
+        frames.get_or_decode(demo_mp4, window, None, decode)
+    frames.get_or_decode(demo_mp4, window, None, decode)  # decord must not be served PyAV's entry
+    frames.get_or_decode(demo_mp4, window, None, decode)
+    assert used == ["pyav", "decord"]
+    frames.get_or_decode(demo_mp4, window, None, decode, backend="pyav")  # forcing a backend is keyed too
+    assert used == ["pyav", "decord", "pyav"]
+
+    # another build of a decoder may decode other pixels: a new key
+    with monkeypatch.context() as patch:
+        patch.setattr(video_io.decord, "__version__", "0.0.0-other")
+        assert frames.key(demo_mp4, window, None) != decord_keys[0]
+    with monkeypatch.context() as patch:
+        patch.setattr(video_io.av, "library_versions", {**video_io.av.library_versions, "libswscale": (0, 0, 0)})
+        assert features.key(demo_mp4, window, None) != decord_keys[1]
+    # a folder of frames is read by Pillow whatever the video backend
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(folder / "0.png")
+    folder_key = frames.key(folder, window, None)
+    monkeypatch.setattr(video_io, "decord", None)
+    assert frames.key(folder, window, None) == folder_key
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "npy"])
@@ -500,8 +670,6 @@ def test_holdout_videos_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 @pytest.mark.parametrize("backend", ["auto", "pyav"])
 def test_frame_chunks_cover_the_video_in_order_with_one_decode(tmp_path: Path, backend: str, monkeypatch) -> None:
-    from detectors.video.io import iter_frame_chunks
-
     path = tmp_path / "clip.mp4"
     write_mp4(path, _random_clip(23, 32, 32), fps=25)
     everything = read_frames(path, list(range(23)), backend=backend)

@@ -3,8 +3,9 @@
 Decoding dominates video training time, and the frames a deterministic sampler picks never change,
 so they are decoded once and stored. Entries are keyed by the SHA-1 of the video's identity (absolute
 path, size, modification time) and of everything that shapes the result (sampler, resize, decode
-options, cache version, and for features the model identity), so editing a video or changing a
-setting simply misses the cache.
+options, the decoder and its library versions from :func:`detectors.video.io.decoder_key`, cache
+version, and for features the model identity), so editing a video, changing a setting, or decoding
+with decord where PyAV filled the cache (or after a library upgrade) simply misses the cache.
 
 Entries are written atomically (temp file + rename): concurrent DataLoader workers or processes can
 write the same entry; the last rename wins and a reader never sees a partial file. Every read is
@@ -40,6 +41,7 @@ import torch
 import zstandard
 
 from detectors.atomic import atomic_open
+from detectors.video.io import decoder_key, read_video_frames
 from detectors.video.sampling import FrameSampler
 
 logger = logging.getLogger(__name__)
@@ -155,9 +157,11 @@ class FrameCache(_EntryStore):
         self.suffix = ".npy.zst" if compress == "zstd" else ".npy"
 
     def key(self, path: str | Path, sampler: FrameSampler, resize: tuple[int, int] | None, **options: Any) -> str:
-        """Cache key of ``path`` sampled by ``sampler``, resized to ``resize``, decoded with ``options``."""
+        """Cache key of ``path`` sampled by ``sampler``, resized to ``resize``, decoded with ``options``
+        (``options["backend"]``, default ``"auto"``, picks the decoder named in the key)."""
         size = None if resize is None else [int(v) for v in resize]
-        return make_key("frames", file_fingerprint(path), sampler.key(), size, options)
+        decoder = decoder_key(path, options.get("backend", "auto"))
+        return make_key("frames", file_fingerprint(path), decoder, sampler.key(), size, options)
 
     def load(self, key: str, expected_shape: tuple[int | None, ...] | None = None) -> torch.Tensor | None:
         """The cached frames, or None when absent or corrupt (then the entry is deleted)."""
@@ -194,8 +198,7 @@ class FrameCache(_EntryStore):
         to ``decode_fn`` and are part of the key; a custom ``decode_fn`` should be named by an option
         (e.g. ``tag="mine"``) if its output differs from the default's.
         """
-        if decode_fn is None:
-            from detectors.video.io import read_video_frames as decode_fn
+        decode_fn = decode_fn or read_video_frames
         if not sampler.deterministic:
             return decode_fn(path, sampler, resize, **options)
         key = self.key(path, sampler, resize, **options)
@@ -223,8 +226,10 @@ class FeatureCache(_EntryStore):
         self.suffix = ".safetensors" if fmt == "safetensors" else ".npy"
 
     def key(self, path: str | Path, sampler: FrameSampler, resize: tuple[int, int] | None, **options: Any) -> str:
+        """Cache key of the features of ``path`` decoded as for :meth:`FrameCache.key`."""
         size = None if resize is None else [int(v) for v in resize]
-        return make_key("features", self.model_key, file_fingerprint(path), sampler.key(), size, options)
+        decoder = decoder_key(path, options.get("backend", "auto"))
+        return make_key("features", self.model_key, file_fingerprint(path), decoder, sampler.key(), size, options)
 
     def load(self, key: str) -> torch.Tensor | None:
         def decode(data: bytes) -> torch.Tensor:

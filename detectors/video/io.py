@@ -5,6 +5,9 @@ file, truncated or corrupt data, no video stream, zero frames, absurd resolution
 skip the file and a user can fix it. A folder of pre-extracted frames (``*.png`` / ``*.jpg``, in
 natural name order, with an optional ``fps.txt``) is accepted wherever a video file is.
 
+Of several video streams, every path reads the one FFmpeg's ``av_find_best_stream`` picks (what
+decord reads), never an attached picture (cover art): see :func:`_video_stream`.
+
 Frames come back as ``torch.uint8 [T, 3, H, W]`` RGB.
 """
 
@@ -14,11 +17,13 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 import av
 import numpy as np
+import PIL
 import torch
+import torchvision
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
@@ -120,22 +125,52 @@ class _Header:
     height: int
     fps: float | None
     num_frames: int  # from the container header; 0 when unknown
+    # FFmpeg's own best-stream choice is an attached picture that _video_stream skipped: decord,
+    # which cannot be told which stream to read, may decode the picture instead of the video.
+    best_is_picture: bool = False
+
+
+def _is_attached_picture(stream: av.stream.Stream) -> bool:
+    return bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
+def _video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
+    """The video stream to read: FFmpeg's best-stream choice (``av_find_best_stream``, what decord
+    reads), unless that is an attached picture (cover art: one still frame), then the first real one.
+
+    ``av_find_best_stream`` ranks streams by disposition and by frames seen while probing, and does
+    not skip attached pictures: it returns the cover of an audio file, or the cover of a video whose
+    real stream is flagged e.g. visual-impaired. A container with only a picture raises MediaError.
+    """
+    best = container.streams.best("video")
+    if best is None:
+        kinds = sorted({stream.type for stream in container.streams}) or ["none"]
+        raise MediaError(path, f"no video stream (streams found: {', '.join(kinds)})")
+    if not _is_attached_picture(best):
+        return best
+    real = [stream for stream in container.streams.video if not _is_attached_picture(stream)]
+    if not real:
+        context = best.codec_context
+        raise MediaError(
+            path,
+            f"no video stream, only an attached picture (cover art: {context.name} "
+            f"{context.width}x{context.height}, stream #{best.index}); audio files with cover art are not videos",
+        )
+    return real[0]
 
 
 def _read_header(path: Path) -> _Header:
     """Open the container with PyAV (headers only, no decoding) to validate it cheaply."""
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
-                kinds = sorted({stream.type for stream in container.streams}) or ["none"]
-                raise MediaError(path, f"no video stream (streams found: {', '.join(kinds)})")
-            stream = container.streams.video[0]
+            stream = _video_stream(container, path)
             rate = stream.average_rate or stream.guessed_rate
             return _Header(
                 width=int(stream.codec_context.width or 0),
                 height=int(stream.codec_context.height or 0),
                 fps=_clean_fps(float(rate)) if rate else None,
                 num_frames=int(stream.frames or 0),
+                best_is_picture=stream.index != container.streams.best("video").index,
             )
     except av.error.FFmpegError as error:
         raise MediaError(path, f"not a readable video: truncated or corrupt ({error})") from error
@@ -175,7 +210,7 @@ class _PyAVSource(VideoSource):
         # Containers without a frame count in the header (e.g. some .mkv/.webm): count packets.
         try:
             with av.open(str(self.path)) as container:
-                stream = container.streams.video[0]
+                stream = _video_stream(container, self.path)
                 return sum(1 for packet in container.demux(stream) if packet.size)
         except av.error.FFmpegError as error:
             raise MediaError(self.path, f"truncated or corrupt while counting frames ({error})") from error
@@ -185,7 +220,7 @@ class _PyAVSource(VideoSource):
         count = 0
         try:
             with av.open(str(self.path)) as container:
-                stream = container.streams.video[0]
+                stream = _video_stream(container, self.path)
                 # One thread, like decord's default: DataLoader workers parallelise across videos.
                 stream.codec_context.thread_count = 1
                 for frame in container.decode(stream):
@@ -289,7 +324,8 @@ def open_video(
 ) -> VideoSource:
     """Open a video file (or a folder of frames) after validating it.
 
-    ``backend="auto"`` uses decord and falls back to PyAV when decord cannot open the file.
+    ``backend="auto"`` uses decord and falls back to PyAV when decord cannot open the file, or when
+    FFmpeg's best video stream is an attached picture (decord may read the picture).
     ``num_threads`` is decord's decoding threads: 1 by default because DataLoader workers already
     decode videos in parallel.
     """
@@ -305,19 +341,48 @@ def open_video(
     _check_resolution(path, header.width, header.height, max_pixels)
 
     source: VideoSource | None = None
-    if backend in ("auto", "decord") and decord is not None:
+    if backend == "decord" and decord is None:
+        raise RuntimeError("decord is not installed; use backend='pyav' or 'auto'")
+    if backend == "decord" and header.best_is_picture:
+        raise MediaError(path, "FFmpeg's best video stream is an attached picture (cover art) and decord cannot "
+                               "be told to read the real one; use backend='pyav' or 'auto'")
+    if backend in ("auto", "decord") and decord is not None and not header.best_is_picture:
         try:
             source = _DecordSource(path, header, num_threads)
         except _DECODER_ERRORS as error:
             if backend == "decord":
                 raise MediaError(path, f"decord cannot read it: truncated or corrupt ({error})") from error
-    elif backend == "decord":
-        raise RuntimeError("decord is not installed; use backend='pyav' or 'auto'")
     if source is None:
         source = _PyAVSource(path, header)
     if source.info.num_frames < 1:
         raise MediaError(path, "zero frames: the video stream holds no frames")
     return source
+
+
+def decoder_key(path: str | Path, backend: Backend = "auto") -> dict[str, Any]:
+    """What, besides the file and the frame choice, decides the pixels :func:`read_video_frames`
+    returns for ``path``: the decoder ``backend`` resolves to on this machine (decord, PyAV, or
+    Pillow for a frame folder), the versions of the libraries that decode and resize, and the
+    requested ``backend`` itself. For cache keys: frames decoded by one decoder are never served
+    for another (decord and PyAV can differ at the edges of damaged files and in frame counts).
+
+    With the same file and the same libraries, ``backend="auto"`` falls back to PyAV on exactly the
+    same files, so this names the decoder actually used without opening the file.
+    """
+    if Path(path).is_dir():
+        return {"decoder": "frames", "pillow": PIL.__version__, "torchvision": torchvision.__version__}
+    uses_decord = backend in ("auto", "decord") and decord is not None
+    key: dict[str, Any] = {
+        "backend": backend,
+        "decoder": "decord" if uses_decord else "pyav",
+        # PyAV also reads every header, and decodes whenever "auto" falls back from decord
+        "pyav": av.__version__,
+        "ffmpeg": av.library_versions,  # PyAV's own FFmpeg build: libavcodec, libswscale, ...
+        "torchvision": torchvision.__version__,  # the crop and resize of the cached frames
+    }
+    if uses_decord:
+        key["decord"] = decord.__version__  # its wheel bundles its own FFmpeg build
+    return key
 
 
 def probe_video(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, backend: Backend = "auto") -> VideoInfo:
