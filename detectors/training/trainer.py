@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from detectors.atomic import atomic_path
 from detectors.training.run import RunDir
 
-TRAINER_KEYS = {
-    "max_epochs", "max_steps", "accelerator", "devices", "num_nodes", "strategy", "precision",
-    "accumulate_grad_batches", "gradient_clip_val", "log_every_n_steps", "limit_train_batches",
-    "limit_val_batches", "val_check_interval", "check_val_every_n_epoch", "deterministic", "benchmark",
-}
+# The run directory owns these Trainer arguments (checkpoints, loggers, atomic writes; barebones and
+# fast_dev_run switch those off); every other lightning.Trainer argument may be set in ``trainer:``.
+_RUN_OWNED = {"callbacks", "logger", "plugins", "default_root_dir", "enable_checkpointing", "enable_model_summary",
+              "barebones", "fast_dev_run"}
+TRAINER_KEYS = frozenset(inspect.signature(L.Trainer.__init__).parameters) - _RUN_OWNED - {"self"}
+# Keys of the ``trainer:`` section that configure this module's callbacks rather than the Trainer.
+CALLBACK_KEYS = {"monitor", "early_stopping_patience", "early_stopping_min_delta"}
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -31,15 +34,28 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def build_trainer(trainer_config: dict[str, Any], run: RunDir,
                   extra_callbacks: list[L.Callback] | None = None) -> tuple[L.Trainer, ModelCheckpoint]:
-    unknown = set(trainer_config) - TRAINER_KEYS - {"monitor"}
+    """A Trainer writing into ``run``: best + last checkpoints on ``trainer_config["monitor"]``
+    (default val/score), TensorBoard and CSV logs, optional early stopping on the same metric."""
+    unknown = set(trainer_config) - TRAINER_KEYS - CALLBACK_KEYS
     if unknown:
         from detectors.errors import ConfigError
 
-        raise ConfigError(None, "trainer", f"unknown key(s) {sorted(unknown)}; known: {sorted(TRAINER_KEYS)}")
+        owned = sorted(unknown & _RUN_OWNED)
+        problem = (f"{owned} cannot be set: the run directory owns checkpoints, loggers and callbacks" if owned else
+                   f"unknown key(s) {sorted(unknown)}: not lightning.Trainer arguments nor {sorted(CALLBACK_KEYS)}")
+        raise ConfigError(None, "trainer", problem)
     monitor = trainer_config.get("monitor", "val/score")
-    checkpoint = ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor,
-                                 mode="min" if monitor.endswith("loss") else "max", save_last=True,
-                                 save_top_k=1, auto_insert_metric_name=False)
+    mode = "min" if monitor.endswith("loss") else "max"
+    checkpoint = ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode=mode,
+                                 save_last=True, save_top_k=1, auto_insert_metric_name=False)
+    callbacks: list[L.Callback] = [checkpoint, LearningRateMonitor(logging_interval="step")]
+    if trainer_config.get("enable_progress_bar", True):
+        callbacks.append(TQDMProgressBar(refresh_rate=5))
+    patience = trainer_config.get("early_stopping_patience")
+    if patience is not None:
+        # counted in validation runs; the best checkpoint, not the last, is what gets calibrated
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=int(patience),
+                                       min_delta=float(trainer_config.get("early_stopping_min_delta", 0.0))))
     kwargs = {k: v for k, v in trainer_config.items() if k in TRAINER_KEYS}
     kwargs.setdefault("log_every_n_steps", 5)
     kwargs.setdefault("accelerator", "auto")
@@ -47,8 +63,7 @@ def build_trainer(trainer_config: dict[str, Any], run: RunDir,
                CSVLogger(save_dir=run.logs, name="csv", version="")]
     trainer = L.Trainer(
         default_root_dir=run.root,
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step"), TQDMProgressBar(refresh_rate=5),
-                   *(extra_callbacks or [])],
+        callbacks=[*callbacks, *(extra_callbacks or [])],
         logger=loggers,
         plugins=[AtomicCheckpointIO()],
         enable_model_summary=False,
