@@ -1,13 +1,16 @@
 """Audio decoding, crops, cache and transforms, checked against independent computations.
 
 Known-value files are written byte by byte with the standard library's ``wave`` module, so the
-expected float values do not come from the decoder under test.
+expected float values do not come from the decoder under test. Down-mixes are checked against
+mono files the ``ffmpeg`` CLI wrote once (``tests/data/audio``, see its README): a different
+ffmpeg build, and its own demuxer/decoder/filter path, from the PyAV library the loader uses.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
 import struct
 import wave
 from pathlib import Path
@@ -28,6 +31,8 @@ from detectors.audio.io import (
     load_audio,
     load_audio_benchmark,
     load_audio_window,
+    mono_downmix,
+    mono_downmix_weights,
     resample,
 )
 from detectors.audio.transforms import (
@@ -43,6 +48,8 @@ from detectors.audio.transforms import (
     build_audio_train_transform,
 )
 from detectors.errors import MediaError
+
+AUDIO_DATA = Path(__file__).parent / "data" / "audio"
 
 
 def _write_pcm(path: Path, frames: bytes, rate: int, width: int, channels: int = 1) -> Path:
@@ -125,15 +132,83 @@ def test_24bit_wav_scale(tmp_path: Path) -> None:
     np.testing.assert_allclose(load_audio(path).double().numpy(), np.array(values) / 2**23, atol=1e-9)
 
 
-def test_stereo_and_six_channels_are_averaged(tmp_path: Path) -> None:
-    stereo = np.stack([np.full(800, 0.5), np.full(800, -0.1)], axis=1)
-    sf.write(tmp_path / "stereo.wav", stereo, 16000, subtype="FLOAT")
-    np.testing.assert_allclose(load_audio(tmp_path / "stereo.wav").numpy(), 0.2, atol=1e-7)
+# ------------------------------------------------------------------------------- down-mixing
 
-    six = np.stack([np.full(800, c / 10) for c in range(6)], axis=1)
-    sf.write(tmp_path / "six.flac", six, 16000, subtype="PCM_24")
-    assert audio_info(tmp_path / "six.flac").channels == 6
-    np.testing.assert_allclose(load_audio(tmp_path / "six.flac").numpy(), 0.25, atol=1e-6)
+# (fixture, what ffmpeg calls its layout): the reference is `ffmpeg -i <fixture> -ac 1 -f f32le`.
+DOWNMIX_FIXTURES = [
+    ("stereo.wav", "2 channels, no mask"),
+    ("5.1.wav", "WAVEX mask 5.1"),
+    ("quad.wav", "WAVEX mask quad (the default 4-channel layout, 4.0, mixes differently)"),
+    ("6ch-nomask.wav", "6 channels, no mask"),
+    ("6ch.flac", "5.1(side)"),
+    ("6ch-vorbis.ogg", "Vorbis 5.1, channels reordered by the decoder"),
+]
+
+
+def _ffmpeg_mono(fixture: str) -> np.ndarray:
+    return np.fromfile(AUDIO_DATA / (fixture.rsplit(".", 1)[0] + ".ffmpeg-mono.f32"), dtype="<f4")
+
+
+@pytest.mark.parametrize("reader", ["default", "pyav"])
+@pytest.mark.parametrize(("fixture", "layout"), DOWNMIX_FIXTURES)
+def test_downmix_equals_ffmpeg_cli(tmp_path: Path, fixture: str, layout: str, reader: str) -> None:
+    source = AUDIO_DATA / fixture
+    if reader == "pyav":  # an extension libsndfile is not asked about: PyAV decodes the same bytes
+        source = Path(shutil.copy(source, tmp_path / f"{fixture}.bin"))
+    expected = _ffmpeg_mono(fixture)
+    out = load_audio(source, None).numpy()
+    assert out.shape == expected.shape
+    # Lossless fixtures agree to float32 rounding; the Vorbis one is decoded by two ffmpeg versions.
+    atol = 1e-6 if fixture.endswith(".ogg") else 2.5e-7
+    np.testing.assert_allclose(out, expected, rtol=0, atol=atol)
+    if fixture != "6ch-vorbis.ogg":  # the old channel mean is far from what ffmpeg delivers
+        samples, _ = sf.read(AUDIO_DATA / fixture, dtype="float32")
+        assert np.abs(samples.mean(axis=1) - expected).max() > 0.1
+
+
+def test_stereo_downmix_is_not_normalised(tmp_path: Path) -> None:
+    left, right = _sine(300, 44100, 1.0), _sine(300, 44100, 1.0, amplitude=0.1)
+    sf.write(tmp_path / "x.flac", np.stack([left, right], 1), 44100, subtype="PCM_16")
+    out = load_audio(tmp_path / "x.flac")
+    # ffmpeg's float mono matrix for stereo is [1/sqrt(2), 1/sqrt(2)] (no normalisation to 1/2).
+    reference = _sine(300, 16000, 1.0, amplitude=0.6 / math.sqrt(2))
+    np.testing.assert_allclose(out.numpy()[200:-200], reference[200 : out.numel() - 200], atol=5e-3)
+
+
+def test_downmix_weights_and_unmixable_layouts(tmp_path: Path) -> None:
+    np.testing.assert_allclose(mono_downmix_weights("5.1"), [0.5**0.5, 0.5**0.5, 1, 0, 0.5, 0.5], rtol=1e-6)
+    np.testing.assert_array_equal(mono_downmix_weights(None, 3), mono_downmix_weights("2.1"))  # ffmpeg's default
+    with pytest.raises(ValueError):
+        mono_downmix_weights("stereo", channels=6)
+    # A NaN in the LFE does not reach the mix (libswresample skips zero-gain channels).
+    six = np.full((4, 6), 0.25, np.float32)
+    six[:, 3] = np.nan
+    np.testing.assert_allclose(mono_downmix(six, "5.1"), 0.25 * (2 * 0.5**0.5 + 2), rtol=1e-6)
+    # 9 channels without a mask: ffmpeg has no matrix and refuses; the loader takes the mean.
+    values = np.arange(9 * 50, dtype=np.int16).reshape(50, 9) * 7 - 1500
+    path = _write_pcm(tmp_path / "nine.wav", values.astype("<i2").tobytes(), 16000, 2, channels=9)
+    np.testing.assert_allclose(load_audio(path, None).numpy(), values.mean(axis=1) / 32768, atol=1e-7)
+    mono = _write_pcm(tmp_path / "mono.wav", struct.pack("<3h", 1000, -2000, 3000), 16000, 2)
+    np.testing.assert_array_equal(load_audio(mono, None).numpy(), np.array([1000, -2000, 3000]) / 32768)
+
+
+def test_the_default_audio_stream_is_read_not_the_first(tmp_path: Path) -> None:
+    """Of two audio tracks the default-flagged one is decoded (FFmpeg's choice, what torchcodec reads)."""
+    import av
+
+    path = tmp_path / "two_tracks.mkv"
+    with av.open(str(path), "w") as container:
+        commentary = container.add_stream("pcm_s16le", rate=16000, layout="mono")
+        main = container.add_stream("pcm_s16le", rate=16000, layout="mono")
+        commentary.disposition, main.disposition = av.stream.Disposition(0), av.stream.Disposition.default
+        for stream, value, frames in ((commentary, 1000, 800), (main, -3000, 1600)):
+            frame = av.AudioFrame.from_ndarray(np.full((1, frames), value, np.int16), format="s16", layout="mono")
+            frame.sample_rate, frame.pts = 16000, 0
+            for packet in [*stream.encode(frame), *stream.encode(None)]:
+                container.mux(packet)
+    assert audio_info(path).num_frames == 1600
+    waveform = load_audio(path)
+    assert waveform.shape == (1600,) and torch.allclose(waveform, torch.full((1600,), -3000 / 32768))
 
 
 @pytest.mark.parametrize("rate", [8000, 11025, 22050, 44100, 48000, 96000])
@@ -147,14 +222,6 @@ def test_unusual_rates_resample_to_16k(tmp_path: Path, rate: int) -> None:
     reference = _sine(freq, 16000, seconds)[: out.numel()]
     interior = slice(200, out.numel() - 200)  # the resampler's edges are not a sine
     np.testing.assert_allclose(out.numpy()[interior], reference[interior], atol=5e-3)
-
-
-def test_44k_stereo_flac(tmp_path: Path) -> None:
-    left, right = _sine(300, 44100, 1.0), _sine(300, 44100, 1.0, amplitude=0.1)
-    sf.write(tmp_path / "x.flac", np.stack([left, right], 1), 44100, subtype="PCM_16")
-    out = load_audio(tmp_path / "x.flac")
-    reference = _sine(300, 16000, 1.0, amplitude=0.3)
-    np.testing.assert_allclose(out.numpy()[200:-200], reference[200 : out.numel() - 200], atol=5e-3)
 
 
 def test_nan_and_inf_samples_are_zeroed_with_a_warning(tmp_path: Path) -> None:
@@ -203,9 +270,10 @@ def test_compressed_formats_decode_through_pyav(tmp_path: Path, suffix: str, fmt
     _encode_with_pyav(path, x, rate, fmt, codec)
     out = load_audio(path)
     assert abs(out.numel() - 16000) < 16000 * 0.1  # codec padding/priming only
-    # Amplitude and pitch survive: RMS of a 0.4 sine, energy concentrated around 440 Hz.
+    # Amplitude and pitch survive: both channels carry a 0.4 sine, ffmpeg's mono mix is their sum
+    # over sqrt(2) (RMS 0.4 * sqrt(2) / sqrt(2)); energy concentrated around 440 Hz.
     middle = out[2000:14000]
-    assert float(middle.pow(2).mean().sqrt()) == pytest.approx(0.4 / math.sqrt(2), rel=0.1)
+    assert float(middle.pow(2).mean().sqrt()) == pytest.approx(0.4, rel=0.1)
     assert _band_power_db(middle, 16000, 400, 480) > -1.0
     assert audio_info(path).sample_rate == rate
 
@@ -243,6 +311,78 @@ def test_load_audio_window_tiles_short_files(tmp_path: Path) -> None:
     sf.write(tmp_path / "short.wav", x, 16000, subtype="FLOAT")
     out = load_audio_window(tmp_path / "short.wav", 40000, mode="start").numpy()
     np.testing.assert_array_equal(out, np.tile(x, 3)[:40000])
+
+
+def _write_vbr_mp3_without_xing(path: Path, x: np.ndarray, rate: int) -> Path:
+    import av
+
+    # write_xing=0: no Xing/Info frame, so ffmpeg can only guess the duration from the bitrate.
+    with av.open(str(path), "w", format="mp3", options={"write_xing": "0"}) as container:
+        stream = container.add_stream("libmp3lame", rate=rate, layout="mono")
+        stream.codec_context.qscale = 4  # VBR (lame -V 4): frame sizes follow the content
+        frame = av.AudioFrame.from_ndarray(x[None].astype(np.float32), format="fltp", layout="mono")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def _slice_start(full: torch.Tensor, window: torch.Tensor) -> int | None:
+    """Where ``window`` sits in ``full`` sample for sample, or None if it is no slice of it."""
+    for start in np.flatnonzero(full.numpy() == window[0].item()):
+        if torch.equal(full[start : start + window.numel()], window):
+            return int(start)
+    return None
+
+
+@pytest.mark.parametrize("order", ["quiet-first", "loud-first"])
+def test_vbr_mp3_without_xing_header_windows_stay_inside_the_audio(tmp_path: Path, order: str) -> None:
+    import av
+
+    rate, n = 16000, 16000  # a 1 s window at the file's own rate: windows are exact decode slices
+    t = np.arange(rate * 4) / rate
+    quiet = 0.01 * np.sin(2 * np.pi * (200 + 100 * t) * t)  # low-bitrate frames
+    loud = 0.3 * np.random.default_rng(0).standard_normal(rate * 4)  # high-bitrate frames
+    parts = [quiet, loud] if order == "quiet-first" else [loud, quiet]
+    path = _write_vbr_mp3_without_xing(tmp_path / "vbr.mp3", np.concatenate(parts), rate)
+    full = load_audio(path, None)
+    true_s = full.numel() / rate
+    with av.open(str(path)) as container:
+        estimate_s = container.duration / av.time_base
+    # The hazard: ffmpeg extrapolates the first frames' bitrate (about 23 s or 5 s for 8.1 s).
+    assert estimate_s > 2 * true_s if order == "quiet-first" else estimate_s < 0.7 * true_s
+
+    assert audio_info(path).duration == pytest.approx(true_s, abs=0.05)
+    starts = []
+    for seed in range(12):
+        window = load_audio_window(path, n, rate, "random", torch.Generator().manual_seed(seed), tile_short=False)
+        start = _slice_start(full, window)
+        assert window.shape == (n,) and start is not None  # real audio: no padding, tiling or error
+        starts.append(start)
+    # Windows reach past the bitrate estimate when it was short, and never past the real end.
+    assert max(starts) + n <= full.numel()
+    if order == "loud-first":
+        assert max(starts) / rate > estimate_s - n / rate
+    centre = load_audio_window(path, n, rate, "centre")
+    assert abs(_slice_start(full, centre) - (full.numel() - n) // 2) <= 16
+
+
+def test_load_audio_window_survives_an_overstated_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import detectors.audio.io as audio_io
+
+    x = np.arange(16000 * 8, dtype=np.float32) / (16000 * 8)  # a ramp: each value locates itself
+    sf.write(tmp_path / "ramp.wav", x, 16000, subtype="FLOAT")
+    real = audio_info(tmp_path / "ramp.wav")
+    monkeypatch.setattr(audio_io, "audio_info", lambda path: real._replace(num_frames=real.num_frames * 4))
+    for seed in range(8):
+        window = load_audio_window(tmp_path / "ramp.wav", 32000, mode="random",
+                                   generator=torch.Generator().manual_seed(seed), tile_short=False).numpy()
+        start = int(round(window[0] * x.size))
+        np.testing.assert_array_equal(window, x[start : start + 32000])  # inside the file, unpadded
+    centre = load_audio_window(tmp_path / "ramp.wav", 32000, mode="centre").numpy()
+    np.testing.assert_array_equal(centre, x[48000:80000])  # the real centre, not the header's
 
 
 # ----------------------------------------------------------------------------- fixed windows
@@ -283,9 +423,10 @@ def test_load_audio_benchmark_matches_benchmark_rules(tmp_path: Path) -> None:
     start = (x.size - BENCHMARK_NUM_SAMPLES) // 2
     np.testing.assert_array_equal(out.numpy(), x[start : start + BENCHMARK_NUM_SAMPLES])
 
-    sf.write(tmp_path / "short.wav", np.stack([x[:32000], x[:32000]], 1), 16000, subtype="FLOAT")
+    left, right = x[:32000], x[32000:64000]
+    sf.write(tmp_path / "short.wav", np.stack([left, right], 1), 16000, subtype="FLOAT")
     short = load_audio_benchmark(tmp_path / "short.wav")
-    np.testing.assert_array_equal(short[:32000].numpy(), x[:32000])
+    np.testing.assert_allclose(short[:32000].numpy(), (left + right) / np.sqrt(2), rtol=0, atol=1e-7)
     assert short.shape == (96000,) and short[32000:].eq(0).all()
 
     sf.write(tmp_path / "hi.wav", _sine(440, 44100, 8.0), 44100, subtype="PCM_16")
@@ -330,6 +471,21 @@ def test_waveform_cache_hits_rebuilds_and_invalidates(tmp_path: Path) -> None:
     out = half.load(source)
     assert np.load(half.entry_path(source)).dtype == np.float16
     torch.testing.assert_close(half.load(source), out, atol=1e-3, rtol=0)
+
+
+def test_waveform_cache_key_follows_the_decode_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import detectors.audio.io as audio_io
+
+    source = tmp_path / "clip.wav"
+    sf.write(source, np.stack([_sine(300, 16000, 0.2), _sine(500, 16000, 0.2)], 1), 16000, subtype="PCM_16")
+    cache = WaveformCache(tmp_path / "cache")
+    entry = cache.entry_path(source)
+    entry.parent.mkdir(parents=True)
+    np.save(entry, np.zeros(3200, np.float32))  # an entry written by the previous decode version
+    monkeypatch.setattr(audio_io, "DECODE_VERSION", audio_io.DECODE_VERSION + 1)
+    assert cache.entry_path(source) != entry
+    torch.testing.assert_close(cache.load(source), load_audio(source))  # decoded anew, not the stale zeros
+    assert cache.misses == 1
 
 
 # ------------------------------------------------------------------------------ transforms

@@ -98,6 +98,15 @@ def test_frame_features_match_closed_forms() -> None:
     assert len(frame_features(torch.zeros(44100), 44100)) == len(feats)
 
 
+def test_multichannel_input_mixes_like_the_loaders() -> None:
+    """A [C, N] waveform is mixed as ffmpeg mixes an unmasked file: stereo -> (L + R) / sqrt(2)."""
+    rate = 16000
+    sine = 0.25 * np.sin(2 * np.pi * 1000 * np.arange(rate) / rate).astype(np.float32)
+    stereo = frame_features(torch.from_numpy(np.stack([sine, sine])), rate)
+    mono = frame_features(torch.from_numpy(sine * math.sqrt(2)), rate)
+    torch.testing.assert_close(stereo.rms_db, mono.rms_db)  # the mean would be 3 dB lower
+
+
 def test_frame_mask_on_a_hand_case() -> None:
     mask = segments_to_frame_mask([(0.1, 0.35)], duration_s=1.0, num_frames=10)
     expected = torch.tensor([0, 1, 1, 0.5, 0, 0, 0, 0, 0, 0], dtype=torch.float32)

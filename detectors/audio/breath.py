@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .io import resample
+from .io import mono_downmix, resample
 
 __all__ = [
     "BreathThresholds",
@@ -87,8 +87,8 @@ class FrameFeatures:
 
 
 def _to_mono_16k(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    if waveform.dim() == 2:  # [C, N] -> mean down-mix, like the loaders
-        waveform = waveform.mean(dim=0)
+    if waveform.dim() == 2:  # [C, N] -> ffmpeg's down-mix for an unknown layout, like the loaders
+        waveform = torch.from_numpy(mono_downmix(waveform.detach().float().cpu().numpy().T, None))
     if waveform.dim() != 1:
         raise ValueError(f"expected a waveform [N] (or [C, N]), got shape {tuple(waveform.shape)}")
     waveform = waveform.detach().float().cpu()
