@@ -3,7 +3,7 @@
 Both models get the same weights (the original's random initialisation, copied with
 ``load_cakelens_checkpoint``) and the same input. The original runs the way its ``Detector`` does
 (``torch.no_grad``, contiguous NCDHW); ours runs with ``torch.inference_mode`` and, by default,
-``channels_last_3d``. The default setting is reduced but faithful: the full network (widths, 6
+``channels_last_3d`` (``--bf16``: under bfloat16 autocast, for GPUs). The default setting is reduced but faithful: the full network (widths, 6
 blocks, 9-frame framesets) on a 128x128 crop, batch 1; ``--full`` uses the real 512x512 crop
 (about 1.4 TMAC per frameset, tens of seconds on 2 CPU cores).
 
@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-channels-last", action="store_true", help="run ours in NCDHW too")
+    parser.add_argument("--bf16", action="store_true",
+                        help="run ours under bfloat16 autocast (the original keeps float32, as its tool runs)")
     parser.add_argument("--out", type=Path, help="write the results as JSON")
     args = parser.parse_args()
 
@@ -81,8 +83,8 @@ def main() -> None:
             return original(volume)
 
     def run_ours() -> torch.Tensor:
-        with torch.inference_mode():
-            return ours(volume)
+        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
+            return ours(volume).float()
 
     difference = (run_ours() - run_original()).abs().max().item()
     # Interleave the two so that load from other processes on a shared machine hits both alike.
@@ -96,7 +98,8 @@ def main() -> None:
     ratio = median["ours"] / median["original"]
 
     print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__}")
-    print(f"input {tuple(volume.shape)}, channels_last_3d={not args.no_channels_last}, max |diff| {difference:.2e}")
+    print(f"input {tuple(volume.shape)}, channels_last_3d={not args.no_channels_last}, bf16={args.bf16}, "
+          f"max |logit diff| {difference:.2e}")
     for name in ("original", "ours"):
         runs = ", ".join(f"{t:.3f}" for t in times[name])
         print(f"{name:>9}: median {median[name]:.3f} s per batch ({runs})")
@@ -104,7 +107,7 @@ def main() -> None:
     if args.out:
         write_json(args.out, {
             "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "input_shape": list(volume.shape), "channels_last_3d": not args.no_channels_last,
+            "input_shape": list(volume.shape), "channels_last_3d": not args.no_channels_last, "bf16": args.bf16,
             "max_abs_diff": difference, "seconds": times, "median_seconds": median, "ratio": ratio,
         })
 
