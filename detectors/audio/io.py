@@ -12,15 +12,22 @@ Conventions (all loaders):
   output ffmpeg does *not* normalise that matrix, so stereo becomes ``(L + R) / sqrt(2)`` (not the
   mean) and 5.1 becomes ``(FL + FR) / sqrt(2) + FC + (BL + BR) / 2`` with the LFE dropped; files
   without a channel mask get ffmpeg's default layout for their channel count; mono is unchanged;
-- resampling uses torchaudio's windowed-sinc resampler; the kernel is built once per
-  ``(orig_rate, new_rate)`` pair and cached (:func:`get_resampler`);
+- down-mixing and resampling are one libswresample pass with its default options
+  (:func:`swr_mono`), as in torchcodec's ``AudioDecoder(..., sample_rate=16000, num_channels=1)``
+  and the ``ffmpeg -ac 1 -ar 16000`` CLI: the same Kaiser-windowed sinc filter (cutoff 0.97 of the
+  lower Nyquist), the same delay compensation and the same mirrored edges, so the samples equal
+  theirs bit for bit (tested against ffmpeg CLI references), also for files libsndfile reads.
+  Training windows, the waveform cache and evaluation all go through it, so the model sees one
+  filter; torchaudio's resampler (:func:`resample`) is left to the robustness/augmentation
+  transforms, which model the benchmark's own chain;
 - integer PCM is scaled to ``[-1, 1)`` (8-bit unsigned: ``(x - 128) / 128``; 16/24/32-bit signed:
   ``x / 2**(bits - 1)``); float files keep their values, so clipped or over-range audio stays valid;
 - silence (all zeros) is valid audio;
-- NaN/inf samples are replaced with 0 and a :class:`NonFiniteAudioWarning` says how many; a file
+- NaN/inf samples are replaced with 0 (after mixing, before resampling, so they do not smear
+  over the filter's length) and a :class:`NonFiniteAudioWarning` says how many; a file
   whose samples are *all* non-finite raises :class:`~detectors.errors.MediaError`;
 - unreadable input raises ``MediaError(path, problem)``: missing or empty file, corrupt header,
-  no audio stream, zero samples.
+  no audio stream, zero samples (also after resampling: a few frames can give none).
 
 Crops: :func:`fixed_window` gives the benchmark's centre crop / zero padding (evaluation) or a
 random crop that tiles short clips (training); :func:`load_audio_window` reads only the frames a
@@ -47,6 +54,7 @@ from detectors.atomic import atomic_path
 from detectors.errors import MediaError
 
 if TYPE_CHECKING:
+    import av
     from av.audio.stream import AudioStream
     from av.container import InputContainer
 
@@ -65,6 +73,8 @@ __all__ = [
     "mono_downmix",
     "mono_downmix_weights",
     "resample",
+    "swr_mono",
+    "swr_num_samples",
 ]
 
 BENCHMARK_SAMPLE_RATE = 16_000
@@ -86,8 +96,12 @@ MASKLESS_SOUNDFILE_FORMATS = frozenset({"WAV", "AU"})
 INDEXED_CONTAINERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "ogg"})
 
 # Part of every WaveformCache key: bump it when decoding changes what a file decodes to, so caches
-# written by an older version are rebuilt rather than mixed in (2: ffmpeg's down-mix, not the mean).
-DECODE_VERSION = 2
+# written by an older version are rebuilt rather than mixed in (2: ffmpeg's down-mix, not the mean;
+# 3: libswresample's resampler, not torchaudio's).
+DECODE_VERSION = 3
+
+# Input frames handed to libswresample per AudioFrame (cache-sized; the output does not depend on it).
+SWR_CHUNK_FRAMES = 1 << 14
 
 WindowMode = Literal["centre", "center", "random", "start"]
 
@@ -109,7 +123,7 @@ class AudioInfo(NamedTuple):
 
 
 # --------------------------------------------------------------------------------------------
-# Resampling
+# torchaudio resampling (the robustness chain's, not the decoder's)
 # --------------------------------------------------------------------------------------------
 
 
@@ -117,30 +131,32 @@ class AudioInfo(NamedTuple):
 def get_resampler(orig_rate: int, new_rate: int) -> torchaudio.transforms.Resample:
     """A ``torchaudio.transforms.Resample`` whose sinc kernel is computed once per rate pair.
 
-    ``torchaudio.functional.resample`` rebuilds the kernel on every call; with many files at the
-    same rate the cached module skips that work. The module holds no state besides the kernel,
-    so sharing it (also across DataLoader workers, each of which gets its own copy) is safe.
+    Decoding does not use it (see :func:`swr_mono`); the robustness and augmentation transforms
+    do, where the benchmark's own chain resamples with torchaudio-like filters. The module holds
+    no state besides the kernel, so sharing it (also across DataLoader workers) is safe.
     """
     return torchaudio.transforms.Resample(orig_freq=int(orig_rate), new_freq=int(new_rate))
 
 
 def resample(waveform: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
-    """Resample ``[..., N]`` float audio with the cached kernel (identity if the rates match)."""
+    """Resample ``[..., N]`` float audio with torchaudio's cached kernel (identity if the rates match)."""
     if int(orig_rate) == int(new_rate):
         return waveform
     return get_resampler(int(orig_rate), int(new_rate))(waveform)
 
 
 # --------------------------------------------------------------------------------------------
-# Down-mixing
+# Down-mixing and resampling with libswresample (what torchcodec and the ffmpeg CLI run)
 # --------------------------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=256)
-def _swr_mono_weights(layout: str) -> np.ndarray:
+def _swr_mono_weights(layout: str) -> tuple[np.ndarray, bool]:
+    """``(weights [C], whether libswresample can mix the layout to mono)`` for one layout."""
     import av
 
     channels = av.AudioLayout(layout).nb_channels
+    mixable = True
     if channels == 1:
         weights = np.ones(1, np.float32)
     else:
@@ -156,12 +172,19 @@ def _swr_mono_weights(layout: str) -> np.ndarray:
         except (av.error.FFmpegError, ValueError):
             # ffmpeg has no matrix for this layout (e.g. 9 channels without a mask) and refuses
             # to decode the file as mono; the channel mean is the neutral choice.
-            mixed = [np.full((1, channels), 1.0 / channels, np.float32)]
+            mixed, mixable = [np.full((1, channels), 1.0 / channels, np.float32)], False
         weights = np.concatenate(mixed, axis=1).reshape(-1).astype(np.float32)
         if weights.size != channels:
             raise RuntimeError(f"libswresample returned {weights.size} weights for {channels} channels ({layout})")
     weights.flags.writeable = False  # shared by the cache
-    return weights
+    return weights, mixable
+
+
+def _layout_name(layout: str | None, channels: int) -> str:
+    """ffmpeg's name for a layout; ``None`` (no channel mask) is its default for the count."""
+    if channels == 1:
+        return "mono"
+    return layout if layout is not None else f"{int(channels)} channels"
 
 
 def mono_downmix_weights(layout: str | None, channels: int | None = None) -> np.ndarray:
@@ -184,7 +207,7 @@ def mono_downmix_weights(layout: str | None, channels: int | None = None) -> np.
         if channels is None:
             raise ValueError("give the channel count when the layout is unknown")
         layout = f"{int(channels)} channels"
-    weights = _swr_mono_weights(layout)
+    weights, _ = _swr_mono_weights(layout)
     if channels is not None and weights.size != int(channels):
         raise ValueError(f"layout {layout!r} has {weights.size} channels, expected {channels}")
     return weights
@@ -194,7 +217,9 @@ def mono_downmix(data: np.ndarray, layout: str | None = None) -> np.ndarray:
     """Mix float samples ``[frames, channels]`` to mono ``[frames]`` the way ffmpeg does.
 
     ``layout`` names the channels in the order of ``data``'s columns (``None``: unknown, see
-    :func:`mono_downmix_weights`). One channel is returned unchanged, as torchcodec does.
+    :func:`mono_downmix_weights`). One channel is returned unchanged, as torchcodec does. This is
+    the mixing step alone (equal to libswresample's to float rounding); decoding mixes and
+    resamples in one libswresample pass (:func:`swr_mono`).
     """
     if data.ndim != 2:
         raise ValueError(f"expected samples [frames, channels], got shape {data.shape}")
@@ -207,6 +232,121 @@ def mono_downmix(data: np.ndarray, layout: str | None = None) -> np.ndarray:
         # libswresample skips channels with a zero gain (the LFE), so their NaN/inf do not leak in.
         mixed = data[:, used] @ weights[used]
     return mixed
+
+
+def swr_mono(
+    data: np.ndarray,
+    sample_rate: int,
+    layout: str | None = None,
+    new_rate: int | None = BENCHMARK_SAMPLE_RATE,
+) -> np.ndarray:
+    """Down-mix ``[frames, channels]`` samples to mono and resample them in one libswresample pass.
+
+    This is what torchcodec's ``AudioDecoder(source, sample_rate=16000, num_channels=1)`` does with
+    the decoded frames (and what ``ffmpeg -ac 1 -ar 16000 -f f32le`` does in its filter graph):
+    libswresample with default options (Kaiser-windowed sinc, 32 taps at the lower rate, cutoff
+    0.97), float output, the first output sample centred on the first input sample, mirrored
+    input at both ends, and the buffered tail flushed. Here the samples go through PyAV's
+    ``AudioResampler`` (an ``aformat`` filter graph around the same libswresample context), which
+    gives the same samples as torchcodec's direct ``swr_convert`` calls; the result does not depend
+    on how the input is cut into frames.
+
+    Args:
+        data: float32 (or float64, resampled in double precision as ffmpeg does for ``dbl``
+            decoders) samples ``[frames, channels]``, e.g. what libsndfile or a decoder returned.
+        sample_rate: their rate.
+        layout: ffmpeg's name of their channel layout (:func:`mono_downmix_weights`); ``None``:
+            no channel mask, ffmpeg's default layout for the channel count.
+        new_rate: output rate; ``None`` or ``sample_rate`` only mixes.
+
+    Returns:
+        float32 ``[N]``. A stream of ``F`` frames gives :func:`swr_num_samples` ``(F, ...)`` samples,
+        and output sample ``j`` sits at input time ``j * sample_rate / new_rate``.
+    """
+    import av
+
+    if data.ndim != 2:
+        raise ValueError(f"expected samples [frames, channels], got shape {data.shape}")
+    frames, channels = data.shape
+    sample_rate = int(sample_rate)
+    new_rate = sample_rate if new_rate is None else int(new_rate)
+    if data.dtype != np.float64:
+        data = data.astype(np.float32, copy=False)
+    layout = _layout_name(layout, channels)
+    if channels > 1 and not _swr_mono_weights(layout)[1]:
+        # No ffmpeg matrix for this layout (ffmpeg refuses the file): the mean, then resample.
+        data, layout = (data @ mono_downmix_weights(layout, channels))[:, None], "mono"
+    if frames == 0:
+        return np.zeros(0, np.float32)
+    if layout == "mono" and new_rate == sample_rate:
+        return data[:, 0].astype(np.float32)  # nothing for libswresample to do (a copy, like it)
+
+    # Packed (interleaved) input is [frames, channels] as it lies in memory: no transposed copy.
+    packed = "dbl" if data.dtype == np.float64 else "flt"
+    data = np.ascontiguousarray(data)
+    resampler = av.AudioResampler(format="fltp", layout="mono", rate=new_rate)
+    out: list[np.ndarray] = []
+    for start in range(0, frames, SWR_CHUNK_FRAMES):
+        chunk = data[start : start + SWR_CHUNK_FRAMES].reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(chunk, format=packed, layout=layout)
+        frame.sample_rate = sample_rate
+        out.extend(converted.to_ndarray()[0] for converted in resampler.resample(frame))
+    out.extend(converted.to_ndarray()[0] for converted in resampler.resample(None))  # flush the tail
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def _swr_period(orig_rate: int, new_rate: int) -> tuple[int, int]:
+    """``(input frames, output samples)`` after which libswresample's filter phase repeats."""
+    common = math.gcd(int(orig_rate), int(new_rate))
+    return int(orig_rate) // common, int(new_rate) // common
+
+
+@functools.lru_cache(maxsize=4096)
+def _swr_probe_length(num_frames: int, orig_rate: int, new_rate: int) -> int:
+    return swr_mono(np.zeros((num_frames, 1), np.float32), orig_rate, "mono", new_rate).size
+
+
+def swr_num_samples(num_frames: int, orig_rate: int, new_rate: int = BENCHMARK_SAMPLE_RATE) -> int:
+    """How many samples :func:`swr_mono` (and torchcodec) deliver for ``num_frames`` input frames.
+
+    Roughly ``num_frames * new_rate / orig_rate``, but the exact count depends on how much of the
+    buffered tail libswresample's flush releases (very short inputs give none at all). The count
+    grows by exactly one output period per input period, so it is measured once on a silent probe
+    of at most a few periods (cached) and extended, instead of resampling the whole file.
+    """
+    num_frames, orig_rate, new_rate = int(num_frames), int(orig_rate), int(new_rate)
+    if orig_rate == new_rate or num_frames <= 0:
+        return max(num_frames, 0)
+    in_period, out_period = _swr_period(orig_rate, new_rate)
+    # A probe this long keeps the start transient (half the filter, under 1,000 input frames for
+    # rates up to 384 kHz) apart from the flushed tail.
+    base = in_period * math.ceil(8192 / in_period)
+    if num_frames <= base + in_period:
+        return _swr_probe_length(num_frames, orig_rate, new_rate)
+    probe = base + num_frames % in_period
+    return _swr_probe_length(probe, orig_rate, new_rate) + (num_frames - probe) // in_period * out_period
+
+
+def _swr_margin(orig_rate: int, new_rate: int) -> int:
+    """Output samples to trim at each edge of a partial read: libswresample's mirrored edges reach
+    half its filter into the output (16 samples when downsampling, ``16 * new / orig`` when
+    upsampling); twice that plus slack."""
+    return 32 + 2 * math.ceil(16 * max(1.0, new_rate / orig_rate))
+
+
+def _read_plan(start_out: int, num_out: int, orig_rate: int, new_rate: int, margin: int) -> tuple[int, int, int]:
+    """``(first input frame, input frames to read, output samples to skip)`` so that output
+    samples ``start_out .. start_out + num_out`` of the whole-file resampling come out of a read
+    of only that region, identical sample for sample.
+
+    The read starts on a filter-period boundary at least ``margin`` output samples early, where
+    the chunk's resampling lines up with the whole file's, and ends ``margin`` samples late.
+    """
+    in_period, out_period = _swr_period(orig_rate, new_rate)
+    block = max(0, (start_out - margin) // out_period)
+    first_frame = block * in_period
+    last_frame = -(-(start_out + num_out + margin) * orig_rate // new_rate)  # ceil, in integers
+    return first_frame, last_frame - first_frame, start_out - block * out_period
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,14 +458,43 @@ def _soundfile_layout(path: Path, handle: sf.SoundFile) -> str | None:
 
 
 def _read_soundfile(handle: sf.SoundFile, start: int, frames: int) -> np.ndarray:
-    """Read ``frames`` frames from ``start`` as float32 ``[frames, channels]`` (partial read)."""
+    """Read ``frames`` frames from ``start`` as ``[frames, channels]`` floats (partial read).
+
+    float32, except 64-bit float files: ffmpeg decodes those as doubles and libswresample then
+    works in double precision, so they are read and resampled as float64.
+    """
     if start > 0:
         handle.seek(min(start, handle.frames))
-    return handle.read(frames=frames, dtype="float32", always_2d=True)
+    dtype = "float64" if handle.subtype == "DOUBLE" else "float32"
+    return handle.read(frames=frames, dtype=dtype, always_2d=True)
+
+
+# Integer sample formats -> float, as libswresample converts them (exact for 8/16/24-bit content;
+# 32-bit values round to float32 the same way).
+_INT_TO_FLOAT = {"u8": (128.0, 1.0 / 128), "s16": (0.0, 1.0 / 2**15), "s32": (0.0, 1.0 / 2**31)}
+
+
+def _frame_floats(frame: av.AudioFrame) -> np.ndarray | None:
+    """A decoded frame's samples ``[n, channels]`` as float32 (float64 for doubles), or ``None``
+    for a sample format this does not convert (64-bit integers): those go through PyAV's converter.
+
+    Converting in numpy rather than through a per-frame PyAV filter graph saves about a third of
+    an MP3 decode."""
+    name = frame.format.name.removesuffix("p")  # planar and packed hold the same values
+    if name not in ("flt", "dbl") and name not in _INT_TO_FLOAT:
+        return None
+    array = frame.to_ndarray()
+    array = array.T if frame.format.is_planar else array.reshape(-1, frame.layout.nb_channels)
+    if name in ("flt", "dbl"):
+        return array
+    offset, scale = _INT_TO_FLOAT[name]
+    return (array.astype(np.float32) - np.float32(offset)) * np.float32(scale)
 
 
 def _read_pyav(path: Path, start_s: float, max_s: float | None) -> tuple[np.ndarray, int, str | None]:
-    """Decode with PyAV as planar float32; returns ``([frames, channels], sample_rate, layout)``.
+    """Decode with PyAV to floats; returns ``([frames, channels], sample_rate, layout)``.
+
+    float32, or float64 from decoders that output doubles (as for :func:`_read_soundfile`).
 
     Decoding stops once ``start_s + max_s`` seconds are available, so a crop near the start of a
     long compressed file costs only that much decoding. Frames before ``start_s`` are decoded and
@@ -339,9 +508,9 @@ def _read_pyav(path: Path, start_s: float, max_s: float | None) -> tuple[np.ndar
         raise MediaError(path, f"cannot open audio: {exc}") from exc
     with container:
         stream = _audio_stream(container, path)
-        # format="fltp" keeps the input layout and rate: load_audio down-mixes with ffmpeg's matrix
-        # for that layout itself, so files read by libsndfile and by PyAV mix the same way.
-        converter = av.AudioResampler(format="fltp")
+        # Samples stay at the input layout and rate: load_audio mixes and resamples them itself
+        # (swr_mono), so files read by libsndfile and by PyAV go the same way.
+        converter: av.AudioResampler | None = None  # for sample formats _frame_floats leaves out
         chunks: list[np.ndarray] = []
         rate = 0
         layout: str | None = None
@@ -350,15 +519,19 @@ def _read_pyav(path: Path, start_s: float, max_s: float | None) -> tuple[np.ndar
             for frame in container.decode(stream):
                 rate = rate or frame.sample_rate
                 layout = layout or frame.layout.name  # the decoder's channel order and names
-                for converted in converter.resample(frame):
-                    array = converted.to_ndarray()
-                    chunks.append(array)
-                    have += array.shape[1]
+                samples = _frame_floats(frame)
+                if samples is not None:
+                    converted = [samples]
+                else:
+                    converter = converter or av.AudioResampler(format="flt")
+                    converted = [_frame_floats(out) for out in converter.resample(frame)]
+                chunks.extend(converted)
+                have += sum(piece.shape[0] for piece in converted)
                 if max_s is not None and rate and have >= math.ceil((start_s + max_s) * rate):
                     break
             else:
-                for converted in converter.resample(None):
-                    chunks.append(converted.to_ndarray())
+                for out in converter.resample(None) if converter is not None else []:
+                    chunks.append(_frame_floats(out))
         except Exception as exc:
             if not chunks:
                 raise MediaError(path, f"cannot decode audio: {exc}") from exc
@@ -366,16 +539,23 @@ def _read_pyav(path: Path, start_s: float, max_s: float | None) -> tuple[np.ndar
             warnings.warn(f"{path}: audio decoding stopped early ({exc})", stacklevel=3)
     if not chunks or not rate:
         raise MediaError(path, "no audio samples")
-    data = np.concatenate(chunks, axis=1).T  # [frames, channels]
     first = int(round(start_s * rate))
+    if first > 0:  # drop whole leading chunks before concatenating
+        while chunks and chunks[0].shape[0] <= first:
+            first -= chunks.pop(0).shape[0]
+        if not chunks:
+            return np.zeros((0, 1), np.float32), int(rate), layout
+    # One C-ordered copy: planar frames arrive transposed, and concatenate would keep that order.
+    data = np.empty((sum(chunk.shape[0] for chunk in chunks), chunks[0].shape[1]), np.result_type(*chunks))
+    np.concatenate(chunks, out=data)
     data = data[first:]
     if max_s is not None:
         data = data[: int(math.ceil(max_s * rate))]
-    return np.ascontiguousarray(data, dtype=np.float32), int(rate), layout
+    return data, int(rate), layout
 
 
 def _decode(path: Path, start_s: float, max_s: float | None) -> tuple[np.ndarray, int, str | None]:
-    """``([frames, channels] float32, sample_rate, ffmpeg channel layout or None if unknown)``."""
+    """``([frames, channels] floats, sample_rate, ffmpeg channel layout or None if unknown)``."""
     handle = _open_soundfile(path)
     if handle is None:
         return _read_pyav(path, start_s, max_s)
@@ -421,8 +601,11 @@ def load_audio(
 ) -> torch.Tensor:
     """Decode ``path`` to a mono float32 tensor ``[N]`` at ``sample_rate``.
 
-    Channels are mixed as ffmpeg mixes them to mono (:func:`mono_downmix`), so a stereo file
-    gives ``(L + R) / sqrt(2)``, what the benchmark's torchcodec decode delivers.
+    Channels are mixed and resampled in one libswresample pass (:func:`swr_mono`), exactly as the
+    benchmark's torchcodec decode does, whichever library decoded the file: a stereo file gives
+    ``(L + R) / sqrt(2)``, resampled with ffmpeg's filter. A slice (``offset_seconds``,
+    ``max_seconds``) is resampled on its own: away from its edges (:func:`load_audio_window`
+    trims them) it equals the whole file's samples when it starts on a filter period.
 
     Args:
         path: audio file (WAV/FLAC/OGG through libsndfile; MP3/M4A/Opus/... through PyAV).
@@ -432,7 +615,7 @@ def load_audio(
 
     Raises:
         MediaError: missing/empty/corrupt file, no audio stream, no samples, or all samples
-            non-finite.
+            non-finite, or a clip too short to leave any sample after resampling.
     """
     path = Path(path)
     _check_file(path)
@@ -445,11 +628,15 @@ def load_audio(
         if offset_seconds > 0:
             raise MediaError(path, f"no audio samples after {offset_seconds:.3f} s")
         raise MediaError(path, "no audio samples")
-    mono = _sanitise(path, mono_downmix(data, layout))
-    waveform = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
-    if sample_rate is not None:
-        waveform = resample(waveform, rate, int(sample_rate))
-    return waveform
+    if np.isfinite(data).all():
+        mono = swr_mono(data, rate, layout, sample_rate)
+    else:
+        # NaN/inf would smear over the filter's length: mix (ffmpeg's matrix), zero them, resample.
+        mixed = _sanitise(path, mono_downmix(data, layout))
+        mono = swr_mono(mixed[:, None], rate, "mono", sample_rate)
+    if mono.size == 0:
+        raise MediaError(path, f"{data.shape[0]} frames at {rate} Hz leave no samples at {sample_rate} Hz")
+    return torch.from_numpy(mono)
 
 
 # --------------------------------------------------------------------------------------------
@@ -507,15 +694,14 @@ def fixed_window(
 def load_audio_benchmark(path: str | Path, partial: bool = True) -> torch.Tensor:
     """``[96000]`` float32 exactly as the benchmark feeds a model.
 
-    Decode, down-mix as ffmpeg does, resample to 16 kHz, centre-crop longer clips at
-    ``(M - 96000) // 2`` (``M`` = resampled length) and zero-pad shorter ones at the end; no
-    normalisation.
+    torchcodec's decode (:func:`load_audio`: ffmpeg's down-mix and resampler in one
+    libswresample pass), then a centre crop at ``(M - 96000) // 2`` for longer clips (``M`` = the
+    resampled length) or zero padding at the end for shorter ones; no normalisation.
 
     With ``partial=True`` a long seekable file (WAV/FLAC/...) is read only around the centre
-    window: the read starts on a resampling period boundary (``orig / gcd(orig, 16000)`` input
-    samples), so the resampled chunk lines up sample for sample with the resampled whole file,
-    and a margin wider than the resampler's filter keeps its edge effects out of the window.
-    The result equals the whole-file decode to float rounding (tested).
+    window (:func:`swr_num_samples` gives ``M`` from the header, the read starts on a filter
+    period with a margin for the resampler's edges), and the result equals the whole-file decode
+    sample for sample (tested). Compressed files are decoded whole, as the benchmark does.
     """
     path = Path(path)
     target, rate = BENCHMARK_NUM_SAMPLES, BENCHMARK_SAMPLE_RATE
@@ -529,30 +715,23 @@ def load_audio_benchmark(path: str | Path, partial: bool = True) -> torch.Tensor
             if window is not None:
                 first_frame, num_frames, skip = window
                 chunk = load_audio(path, rate, offset_seconds=first_frame / orig, max_seconds=num_frames / orig)
-                return chunk[skip : skip + target]
+                if chunk.numel() >= skip + target:
+                    return chunk[skip : skip + target]
     waveform = load_audio(path, rate)
     return fixed_window(waveform, target, mode="centre", tile_short=False)
 
 
-def _centre_read_plan(frames: int, orig: int, new: int, target: int, margin: int = 64) -> tuple[int, int, int] | None:
-    """``(first input frame, input frames to read, output samples to skip)`` for a centre crop.
-
-    ``None`` when the file is too short for a partial read to pay off. ``offset_seconds`` is
-    converted back to frames with ``round``, which is exact for these integer frame counts.
-    """
-    full_out = math.ceil(frames * new / orig)  # torchaudio's output length
+def _centre_read_plan(frames: int, orig: int, new: int, target: int) -> tuple[int, int, int] | None:
+    """:func:`_read_plan` for the benchmark's centre crop; ``None`` when a partial read of a file
+    this short would not pay off (or would need the file's end, where the flush mirrors it)."""
+    margin = _swr_margin(orig, new)
+    full_out = swr_num_samples(frames, orig, new)
     if full_out < target + 4 * margin:
         return None
-    common = math.gcd(orig, new)
-    orig_period, new_period = orig // common, new // common
-    start_out = (full_out - target) // 2
-    block = max(0, (start_out - margin) // new_period)
-    first_frame = block * orig_period
-    skip = start_out - block * new_period
-    last_frame = math.ceil((start_out + target + margin) * orig / new)
-    if last_frame >= frames:
+    first_frame, num_frames, skip = _read_plan((full_out - target) // 2, target, orig, new, margin)
+    if first_frame + num_frames >= frames:
         return None
-    return first_frame, last_frame - first_frame, skip
+    return first_frame, num_frames, skip
 
 
 def load_audio_window(
@@ -566,41 +745,43 @@ def load_audio_window(
 ) -> torch.Tensor:
     """A ``num_samples`` window at ``sample_rate``, reading only that part of a long file.
 
-    The window is chosen in seconds from the header (:func:`audio_info`), then only
-    ``window + 2 * margin`` seconds are decoded; the margin absorbs the resampler's edge
-    transient and is trimmed afterwards. Files shorter than the window are read whole and padded
-    or tiled as :func:`fixed_window` does. Used for training crops (``mode="random"``).
+    The window is chosen in output samples from the header (:func:`audio_info`,
+    :func:`swr_num_samples`); only the window plus ``margin_seconds`` (at least the resampler's
+    reach) either side is decoded, starting on a filter period, so the window is a slice of the
+    whole-file decode (:func:`load_audio`, the waveform cache) sample for sample, with
+    libswresample's edge transients trimmed away. Files shorter than the window are read whole and
+    padded or tiled as :func:`fixed_window` does. Used for training crops (``mode="random"``).
 
     If the file ends before the chosen window does (its header overstated the length: a
     truncated file, a container's bitrate estimate) the whole file is decoded and windowed by
     :func:`fixed_window` instead, so a window never reaches past the real end.
     """
-    info = audio_info(path)
-    window_s = num_samples / sample_rate
-    duration = info.duration
-    if info.num_frames <= 0 or duration <= window_s + 2 * margin_seconds:
-        return fixed_window(load_audio(path, sample_rate), num_samples, mode, generator, tile_short)
-    spare = duration - window_s
-    if mode in ("centre", "center"):
-        start_s = spare / 2
-    elif mode == "start":
-        start_s = 0.0
-    elif mode == "random":
-        start_s = float(torch.rand((), generator=generator)) * spare
-    else:
+    if mode == "center":
+        mode = "centre"
+    if mode not in ("centre", "random", "start"):
         raise ValueError(f"mode must be 'centre', 'random' or 'start', got {mode!r}")
-    read_from = max(0.0, start_s - margin_seconds)
-    skip = int(round((start_s - read_from) * sample_rate))
+    info = audio_info(path)
+    orig, new = info.sample_rate, int(sample_rate)
+    margin = max(_swr_margin(orig, new), math.ceil(margin_seconds * new))
+    total = swr_num_samples(info.num_frames, orig, new) if info.num_frames > 0 else 0
+    if total <= num_samples + 2 * margin:
+        return fixed_window(load_audio(path, new), num_samples, mode, generator, tile_short)
+    spare = total - num_samples
+    if mode == "centre":
+        start_out = spare // 2
+    elif mode == "start":
+        start_out = 0
+    else:
+        start_out = int(torch.randint(0, spare + 1, (1,), generator=generator))
+    first_frame, num_frames, skip = _read_plan(start_out, num_samples, orig, new, margin)
     try:
-        chunk = load_audio(
-            path, sample_rate, offset_seconds=read_from, max_seconds=window_s + 2 * margin_seconds
-        )
+        chunk = load_audio(path, new, offset_seconds=first_frame / orig, max_seconds=num_frames / orig)
     except MediaError:
         chunk = None  # e.g. "no audio samples after ...": the window starts past the real end
     if chunk is None or chunk.numel() < skip + num_samples:
         # The file is shorter than its header said; the whole decode knows the real length
         # (and raises the MediaError itself if the file is broken rather than short).
-        return fixed_window(load_audio(path, sample_rate), num_samples, mode, generator, tile_short)
+        return fixed_window(load_audio(path, new), num_samples, mode, generator, tile_short)
     return chunk[skip : skip + num_samples]
 
 
@@ -610,11 +791,13 @@ def load_audio_window(
 
 
 class WaveformCache:
-    """Decoded + resampled waveforms stored as ``.npy`` under ``root``.
+    """Decoded + resampled waveforms (:func:`load_audio`: libswresample, as the benchmark's
+    decoder) stored as ``.npy`` under ``root``.
 
     The key is ``(absolute path, size, mtime_ns, sample_rate, dtype, DECODE_VERSION)``: editing or
-    replacing a source file, or a change to how files are decoded, invalidates its entry. Entries are written atomically; an entry that fails to
-    load (truncated, wrong dtype or shape, non-finite values) is rebuilt from the source.
+    replacing a source file, or a change to how files are decoded, invalidates its entry. Entries
+    are written atomically; an entry that fails to load (truncated, wrong dtype or shape,
+    non-finite values) is rebuilt from the source.
     ``dtype="float16"`` halves the disk use; its ~1e-3 relative precision is far below the
     quantisation of the 16-bit sources it mostly holds.
     """
