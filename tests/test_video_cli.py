@@ -104,7 +104,8 @@ def test_detect_cli_on_run_submission_and_corrupt_file(workspace, tmp_path, caps
 
 def test_benchmark_input_loader_sampling(workspace):
     from detectors.video.data import benchmark_input_loader
-    from detectors.video.io import centre_crop_resize, probe_video, read_frames
+    from detectors.image.transforms import benchmark_resize
+    from detectors.video.io import probe_video, read_frames
 
     path = load_items(workspace["data"], modality="video")[0].path
     info = probe_video(path)  # demo clips: 48 frames at 24 fps, 64 x 80
@@ -112,7 +113,7 @@ def test_benchmark_input_loader_sampling(workspace):
     # step round(24 / 8) = 3: frames 0, 3, ..., 45 (16 of them), then the last one repeated
     indices = list(range(0, info.num_frames, 3))[:20]
     indices += [indices[-1]] * (20 - len(indices))
-    expected = centre_crop_resize(read_frames(path, indices), (32, 32))
+    expected = benchmark_resize(read_frames(path, indices), (32, 32))
     assert torch.equal(clip, expected)
     robust = benchmark_input_loader({"resize": [32, 32], "num_frames": 8}, robustness=True)(path)
     assert robust.shape == (8, 3, 32, 32) and not torch.equal(robust, clip[:8])

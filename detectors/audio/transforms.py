@@ -14,8 +14,9 @@ The robustness pass (GASBench v0.9, ``apply_audio_robustness_augmentations`` in
    96,000-sample window, zero padding included); an all-zero clip gets no noise;
 4. clip to ``[-1, 1]``.
 
-:class:`RobustnessChain` reproduces it; the noise values differ from the benchmark's (another
-random generator), their distribution does not.
+:func:`benchmark_robustness` reproduces it operation for operation (numpy, float32, scipy, numpy's
+``default_rng``): for the same seed its output equals the benchmark's bit for bit.
+:class:`RobustnessChain` applies it with per-clip seeds drawn from its own generator.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "RandomNoise",
     "RobustnessChain",
     "SyntheticReverb",
+    "benchmark_robustness",
     "build_audio_train_transform",
     "rms",
 ]
@@ -109,7 +111,10 @@ class BandwidthRoundTrip:
 
             common = math.gcd(self.sample_rate, self.low_rate)
             up, down = self.low_rate // common, self.sample_rate // common
-            array = waveform.detach().cpu().numpy().astype(np.float64)
+            array = waveform.detach().cpu().numpy()
+            if array.dtype not in (np.float32, np.float64):
+                array = array.astype(np.float32)
+            # in the input's precision, as the benchmark filters its float32 samples
             restored = resample_poly(resample_poly(array, up, down, axis=-1), down, up, axis=-1)
             out = torch.from_numpy(restored).to(waveform.dtype)
         else:
@@ -153,8 +158,51 @@ class AddWhiteNoise:
         return f"AddWhiteNoise({self.snr_db:.1f} dB SNR)"
 
 
+def benchmark_robustness(
+    waveform: np.ndarray | torch.Tensor,
+    seed: int | None = None,
+    *,
+    sample_rate: int = BENCHMARK_SAMPLE_RATE,
+    low_rate: int | None = 8000,
+    gain_db: float = -6.0,
+    snr_db: float | None = 30.0,
+    clip: bool = True,
+) -> np.ndarray:
+    """The benchmark's audio robustness pass on one clip ``[N]``, computed as GASBench's
+    ``apply_audio_robustness_augmentations`` computes it: float32 samples, ``scipy.signal.resample_poly``
+    down and up (trimmed to the input length), the gain in float32, the RMS in float64, noise
+    ``numpy.random.default_rng(seed).normal(0, rms * 10**(-snr/20))`` drawn in float64 and added as
+    float32, then clipping to ``[-1, 1]``. For the same ``seed`` the output is the benchmark's, bit
+    for bit (the benchmark seeds a clip with ``run seed (42) + its 1-based position in its dataset``).
+    """
+    from scipy.signal import resample_poly
+
+    if isinstance(waveform, torch.Tensor):
+        waveform = waveform.detach().cpu().numpy()
+    audio = np.array(waveform, dtype=np.float32, copy=True)
+    if audio.ndim != 1:
+        raise ValueError(f"expected one clip [N], got shape {audio.shape}")
+    if low_rate is not None and low_rate < sample_rate:
+        common = math.gcd(sample_rate, low_rate)
+        low, high = low_rate // common, sample_rate // common
+        audio = resample_poly(resample_poly(audio, low, high), high, low)[: audio.size]
+    audio *= 10.0 ** (gain_db / 20.0)
+    if snr_db is not None:
+        level = np.sqrt(np.mean(np.square(audio, dtype=np.float64)))
+        if level > 0:  # silence stays silent
+            noise = np.random.default_rng(seed).normal(0.0, level * 10.0 ** (-snr_db / 20.0), audio.shape)
+            audio += noise.astype(np.float32)
+    return np.clip(audio, -1.0, 1.0) if clip else audio
+
+
 class RobustnessChain:
-    """The benchmark's audio robustness pass: 8 kHz round trip -> -6 dB -> 30 dB SNR noise -> clip."""
+    """The benchmark's audio robustness pass (:func:`benchmark_robustness`: 8 kHz round trip -> -6 dB
+    -> 30 dB SNR noise -> clip) on ``[N]`` or ``[B, N]``.
+
+    Each clip's noise is seeded with the next draw of the chain's own ``torch.Generator`` (``seed``),
+    so a chain is reproducible and, inside DataLoader workers, reseeded per worker like every other
+    transform generator; :func:`benchmark_robustness` takes the benchmark's per-clip seed directly.
+    """
 
     def __init__(
         self,
@@ -165,22 +213,23 @@ class RobustnessChain:
         seed: int | None = None,
         clip: bool = True,
     ) -> None:
-        self.steps: list[Transform] = []
-        if low_rate is not None:
-            self.steps.append(BandwidthRoundTrip(sample_rate, low_rate, method="polyphase"))
-        if gain_db != 0:
-            self.steps.append(Gain(gain_db))
-        if snr_db is not None:
-            self.steps.append(AddWhiteNoise(snr_db, seed=seed))
-        self.clip = clip
+        if low_rate is not None and not 0 < low_rate <= sample_rate:
+            raise ValueError(f"low_rate must be in (0, {sample_rate}], got {low_rate}")
+        self.options = {"sample_rate": int(sample_rate), "low_rate": low_rate, "gain_db": float(gain_db),
+                        "snr_db": None if snr_db is None else float(snr_db), "clip": clip}
+        self.generator = _generator(seed)
 
     def __call__(self, waveform: torch.Tensor) -> torch.Tensor:
-        for step in self.steps:
-            waveform = step(waveform)
-        return waveform.clamp(-1.0, 1.0) if self.clip else waveform
+        batch, single = _as_batch(waveform)
+        clips = []
+        for clip in batch:
+            clip_seed = int(torch.randint(0, 2**63 - 1, (), generator=self.generator))
+            clips.append(benchmark_robustness(clip, clip_seed, **self.options))
+        out = torch.from_numpy(np.stack(clips)).to(waveform.device)
+        return out[0] if single else out
 
     def __repr__(self) -> str:
-        return f"RobustnessChain({', '.join(map(repr, self.steps))}, clip={self.clip})"
+        return f"RobustnessChain({', '.join(f'{k}={v}' for k, v in self.options.items())})"
 
 
 # --------------------------------------------------------------------------------------------

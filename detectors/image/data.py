@@ -11,13 +11,14 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
-from torchvision.transforms.v2.functional import pil_to_tensor
 
 from detectors.data.catalog import MediaItem
 from detectors.data.dataset import MediaDataset
-from detectors.image.io import load_image, load_image_benchmark, load_image_crop, open_image, resize_to_aspect
-from detectors.image.transforms import build_eval_transform, build_train_transform, robustness_chain_pil
+from detectors.image.io import load_image, load_image_crop, open_image
+from detectors.image.transforms import (benchmark_resize_array, build_eval_transform, build_train_transform, hwc_to_tensor,
+                                        robustness_chain_array)
 
 
 def build_image_dataset(items: Sequence[MediaItem], stage: str, data: dict[str, Any], image_size: int,
@@ -30,23 +31,35 @@ def build_image_dataset(items: Sequence[MediaItem], stage: str, data: dict[str, 
             # crop in PIL before converting: only the window is decoded to RGB and copied
             load = partial(load_image_crop, size=image_size, train=True)
     else:
-        transform = build_eval_transform(image_size, crop=data.get("eval_crop", "benchmark"),
-                                         robustness=bool(data.get("eval_robustness", False)))
+        eval_crop = data.get("eval_crop", "benchmark")
+        if eval_crop == "benchmark":
+            # the benchmark's plain convert("RGB") (16-bit images clip), not load_image's rescaling
+            load = load_image_rgb
+        transform = build_eval_transform(image_size, crop=eval_crop, robustness=bool(data.get("eval_robustness", False)))
     return MediaDataset(items, load=load, transform=transform,
                         target="multiclass" if num_classes == 3 else "binary")
 
 
+def load_image_rgb(path: str) -> torch.Tensor:
+    """``uint8 [3, H, W]`` exactly as the benchmark decodes: PIL ``Image.open(...).convert("RGB")``
+    (alpha dropped, no EXIF rotation, 16-bit greyscale clipped rather than rescaled)."""
+    with open_image(path) as image:
+        return hwc_to_tensor(np.asarray(image.convert("RGB")))
+
+
 def benchmark_input_loader(preprocessing: dict[str, Any], robustness: bool = False) -> Callable[[str], torch.Tensor]:
-    """What the benchmark feeds an image submission: PIL RGB -> (robustness chain) -> centre crop to
-    aspect -> resize to ``preprocessing.resize``, as uint8 ``[3, H, W]``."""
+    """What the benchmark feeds an image submission, as uint8 ``[3, H, W]``: PIL ``convert("RGB")``
+    -> (robustness chain, at full size) -> centre crop to the aspect of ``preprocessing.resize`` ->
+    OpenCV bilinear resize to it (GASBench ``image_bench`` -> ``process_image_sample`` ->
+    ``apply_random_augmentations(level=0, crop_prob=0)`` / ``apply_robustness_augmentations``)."""
     if "resize" not in preprocessing:
         raise ValueError("model_config.yaml preprocessing.resize is required for image submissions")
     return partial(_benchmark_image, resize=tuple(int(v) for v in preprocessing["resize"]), robustness=robustness)
 
 
 def _benchmark_image(path: str, resize: tuple[int, int], robustness: bool) -> torch.Tensor:
-    if not robustness:
-        return load_image_benchmark(path, resize)
     with open_image(path) as image:
-        degraded = robustness_chain_pil(image.convert("RGB"))
-    return resize_to_aspect(pil_to_tensor(degraded), resize)
+        pixels = np.asarray(image.convert("RGB"))
+    if robustness:
+        pixels = robustness_chain_array(pixels)
+    return hwc_to_tensor(benchmark_resize_array(pixels, resize))

@@ -12,6 +12,12 @@ Gaussian-noise distortion draws fresh noise per pixel and frame at the same vari
   each taking a fixed severity or an inclusive range sampled per call; severity 0 means "no change".
 - ``build_train_transform`` / ``build_eval_transform``: the benchmark family's augment levels 0..3.
 - ``RobustnessChain``: the benchmark's image robustness pass (downscale, JPEG, WebP, JPEG).
+
+The benchmark's own preprocessing (GASBench ``processing/transforms/spatial.py``,
+``ResizeShortestEdge``; ``transforms/image.py``, ``apply_robustness_augmentations``) works on HWC
+uint8 numpy arrays with OpenCV, so :func:`benchmark_resize_array` and
+:func:`robustness_chain_array` do too: the same OpenCV calls give the same pixels (OpenCV's uint8
+``INTER_LINEAR`` is fixed-point and does not antialias, so torchvision cannot reproduce it).
 """
 
 from __future__ import annotations
@@ -20,12 +26,12 @@ import io
 import math
 from typing import Any, Literal
 
+import cv2
+import numpy as np
 import PIL.Image
 import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
-
-from detectors.image.io import resize_to_aspect
 
 #: Severity tables (levels 1..5) of the DeeperForensics-style distortions used by the benchmark family.
 DISTORTION_LEVELS: dict[str, tuple[float, ...]] = {
@@ -86,7 +92,8 @@ class ResizeCrop(_ScaledSquareCrop):
 
 
 class BenchmarkResize(v2.Transform):
-    """The benchmark's preprocessing: centre crop to the aspect of ``size`` = (H, W), bilinear resize."""
+    """The benchmark's preprocessing: centre crop to the aspect of ``size`` = (H, W), then OpenCV
+    bilinear resize (see :func:`benchmark_resize`), on ``uint8 [..., 3, H, W]`` tensors."""
 
     _transformed_types = (torch.Tensor,)
 
@@ -95,7 +102,52 @@ class BenchmarkResize(v2.Transform):
         self.size = (size, size) if isinstance(size, int) else tuple(size)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        return resize_to_aspect(inpt, self.size)
+        return benchmark_resize(inpt, self.size)
+
+
+# ------------------------------------------------------------------- the benchmark's resize
+def benchmark_crop_box(height: int, width: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``(top, left, crop_h, crop_w)``: the largest centred crop with the aspect ratio of ``size``.
+
+    As the benchmark computes it: ``scale = min(h / H, w / W)``, crop sides ``round(scale * H)`` and
+    ``round(scale * W)`` (capped by the image), offsets floored (torchvision's ``center_crop``
+    rounds them half-to-even instead, one pixel off for odd margins).
+    """
+    target_h, target_w = size
+    scale = min(height / target_h, width / target_w)
+    crop_h = min(int(round(scale * target_h)), height)
+    crop_w = min(int(round(scale * target_w)), width)
+    return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
+
+
+def benchmark_resize_array(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The benchmark's resize of one ``uint8 [H, W, 3]`` array: :func:`benchmark_crop_box`, then
+    ``cv2.resize(..., INTER_LINEAR)`` to ``size`` = (H, W) (no antialiasing, also when the size is
+    already right: OpenCV then copies)."""
+    top, left, crop_h, crop_w = benchmark_crop_box(image.shape[0], image.shape[1], size)
+    crop = np.ascontiguousarray(image[top:top + crop_h, left:left + crop_w])
+    return cv2.resize(crop, (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR)
+
+
+def benchmark_resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """:func:`benchmark_resize_array` on ``uint8 [3, H, W]`` or ``[..., 3, H, W]`` (frame by frame,
+    as the benchmark treats a clip): ``uint8 [..., 3, size[0], size[1]]``."""
+    if images.dtype != torch.uint8 or images.dim() < 3 or images.shape[-3] != 3:
+        raise ValueError(f"expected uint8 [..., 3, H, W], got {images.dtype} {tuple(images.shape)}")
+    size = (int(size[0]), int(size[1]))
+    frames = images.reshape(-1, *images.shape[-3:])
+    out = [hwc_to_tensor(benchmark_resize_array(tensor_to_hwc(frame), size)) for frame in frames]
+    return torch.stack(out).reshape(*images.shape[:-2], *size)
+
+
+def tensor_to_hwc(image: torch.Tensor) -> np.ndarray:
+    """``uint8 [3, H, W]`` tensor -> contiguous ``[H, W, 3]`` numpy array (a copy)."""
+    return np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+
+
+def hwc_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """``[H, W, 3]`` numpy array -> contiguous ``uint8 [3, H, W]`` tensor (always a new buffer)."""
+    return torch.from_numpy(np.array(image, copy=not image.flags.writeable)).permute(2, 0, 1).contiguous()
 
 
 def _crop_origin(height: int, width: int, size: int, train: bool) -> dict[str, int]:
@@ -196,38 +248,58 @@ class JPEGBlock(_LevelDistortion):
 
 
 # ----------------------------------------------------------------------------------- robustness
-class RobustnessChain(v2.Transform):
-    """The benchmark's image robustness pass, on a ``uint8 [3, H, W]`` tensor or a PIL image.
+ROBUSTNESS_MIN_SIDE = 256  # the benchmark's floor for the downscale step, per side
 
-    Downscale by 0.5 (but the shorter side not below 256 px, never upscaled; PIL bilinear, which
-    antialiases), then JPEG q55 4:2:0 -> WebP q75 -> JPEG q80 (4:2:0), encoded and decoded in memory.
-    """
+
+class RobustnessChain(v2.Transform):
+    """The benchmark's image robustness pass (:func:`robustness_chain_array`) on a ``uint8 [3, H, W]``
+    tensor or a PIL image (returned as the same type, at the input's size)."""
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, PIL.Image.Image):
             return robustness_chain_pil(inpt)
         if inpt.ndim != 3 or inpt.dtype != torch.uint8:
             raise ValueError(f"RobustnessChain expects a uint8 [3, H, W] tensor, got {inpt.dtype} {tuple(inpt.shape)}")
-        return F.pil_to_tensor(robustness_chain_pil(F.to_pil_image(inpt)))
+        return hwc_to_tensor(robustness_chain_array(tensor_to_hwc(inpt)))
 
 
-def robustness_chain_pil(img: PIL.Image.Image, min_side: int = 256) -> PIL.Image.Image:
-    img = img.convert("RGB")
-    width, height = img.size
-    scale = min(1.0, max(0.5, min_side / min(width, height)))
-    if scale < 1.0:
-        img = img.resize((max(1, round(width * scale)), max(1, round(height * scale))), PIL.Image.Resampling.BILINEAR)
+def robustness_chain_array(image: np.ndarray, scale: float = 0.5, min_side: int = ROBUSTNESS_MIN_SIDE) -> np.ndarray:
+    """The benchmark's robustness chain on ``uint8 [H, W, 3]`` RGB, before its resize to the model size
+    (GASBench ``apply_robustness_augmentations``):
+
+    1. each side to ``max(min_side, round(side * scale))``; only when both sides shrink: down with
+       ``cv2.INTER_AREA``, then back up to the original size with ``cv2.INTER_LINEAR`` (the size
+       does not change, the detail is lost);
+    2. PIL JPEG q55 with 4:2:0 subsampling -> PIL WebP q75 (``method=4``) -> PIL JPEG q80 (4:2:0),
+       each decoded back with ``convert("RGB")``.
+    """
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    height, width = image.shape[:2]
+    small_h = max(min_side, int(round(height * scale)))
+    small_w = max(min_side, int(round(width * scale)))
+    if small_h < height and small_w < width:
+        image = cv2.resize(image, (small_w, small_h), interpolation=cv2.INTER_AREA)
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
     for fmt, options in (
         ("JPEG", {"quality": 55, "subsampling": 2}),
-        ("WEBP", {"quality": 75}),
+        ("WEBP", {"quality": 75, "method": 4}),
         ("JPEG", {"quality": 80, "subsampling": 2}),
     ):
-        buffer = io.BytesIO()
-        img.save(buffer, format=fmt, **options)
-        buffer.seek(0)
-        with PIL.Image.open(buffer) as decoded:
-            img = decoded.convert("RGB")
-    return img
+        image = _codec_round_trip(image, fmt, options)
+    return image
+
+
+def _codec_round_trip(image: np.ndarray, fmt: str, options: dict[str, Any]) -> np.ndarray:
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(image).save(buffer, format=fmt, **options)
+    buffer.seek(0)
+    with PIL.Image.open(buffer) as decoded:
+        return np.asarray(decoded.convert("RGB"))
+
+
+def robustness_chain_pil(img: PIL.Image.Image) -> PIL.Image.Image:
+    """:func:`robustness_chain_array` for a PIL image (converted to RGB first, as the benchmark does)."""
+    return PIL.Image.fromarray(robustness_chain_array(np.asarray(img.convert("RGB"))))
 
 
 # -------------------------------------------------------------------------------------- pipelines

@@ -1,7 +1,7 @@
 """Video samples for training and evaluation, shared by every video detector.
 
 - :func:`load_clip`: sample -> decode -> (H.264 robustness) -> the benchmark's centre crop to aspect
-  and resize, as ``uint8 [T, 3, H, W]``. Training, calibration and the benchmark emulation all go
+  and OpenCV bilinear resize, frame by frame, as ``uint8 [T, 3, H, W]``. Training, calibration and the benchmark emulation all go
   through it, so a detector is fitted on exactly the frames the exported model will be fed.
 - :func:`benchmark_input_loader`: what the benchmark feeds a video submission
   (``preprocessing.num_frames`` / ``frame_rate`` / ``resize`` of its model_config.yaml).
@@ -17,13 +17,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import cv2
 import torch
 
 from detectors.data.catalog import MediaItem
 from detectors.data.dataset import MediaDataset
 from detectors.errors import ConfigError
+from detectors.image.transforms import benchmark_resize
 from detectors.video.cache import FrameCache
-from detectors.video.io import centre_crop_resize, read_video_frames
+from detectors.video.io import read_video_frames
 from detectors.video.sampling import FrameSampler
 from detectors.video.transforms import ClipAugment, H264Robustness
 
@@ -33,12 +35,13 @@ DEFAULT_BENCHMARK_FRAMES = 16  # the benchmark's default preprocessing.num_frame
 def load_clip(path: str, sampler: FrameSampler, resize: tuple[int, int] | None, robustness: bool = False,
               generator: torch.Generator | None = None) -> torch.Tensor:
     """Frames of ``path`` picked by ``sampler``, optionally degraded by the benchmark's H.264 pass
-    (on the sampled frames, before resizing), centre-cropped to aspect and resized: uint8 [T, 3, H, W]."""
+    (on the sampled frames, before resizing), then the benchmark's centre crop to aspect and
+    ``cv2.INTER_LINEAR`` resize of every frame (GASBench ``ResizeShortestEdge``): uint8 [T, 3, H, W]."""
     frames = read_video_frames(path, sampler, None, generator=generator)
     if robustness:
         frames = H264Robustness()(frames)
     if resize is not None:
-        frames = centre_crop_resize(frames, tuple(int(v) for v in resize))
+        frames = benchmark_resize(frames, tuple(int(v) for v in resize))
     return frames
 
 
@@ -52,17 +55,19 @@ def square_clip_preprocessing(image_size: int, num_frames: int, frame_rate: floa
 
 
 def benchmark_sampler(preprocessing: dict[str, Any]) -> FrameSampler:
-    """The benchmark's frame rule for a submission's ``preprocessing`` section."""
+    """The benchmark's frame rule for a submission's ``preprocessing`` section (``num_frames``, falling
+    back to ``max_frames`` then 16, as GASBench's ``PyTorchInferenceSession._infer_input_shape`` reads it)."""
     frame_rate = preprocessing.get("frame_rate")
-    return FrameSampler("benchmark", int(preprocessing.get("num_frames", DEFAULT_BENCHMARK_FRAMES)),
+    num_frames = preprocessing.get("num_frames", preprocessing.get("max_frames", DEFAULT_BENCHMARK_FRAMES))
+    return FrameSampler("benchmark", int(num_frames),
                         frame_rate=None if frame_rate is None else float(frame_rate))
 
 
 def benchmark_input_loader(preprocessing: dict[str, Any], robustness: bool = False) -> Callable[[str], torch.Tensor]:
     """What the benchmark feeds a video submission: the first ``num_frames`` frames at step
     ``round(fps / frame_rate)`` (missing fps -> 30; short clips repeat the last frame), optionally the
-    H.264 robustness pass, then centre crop to aspect and resize to ``preprocessing.resize``:
-    ``uint8 [T, 3, H, W]``."""
+    H.264 robustness pass, then centre crop to aspect and OpenCV bilinear resize to
+    ``preprocessing.resize``: ``uint8 [T, 3, H, W]``."""
     resize = preprocessing.get("resize")
     if not (isinstance(resize, (list, tuple)) and len(resize) == 2
             and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in resize)):
@@ -99,8 +104,9 @@ class ClipLoader:
         if self.cache_dir is None or not self.sampler.deterministic:
             return load_clip(path, self.sampler, self.resize)
         # tag names the decode function in the cache key (load_clip's crop differs from the default's)
-        return FrameCache(self.cache_dir).get_or_decode(path, self.sampler, self.resize,
-                                                        decode_fn=_decode_for_cache, tag="load_clip")
+        # and the OpenCV build that resizes (frames cached by the older torchvision resize are not reused)
+        return FrameCache(self.cache_dir).get_or_decode(path, self.sampler, self.resize, decode_fn=_decode_for_cache,
+                                                        tag=f"load_clip-opencv{cv2.__version__}")
 
 
 def _decode_for_cache(path: str, sampler: FrameSampler, resize: tuple[int, int] | None, tag: str) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Video transforms: clip-consistent augmentation and the benchmark's H.264 robustness pass.
+"""Video transforms: clip-consistent augmentation, the benchmark's resize and H.264 robustness pass.
 
 Augmenting each frame independently would inject exactly the frame-to-frame jitter that temporal
 detectors (ReStraV's curvature, temporal heads) learn to flag as fake. torchvision's v2 transforms
@@ -8,17 +8,23 @@ so one crop / flip / colour change is applied to all T frames.
 
 from __future__ import annotations
 
-import io
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import torch
 from torch import nn
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from detectors.video.io import resize_frames
+logger = logging.getLogger(__name__)
 
 
 class ClipAugment(nn.Module):
@@ -58,38 +64,111 @@ class ClipAugment(nn.Module):
 
 @dataclass(frozen=True)
 class H264Robustness:
-    """The benchmark's video robustness pass: downscale by ``scale``, re-encode with H.264 at
-    ``crf`` and ``fps`` (libx264, yuv420p, in memory), decode back: ``uint8 [T, 3, H', W']``.
+    """The benchmark's video robustness pass, before its resize to the model size (GASBench
+    ``apply_video_robustness_augmentations``): ``uint8 [T, 3, H, W]`` -> ``uint8 [T, 3, H', W']``.
 
-    H.264 in yuv420p needs even sizes, so the downscaled size is rounded down to even.
+    1. each side to ``max(min_side, round(side * scale))``; only when both sides shrink, every frame
+       is downscaled with ``cv2.INTER_AREA`` (no upscale back, unlike the image chain);
+    2. an odd height or width loses its last row / column (yuv420p needs even sizes);
+    3. H.264 round trip with the ``ffmpeg`` command line, as the benchmark runs it: raw rgb24 in at
+       ``fps`` frames per second, ``libx264 -crf 23 -pix_fmt yuv420p`` (default preset) into an mp4;
+       without an ``ffmpeg`` executable, PyAV's libx264 with the same settings (close, not bit-exact);
+    4. decoded back with ``cv2.VideoCapture`` (BGR -> RGB), the first T frames, the last one repeated
+       if fewer come back. The frame count is T in and out; the frame rate only labels the stream.
     """
 
     scale: float = 0.5
     crf: int = 23
     fps: int = 25
-    preset: str = "medium"  # libx264's default, as a plain ffmpeg command would use
+    min_side: int = 256
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
-        return max(2, int(height * self.scale) // 2 * 2), max(2, int(width * self.scale) // 2 * 2)
+        """(H', W') of the frames this pass returns for ``height`` x ``width`` input."""
+        small_h = max(self.min_side, int(round(height * self.scale)))
+        small_w = max(self.min_side, int(round(width * self.scale)))
+        if small_h < height and small_w < width:
+            height, width = small_h, small_w
+        even_h, even_w = height - height % 2, width - width % 2
+        if even_h >= 2 and even_w >= 2:
+            height, width = even_h, even_w
+        return height, width
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[1] != 3:
             raise ValueError(f"expected uint8 [T, 3, H, W], got {frames.dtype} {tuple(frames.shape)}")
-        height, width = self.output_size(*frames.shape[-2:])
-        small = resize_frames(frames, (height, width), mode="bilinear", antialias=True)
-        buffer = io.BytesIO()
-        with av.open(buffer, "w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=self.fps)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {"crf": str(self.crf), "preset": self.preset}
-            for image in small.permute(0, 2, 3, 1).contiguous().numpy():
-                for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
+        video = frames.permute(0, 2, 3, 1).contiguous().numpy()  # THWC, as the benchmark holds it
+        height, width = video.shape[1:3]
+        out_h, out_w = self.output_size(height, width)
+        small_h = max(self.min_side, int(round(height * self.scale)))
+        small_w = max(self.min_side, int(round(width * self.scale)))
+        if small_h < height and small_w < width:
+            video = np.stack([cv2.resize(frame, (small_w, small_h), interpolation=cv2.INTER_AREA) for frame in video])
+        video = np.ascontiguousarray(video[:, :out_h, :out_w])
+        decoded = h264_round_trip(video, self.crf, self.fps)
+        return torch.from_numpy(decoded).permute(0, 3, 1, 2).contiguous()
+
+
+def h264_round_trip(video: np.ndarray, crf: int = 23, fps: int = 25) -> np.ndarray:
+    """Encode ``uint8 [T, H, W, 3]`` RGB (even H, W) to H.264 and decode it back, same shape."""
+    with tempfile.TemporaryDirectory(prefix="h264_robustness_") as folder:
+        path = str(Path(folder) / "clip.mp4")
+        if not _encode_ffmpeg_cli(video, path, crf, fps):
+            _encode_pyav(video, path, crf, fps)
+        return _decode_opencv(path, len(video))
+
+
+def _encode_ffmpeg_cli(video: np.ndarray, path: str, crf: int, fps: int) -> bool:
+    executable = shutil.which("ffmpeg")
+    if executable is None:
+        _warn_once("no ffmpeg executable: the H.264 robustness pass uses PyAV's libx264 (close to, not "
+                   "bit-identical with, the benchmark's ffmpeg command)")
+        return False
+    height, width = video.shape[1:3]
+    command = [executable, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+               "-s", f"{width}x{height}", "-r", str(int(fps)), "-i", "-",
+               "-c:v", "libx264", "-crf", str(int(crf)), "-pix_fmt", "yuv420p", path]
+    result = subprocess.run(command, input=video.tobytes(), capture_output=True, check=False)
+    if result.returncode != 0 or not os.path.exists(path) or os.path.getsize(path) == 0:
+        _warn_once(f"ffmpeg could not encode the H.264 robustness clip ({result.stderr.decode(errors='replace')[-300:]}); "
+                   "using PyAV's libx264")
+        return False
+    return True
+
+
+def _encode_pyav(video: np.ndarray, path: str, crf: int, fps: int) -> None:
+    height, width = video.shape[1:3]
+    with av.open(path, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=int(fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": str(int(crf))}
+        for image in video:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
-        buffer.seek(0)
-        with av.open(buffer, "r", format="mp4") as container:
-            decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-        if len(decoded) != len(frames):
-            raise RuntimeError(f"H.264 round trip returned {len(decoded)} frames for {len(frames)}")
-        return torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).contiguous()
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _decode_opencv(path: str, num_frames: int) -> np.ndarray:
+    capture = cv2.VideoCapture(path)
+    decoded: list[np.ndarray] = []
+    try:
+        while len(decoded) < num_frames:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            decoded.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    finally:
+        capture.release()
+    if not decoded:
+        raise RuntimeError("the H.264 robustness round trip decoded no frames")
+    decoded += [decoded[-1]] * (num_frames - len(decoded))
+    return np.stack(decoded)
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logger.warning(message)
