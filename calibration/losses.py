@@ -206,7 +206,7 @@ class CompositeLoss(nn.Module):
 
 
 LOSS_NAMES = ("focal_brier", "cross_entropy", "score_surrogate", "focal_brier+score")
-_LOSS_KEYS = {"name", "gamma", "brier_weight", "surrogate_weight", "floor"}
+LOSS_KEYS = {"name", "gamma", "brier_weight", "surrogate_weight", "floor"}
 
 
 def build_loss(config: Mapping[str, Any] | None = None) -> nn.Module:
@@ -217,9 +217,9 @@ def build_loss(config: Mapping[str, Any] | None = None) -> nn.Module:
     the score surrogate in ``focal_brier+score``), ``floor`` (0.05, see :class:`ScoreSurrogateLoss`).
     """
     config = dict(config or {})
-    unknown = sorted(set(config) - _LOSS_KEYS)
+    unknown = sorted(set(config) - LOSS_KEYS)
     if unknown:
-        raise ConfigError(None, f"loss.{unknown[0]}", f"unknown key; expected some of {sorted(_LOSS_KEYS)}")
+        raise ConfigError(None, f"loss.{unknown[0]}", f"unknown key; expected some of {sorted(LOSS_KEYS)}")
     name = config.get("name", "focal_brier")
     if name not in LOSS_NAMES:
         raise ConfigError(None, "loss.name", f"unknown loss {name!r}; expected one of {list(LOSS_NAMES)}")

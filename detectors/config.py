@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
+import re
 import typing
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -69,7 +72,9 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "", file: 
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(file, where or cls.__name__, f"unknown field(s) {unknown}; known: {sorted(fields)}")
+        suggestion = close_match(unknown[0], fields)
+        hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+        raise ConfigError(file, where or cls.__name__, f"unknown field(s) {unknown}{hint}; known: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
@@ -102,3 +107,101 @@ def _dataclass_in(hint: Any) -> type | None:
         if dataclasses.is_dataclass(arg):
             return arg
     return None
+
+
+# --------------------------------------------------------------------------- validation
+# A config is checked against the shipped defaults before anything expensive runs: an unknown key
+# (a typo) or a value of the wrong type is an error naming the key, never a silently ignored setting
+# or a traceback halfway through training.
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def close_match(key: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to ``key`` (difflib ratio >= 0.6), compared by the last dotted part."""
+    leaf = key.rsplit(".", 1)[-1]
+    best, best_ratio = None, 0.6
+    for candidate in candidates:
+        ratio = difflib.SequenceMatcher(None, leaf, candidate.rsplit(".", 1)[-1]).ratio()
+        if ratio > best_ratio:
+            best, best_ratio = candidate, ratio
+    return best
+
+
+def unknown_key_problem(key: str, known: Iterable[str], elsewhere: Iterable[str] = (), context: str = "",
+                        owners: Iterable[str] = ()) -> str:
+    """``unknown key (did you mean 'x'?); known keys: ...`` for ``key`` (``section.name``).
+
+    ``known`` are the names the section accepts; ``elsewhere`` dotted keys of other sections, offered
+    when the name belongs there (``data.image_size`` -> ``model.image_size``); ``owners`` the other
+    architectures whose config has this key (said instead of a guess).
+    """
+    section = key.rsplit(".", 1)[0] if "." in key else None
+    known = sorted(known)
+    qualified = [f"{section}.{name}" if section else name for name in known]
+    # a name that exists verbatim in another section beats a merely similar name in this one
+    leaf = key.rsplit(".", 1)[-1]
+    suggestion = next((other for other in elsewhere if other.rsplit(".", 1)[-1] == leaf), None)
+    suggestion = suggestion or close_match(key, [*qualified, *elsewhere])
+    owners = sorted(owners)
+    hint = (f" ({key} is a setting of {', '.join(owners)})" if owners
+            else f" (did you mean {suggestion!r}?)" if suggestion else "")
+    where = f"{section} keys" if section else "top-level keys"
+    return f"unknown key{context}{hint}; known {where}: {', '.join(known)}"
+
+
+def value_type_problem(value: Any, default: Any) -> str | None:
+    """Why ``value`` cannot replace ``default`` (``None`` if it can): the default's type decides; an
+    int is a float, ``null`` only replaces ``null``, and a default of ``null`` accepts anything."""
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, expected = isinstance(value, str), "a string"
+    elif isinstance(default, (list, tuple)):
+        ok, expected = isinstance(value, (list, tuple)), "a list"
+    elif isinstance(default, dict):  # a section: its keys are checked on their own
+        return None if isinstance(value, dict) else f"expected a mapping, got {value!r}"
+    else:
+        return None
+    return None if ok else f"expected {expected} (default: {default!r}), got {value!r}"
+
+
+def coerce_number(value: Any, default: Any) -> Any:
+    """``"1e-3"`` -> ``0.001`` where the default is a float: PyYAML (YAML 1.1) reads exponent
+    notation without a dot as a string, in config files and ``--set`` values alike."""
+    if isinstance(default, float) and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
+def check_section(values: dict[str, Any], defaults: dict[str, Any], section: str, *,
+                  extra_keys: dict[str, Any] | None = None, elsewhere: Iterable[str] = (),
+                  source: Callable[[str], str | None] = lambda key: None, context: str = "",
+                  owners: Callable[[str], Iterable[str]] = lambda key: (), recursive: bool = True) -> None:
+    """Check ``values`` (one config section, ``section`` names it) against ``defaults``.
+
+    Keys must be keys of ``defaults`` or of ``extra_keys`` (optional keys the code reads, with the
+    type-defining default); values must have the defaults' types (:func:`value_type_problem`).
+    Float strings are converted in place (:func:`coerce_number`). Nested mappings are checked
+    recursively unless ``recursive`` is false. ``source(dotted_key)`` names where a value came from (a file, ``--set``), used as
+    the error's file; ``owners(dotted_key)`` the other architectures that have an unknown key.
+    """
+    reference = {**(extra_keys or {}), **defaults}
+    for key in list(values):
+        dotted = f"{section}.{key}" if section else str(key)
+        if key not in reference:
+            raise ConfigError(source(dotted), dotted,
+                              unknown_key_problem(dotted, reference, elsewhere, context, owners(dotted)))
+        default = reference[key]
+        values[key] = value = coerce_number(values[key], default)
+        problem = value_type_problem(value, default)
+        if problem:
+            raise ConfigError(source(dotted), dotted, problem)
+        if recursive and isinstance(default, dict) and default:
+            check_section(value, default, dotted, source=source, context=context, owners=owners)

@@ -74,7 +74,7 @@ def test_side_stream_ordering_without_a_gpu(module, monkeypatch):
     and every moved tensor, nested ones included, is recorded on the compute stream."""
     events: list = []
     _FakeCudaTensor.events = events
-    side, compute = object(), object()
+    side = object()
     state = {"active": None}
 
     class FakeStreamContext:

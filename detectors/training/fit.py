@@ -9,21 +9,30 @@ With no ``--data``, the built-in demo data of the modality is written and used.
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import yaml
 
-from detectors.config import CONFIG_ROOT, deep_merge, default_config, load_yaml, set_dotted
+from detectors.config import (
+    CONFIG_ROOT,
+    deep_merge,
+    default_config,
+    load_yaml,
+    set_dotted,
+)
 from detectors.errors import ConfigError
+from detectors.training.config_check import flatten_config, record_sources, source_of, validate_config
 
 log = logging.getLogger("detectors.fit")
 
@@ -74,46 +83,75 @@ def build_parser(modality: str, archs: list[str], default_arch: str) -> argparse
 
 
 def resolve_config(args: argparse.Namespace, modality: str, support: ModalitySupport, demo: bool) -> dict[str, Any]:
+    """defaults <- demo overrides (no --data) <- ``--config`` <- flags <- ``--set``, validated
+    (:func:`validate_config`) before anything is built: errors name the key and where it was set."""
+    defaults_file = CONFIG_ROOT / modality / f"{args.arch}.yaml"
     config = default_config(modality, args.arch)
+    defaults = copy.deepcopy(config)
+    sources: dict[str, str] = {}  # dotted key -> where its value was last set
+    record_sources(sources, config, str(defaults_file))
+    default_keys = set(sources)
     demo_overrides = CONFIG_ROOT / modality / f"{args.arch}_demo.yaml"
     if demo and demo_overrides.is_file():
-        config = deep_merge(config, load_yaml(demo_overrides))
+        overrides = load_yaml(demo_overrides)
+        config = deep_merge(config, overrides)
+        record_sources(sources, overrides, str(demo_overrides))
     if args.config:
-        config = deep_merge(config, load_yaml(args.config))
-    flags = {
-        "model.backbone.name": args.backbone,
-        "model.backbone.weights": args.backbone_weights,
-        "model.tuning.mode": args.tuning,
-        "trainer.max_epochs": args.max_epochs,
-        "data.batch_size": args.batch_size,
-        "data.num_workers": args.num_workers,
-        "optim.lr": args.lr,
-        "seed": args.seed,
-        "loss.name": args.loss,
-        "trainer.accelerator": args.accelerator,
-        "trainer.devices": _parse_devices(args.devices),
-        "trainer.num_nodes": args.num_nodes,
-        "trainer.strategy": args.strategy,
-        "trainer.precision": args.precision,
-        "trainer.accumulate_grad_batches": args.accumulate_grad_batches,
-        "trainer.limit_train_batches": args.limit_train_batches,
-    }
-    for key, value in flags.items():
+        overrides = load_yaml(args.config)
+        config = deep_merge(config, overrides)
+        record_sources(sources, overrides, str(args.config))
+    flags = [
+        ("--backbone", "model.backbone.name", args.backbone),
+        ("--backbone-weights", "model.backbone.weights", args.backbone_weights),
+        ("--tuning", "model.tuning.mode", args.tuning),
+        ("--max-epochs", "trainer.max_epochs", args.max_epochs),
+        ("--batch-size", "data.batch_size", args.batch_size),
+        ("--num-workers", "data.num_workers", args.num_workers),
+        ("--lr", "optim.lr", args.lr),
+        ("--seed", "seed", args.seed),
+        ("--loss", "loss.name", args.loss),
+        ("--accelerator", "trainer.accelerator", args.accelerator),
+        ("--devices", "trainer.devices", _parse_devices(args.devices)),
+        ("--num-nodes", "trainer.num_nodes", args.num_nodes),
+        ("--strategy", "trainer.strategy", args.strategy),
+        ("--precision", "trainer.precision", args.precision),
+        ("--accumulate-grad-batches", "trainer.accumulate_grad_batches", args.accumulate_grad_batches),
+        ("--limit-train-batches", "trainer.limit_train_batches", args.limit_train_batches),
+    ]
+    for flag, key, value in flags:
         if value is not None:
             if key.startswith("model.backbone.") and not isinstance(config.get("model", {}).get("backbone"), dict):
-                flag = "--backbone-weights" if key.endswith(".weights") else "--backbone"
                 raise ConfigError(None, flag, f"{args.arch} has no DINOv2/DINOv3/wav2vec2 backbone to set")
             set_dotted(config, key, value)
+            record_sources(sources, {key: value}, flag)
     if args.gradient_checkpointing:  # a detector's own switch (CakeLens), else its tuned backbone's
         own = "gradient_checkpointing" in config.get("model", {})
-        set_dotted(config, "model.gradient_checkpointing" if own else "model.tuning.gradient_checkpointing", True)
+        key = "model.gradient_checkpointing" if own else "model.tuning.gradient_checkpointing"
+        set_dotted(config, key, True)
+        record_sources(sources, {key: True}, "--gradient-checkpointing")
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(None, "--set", f"expected KEY=VALUE, got {item!r}")
-        set_dotted(config, key.strip(), yaml.safe_load(raw))
+        value = yaml.safe_load(raw)
+        set_dotted(config, key.strip(), value)
+        record_sources(sources, {key.strip(): value}, "--set")
     if support.apply_arguments:
+        before, unset = flatten_config(config), object()
         support.apply_arguments(args, config)
+        for key, value in flatten_config(config).items():
+            if before.get(key, unset) != value:  # name the flag (--num-frames -> *.num_frames) where one fits
+                leaf = key.rsplit(".", 1)[-1]
+                flag = f"--{leaf.replace('_', '-')}" if getattr(args, leaf, None) is not None else "a command-line flag"
+                record_sources(sources, {key: value}, flag)
+    for key, value in (("arch", args.arch), ("modality", modality)):
+        # a run's config.yaml reused as --config carries these: they must agree with the command
+        if config.get(key, value) != value:
+            raise ConfigError(source_of(sources, key, str(defaults_file), default_keys), key,
+                              f"this config is for {config[key]!r}, but the command trains {value!r}"
+                              + (f"; pass --arch {config[key]}" if key == "arch" else ""))
+    validate_config(config, defaults, args.arch, modality,
+                    source=lambda key: source_of(sources, key, str(defaults_file), default_keys))
     config["arch"] = args.arch
     config["modality"] = modality
     return config
@@ -170,7 +208,13 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
     import lightning as L
 
     from detectors.base import load_detector
-    from detectors.data.catalog import assign_splits, load_items, read_split, summarise, write_split
+    from detectors.data.catalog import (
+        assign_splits,
+        load_items,
+        read_split,
+        summarise,
+        write_split,
+    )
     from detectors.data.datamodule import MediaDataModule
     from detectors.registry import create_detector
     from detectors.training.finalize import finalize_run
@@ -184,7 +228,7 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
         args.arch = init_from_arch(args, modality)
     config = resolve_config(args, modality, support, demo)
     run = RunDir(args.output or Path("runs") / f"{args.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
-    rank_zero = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    rank_zero = int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
     if run.is_finished() and args.overwrite and rank_zero and "LIGHTNING_RUN_STARTED" not in os.environ:
         shutil.rmtree(run.root)
     elif run.is_finished() and not args.overwrite:
@@ -202,9 +246,10 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
     else:
         items = load_items(data_yaml, modality=modality)
         split_cfg = config.get("split", {})
+        split_seed = split_cfg.get("seed")  # null: the run's seed
         items = assign_splits(items, fractions={"val": float(split_cfg.get("val", 0.15)),
                                                 "calibration": float(split_cfg.get("calibration", 0.15))},
-                              seed=int(split_cfg.get("seed", config.get("seed", 0))))
+                              seed=int(config.get("seed", 0) if split_seed is None else split_seed))
     counts = {name: sum(item.split == name for item in items) for name in ("train", "val", "calibration")}
     empty = [name for name, count in counts.items() if count == 0]
     if empty:
@@ -272,8 +317,18 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
     return run.root
 
 
-def main(modality: str, support: ModalitySupport, archs: list[str], default_arch: str) -> None:
+def configure_logging() -> None:
+    """Our INFO lines and every library's warnings on stderr, each line once.
+
+    Lightning prints through the handler it attaches to the ``lightning`` logger, and its records
+    also propagate to the root logger: with a root handler beside it, each line would appear twice.
+    """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("detectors").setLevel(logging.INFO)
+    logging.getLogger("lightning").propagate = False
+
+
+def main(modality: str, support: ModalitySupport, archs: list[str], default_arch: str) -> None:
+    configure_logging()
     torch.set_float32_matmul_precision("high")
     run_fit(modality, support, archs, default_arch, sys.argv[1:])
