@@ -9,6 +9,10 @@ with the bias it is Platt scaling on the class margins). Because it is affine it
 Its fitted values travel as a small JSON dict (``calibration.json`` of a run)::
 
     {"temperature": 1.37, "bias": [-0.05, 0.05], "method": "lbfgs"}
+
+:meth:`LogitCalibrator.load_state` reads ``temperature`` and ``bias`` only, so the history a
+temperature sweep adds to that file (``criterion``, ``fitted``, ``previous``; see
+:mod:`calibration.sweep`) does not change what is loaded.
 """
 
 from __future__ import annotations

@@ -10,7 +10,19 @@ Run-directory contract:
   ``labels`` [N] int64 (written by training);
 - reads the bias of ``RUN_DIR/calibration.json`` if present (it is kept, only T is swept);
 - writes ``RUN_DIR/temperature_sweep.csv``, ``RUN_DIR/plots/temperature_sweep.png`` and
-  ``RUN_DIR/calibration.json = {"temperature", "bias", "method": "sweep", "criterion", "previous"}``.
+  ``RUN_DIR/calibration.json = {"temperature", "bias", "method": "sweep", "criterion", "fitted", "previous"}``.
+
+History in calibration.json, however many sweeps run:
+
+- ``fitted``: the calibration training wrote (its LBFGS fit, ``method`` "lbfgs", "platt", ...),
+  copied by the first sweep and never overwritten by later ones; null when the run had no
+  calibration.json. ``python -m calibration.sweep RUN_DIR --restore-fitted`` puts it back in force.
+- ``previous``: the state just before this sweep (without its own ``fitted`` / ``previous``).
+
+Readers of calibration.json (``load_detector``, hence ``detect --run`` and ``export``) use only
+``temperature`` and ``bias``. Exports made before a sweep keep the calibration they were exported
+with (it is folded into their weights): re-export with ``python -m export RUN_DIR --out DIR``; the
+command prints this, naming ``RUN_DIR/submission`` (the demo's export) when it exists.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ import argparse
 import csv
 import json
 import math
+import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,7 +55,15 @@ from detectors.metrics import (
 )
 from detectors.plots import temperature_sweep_plot
 
-__all__ = ["DEFAULT_TEMPERATURES", "temperature_sweep", "choose_temperature", "sweep_run_dir", "main"]
+__all__ = [
+    "DEFAULT_TEMPERATURES",
+    "choose_temperature",
+    "main",
+    "restore_fitted",
+    "stale_export_note",
+    "sweep_run_dir",
+    "temperature_sweep",
+]
 
 #: 65 temperatures, geometric from 1/32 to 8 (ratio 2 ** (1/8)); 1.0 is on the grid exactly. Trained
 #: detectors are often underconfident on their raw logits (focal loss), hence the reach below 1.
@@ -55,6 +76,10 @@ LOGITS_FILE = "calibration_logits.safetensors"
 CALIBRATION_FILE = "calibration.json"
 SWEEP_CSV = "temperature_sweep.csv"
 SWEEP_PLOT = "plots/temperature_sweep.png"
+#: The demo's export inside a run directory (detectors.training.demo writes it).
+DEMO_SUBMISSION = "submission"
+#: calibration.json keys holding history rather than the calibrator state.
+HISTORY_KEYS = ("fitted", "previous")
 
 
 def temperature_sweep(
@@ -156,16 +181,47 @@ def _read_previous(path: Path) -> dict[str, Any] | None:
     return previous
 
 
+def _without_history(state: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in state.items() if key not in HISTORY_KEYS}
+
+
+def _is_temperature(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _fitted_state(current: Mapping[str, Any] | None, path: Path) -> dict[str, Any] | None:
+    """The calibration training wrote, as carried in ``current`` (the calibration.json now in force)."""
+    if current is None:
+        return None
+    if "fitted" in current:  # recorded by an earlier sweep: never overwritten
+        fitted = current["fitted"]
+        if fitted is not None and not isinstance(fitted, dict):
+            raise ConfigError(path, "fitted", f"expected a calibration object or null, got {fitted!r}")
+        return fitted
+    if current.get("method") != "sweep":
+        return _without_history(current)  # training's file: this is the fit
+    # Written by a sweep that predates "fitted": its "previous" is the fit if only one sweep ran.
+    older = current.get("previous")
+    if isinstance(older, dict) and older.get("method") != "sweep":
+        return _without_history(older)
+    return None
+
+
 def sweep_run_dir(
     run_dir: str | Path, criterion: str = "score", temperatures: Sequence[float] | None = None
 ) -> dict[str, Any]:
-    """Sweep the run's calibration set, write the CSV, the plot and calibration.json; return the rows and choice."""
+    """Sweep the run's calibration set, write the CSV, the plot and calibration.json; return the rows and choice.
+
+    The returned dict holds ``rows``, ``calibration`` (what was written) and ``previous`` (the
+    calibration.json in force before, or None).
+    """
     run_dir = Path(run_dir)
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {sorted(CRITERIA)}, got {criterion!r}")
     logits, labels = _load_calibration_set(run_dir / LOGITS_FILE)
     calibration_path = run_dir / CALIBRATION_FILE
     previous = _read_previous(calibration_path)
+    fitted = _fitted_state(previous, calibration_path)
 
     bias = [0.0] * logits.shape[1]
     if previous is not None:
@@ -176,8 +232,13 @@ def sweep_run_dir(
             bias = [float(b) for b in previous["bias"]]  # float64 as stored, not the float32 parameter
 
     if temperatures is None and previous is not None:
-        # the fitted temperature competes with the grid, so a sweep never does worse than the fit
-        temperatures = sorted({*DEFAULT_TEMPERATURES, float(previous["temperature"])})
+        # The temperature in force, and the fitted one, compete with the grid, so a sweep never does
+        # worse than either (after an earlier sweep the fitted T is no longer the one in force).
+        candidates = {float(previous["temperature"])}
+        same_bias = fitted is not None and fitted.get("bias") == previous.get("bias")
+        if same_bias and _is_temperature(fitted.get("temperature")):
+            candidates.add(float(fitted["temperature"]))
+        temperatures = sorted({*DEFAULT_TEMPERATURES, *candidates})
     rows = temperature_sweep(logits, labels, temperatures, bias=bias)
     chosen = choose_temperature(rows, criterion)
 
@@ -187,18 +248,74 @@ def sweep_run_dir(
         writer.writerows({key: row[key] for key in COLUMNS} for row in rows)
     temperature_sweep_plot(rows, run_dir / SWEEP_PLOT, chosen=chosen)
 
-    if previous is not None:
-        # Keep one level of history only; older generations would nest without bound.
-        previous = {key: value for key, value in previous.items() if key != "previous"}
     calibration = {
         "temperature": chosen,
         "bias": bias,
         "method": "sweep",
         "criterion": criterion,
-        "previous": previous,
+        "fitted": fitted,
+        # One level of history only: older generations would nest without bound (``fitted`` keeps the one
+        # that matters).
+        "previous": None if previous is None else _without_history(previous),
     }
     write_json(calibration_path, calibration)
-    return {"rows": rows, "calibration": calibration}
+    return {"rows": rows, "calibration": calibration, "previous": previous}
+
+
+def restore_fitted(run_dir: str | Path) -> dict[str, Any]:
+    """Put the fitted calibration recorded in ``RUN_DIR/calibration.json`` back in force.
+
+    Keeps ``fitted`` and records the sweep result it replaces as ``previous``. Returns
+    ``{"calibration": written, "previous": the state before}``; raises ConfigError when no fitted
+    calibration is recorded.
+    """
+    calibration_path = Path(run_dir) / CALIBRATION_FILE
+    current = _read_previous(calibration_path)
+    if current is None:
+        raise FileNotFoundError(f"{calibration_path}: not found; nothing to restore")
+    fitted = _fitted_state(current, calibration_path)
+    if fitted is None:
+        raise ConfigError(calibration_path, "fitted", "no fitted calibration recorded (the run had no calibration.json "
+                          "before its first sweep, or it was swept twice by a version that did not keep it)")
+    LogitCalibrator.from_state(fitted, source=f"{calibration_path} (fitted)")
+    calibration = {**_without_history(fitted), "fitted": fitted, "previous": _without_history(current)}
+    write_json(calibration_path, calibration)
+    return {"calibration": calibration, "previous": current}
+
+
+def _describe(state: Mapping[str, Any] | None) -> str:
+    if state is None:
+        return "no calibration.json (the calibrator stored in the weights)"
+    bias = state.get("bias")
+    bias_text = "" if bias is None else ", bias [" + ", ".join(f"{float(b):.4g}" for b in bias) + "]"
+    return f"T = {float(state['temperature']):.4g}{bias_text} ({state.get('method', 'manual')})"
+
+
+def stale_export_note(run_dir: str | Path, old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str:
+    """What to tell the user after writing calibration.json: exports keep the calibration they were made with."""
+    run_dir = Path(run_dir)
+    run = shlex.quote(str(run_dir))
+    changed = old is None or float(old["temperature"]) != float(new["temperature"]) or (
+        [float(b) for b in old.get("bias") or [0.0] * len(new["bias"])] != [float(b) for b in new["bias"]]
+    )
+    if changed:
+        lines = [
+            f"note: {run_dir / CALIBRATION_FILE} now holds {_describe(new)}; before: {_describe(old)}.",
+            ("  `detect --run` and later exports use it, but an export made before (a submission directory) keeps "
+             "the calibration folded into its weights."),
+        ]
+    else:
+        lines = [
+            f"note: {run_dir / CALIBRATION_FILE} keeps {_describe(new)}: values unchanged, so exports made since "
+            "they were set still match; an older export keeps the calibration folded into its weights.",
+        ]
+    lines.append(f"  Re-export to update one: python -m export {run} --out DIR")
+    submission = run_dir / DEMO_SUBMISSION
+    if (submission / "model_config.yaml").is_file():
+        state = "keeps its old calibration until re-exported" if changed else "is stale if exported before that"
+        lines.append(f"  {submission} exists (the demo's export) and {state}: "
+                     f"python -m export {run} --out {shlex.quote(str(submission))}")
+    return "\n".join(lines)
 
 
 def format_table(rows: Sequence[Mapping[str, float]], chosen: float | None = None) -> str:
@@ -227,6 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m calibration.sweep",
         description="Sweep the temperature on a run's calibration set and store the best one in calibration.json.",
+        epilog="calibration.json keeps 'fitted' (the calibration training wrote, recorded by the first sweep and never "
+               "overwritten) and 'previous' (the state just before the last change); --restore-fitted puts 'fitted' "
+               "back in force. Exports made before a sweep keep their old calibration: re-export with "
+               "`python -m export RUN_DIR --out DIR` (the demo's export is RUN_DIR/submission).",
     )
     parser.add_argument("run_dir", type=Path, help="run directory holding calibration_logits.safetensors")
     parser.add_argument(
@@ -234,21 +355,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--grid", type=_parse_grid, default=None,
                         help="comma-separated temperatures (default: 65 points geometric from 1/32 to 8, plus the "
-                             "fitted temperature of calibration.json)")
+                             "temperatures in force and fitted of calibration.json)")
+    parser.add_argument("--restore-fitted", action="store_true",
+                        help="sweep nothing: put the fitted calibration recorded in calibration.json back in force")
     args = parser.parse_args(argv)
     try:
-        result = sweep_run_dir(args.run_dir, args.criterion, args.grid)
+        if args.restore_fitted:
+            result = restore_fitted(args.run_dir)
+        else:
+            result = sweep_run_dir(args.run_dir, args.criterion, args.grid)
     except (FileNotFoundError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     calibration = result["calibration"]
-    print(format_table(result["rows"], calibration["temperature"]))
-    identity = min(result["rows"], key=lambda row: abs(math.log(row["temperature"])))
-    chosen = next(row for row in result["rows"] if row["temperature"] == calibration["temperature"])
-    print(
-        f"chosen T = {calibration['temperature']:.4g} by {args.criterion}: score {chosen['score']:.4f} "
-        f"(T = {identity['temperature']:.4g}: {identity['score']:.4f}); wrote {args.run_dir / CALIBRATION_FILE}"
-    )
+    if args.restore_fitted:
+        print(f"restored the fitted calibration: {_describe(calibration)}; wrote {args.run_dir / CALIBRATION_FILE}")
+    else:
+        print(format_table(result["rows"], calibration["temperature"]))
+        identity = min(result["rows"], key=lambda row: abs(math.log(row["temperature"])))
+        chosen = next(row for row in result["rows"] if row["temperature"] == calibration["temperature"])
+        print(
+            f"chosen T = {calibration['temperature']:.4g} by {args.criterion}: score {chosen['score']:.4f} "
+            f"(T = {identity['temperature']:.4g}: {identity['score']:.4f}); wrote {args.run_dir / CALIBRATION_FILE}"
+        )
+    print(stale_export_note(args.run_dir, result["previous"], calibration))
     return 0
 
 

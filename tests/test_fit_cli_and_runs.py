@@ -219,3 +219,24 @@ def test_a_run_loads_without_the_checkpoint_it_started_from(tmp_path):
     loaded = load_detector(tmp_path / "run")
     torch.testing.assert_close(loaded.net.seq.input_conv0.bias, detector.net.seq.input_conv0.bias)
     assert loaded.config.weights == str(start)  # provenance kept
+
+
+def test_demo_evaluation_yaml_survives_moving_the_run(tmp_path):
+    """Manifests of the run's own data are relative, so a renamed run directory still evaluates."""
+    from detectors.data.catalog import MediaItem, load_items
+    from detectors.training.demo import write_split_dataset_yaml
+
+    run, outside = tmp_path / "run", tmp_path / "elsewhere.png"
+    (run / "demo_data").mkdir(parents=True)
+    for name in ("a.png", "b.png"):
+        (run / "demo_data" / name).write_bytes(b"x")
+    outside.write_bytes(b"x")
+    items = [MediaItem(str(run / "demo_data" / "a.png"), 0, "real", "demo", "image", split="val"),
+             MediaItem(str(run / "demo_data" / "b.png"), 1, "synthetic", "demo-fake", "image", split="val"),
+             MediaItem(str(outside), 1, "synthetic", "demo-fake", "image", split="val"),
+             MediaItem(str(run / "demo_data" / "a.png"), 0, "real", "demo", "image", split="train")]
+    write_split_dataset_yaml(items, "val", run / "evaluation" / "val.yaml", relative_to=run)
+    moved = tmp_path / "renamed"
+    run.rename(moved)
+    loaded = sorted(Path(item.path) for item in load_items(moved / "evaluation" / "val.yaml"))
+    assert loaded == sorted([moved / "demo_data" / "a.png", moved / "demo_data" / "b.png", outside.resolve()])

@@ -12,12 +12,12 @@ high band with a spectral notch, periodic frame-rate modulation). :func:`write_h
 uses other voices and another vocoder artifact (high band replaced by smeared noise, frame
 clicks) for "never seen" tests.
 
-CLI: ``python -m detectors.audio.demo OUT_DIR [--n-per-class 40] [--holdout]``.
+CLI: ``python -m detectors.audio.demo OUT_DIR [--n-per-class 40] [--seed S] [--holdout]``: writes
+``OUT_DIR/demo_audio.yaml`` (and ``OUT_DIR/holdout_audio.yaml``).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import shutil
 from dataclasses import dataclass, field
@@ -29,8 +29,8 @@ import soundfile as sf
 import torch
 from scipy.signal import butter, sosfilt
 
-from detectors.data.demo_sets import recorded_params_match, write_demo_yaml
 from detectors.atomic import atomic_path
+from detectors.data.demo_sets import demo_argument_parser, recorded_params_match, write_demo_yaml
 
 from .io import resample
 from .transforms import SyntheticReverb
@@ -373,11 +373,8 @@ def write_holdout_audio(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--n-per-class", type=int, default=40)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--holdout", action="store_true", help="also write the hold-out set")
+    parser = demo_argument_parser("python -m detectors.audio.demo", __doc__.split("\n\n")[0], n_per_class=40,
+                                  holdout_size="half as many clips as the demo set")
     args = parser.parse_args(argv)
     print(write_demo_audio(args.out_dir, args.n_per_class, seed=args.seed))
     if args.holdout:

@@ -22,12 +22,18 @@ longer to learn.
 ``write_holdout_images`` writes a set with a *different* fingerprint (period-3 bilinear upsampling
 with stripes, another colour palette, another camera noise/JPEG quality) for "never seen" tests.
 
-CLI: ``python -m detectors.image.demo OUT_DIR [--n N] [--holdout] [--seed S]``.
+Both sets write their images into class folders directly under the root (``real/``, ``fake_gen_a/``,
+``fake_gen_b/``; ``real_holdout/``, ``fake_holdout/``), so they can share one folder; their YAMLs are
+``demo_image.yaml`` and ``holdout_image.yaml``, with paths relative to the YAML.
+
+CLI: ``python -m detectors.image.demo OUT_DIR [--n-per-class 60] [--seed S] [--holdout]``: writes
+``OUT_DIR/demo_image.yaml`` and, with ``--holdout``, also ``OUT_DIR/holdout_image.yaml`` (2/3 as many
+images per class, seed S + 1); prints the YAML paths. ``--n`` is a deprecated spelling of ``--n-per-class``.
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,11 +41,12 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from detectors.data.demo_sets import recorded_params_match, write_demo_yaml
 from detectors.atomic import atomic_path
+from detectors.data.demo_sets import demo_argument_parser, positive_int, recorded_params_match, write_demo_yaml
 
 DEMO_VERSION = 4
-YAML_NAME = "datasets.yaml"
+#: Dataset YAML of each set, by kind; the sets can share a root folder.
+YAML_NAMES = {"train": "demo_image.yaml", "holdout": "holdout_image.yaml"}
 
 # Colour palettes (RGB) for content; the holdout set uses its own.
 _PALETTE_MAIN = np.array(
@@ -176,8 +183,9 @@ def write_demo_images(
     """Write the demo training set under ``root`` and return its dataset YAML.
 
     ``n_per_class`` real images and ``n_per_class`` fake images (split over ``generators`` (1 or 2)
-    fake folders). Image sizes vary between ``size`` and ``size + 32`` (H, W). Does nothing when
-    ``root/datasets.yaml`` already records the same parameters and all files exist.
+    fake folders). Image sizes vary between ``size`` and ``size + 32`` (H, W). The YAML is
+    ``root/demo_image.yaml``; nothing is rewritten when it already records the same parameters and
+    all files exist.
     """
     if generators not in (1, 2):
         raise ValueError(f"generators must be 1 or 2, got {generators}")
@@ -189,14 +197,15 @@ def write_demo_images(
 
 
 def write_holdout_images(root: str | Path, n_per_class: int = 40, size: tuple[int, int] = (96, 128), seed: int = 1) -> Path:
-    """Write a set with an unseen fingerprint and palette (see module docstring); returns its YAML."""
+    """Write a set with an unseen fingerprint and palette (see module docstring); returns its YAML,
+    ``root/holdout_image.yaml``."""
     return _write_set(Path(root), "holdout", {"real_holdout": n_per_class, "fake_holdout": n_per_class}, size, seed)
 
 
 def _write_set(root: Path, kind: str, counts: dict[str, int], size: tuple[int, int], seed: int) -> Path:
     if min(counts.values()) < 1 or min(size) < 16:
         raise ValueError(f"need at least one image per folder and sizes >= 16, got {counts}, {size}")
-    yaml_path = root / YAML_NAME
+    yaml_path = root / YAML_NAMES[kind]
     params = {"kind": kind, "version": DEMO_VERSION, "counts": counts, "size": list(size), "seed": seed}
     if _up_to_date(yaml_path, params):
         return yaml_path
@@ -243,17 +252,22 @@ def _up_to_date(yaml_path: Path, params: dict[str, Any]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write the demo real-vs-fake image set and its dataset YAML.")
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--n", type=int, default=60, help="images per class (default 60)")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--holdout", action="store_true", help="write the unseen-fingerprint holdout set instead")
+    parser = demo_argument_parser("python -m detectors.image.demo", __doc__.splitlines()[0], n_per_class=60,
+                                  holdout_size="2/3 as many images per class as the demo set")
+    parser.add_argument("--n", type=positive_int, default=None, help="deprecated spelling of --n-per-class")
     args = parser.parse_args(argv)
+    n_per_class = args.n_per_class
+    if args.n is not None:
+        given = sys.argv[1:] if argv is None else argv
+        if any(arg == "--n-per-class" or arg.startswith("--n-per-class=") for arg in given):
+            parser.error("give --n-per-class only (--n is its deprecated spelling)")
+        print("warning: --n is deprecated; use --n-per-class", file=sys.stderr)
+        n_per_class = args.n
+    # One fake image cannot be split over two generators.
+    generators = 1 if n_per_class == 1 else 2
+    print(write_demo_images(args.out_dir, n_per_class=n_per_class, seed=args.seed, generators=generators))
     if args.holdout:
-        path = write_holdout_images(args.out_dir, n_per_class=args.n, seed=1 if args.seed is None else args.seed)
-    else:
-        path = write_demo_images(args.out_dir, n_per_class=args.n, seed=0 if args.seed is None else args.seed)
-    print(path)
+        print(write_holdout_images(args.out_dir, n_per_class=max(1, n_per_class * 2 // 3), seed=args.seed + 1))
 
 
 if __name__ == "__main__":

@@ -16,23 +16,22 @@ but not the same: over-smooth through low-resolution decoding instead of a blur,
 yellow-green instead of a warm cast, and soft-edged, half-transparent popping objects (so the fakes
 carry no sharp edges the real stripe scenes lack).
 
-CLI: ``python -m detectors.video.demo OUT_DIR [--holdout]``.
+CLI: ``python -m detectors.video.demo OUT_DIR [--n-per-class 24] [--seed S] [--holdout] [--num-frames 48]
+[--size H W] [--fps 24]``: writes ``OUT_DIR/demo_video.yaml`` (and ``OUT_DIR/holdout_video.yaml``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import av
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from torchvision.transforms.v2 import functional as v2f
 
-from detectors.atomic import atomic_path, write_json, write_text
+from detectors.atomic import atomic_path
+from detectors.data.demo_sets import demo_argument_parser, recorded_params_match, write_demo_yaml
 
 DEMO_VERSION = 3  # 2: per-frame generator traces on fake clips; 3: hold-out traces point the same way
 
@@ -235,22 +234,22 @@ def _write_dataset(
     fps: int,
     seed: int,
 ) -> Path:
-    root = Path(root).resolve()
+    root = Path(root)
     yaml_path = root / f"{name}.yaml"
     params = {
         "version": DEMO_VERSION, "holdout": holdout, "n_per_class": n_per_class,
         "num_frames": num_frames, "size": list(size), "fps": fps, "seed": seed,
     }
-    params_path = root / f".{name}.params.json"
-    if yaml_path.is_file() and params_path.is_file() and json.loads(params_path.read_text()) == params:
-        folders = [root / name / "real", root / name / "fake"]
-        if all(len(list(folder.glob("*.mp4"))) == n_per_class for folder in folders):
-            return yaml_path  # already generated with these parameters
+    folders = {"real": f"{name}/real", "fake": f"{name}/fake"}
+    if recorded_params_match(yaml_path, params) and all(
+        len(list((root / folder).glob("*.mp4"))) == n_per_class for folder in folders.values()
+    ):
+        return yaml_path  # already generated with these parameters
 
     rng = np.random.default_rng([seed, int(holdout)])
     entries = []
     for label, make_clip, media_type in (("real", _real_clip, "real"), ("fake", _fake_clip, "synthetic")):
-        folder = root / name / label
+        folder = root / folders[label]
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob("*.mp4"):
             stale.unlink()
@@ -260,7 +259,9 @@ def _write_dataset(
             write_mp4(folder / f"{label}_{index:03d}.mp4", clip, fps)
         entry = {
             "name": f"{name}-{label}",
-            "path": str(folder),
+            # Relative to the YAML (the catalog resolves it so): the set survives moving or renaming
+            # its folder, e.g. a run directory holding it in demo_data/.
+            "path": folders[label],
             "modality": "video",
             "media_type": media_type,
             "source_format": "mp4",
@@ -269,9 +270,9 @@ def _write_dataset(
             entry["generator_family"] = "demo-holdout" if holdout else "demo"
         entry["notes"] = f"synthetic demo clips ({'hold-out ' if holdout else ''}{label}); see detectors/video/demo.py"
         entries.append(entry)
-    write_json(params_path, params)
-    write_text(yaml_path, yaml.safe_dump({"datasets": entries}, sort_keys=False))
-    return yaml_path
+    # Earlier versions recorded the parameters beside the YAML; they now live in its demo: block.
+    (root / f".{name}.params.json").unlink(missing_ok=True)
+    return write_demo_yaml(yaml_path, params, entries)
 
 
 def write_demo_videos(
@@ -284,8 +285,9 @@ def write_demo_videos(
 ) -> Path:
     """Write real/fake demo mp4 clips under ``root/demo_video`` and return the dataset YAML path.
 
-    The YAML uses the benchmark's dataset fields (``name``, ``path`` (absolute), ``modality``,
-    ``media_type``, ``source_format``, ...). Calling it again with the same arguments reuses the files.
+    The YAML has a ``demo:`` block (the parameters) and a ``datasets:`` list with the benchmark's
+    dataset fields (``name``, ``path`` relative to the YAML, ``modality``, ``media_type``,
+    ``source_format``, ...). Calling it again with the same arguments reuses the files.
     """
     return _write_dataset(
         root, name="demo_video", holdout=False, n_per_class=n_per_class,
@@ -302,7 +304,7 @@ def write_holdout_videos(
     seed: int = 1,
 ) -> Path:
     """Like :func:`write_demo_videos`, with a scene generator, camera motion and artifacts the demo
-    set never shows (under ``root/holdout_video``)."""
+    set never shows (clips under ``root/holdout_video``, YAML ``root/holdout_video.yaml``)."""
     return _write_dataset(
         root, name="holdout_video", holdout=True, n_per_class=n_per_class,
         num_frames=num_frames, size=size, fps=fps, seed=seed,
@@ -310,14 +312,11 @@ def write_holdout_videos(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir")
-    parser.add_argument("--n-per-class", type=int, default=24)
+    parser = demo_argument_parser("python -m detectors.video.demo", __doc__.splitlines()[0], n_per_class=24,
+                                  holdout_size="as many clips as the demo set")
     parser.add_argument("--num-frames", type=int, default=48)
     parser.add_argument("--size", type=int, nargs=2, default=(64, 80), metavar=("H", "W"))
     parser.add_argument("--fps", type=int, default=24)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--holdout", action="store_true", help="also write the hold-out set")
     args = parser.parse_args(argv)
     common = dict(n_per_class=args.n_per_class, num_frames=args.num_frames, size=tuple(args.size), fps=args.fps)
     print(write_demo_videos(args.out_dir, seed=args.seed, **common))
