@@ -30,6 +30,7 @@ from detectors.data.dataset import MediaDataset, collate_skip, is_empty_batch
 from detectors.errors import ConfigError
 from detectors.metrics import (binary_metrics, multiclass_metrics, per_dataset_metrics, predictions_from_logits, prob_fake_from_logits,
                                robustness_blend)
+from detectors.training.predict import resolve_device
 from export.benchmark_loader import SubmissionError
 
 RESULT_KEYS = ("score", "mcc", "brier", "accuracy", "roc_auc", "pr_auc", "ece", "cross_entropy")
@@ -199,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-per-dataset", type=int, help="cap per dataset (the benchmark uses 100..2000)")
     args = parser.parse_args(argv)
     try:
+        resolve_device(args.device)
         results = evaluate_submission(args.model, args.data, args.output, robustness=args.robustness,
                                       batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
                                       max_per_dataset=args.max_per_dataset)

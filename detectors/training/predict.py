@@ -10,6 +10,22 @@ from tqdm.auto import tqdm
 
 from detectors.base import Detector
 from detectors.data.dataset import is_empty_batch
+from detectors.errors import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``--device`` of the inference commands as a torch device; a ConfigError (one line) for a
+    malformed name or a device this machine does not have, instead of a CUDA/MPS traceback later."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ConfigError(None, "--device", f"{name!r} is not a device name ({error})") from error
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if device.type in available and not available[device.type]():
+        raise ConfigError(None, "--device", f"{name}: no such device on this machine (try --device cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(None, "--device", f"{name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 @dataclass
