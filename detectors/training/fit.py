@@ -302,6 +302,8 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         # intended: DetectorModule copies batches on a side CUDA stream whatever the DataModule
         warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
+        # intended: a frozen backbone stays in eval mode (Backbone.train), a fixed feature extractor
+        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(run.last_checkpoint) if resume else None)
     if not trainer.is_global_zero:
         return run.root
