@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from detectors.errors import ConfigError
+from detectors.errors import CheckpointError, ConfigError, state_dict_mismatch, unreadable_weights_reason
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,38 @@ class Backbone(nn.Module):
             return model(pixel_values=inputs).last_hidden_state
         return model.forward_features(inputs)
 
+    def check_input_size(self, size: int | tuple[int, int], where: str = "model.image_size") -> None:
+        """Raise a :class:`ConfigError` naming ``where`` unless images of ``size`` fit this backbone.
+
+        A ViT cuts its input into ``patch_size`` squares, so each side must be a multiple of it: timm
+        asserts this only in the first forward pass (deep inside a training run), transformers
+        silently drops the remainder. The position embeddings are interpolated (or RoPE), so any
+        multiple works; a timm model built without ``dynamic_img_size`` takes its one size only.
+        """
+        if self.info.family == "wav2vec2":
+            return
+        height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        shown = f"{height}" if height == width else f"{height}x{width}"
+        name = self.config.name
+        if self.info.source == "timm":
+            patch_embed = self.inner.patch_embed
+            if getattr(patch_embed, "dynamic_img_pad", False):  # pads any size up to whole patches
+                return
+            if not getattr(self.inner, "dynamic_img_size", False) and getattr(patch_embed, "strict_img_size", False):
+                fixed = tuple(patch_embed.img_size)
+                if (height, width) != fixed:
+                    raise ConfigError(None, where, f"{shown} does not fit the timm backbone {name!r}, which takes "
+                                      f"{fixed[0]}x{fixed[1]} images only (built without dynamic_img_size); use "
+                                      f"{fixed[0]} or set model.backbone.timm_kwargs.dynamic_img_size: true")
+                return
+        patch = self.info.patch_size
+        for side in dict.fromkeys((height, width)):
+            if side % patch:
+                below, above = max(patch, side // patch * patch), (side // patch + 1) * patch
+                nearest = f"{below} or {above}" if below != above else f"{above}"
+                raise ConfigError(None, where, f"{shown} is not a multiple of the patch size {patch} of backbone "
+                                  f"{name!r}; the nearest valid sizes are {nearest}")
+
     def cls_token(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens[:, 0]
 
@@ -196,28 +228,37 @@ def build_backbone(config: BackboneConfig, *, allow_random_fallback: bool = Fals
     """Build the backbone described by ``config``.
 
     With ``config.architecture`` set and ``pretrained`` false, the architecture is built with random
-    weights (the caller then loads a trained state dict). ``allow_random_fallback`` is for the
-    built-in demo only: when pretrained weights cannot be loaded, warn loudly and use random weights.
+    weights (the caller then loads a trained state dict). ``allow_random_fallback``
+    (``model.allow_random_backbone``, set by the built-in demo): when the hub cannot provide the
+    pretrained weights, warn loudly and use random weights. A local directory or weights file the
+    user named is never replaced: if it is missing or unreadable, that is an error.
     """
     config = copy.deepcopy(config)
     if config.name.startswith(("/", "./", "../", "~")) and not Path(config.name).expanduser().exists():
         raise ConfigError(None, "model.backbone.name", f"backbone directory {config.name} does not exist")
     source = resolve_source(config)
     config.source = source
+    local = _local_weights(config, source)
     builder = _build_transformers if source == "transformers" else _build_timm
     # The demo must not spend a minute in download retries when no hub is reachable: use the
     # local cache only, and fall back at once if the weights are not there.
-    offline = allow_random_fallback and config.pretrained and not Path(config.name).exists() and not hub_reachable()
+    offline = allow_random_fallback and config.pretrained and local is None and not hub_reachable()
     try:
         with _hub_offline(offline):
             model, origin = builder(config, local_files_only=offline)
-    except (OSError, ValueError, RuntimeError) as error:
+    except (ConfigError, CheckpointError):
+        raise  # the settings or the named file are wrong: a random stand-in would only hide it
+    except Exception as error:
+        if local is not None:  # the fallback is for an unreachable hub, never for the user's own file
+            raise CheckpointError(f"{local}: cannot load backbone weights from it ({_first_line(error)})") from error
+        if not isinstance(error, (OSError, ValueError, RuntimeError)):
+            raise
         if not allow_random_fallback:
             raise ConfigError(None, "model.backbone.name", f"cannot load backbone {config.name!r}: {error}") from error
         warnings.warn(
-            f"\n{'!' * 78}\nCould not load pretrained backbone {config.name!r} ({type(error).__name__}: "
-            f"{str(error).splitlines()[0][:200]}).\nThe DEMO continues with a RANDOMLY INITIALISED backbone "
-            f"of the same family; results are not representative.\n{'!' * 78}",
+            f"\n{'!' * 78}\nCould not load pretrained backbone {config.name!r} ({_first_line(error)}).\n"
+            f"Continuing with a RANDOMLY INITIALISED backbone of the same family because "
+            f"model.allow_random_backbone is true: its scores say nothing about the pretrained model.\n{'!' * 78}",
             stacklevel=2,
         )
         config.pretrained = False
@@ -230,6 +271,31 @@ def build_backbone(config: BackboneConfig, *, allow_random_fallback: bool = Fals
     backbone = Backbone(model, info, config)
     backbone.weights_origin = origin
     return backbone
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
+
+
+def _local_weights(config: BackboneConfig, source: str) -> Path | None:
+    """The local file or directory the pretrained weights come from, if the user named one.
+
+    Raises a :class:`ConfigError` when it does not exist: a typo must not turn into a download
+    attempt or a random backbone.
+    """
+    if not config.pretrained:
+        return None
+    if config.weights:
+        if source != "timm":
+            raise ConfigError(None, "model.backbone.weights", "a weights file is for timm backbones; for transformers "
+                              "give the local model directory as model.backbone.name")
+        weights = Path(config.weights).expanduser()
+        if not weights.is_file():
+            raise ConfigError(None, "model.backbone.weights", f"weights file {weights} does not exist")
+        return weights
+    directory = Path(config.name).expanduser()
+    return directory if source == "transformers" and directory.exists() else None
 
 
 def _known_architecture(config: BackboneConfig) -> dict[str, Any]:
@@ -315,10 +381,11 @@ def _build_timm(config: BackboneConfig, local_files_only: bool = False) -> tuple
     else:  # timm's DINOv2 defaults to a fixed 518 px input; detectors train at their own size
         kwargs.setdefault("dynamic_img_size", True)
     if config.pretrained and config.weights:
-        weights = Path(config.weights)
-        if not weights.is_file():
-            raise ConfigError(None, "model.backbone.weights", f"weights file {weights} does not exist")
-        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}, **kwargs)
+        weights = Path(config.weights).expanduser()
+        try:
+            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}, **kwargs)
+        except Exception as error:
+            raise _timm_weights_error(weights, name, kwargs, error) from error
         origin = "pretrained"
     elif config.pretrained:
         if local_files_only:
@@ -330,6 +397,34 @@ def _build_timm(config: BackboneConfig, local_files_only: bool = False) -> tuple
         origin = "random"
     config.architecture = {"model_name": name, "kwargs": kwargs}
     return model, origin
+
+
+def _timm_weights_error(weights: Path, name: str, kwargs: dict[str, Any], error: Exception) -> CheckpointError:
+    """Why timm could not load ``weights``: an unreadable file, or the keys that do not fit ``name``."""
+    import timm
+
+    try:
+        shapes = _checkpoint_shapes(weights)
+    except Exception as read_error:
+        return CheckpointError(f"{weights}: cannot be read as weights: {unreadable_weights_reason(weights, read_error)}")
+    mismatch = state_dict_mismatch(timm.create_model(name, pretrained=False, **kwargs).state_dict(), shapes)
+    if mismatch:
+        return CheckpointError(f"{weights}: does not fit the timm model {name!r}: {mismatch}")
+    return CheckpointError(f"{weights}: timm cannot load it into {name!r} ({_first_line(error)})")
+
+
+def _checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a weights file, without reading the tensors (timm's nesting is unwrapped)."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    for nested in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(nested), dict):
+            state = state[nested]
+    return {key: tuple(value.shape) for key, value in state.items() if isinstance(value, torch.Tensor)}
 
 
 def _describe(model: nn.Module, source: str) -> BackboneInfo:

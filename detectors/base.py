@@ -19,7 +19,7 @@ from torch import nn
 from calibration import LogitCalibrator
 from detectors.atomic import atomic_path, write_json, write_text
 from detectors.config import from_dict, to_dict
-from detectors.errors import CheckpointError, ConfigError
+from detectors.errors import CheckpointError, ConfigError, state_dict_mismatch, unreadable_weights_reason
 
 if TYPE_CHECKING:
     from detectors.backbones import Backbone, BackboneConfig
@@ -202,12 +202,11 @@ def load_detector(directory: str | Path, map_location: str | torch.device = "cpu
     try:
         state = load_file(str(weights_path), device=str(map_location))
     except Exception as error:  # safetensors raises its own error types
-        raise CheckpointError(f"{weights_path}: cannot read weights ({error})") from error
-    missing, unexpected = detector.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{weights_path}: weights do not match the {config['arch']} architecture; "
-                              f"missing keys {missing[:8]}{'...' if len(missing) > 8 else ''}, "
-                              f"unexpected keys {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}")
+        raise CheckpointError(f"{weights_path}: {unreadable_weights_reason(weights_path, error)}") from error
+    mismatch = state_dict_mismatch(detector.state_dict(), state)
+    if mismatch:
+        raise CheckpointError(f"{weights_path}: weights do not match the {config['arch']} architecture: {mismatch}")
+    detector.load_state_dict(state)
     calibration_path = directory / CALIBRATION_FILE
     if calibration_path.is_file():
         detector.calibrator.load_state(json.loads(calibration_path.read_text()))

@@ -46,6 +46,7 @@ class DinoImageDetector(Detector):
         if config.features not in FEATURE_MODES:
             raise ConfigError(None, "model.features", f"must be one of {FEATURE_MODES}, got {config.features!r}")
         self.attach_backbone(config.backbone, config.tuning)
+        self.backbone.check_input_size(config.image_size, "model.image_size")
         self.normalize = ImageNormalize(self.backbone.info.mean, self.backbone.info.std)
         width = self.backbone.embed_dim * (2 if config.features == "both" else 1)
         self.head_dropout = torch.nn.Dropout(config.dropout)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -38,7 +38,7 @@ from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
 from detectors.atomic import atomic_path
-from detectors.errors import CheckpointError, ConfigError, MediaError
+from detectors.errors import CheckpointError, ConfigError, MediaError, state_dict_mismatch, unreadable_weights_reason
 
 __all__ = [
     "LABELS",
@@ -457,6 +457,14 @@ class CakeLensV5(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
+def describe_size(config: CakeLensConfig) -> str:
+    """``CakeLensV5 (published size)`` or the fields that differ from it, for messages."""
+    default = CakeLensConfig()
+    changed = [f"{f.name}={getattr(config, f.name)}" for f in fields(config)
+               if f.name not in ("mean", "std") and getattr(config, f.name) != getattr(default, f.name)]
+    return f"CakeLensV5 ({', '.join(changed) if changed else 'published size'})"
+
+
 def _read_state_dict(source: str | Path | Mapping[str, Any]) -> Mapping[str, Tensor]:
     if isinstance(source, Mapping):
         state = source
@@ -474,7 +482,7 @@ def _read_state_dict(source: str | Path | Mapping[str, Any]) -> Mapping[str, Ten
             else:
                 state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # corrupt, truncated or not a checkpoint at all
-            raise CheckpointError(f"{path}: cannot be read as a checkpoint ({error})") from error
+            raise CheckpointError(f"{path}: cannot be read as a checkpoint: {unreadable_weights_reason(path, error)}") from error
     if isinstance(state, Mapping) and "model_state_dict" in state:
         state = state["model_state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
@@ -489,28 +497,15 @@ def load_cakelens_checkpoint(
 
     ``source`` is a ``.pth``/``.pt`` file (``{"model_state_dict": ...}`` or a bare state dict, read
     with ``weights_only=True``), a ``.safetensors`` file, or an in-memory state dict. Raises
-    :class:`CheckpointError` naming every missing and unexpected key and every shape mismatch.
+    :class:`CheckpointError` with the counts and the first few missing, unexpected and wrong-shape keys.
     """
     model = model if model is not None else CakeLensV5()
     state = _read_state_dict(source)
     expected = model.state_dict()
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    mismatched = [
-        f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(value.shape)}"
-        for key, value in expected.items()
-        if key in state and state[key].shape != value.shape
-    ]
-    if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"missing keys: {', '.join(missing)}")
-        if unexpected:
-            problems.append(f"unexpected keys: {', '.join(unexpected)}")
-        if mismatched:
-            problems.append(f"shape mismatches: {'; '.join(mismatched)}")
+    mismatch = state_dict_mismatch(expected, state)
+    if mismatch:
         origin = "state dict" if isinstance(source, Mapping) else str(source)
-        raise CheckpointError(f"{origin} does not match CakeLensV5({model.config}): " + " | ".join(problems))
+        raise CheckpointError(f"{origin} does not match {describe_size(model.config)}: {mismatch}")
     model.load_state_dict(state, strict=True)  # copies into the weights: memory format is kept
     return model
 

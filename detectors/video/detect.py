@@ -44,10 +44,35 @@ def from_run(run_dir: Path, device: str = "cpu") -> VideoModel:
                       benchmark_input_loader(preprocessing))
 
 
+def submission_modality(path: Path) -> str | None:
+    """``modality`` of a submission's model_config.yaml (directory or zip), read without loading the
+    model; None when it cannot be read (loading the submission then reports why)."""
+    import zipfile
+
+    import yaml
+
+    try:
+        if path.is_file() and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                text = archive.read("model_config.yaml").decode("utf-8")
+        else:
+            text = (path / "model_config.yaml").read_text(encoding="utf-8")
+        config = yaml.safe_load(text)
+    except (OSError, KeyError, UnicodeDecodeError, yaml.YAMLError, zipfile.BadZipFile):
+        return None
+    modality = config.get("modality") if isinstance(config, dict) else None
+    return None if modality is None else str(modality)
+
+
 def from_submission(path: Path, device: str = "cpu") -> VideoModel:
     from detectors.video.data import benchmark_input_loader
     from export.benchmark_loader import load_submission, run_model
 
+    # An image or audio model would only fail inside its own forward on a video batch.
+    modality = submission_modality(path)
+    if modality is not None and modality != "video":
+        raise ConfigError(None, None, f"{path} is {'an' if modality[:1] in 'aeiou' else 'a'} {modality} model "
+                          f"(model_config.yaml modality: {modality}); detect takes video submissions")
     model, config = load_submission(path, device=device)
     return VideoModel(f"{config.get('name', 'submission')} ({path})", lambda x: run_model(model, x),
                       benchmark_input_loader(config.get("preprocessing") or {}))

@@ -197,6 +197,7 @@ class GenDDetector(Detector):
         # num_frames / frame_rate checked once here: the training samplers would fail per video
         FrameSampler("benchmark", config.num_frames, config.frame_rate)
         self.attach_backbone(config.backbone, config.tuning)
+        self.backbone.check_input_size(config.image_size, "model.image_size")
         self.normalize = ImageNormalize(self.backbone.info.mean, self.backbone.info.std)
         dim = self.backbone.embed_dim
         if config.head == "mean":

@@ -119,6 +119,7 @@ class ReStraVDetector(Detector):
         if config.num_frames < 8:
             raise ValueError(f"model.num_frames must be >= 8 (the features use 7 steps), got {config.num_frames}")
         self.attach_backbone(config.backbone, TuningConfig(mode="frozen"))  # ReStraV never trains the encoder
+        self.backbone.check_input_size(config.image_size, "model.image_size")
         self.register_buffer("pixel_mean", torch.tensor(self.backbone.info.mean).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(self.backbone.info.std).view(-1, 1, 1), persistent=False)
         self.register_buffer("feature_mean", torch.zeros(NUM_FEATURES))
