@@ -118,7 +118,7 @@ def test_evaluate_cli_names_a_missing_submission(tmp_path, capsys) -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_evaluate_cli_names_a_device_this_machine_lacks(tmp_path, capsys) -> None:
     data, submission = _dataset(tmp_path, {"real": [10], "synthetic": [200]}), _submission(tmp_path)
-    for device, message in (("cuda", "no such device on this machine"), ("gpu0", "is not a device name")):
+    for device, message in (("cuda", "no such device on this machine"), ("gpu0", "not a device name")):
         code = main(["--model", str(submission), "--data", str(data), "--output", str(tmp_path / "eval"),
                      "--device", device])
         assert code == 2 and message in capsys.readouterr().err

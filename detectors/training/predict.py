@@ -19,12 +19,12 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as error:
-        raise ConfigError(None, "--device", f"{name!r} is not a device name ({error})") from error
+        raise ConfigError(None, f"--device {name}", f"not a device name ({error})") from error
     available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
     if device.type in available and not available[device.type]():
-        raise ConfigError(None, "--device", f"{name}: no such device on this machine (try --device cpu)")
+        raise ConfigError(None, f"--device {name}", "no such device on this machine (try --device cpu)")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(None, "--device", f"{name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise ConfigError(None, f"--device {name}", f"this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 

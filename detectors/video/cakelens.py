@@ -491,16 +491,17 @@ def _read_state_dict(source: str | Path | Mapping[str, Any]) -> Mapping[str, Ten
 
 
 def load_cakelens_checkpoint(
-    source: str | Path | Mapping[str, Any], model: CakeLensV5 | None = None
+    source: str | Path | Mapping[str, Any], model: CakeLensV5 | None = None, config: CakeLensConfig | None = None
 ) -> CakeLensV5:
-    """Load original CakeLens weights strictly into ``model`` (a new full-size model if None).
+    """Load original CakeLens weights strictly into ``model`` (else a new model of ``config``, by
+    default the published size, built after the file is read: a bad file fails at once).
 
     ``source`` is a ``.pth``/``.pt`` file (``{"model_state_dict": ...}`` or a bare state dict, read
     with ``weights_only=True``), a ``.safetensors`` file, or an in-memory state dict. Raises
     :class:`CheckpointError` with the counts and the first few missing, unexpected and wrong-shape keys.
     """
-    model = model if model is not None else CakeLensV5()
     state = _read_state_dict(source)
+    model = model if model is not None else CakeLensV5(config)
     expected = model.state_dict()
     mismatch = state_dict_mismatch(expected, state)
     if mismatch:

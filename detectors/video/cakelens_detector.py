@@ -329,7 +329,7 @@ def detect_cakelens(paths: Sequence[str | Path], weights: str | Path, device: st
 
     if batch_size < 1:  # checked before the (1 GB) weights are read; the CLI reports a ConfigError
         raise ConfigError(None, "batch_size", f"must be >= 1 framesets per forward pass, got {batch_size}")
-    model = load_cakelens_checkpoint(weights, CakeLensV5(config))
+    model = load_cakelens_checkpoint(weights, config=config)  # reads the file before building 270 M parameters
     results: list[dict[str, Any]] = []
     for path in paths:
         try:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 
 from detectors.errors import CheckpointError, ConfigError, MediaError
+from detectors.training.predict import resolve_device
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]  # [1, T, 3, H, W] uint8 -> logits [1, C]
 
@@ -153,12 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        device_type = torch.device(args.device).type
-    except RuntimeError as error:
-        parser.error(f"--device {args.device!r}: {error}")
-    unavailable = {"cuda": not torch.cuda.is_available(), "mps": not torch.backends.mps.is_available()}
-    if unavailable.get(device_type, False):
-        parser.error(f"--device {args.device}: no such device on this machine (try --device cpu)")
+        resolve_device(args.device)
+    except ConfigError as error:
+        parser.error(str(error))
     if args.arch == "cakelens":
         if args.weights is None:
             parser.error("--arch cakelens needs --weights PATH (an original CakeLens v5 checkpoint)")
