@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() on a DataLoader twice (double workers)
 
 from detectors.atomic import atomic_open, write_json, write_text
 from detectors.data.catalog import MediaItem, load_items

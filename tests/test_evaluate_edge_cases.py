@@ -144,3 +144,29 @@ def test_list_inputs_keep_float64_precision() -> None:
     assert metrics.equal_error_rate([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == (0.5, 0.4)
     z = [[0.0, 0.1], [0.3, -0.2]]
     assert np.array_equal(metrics.prob_fake_from_logits(z), metrics.prob_fake_from_logits(np.array(z)))
+
+
+def test_each_sample_is_decoded_once_with_worker_processes(tmp_path) -> None:
+    """The progress bar must not iterate the DataLoader twice (tqdm.auto's asyncio variant calls
+    iter() in its constructor: a second set of workers decoding the first batches again)."""
+    import multiprocessing
+
+    from detectors.data.catalog import MediaItem
+    from detectors.evaluate import run_pass
+
+    calls = multiprocessing.get_context("fork").Value("i", 0)
+
+    def load(path: str) -> torch.Tensor:
+        with calls.get_lock():
+            calls.value += 1
+        return torch.zeros(3, 8, 8, dtype=torch.uint8)
+
+    class Constant(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(x.shape[0], 2)
+
+    items = [MediaItem(str(tmp_path / f"{i}.png"), i % 2, "synthetic" if i % 2 else "real", "d", "image")
+             for i in range(6)]
+    result = run_pass(Constant(), items, load, batch_size=2, num_workers=1, device=torch.device("cpu"),
+                      description="test")
+    assert len(result["items"]) == 6 and calls.value == 6

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() on a DataLoader twice (double workers)
 
 from detectors.base import Detector
 from detectors.data.dataset import is_empty_batch

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from torchvision.transforms.v2 import functional as TF
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() on a DataLoader twice (double workers)
 
 from detectors.atomic import atomic_path
 from detectors.errors import CheckpointError, ConfigError, MediaError, state_dict_mismatch, unreadable_weights_reason

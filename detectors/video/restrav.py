@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() on a DataLoader twice (double workers)
 
 from detectors.backbones import BackboneConfig
 from detectors.base import Detector
