@@ -9,8 +9,9 @@ Run from the repository root: ``python -m benchmarks.restrav_features [--videos 
 - ``cached``: the same call again with a filled ``FeatureCache`` (no decoding, no backbone).
 
 All three use the same randomly initialised DINOv2-S/14 (the real ViT-S shape; no download), the same
-frame rule (benchmark sampling, 24 frames at 12/s) and the same crop/resize. Videos: the demo clips
-(48 frames of 64 x 80) unless ``--videos`` names a folder of mp4 files.
+frame rule (benchmark sampling, 24 frames at 12/s) and the same crop/resize. Videos: synthetic demo
+clips of ``--video-size`` (default 360 x 640, 96 frames at 24 fps, so decoding costs what it costs on
+real footage) unless ``--videos`` names a folder of mp4 files.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=Path, help="folder of mp4 files (default: demo clips)")
     parser.add_argument("--num-videos", type=int, default=32)
+    parser.add_argument("--video-size", type=int, nargs=2, default=(360, 640), metavar=("H", "W"),
+                        help="size of the generated clips (the demo trains on 64 x 80)")
+    parser.add_argument("--video-frames", type=int, default=96, help="frames of the generated clips")
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--batch-size", type=int, default=8, help="videos per backbone pass (pipeline)")
     parser.add_argument("--workers", type=int, default=2, help="decoding workers (pipeline)")
@@ -58,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.videos is None:
             from detectors.video.demo import write_demo_videos
 
-            write_demo_videos(work / "videos", n_per_class=(args.num_videos + 1) // 2)
+            write_demo_videos(work / "videos", n_per_class=(args.num_videos + 1) // 2, num_frames=args.video_frames,
+                              size=tuple(args.video_size))
             paths = sorted(str(p) for p in (work / "videos").rglob("*.mp4"))
         else:
             paths = sorted(str(p) for p in args.videos.rglob("*.mp4"))
@@ -70,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         device = torch.device(args.device)
         sampler = FrameSampler("benchmark", 24, frame_rate=12.0)
         size = args.image_size
-        print(f"{len(paths)} videos, DINOv2-S/14 (random) at {size} px, 24 frames each, device {device}, "
+        print(f"{len(paths)} videos of {args.video_size[0]}x{args.video_size[1]}, DINOv2-S/14 (random) at {size} px, 24 frames each, device {device}, "
               f"{torch.get_num_threads()} torch threads")
 
         detector.to(device)
