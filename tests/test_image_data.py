@@ -18,7 +18,7 @@ from detectors.data.catalog import MediaItem, load_items
 from detectors.data.dataset import MediaDataset, collate_skip, is_empty_batch
 from detectors.errors import MediaError
 from detectors.image.demo import write_demo_images, write_holdout_images
-from detectors.image.io import load_image, load_image_benchmark
+from detectors.image.io import load_image
 from detectors.image.transforms import (
     DISTORTION_LEVELS,
     ColourContrast,
@@ -111,18 +111,6 @@ def test_decoding_errors_name_the_file(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(MediaError, match="too large"):
         load_image(good)
-
-
-def test_load_image_benchmark_centre_crops_to_aspect(tmp_path: Path) -> None:
-    bands = np.zeros((60, 180, 3), dtype=np.uint8)
-    bands[:, :60, 0] = 255
-    bands[:, 60:120, 1] = 200
-    bands[:, 120:, 2] = 255
-    t = load_image_benchmark(save(PIL.Image.fromarray(bands), tmp_path / "bands.png"), resize=(30, 30))
-    assert t.shape == (3, 30, 30) and t.dtype == torch.uint8
-    assert (t[1] == 200).all() and (t[0] == 0).all() and (t[2] == 0).all()
-    tall = load_image_benchmark(tmp_path / "bands.png", resize=(40, 20))  # 2:1 tall crop of the middle
-    assert tall.shape == (3, 40, 20) and (tall[1] == 200).all()
 
 
 # --------------------------------------------------------------------------------------- transforms

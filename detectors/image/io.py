@@ -7,7 +7,7 @@ Decisions (matching the benchmark's ``Image.open(path).convert("RGB")``):
   - CMYK, L, 1-bit, palette images go through PIL's ``convert("RGB")``.
 Deliberate difference in ``load_image`` only: 16/32-bit greyscale (modes ``I;16*``, ``I``, ``F``) is
 rescaled to 8 bits (65535 -> 255) instead of clipped, which would turn most of such an image white.
-``load_image_benchmark`` keeps the benchmark's plain ``convert("RGB")`` for everything.
+``detectors.image.data.load_image_rgb`` keeps the benchmark's plain ``convert("RGB")`` for everything.
 """
 
 from __future__ import annotations
@@ -120,29 +120,3 @@ def load_image_crop(path: str | Path, size: int, train: bool = True, max_pixels:
                 left, top = (width - size) // 2, (height - size) // 2
             img = img.crop((left, top, left + size, top + size))
         return F.pil_to_tensor(to_rgb(img)).contiguous()
-
-
-def load_image_benchmark(path: str | Path, resize: tuple[int, int], max_pixels: int = MAX_PIXELS) -> torch.Tensor:
-    """What the benchmark feeds a model: ``uint8 [3, H, W]`` with ``(H, W) = resize``.
-
-    PIL ``convert("RGB")``, centre crop to the target aspect ratio, then bilinear resize with
-    antialiasing (torchvision) to exactly ``resize``.
-    """
-    height, width = resize
-    with open_image(path, max_pixels) as img:
-        tensor = F.pil_to_tensor(img.convert("RGB"))
-    return resize_to_aspect(tensor, (height, width))
-
-
-def resize_to_aspect(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Centre-crop ``[..., H, W]`` to the aspect ratio of ``size`` = (H, W), then resize to it."""
-    target_h, target_w = size
-    h, w = image.shape[-2:]
-    if w * target_h > h * target_w:  # too wide
-        crop_h, crop_w = h, max(1, round(h * target_w / target_h))
-    else:
-        crop_h, crop_w = max(1, round(w * target_h / target_w)), w
-    image = F.center_crop(image, [crop_h, crop_w])
-    if (crop_h, crop_w) != (target_h, target_w):
-        image = F.resize(image, [target_h, target_w], interpolation=F.InterpolationMode.BILINEAR, antialias=True)
-    return image
