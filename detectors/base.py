@@ -144,6 +144,12 @@ class Detector(nn.Module):
                 "backbone_family": backbone.info.family, "backbone_source": backbone.info.source}
 
     # ----------------------------------------------------------------- export
+    def preprocessing(self) -> dict[str, Any]:
+        """The ``preprocessing`` section of this detector's model_config.yaml: what the benchmark
+        feeds it (resize, frames, sample rate). Cheap, unlike :meth:`export_spec`, which converts the
+        backbone; ``detect --run`` and the export both read it here."""
+        raise NotImplementedError(f"{type(self).__name__} does not declare its benchmark preprocessing")
+
     def export_spec(self) -> "ExportSpec":
         raise NotImplementedError(f"{type(self).__name__} does not implement export")
 

@@ -74,9 +74,7 @@ def from_run(run_dir: str | Path, device: str | torch.device = "cpu", modality: 
     if modality is not None and detector.modality != modality:
         raise ConfigError(run_dir, None, f"this run holds {_article(detector.modality)} {detector.modality} "
                           f"detector, not {_article(modality)} {modality} one")
-    # The export's preprocessing; detectors that can say it without building the export (converting
-    # a large backbone just to read a few numbers) expose preprocessing().
-    preprocessing = detector.preprocessing() if hasattr(detector, "preprocessing") else detector.export_spec().preprocessing
+    preprocessing = detector.preprocessing()  # what the export writes, without converting the backbone
     return LoadedModel(f"{detector.arch} ({run_dir})", lambda x: detector(x.to(device)),
                        input_loader(detector.modality, preprocessing, Path(run_dir) / "detector.yaml"),
                        detector.modality)

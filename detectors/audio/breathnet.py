@@ -211,6 +211,9 @@ class BreathNet(Detector):
         return {**super().summary(), "frames_per_clip": frames, "frame_stride_s": stride, "frame_length_s": length}
 
     # ------------------------------------------------------------------ export
+    def preprocessing(self) -> dict[str, Any]:
+        return {"sample_rate": BENCHMARK_SAMPLE_RATE, "duration_seconds": BENCHMARK_NUM_SAMPLES / BENCHMARK_SAMPLE_RATE}
+
     def export_spec(self):
         from export.convert import convert_wav2vec2
         from export.spec import ExportSpec
@@ -239,7 +242,7 @@ class BreathNet(Detector):
                          "fusion_dim": self.config.fusion_dim, "head_dims": list(self.config.head_hidden),
                          "num_classes": self.num_classes},
             state_dict=state,
-            preprocessing={"sample_rate": BENCHMARK_SAMPLE_RATE, "duration_seconds": BENCHMARK_NUM_SAMPLES / BENCHMARK_SAMPLE_RATE},
+            preprocessing=self.preprocessing(),
             num_classes=self.num_classes,
             name=f"{self.arch}-{self.config.tuning.mode}",
         )

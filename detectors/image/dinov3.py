@@ -8,6 +8,7 @@ real / synthetic / semisynthetic as the newer benchmark does.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -72,6 +73,9 @@ class DinoImageDetector(Detector):
         size = self.config.image_size
         return torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8)
 
+    def preprocessing(self) -> dict[str, Any]:
+        return {"resize": [self.config.image_size, self.config.image_size]}
+
     def export_spec(self):
         from export.convert import convert_backbone
         from export.spec import ExportSpec
@@ -90,7 +94,7 @@ class DinoImageDetector(Detector):
                          "num_classes": self.num_classes, "mean": list(self.backbone.info.mean),
                          "std": list(self.backbone.info.std)},
             state_dict=state,
-            preprocessing={"resize": [size, size]},
+            preprocessing=self.preprocessing(),
             num_classes=self.num_classes,
             name=f"{self.arch}-{self.config.tuning.mode}",
         )

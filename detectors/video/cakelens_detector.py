@@ -247,6 +247,12 @@ class CakeLensDetector(Detector):
         return {"weights": self.config.weights or "random init",
                 "parameters": sum(p.numel() for p in self.net.parameters())}
 
+    def preprocessing(self) -> dict[str, Any]:
+        # The original never resizes; the benchmark always does. resize = crop keeps the original
+        # pixel scale for inputs of that size, and 9 consecutive frames are exactly one frameset.
+        cfg = self.network_config
+        return {"num_frames": cfg.frameset_size, "resize": [cfg.crop, cfg.crop]}
+
     def export_spec(self):
         from export.spec import ExportSpec
 
@@ -263,9 +269,7 @@ class CakeLensDetector(Detector):
                          "norm_eps": cfg.norm_eps, "mean": list(cfg.mean), "std": list(cfg.std),
                          "ai_gen_index": AI_GEN, "num_classes": 2},
             state_dict=state,
-            # The original never resizes; the benchmark always does. resize = crop keeps the original
-            # pixel scale for inputs of that size, and 9 consecutive frames are exactly one frameset.
-            preprocessing={"num_frames": cfg.frameset_size, "resize": [cfg.crop, cfg.crop]},
+            preprocessing=self.preprocessing(),
             num_classes=2,
             name=f"{self.arch}-v5",
         )
