@@ -680,7 +680,112 @@ def test_frame_chunks_cover_the_video_in_order_with_one_decode(tmp_path: Path, b
     chunks = list(iter_frame_chunks(path, 9, backend=backend))
     assert [c.shape[0] for c in chunks] == [9, 9, 5]
     assert torch.equal(torch.cat(chunks), everything)
-    if backend == "pyav":  # the header, then one sequential decode (not one per chunk)
-        assert len(opened) == 2
+    if backend == "pyav":  # the header (with the first frame's display rotation), then one sequential decode
+        assert len(opened) == 2  # (not one per chunk)
     with pytest.raises(ValueError, match="chunk size"):
         next(iter_frame_chunks(path, 0))
+
+
+# ------------------------------------------------------- PyAV decode as the benchmark's (GASBench >= 0.9)
+
+
+def _write_yuv444_bt709(path: Path, planes: np.ndarray, color_range: int) -> None:
+    """Planes ``uint8 [T, 3, H, W]`` (Y, Cb, Cr) as lossless 4:4:4 H.264 tagged BT.709 with
+    ``color_range`` (1 limited, 2 full). 4:4:4 keeps chroma unsubsampled, so a per-pixel reference
+    needs no assumption about swscale's chroma upsampling."""
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=24, options={"qp": "0"})
+        video.width, video.height, video.pix_fmt = planes.shape[-1], planes.shape[-2], "yuv444p"
+        video.codec_context.colorspace, video.codec_context.color_range = 1, color_range  # AVCOL_SPC_BT709
+        for yuv in planes:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(yuv), format="yuv444p")
+            frame.colorspace, frame.color_range = 1, color_range
+            for packet in video.encode(frame):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+
+
+def _ycbcr_to_rgb(planes: np.ndarray, kr: float, kb: float, full_range: bool) -> np.ndarray:
+    """ITU-R equations for Y'CbCr -> R'G'B' (BT.709: Kr=0.2126, Kb=0.0722; BT.601: 0.299, 0.114),
+    as ``uint8 [T, 3, H, W]``."""
+    y, cb, cr = (planes[:, i].astype(np.float64) for i in range(3))
+    cb, cr = cb - 128, cr - 128
+    if not full_range:  # limited range: Y' in [16, 235], Cb/Cr in [16, 240]
+        y, cb, cr = (y - 16) * 255 / 219, cb * 255 / 224, cr * 255 / 224
+    r = y + 2 * (1 - kr) * cr
+    b = y + 2 * (1 - kb) * cb
+    g = (y - kr * r - kb * b) / (1 - kr - kb)
+    return np.clip(np.rint(np.stack([r, g, b], axis=1)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("full_range", [True, False])
+def test_pyav_converts_with_the_frames_own_matrix_and_range(tmp_path: Path, full_range: bool) -> None:
+    # The reference is the colour-matrix equations applied in numpy to the Y'CbCr planes written
+    # into the file (lossless, so they are exactly what the decoder hands to swscale): it shares
+    # no code with PyAV/swscale. Note: with PyAV 18, to_ndarray() already reads the frame's tags,
+    # so this guards the behaviour on every PyAV version rather than failing on PyAV 18 alone.
+    rng = np.random.default_rng(7)
+    low, high = (0, 256) if full_range else (16, 236)
+    planes = rng.integers(low, high, (4, 3, 16, 24), dtype=np.uint8)
+    path = tmp_path / "bt709.mp4"
+    _write_yuv444_bt709(path, planes, color_range=2 if full_range else 1)
+    with av.open(str(path)) as container:  # the file says what the test claims it says
+        first = next(container.decode(video=0))
+        assert (first.colorspace, first.color_range) == (1, 2 if full_range else 1)
+        assert np.array_equal(first.to_ndarray(channel_last=True), planes[0].transpose(1, 2, 0))  # lossless
+
+    bt709 = _ycbcr_to_rgb(planes, 0.2126, 0.0722, full_range)
+    bt601 = _ycbcr_to_rgb(planes, 0.299, 0.114, full_range)
+    wrong_range = _ycbcr_to_rgb(planes, 0.2126, 0.0722, not full_range)
+    # the cases are far apart: decoding as BT.601, or with the other range, is measurably wrong
+    assert np.abs(bt709.astype(int) - bt601).mean() > 5
+    assert np.abs(bt709.astype(int) - wrong_range).mean() > 5
+
+    frames = read_frames(path, [0, 1, 2, 3], backend="pyav").numpy().astype(int)
+    assert np.abs(frames - bt709).max() <= 2  # swscale's fixed-point arithmetic rounds a little
+    assert np.abs(frames - bt709).mean() < 0.05
+    chunks = torch.cat(list(iter_frame_chunks(path, 3, backend="pyav"))).numpy().astype(int)
+    assert np.array_equal(chunks, frames)
+
+
+@pytest.mark.parametrize("degrees", [90, -90, 180])
+def test_pyav_applies_the_display_rotation(tmp_path: Path, degrees: int) -> None:
+    # A landscape-coded clip whose display matrix turns it by ``degrees`` counter-clockwise
+    # (-90: what phones write for portrait video). The stored frames carry one white marker pixel
+    # in their top-right corner.
+    clip = _random_clip(5, 16, 24, seed=3) // 2
+    clip[:, :, 0, -1] = 255
+    path = tmp_path / "rotated.mp4"
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264rgb", rate=24, options={"qp": "0"})
+        video.width, video.height, video.pix_fmt = 24, 16, "rgb24"
+        video.set_display_rotation(degrees)
+        for image in clip.permute(0, 2, 3, 1).numpy():
+            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+    with av.open(str(path)) as container:
+        assert next(container.decode(video=0)).rotation % 360 == degrees % 360  # 180 reads back as -180
+
+    turns = (degrees % 360) // 90
+    expected = torch.rot90(clip, turns, dims=(2, 3))  # counter-clockwise, like FFmpeg's autorotate
+    # where the marker lands, worked by hand: the top-right pixel after a quarter turn ...
+    marker = {90: (0, 0), -90: (23, 15), 180: (15, 0)}[degrees]  # (row, column) in the shown frame
+    assert (expected[:, :, marker[0], marker[1]] == 255).all()
+
+    height, width = expected.shape[-2:]
+    info = probe_video(path, backend="pyav")
+    assert (info.width, info.height, info.num_frames) == (width, height, 5)
+    assert torch.equal(read_frames(path, [4, 0, 2], backend="pyav"), expected[[4, 0, 2]])
+    assert torch.equal(torch.cat(list(iter_frame_chunks(path, 2, backend="pyav"))), expected)
+    clip16 = read_video_frames(path, FrameSampler("benchmark", 8), backend="pyav")
+    assert clip16.shape == (8, 3, height, width) and torch.equal(clip16[:5], expected)
+    # "auto" goes straight to PyAV (decord ignores the rotation), and says the turned size
+    auto = probe_video(path)
+    assert (auto.backend, auto.width, auto.height) == ("pyav", width, height)
+    assert torch.equal(read_frames(path, [0, 1]), expected[:2])
+    if video_io.decord is not None:
+        with pytest.raises(MediaError, match="display rotation"):
+            probe_video(path, backend="decord")

@@ -8,7 +8,10 @@ natural name order, with an optional ``fps.txt``) is accepted wherever a video f
 Of several video streams, every path reads the one FFmpeg's ``av_find_best_stream`` picks (what
 decord reads), never an attached picture (cover art): see :func:`_video_stream`.
 
-Frames come back as ``torch.uint8 [T, 3, H, W]`` RGB.
+Frames come back as ``torch.uint8 [T, 3, H, W]`` RGB. The PyAV path decodes as the benchmark's
+PyAV decoder does (GASBench >= 0.9): each frame converted with its own colour matrix and range, and
+turned by the stream's quarter-turn display rotation (phone videos). The decord path (the
+benchmark's v0.8 decoder) is left as decord decodes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import PIL
 import torch
 import torchvision
 import torchvision.transforms.v2.functional as TF
+from av.video.reformatter import Colorspace
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
@@ -46,6 +50,9 @@ FPS_FILE = "fps.txt"
 _DECODER_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, av.error.FFmpegError) + (
     (decord.DECORDError,) if decord is not None else ()
 )
+
+# How _PyAVSource turns decoded frames into RGB, for cache keys: bump it when that changes.
+PYAV_CONVERSION = "frame-matrix-range+quarter-turn-rotation"
 
 Backend = Literal["auto", "decord", "pyav"]
 Interpolation = Literal["bicubic", "bilinear"]
@@ -128,6 +135,9 @@ class _Header:
     # FFmpeg's own best-stream choice is an attached picture that _video_stream skipped: decord,
     # which cannot be told which stream to read, may decode the picture instead of the video.
     best_is_picture: bool = False
+    # Counter-clockwise quarter turns of the display rotation (phone videos); width/height above are
+    # already those of the turned frames. decord does not apply it (and fails on such files).
+    quarter_turns: int = 0
 
 
 def _is_attached_picture(stream: av.stream.Stream) -> bool:
@@ -159,18 +169,33 @@ def _video_stream(container: av.container.InputContainer, path: Path) -> av.vide
     return real[0]
 
 
+def _first_quarter_turns(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int:
+    """The display rotation of the first frame: the display matrix reaches PyAV on decoded frames
+    only, so this decodes one. A first frame that cannot be decoded counts as unrotated: the real
+    decode reports that error, naming the file."""
+    try:
+        for frame in container.decode(stream):
+            return _quarter_turns(frame)
+    except av.error.FFmpegError:
+        pass
+    return 0
+
+
 def _read_header(path: Path) -> _Header:
     """Open the container with PyAV (headers only, no decoding) to validate it cheaply."""
     try:
         with av.open(str(path)) as container:
             stream = _video_stream(container, path)
             rate = stream.average_rate or stream.guessed_rate
+            width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
+            turns = _first_quarter_turns(container, stream)
             return _Header(
-                width=int(stream.codec_context.width or 0),
-                height=int(stream.codec_context.height or 0),
+                width=height if turns % 2 else width,
+                height=width if turns % 2 else height,
                 fps=_clean_fps(float(rate)) if rate else None,
                 num_frames=int(stream.frames or 0),
                 best_is_picture=stream.index != container.streams.best("video").index,
+                quarter_turns=turns,
             )
     except av.error.FFmpegError as error:
         raise MediaError(path, f"not a readable video: truncated or corrupt ({error})") from error
@@ -198,6 +223,35 @@ class _DecordSource(VideoSource):
 
     def close(self) -> None:
         self._reader = None  # decord releases the file when the reader is collected
+
+
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns asked by the frame's display matrix (0 for other angles).
+
+    ``frame.rotation`` is the display matrix's counter-clockwise angle in [-180, 180] (-90 for a
+    portrait phone video stored landscape, typically); like the benchmark, only exact quarter turns are applied.
+    """
+    rotation = frame.rotation % 360
+    return rotation // 90 if rotation in (90, 180, 270) else 0
+
+
+def _frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """One decoded frame as ``uint8 [H, W, 3]`` RGB, as the benchmark's PyAV decoder produces it.
+
+    The source matrix and range are passed explicitly from the frame's own tags, as the benchmark
+    does, because some PyAV versions skip swscale's colour setup when the source and destination
+    colourspaces match (BT.709 then decodes as BT.601); PyAV 18 reads the frame's tags by itself
+    and gives the same pixels either way. RGB output has no matrix, so the destination is
+    swscale's default. Then the display rotation is applied (PyAV reports it but does not rotate).
+    """
+    pixels = frame.to_ndarray(
+        format="rgb24",
+        src_colorspace=frame.colorspace,
+        dst_colorspace=Colorspace.DEFAULT,
+        src_color_range=frame.color_range,
+    )
+    turns = _quarter_turns(frame)
+    return np.rot90(pixels, turns) if turns else pixels
 
 
 class _PyAVSource(VideoSource):
@@ -238,7 +292,7 @@ class _PyAVSource(VideoSource):
         count = 0
         for frame in self._decoded():
             if count in wanted:
-                decoded[count] = frame.to_ndarray(format="rgb24")
+                decoded[count] = _frame_to_rgb(frame)
             count += 1
             if count > last:
                 break
@@ -254,7 +308,7 @@ class _PyAVSource(VideoSource):
         """Every frame in order, ``size`` at a time, from one sequential decode."""
         batch: list[np.ndarray] = []
         for frame in self._decoded():
-            batch.append(frame.to_ndarray(format="rgb24"))
+            batch.append(_frame_to_rgb(frame))
             if len(batch) == size:
                 yield _to_tchw(np.stack(batch))
                 batch = []
@@ -343,10 +397,13 @@ def open_video(
     source: VideoSource | None = None
     if backend == "decord" and decord is None:
         raise RuntimeError("decord is not installed; use backend='pyav' or 'auto'")
+    if backend == "decord" and header.quarter_turns:
+        raise MediaError(path, f"has a {90 * header.quarter_turns} degree display rotation, which decord does not "
+                               "apply; use backend='pyav' or 'auto'")
     if backend == "decord" and header.best_is_picture:
         raise MediaError(path, "FFmpeg's best video stream is an attached picture (cover art) and decord cannot "
                                "be told to read the real one; use backend='pyav' or 'auto'")
-    if backend in ("auto", "decord") and decord is not None and not header.best_is_picture:
+    if backend in ("auto", "decord") and decord is not None and not (header.best_is_picture or header.quarter_turns):
         try:
             source = _DecordSource(path, header, num_threads)
         except _DECODER_ERRORS as error:
@@ -378,6 +435,7 @@ def decoder_key(path: str | Path, backend: Backend = "auto") -> dict[str, Any]:
         # PyAV also reads every header, and decodes whenever "auto" falls back from decord
         "pyav": av.__version__,
         "ffmpeg": av.library_versions,  # PyAV's own FFmpeg build: libavcodec, libswscale, ...
+        "pyav_conversion": PYAV_CONVERSION,  # colour conversion and rotation of PyAV-decoded frames
         "torchvision": torchvision.__version__,  # the crop and resize of the cached frames
     }
     if uses_decord:
