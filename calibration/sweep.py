@@ -54,6 +54,7 @@ from detectors.metrics import (
     prob_fake_from_logits,
 )
 from detectors.plots import temperature_sweep_plot
+from detectors.training.run import RunDir
 
 __all__ = [
     "DEFAULT_TEMPERATURES",
@@ -76,8 +77,6 @@ LOGITS_FILE = "calibration_logits.safetensors"
 CALIBRATION_FILE = "calibration.json"
 SWEEP_CSV = "temperature_sweep.csv"
 SWEEP_PLOT = "plots/temperature_sweep.png"
-#: The demo's export inside a run directory (detectors.training.demo writes it).
-DEMO_SUBMISSION = "submission"
 #: calibration.json keys holding history rather than the calibrator state.
 HISTORY_KEYS = ("fitted", "previous")
 
@@ -310,7 +309,7 @@ def stale_export_note(run_dir: str | Path, old: Mapping[str, Any] | None, new: M
             "they were set still match; an older export keeps the calibration folded into its weights.",
         ]
     lines.append(f"  Re-export to update one: python -m export {run} --out DIR")
-    submission = run_dir / DEMO_SUBMISSION
+    submission = RunDir(run_dir).demo_submission
     if (submission / "model_config.yaml").is_file():
         state = "keeps its old calibration until re-exported" if changed else "is stale if exported before that"
         lines.append(f"  {submission} exists (the demo's export) and {state}: "

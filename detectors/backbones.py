@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from detectors.errors import CheckpointError, ConfigError, state_dict_mismatch, unreadable_weights_reason
+from detectors.errors import CheckpointError, ConfigError, error_summary, state_dict_mismatch, unreadable_weights_reason
 
 log = logging.getLogger(__name__)
 
@@ -250,13 +250,13 @@ def build_backbone(config: BackboneConfig, *, allow_random_fallback: bool = Fals
         raise  # the settings or the named file are wrong: a random stand-in would only hide it
     except Exception as error:
         if local is not None:  # the fallback is for an unreachable hub, never for the user's own file
-            raise CheckpointError(f"{local}: cannot load backbone weights from it ({_first_line(error)})") from error
+            raise CheckpointError(f"{local}: cannot load backbone weights from it ({error_summary(error)})") from error
         if not isinstance(error, (OSError, ValueError, RuntimeError)):
             raise
         if not allow_random_fallback:
             raise ConfigError(None, "model.backbone.name", f"cannot load backbone {config.name!r}: {error}") from error
         warnings.warn(
-            f"\n{'!' * 78}\nCould not load pretrained backbone {config.name!r} ({_first_line(error)}).\n"
+            f"\n{'!' * 78}\nCould not load pretrained backbone {config.name!r} ({error_summary(error)}).\n"
             f"Continuing with a RANDOMLY INITIALISED backbone of the same family because "
             f"model.allow_random_backbone is true: its scores say nothing about the pretrained model.\n{'!' * 78}",
             stacklevel=2,
@@ -271,11 +271,6 @@ def build_backbone(config: BackboneConfig, *, allow_random_fallback: bool = Fals
     backbone = Backbone(model, info, config)
     backbone.weights_origin = origin
     return backbone
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
 
 
 def _local_weights(config: BackboneConfig, source: str) -> Path | None:
@@ -410,7 +405,7 @@ def _timm_weights_error(weights: Path, name: str, kwargs: dict[str, Any], error:
     mismatch = state_dict_mismatch(timm.create_model(name, pretrained=False, **kwargs).state_dict(), shapes)
     if mismatch:
         return CheckpointError(f"{weights}: does not fit the timm model {name!r}: {mismatch}")
-    return CheckpointError(f"{weights}: timm cannot load it into {name!r} ({_first_line(error)})")
+    return CheckpointError(f"{weights}: timm cannot load it into {name!r} ({error_summary(error)})")
 
 
 def _checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:

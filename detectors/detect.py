@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() on a DataLoader twice (double workers)
 
 from detectors.data.catalog import EXTENSIONS, MEDIA_TYPES, MODALITIES
+from detectors.data.dataset import load_media
 from detectors.errors import CheckpointError, ConfigError, MediaError
 from detectors.training.predict import resolve_device
 
@@ -148,11 +149,9 @@ class _FileInputs(Dataset):
         if problem is not None:
             return {"index": index, "error": str(MediaError(path, problem))}
         try:
-            return {"index": index, "x": self.load(path)}
+            return {"index": index, "x": load_media(self.load, path)}
         except MediaError as error:
             return {"index": index, "error": str(error)}
-        except Exception as error:  # decoders raise anything from OSError to RuntimeError
-            return {"index": index, "error": str(MediaError(path, f"cannot decode: {type(error).__name__}: {error}"))}
 
 
 def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -254,10 +253,9 @@ def load_model(args: argparse.Namespace, modality: str | None = None) -> LoadedM
     return from_submission(args.model, args.device, modality)
 
 
-def run_detection(args: argparse.Namespace, modality: str | None = None,
-                  loader: Callable[[argparse.Namespace], LoadedModel] | None = None) -> int:
-    """Load the model (``loader``, default :func:`load_model`), score ``args.files``, print one line
-    per file, write ``--json``; the exit status (0, 1 when a file failed, 2 for a bad model)."""
+def run_detection(args: argparse.Namespace, modality: str | None = None) -> int:
+    """Load the ``--run`` / ``--model`` (of ``modality`` if given), score ``args.files``, print one
+    line per file, write ``--json``; the exit status (0, 1 when a file failed, 2 for a bad model)."""
     from detectors.atomic import write_json
     from export.benchmark_loader import SubmissionError
 
@@ -266,7 +264,7 @@ def run_detection(args: argparse.Namespace, modality: str | None = None,
             raise ConfigError(None, "--batch-size", f"must be >= 1, got {args.batch_size}")
         if args.num_workers < 0:
             raise ConfigError(None, "--num-workers", f"must be >= 0, got {args.num_workers}")
-        model = loader(args) if loader is not None else load_model(args, modality)
+        model = load_model(args, modality)
         batch_size = args.batch_size or DEFAULT_BATCH_SIZE.get(model.modality, 1)
         results = detect(model, args.files, batch_size=batch_size, num_workers=args.num_workers)
     except (ConfigError, CheckpointError, SubmissionError, FileNotFoundError) as error:

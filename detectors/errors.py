@@ -33,6 +33,13 @@ class CheckpointError(ValueError):
     """A checkpoint or weights file does not match the model (missing/unexpected keys, shapes)."""
 
 
+def error_summary(error: BaseException, text: str | None = None) -> str:
+    """``"KeyError: first line of the message"`` (at most 200 characters of it): one line for an
+    error whose message may run over many lines. ``text`` replaces ``str(error)`` as the message."""
+    lines = [line.strip() for line in (str(error) if text is None else text).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
+
+
 def format_key_list(what: str, keys: Sequence[str], limit: int = 5) -> str:
     """``"400 unexpected keys: a, b, c, d, e ... and 395 more"``: a count and the first ``limit`` keys."""
     shown = ", ".join(keys[:limit])
@@ -77,11 +84,11 @@ def unreadable_weights_reason(path: str | Path, error: BaseException) -> str:
     """
     path = Path(path)
     kind = type(error).__name__
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if "WeightsUnpickler error:" in str(error):  # torch's long weights_only banner: keep its cause
-        after = str(error).split("WeightsUnpickler error:", 1)[1].strip().splitlines()
-        lines = after[:1] or lines
-    detail = f"{kind}: {lines[0][:200]}" if lines else kind
+    text = str(error)
+    if "WeightsUnpickler error:" in text:  # torch's long weights_only banner: keep its cause
+        cause = text.split("WeightsUnpickler error:", 1)[1]
+        text = cause if cause.strip() else text
+    detail = error_summary(error, text)
     try:
         with open(path, "rb") as handle:
             head = handle.read(8)

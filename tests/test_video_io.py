@@ -205,16 +205,20 @@ def test_odd_size_and_single_frame_videos(tmp_path: Path) -> None:
     assert clip.shape == (24, 3, 32, 32) and bool((clip == clip[0]).all())
 
 
+def _mux_silence(container: av.container.OutputContainer, stream: av.audio.stream.AudioStream) -> None:
+    """Eight frames of silent mono audio, encoded into ``stream``."""
+    for i in range(8):
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, i * 1024
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
 def _write_audio_only(path: Path) -> None:
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("aac", rate=16000)
-        for i in range(8):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, i * 1024
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+        _mux_silence(container, container.add_stream("aac", rate=16000))
 
 
 def _write_zero_frame_avi(path: Path) -> None:
@@ -434,13 +438,7 @@ def test_audio_with_cover_art_is_not_a_video(tmp_path: Path) -> None:
         _, cover_packets = _mux_cover(container)
         for packet in cover_packets:
             container.mux(packet)
-        for i in range(8):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, i * 1024
-            for packet in audio.encode(frame):
-                container.mux(packet)
-        for packet in audio.encode():
-            container.mux(packet)
+        _mux_silence(container, audio)
     with av.open(str(path)) as container:  # the only video stream is the picture
         assert [video_io._is_attached_picture(s) for s in container.streams.video] == [True]
     _expect_media_error(path, r"no video stream, only an attached picture \(cover art: png 40x24")

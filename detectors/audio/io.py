@@ -203,10 +203,9 @@ def mono_downmix_weights(layout: str | None, channels: int | None = None) -> np.
     Layouts ffmpeg cannot mix to mono (an unknown layout of 9 or 11 channels, ambisonics) get the
     channel mean; ffmpeg itself refuses to decode such files as mono.
     """
-    if layout is None:
-        if channels is None:
-            raise ValueError("give the channel count when the layout is unknown")
-        layout = f"{int(channels)} channels"
+    if layout is None and channels is None:
+        raise ValueError("give the channel count when the layout is unknown")
+    layout = _layout_name(layout, channels) if layout is None else layout
     weights, _ = _swr_mono_weights(layout)
     if channels is not None and weights.size != int(channels):
         raise ValueError(f"layout {layout!r} has {weights.size} channels, expected {channels}")
@@ -275,7 +274,7 @@ def swr_mono(
     layout = _layout_name(layout, channels)
     if channels > 1 and not _swr_mono_weights(layout)[1]:
         # No ffmpeg matrix for this layout (ffmpeg refuses the file): the mean, then resample.
-        data, layout = (data @ mono_downmix_weights(layout, channels))[:, None], "mono"
+        data, layout = mono_downmix(data, layout)[:, None], "mono"
     if frames == 0:
         return np.zeros(0, np.float32)
     if layout == "mono" and new_rate == sample_rate:
@@ -666,10 +665,7 @@ def fixed_window(
         raise ValueError("cannot take a window of an empty waveform")
     if num_samples <= 0:
         raise ValueError(f"num_samples must be > 0, got {num_samples}")
-    if mode == "center":
-        mode = "centre"
-    if mode not in ("centre", "random", "start"):
-        raise ValueError(f"mode must be 'centre', 'random' or 'start', got {mode!r}")
+    mode = _window_mode(mode)
 
     if length < num_samples:
         if not tile_short:
@@ -681,14 +677,26 @@ def fixed_window(
         tiled = waveform.repeat(*([1] * (waveform.dim() - 1)), repeats)
         return tiled[..., phase : phase + num_samples]
 
-    spare = length - num_samples
-    if mode == "centre":
-        start = spare // 2
-    elif mode == "start":
-        start = 0
-    else:
-        start = int(torch.randint(0, spare + 1, (1,), generator=generator))
+    start = _window_start(length - num_samples, mode, generator)
     return waveform[..., start : start + num_samples]
+
+
+def _window_mode(mode: str) -> WindowMode:
+    if mode == "center":
+        return "centre"
+    if mode not in ("centre", "random", "start"):
+        raise ValueError(f"mode must be 'centre', 'random' or 'start', got {mode!r}")
+    return mode
+
+
+def _window_start(spare: int, mode: WindowMode, generator: torch.Generator | None) -> int:
+    """Where a window starts when ``spare`` samples are left over: the benchmark's centre crop, the
+    start, or a uniform random offset."""
+    if mode == "centre":
+        return spare // 2
+    if mode == "start":
+        return 0
+    return int(torch.randint(0, spare + 1, (1,), generator=generator))
 
 
 def load_audio_benchmark(path: str | Path, partial: bool = True) -> torch.Tensor:
@@ -756,23 +764,14 @@ def load_audio_window(
     truncated file, a container's bitrate estimate) the whole file is decoded and windowed by
     :func:`fixed_window` instead, so a window never reaches past the real end.
     """
-    if mode == "center":
-        mode = "centre"
-    if mode not in ("centre", "random", "start"):
-        raise ValueError(f"mode must be 'centre', 'random' or 'start', got {mode!r}")
+    mode = _window_mode(mode)
     info = audio_info(path)
     orig, new = info.sample_rate, int(sample_rate)
     margin = max(_swr_margin(orig, new), math.ceil(margin_seconds * new))
     total = swr_num_samples(info.num_frames, orig, new) if info.num_frames > 0 else 0
     if total <= num_samples + 2 * margin:
         return fixed_window(load_audio(path, new), num_samples, mode, generator, tile_short)
-    spare = total - num_samples
-    if mode == "centre":
-        start_out = spare // 2
-    elif mode == "start":
-        start_out = 0
-    else:
-        start_out = int(torch.randint(0, spare + 1, (1,), generator=generator))
+    start_out = _window_start(total - num_samples, mode, generator)
     first_frame, num_frames, skip = _read_plan(start_out, num_samples, orig, new, margin)
     try:
         chunk = load_audio(path, new, offset_seconds=first_frame / orig, max_seconds=num_frames / orig)

@@ -83,6 +83,16 @@ def _uniform(low: float, high: float, count: int, generator: torch.Generator) ->
 # --------------------------------------------------------------------------------------------
 
 
+def polyphase_round_trip(array: np.ndarray, sample_rate: int, low_rate: int) -> np.ndarray:
+    """``scipy.signal.resample_poly`` down to ``low_rate`` and back along the last axis, in the
+    array's own precision, trimmed to the input length (the round trip is never shorter)."""
+    from scipy.signal import resample_poly
+
+    common = math.gcd(int(sample_rate), int(low_rate))
+    up, down = int(low_rate) // common, int(sample_rate) // common
+    return resample_poly(resample_poly(array, up, down, axis=-1), down, up, axis=-1)[..., : array.shape[-1]]
+
+
 class BandwidthRoundTrip:
     """Down-sample to ``low_rate`` and back, removing content above ``low_rate / 2``.
 
@@ -107,16 +117,12 @@ class BandwidthRoundTrip:
             return waveform
         length = waveform.shape[-1]
         if self.method == "polyphase":
-            from scipy.signal import resample_poly
-
-            common = math.gcd(self.sample_rate, self.low_rate)
-            up, down = self.low_rate // common, self.sample_rate // common
             array = waveform.detach().cpu().numpy()
             if array.dtype not in (np.float32, np.float64):
                 array = array.astype(np.float32)
             # in the input's precision, as the benchmark filters its float32 samples
-            restored = resample_poly(resample_poly(array, up, down, axis=-1), down, up, axis=-1)
-            out = torch.from_numpy(restored).to(waveform.dtype)
+            restored = polyphase_round_trip(array, self.sample_rate, self.low_rate)
+            out = torch.from_numpy(np.ascontiguousarray(restored)).to(waveform.dtype)
         else:
             out = resample(resample(waveform, self.sample_rate, self.low_rate), self.low_rate, self.sample_rate)
         if out.shape[-1] < length:
@@ -175,17 +181,13 @@ def benchmark_robustness(
     float32, then clipping to ``[-1, 1]``. For the same ``seed`` the output is the benchmark's, bit
     for bit (the benchmark seeds a clip with ``run seed (42) + its 1-based position in its dataset``).
     """
-    from scipy.signal import resample_poly
-
     if isinstance(waveform, torch.Tensor):
         waveform = waveform.detach().cpu().numpy()
     audio = np.array(waveform, dtype=np.float32, copy=True)
     if audio.ndim != 1:
         raise ValueError(f"expected one clip [N], got shape {audio.shape}")
     if low_rate is not None and low_rate < sample_rate:
-        common = math.gcd(sample_rate, low_rate)
-        low, high = low_rate // common, sample_rate // common
-        audio = resample_poly(resample_poly(audio, low, high), high, low)[: audio.size]
+        audio = polyphase_round_trip(audio, sample_rate, low_rate)
     audio *= 10.0 ** (gain_db / 20.0)
     if snr_db is not None:
         level = np.sqrt(np.mean(np.square(audio, dtype=np.float64)))

@@ -14,6 +14,17 @@ from detectors.errors import MediaError
 logger = logging.getLogger(__name__)
 
 
+def load_media(load: Callable[[str], Any], path: str) -> Any:
+    """``load(path)``, with whatever a decoder raises (OSError, RuntimeError, ...) turned into a
+    :class:`MediaError` naming the file."""
+    try:
+        return load(path)
+    except MediaError:
+        raise
+    except Exception as exc:  # decoders raise anything from OSError to RuntimeError
+        raise MediaError(path, f"cannot decode: {type(exc).__name__}: {exc}") from exc
+
+
 class MediaDataset(Dataset):
     """Loads ``items`` with ``load(path)`` and applies ``transform``.
 
@@ -52,12 +63,7 @@ class MediaDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         item = self.items[index]
         try:
-            try:
-                x = self.load(item.path)
-            except MediaError:
-                raise
-            except Exception as exc:  # decoders raise anything from OSError to RuntimeError
-                raise MediaError(item.path, f"cannot decode: {type(exc).__name__}: {exc}") from exc
+            x = load_media(self.load, item.path)
         except MediaError as err:
             if item.path not in self._warned:
                 self._warned.add(item.path)

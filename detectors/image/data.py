@@ -40,11 +40,16 @@ def build_image_dataset(items: Sequence[MediaItem], stage: str, data: dict[str, 
                         target="multiclass" if num_classes == 3 else "binary")
 
 
-def load_image_rgb(path: str) -> torch.Tensor:
-    """``uint8 [3, H, W]`` exactly as the benchmark decodes: PIL ``Image.open(...).convert("RGB")``
+def _benchmark_pixels(path: str) -> np.ndarray:
+    """``uint8 [H, W, 3]`` exactly as the benchmark decodes: PIL ``Image.open(...).convert("RGB")``
     (alpha dropped, no EXIF rotation, 16-bit greyscale clipped rather than rescaled)."""
     with open_image(path) as image:
-        return hwc_to_tensor(np.asarray(image.convert("RGB")))
+        return np.asarray(image.convert("RGB"))
+
+
+def load_image_rgb(path: str) -> torch.Tensor:
+    """:func:`_benchmark_pixels` as ``uint8 [3, H, W]``."""
+    return hwc_to_tensor(_benchmark_pixels(path))
 
 
 def benchmark_input_loader(preprocessing: dict[str, Any], robustness: bool = False) -> Callable[[str], torch.Tensor]:
@@ -58,8 +63,7 @@ def benchmark_input_loader(preprocessing: dict[str, Any], robustness: bool = Fal
 
 
 def _benchmark_image(path: str, resize: tuple[int, int], robustness: bool) -> torch.Tensor:
-    with open_image(path) as image:
-        pixels = np.asarray(image.convert("RGB"))
+    pixels = _benchmark_pixels(path)
     if robustness:
         pixels = robustness_chain_array(pixels)
     return hwc_to_tensor(benchmark_resize_array(pixels, resize))

@@ -263,6 +263,15 @@ class RobustnessChain(v2.Transform):
         return hwc_to_tensor(robustness_chain_array(tensor_to_hwc(inpt)))
 
 
+def robustness_downscale_size(height: int, width: int, scale: float = 0.5,
+                               min_side: int = ROBUSTNESS_MIN_SIDE) -> tuple[int, int] | None:
+    """The benchmark's robustness downscale (image and video alike): each side to
+    ``max(min_side, round(side * scale))``, applied only when both sides shrink; ``None`` otherwise."""
+    small_h = max(min_side, int(round(height * scale)))
+    small_w = max(min_side, int(round(width * scale)))
+    return (small_h, small_w) if small_h < height and small_w < width else None
+
+
 def robustness_chain_array(image: np.ndarray, scale: float = 0.5, min_side: int = ROBUSTNESS_MIN_SIDE) -> np.ndarray:
     """The benchmark's robustness chain on ``uint8 [H, W, 3]`` RGB, before its resize to the model size
     (GASBench ``apply_robustness_augmentations``):
@@ -275,10 +284,9 @@ def robustness_chain_array(image: np.ndarray, scale: float = 0.5, min_side: int 
     """
     image = np.ascontiguousarray(image, dtype=np.uint8)
     height, width = image.shape[:2]
-    small_h = max(min_side, int(round(height * scale)))
-    small_w = max(min_side, int(round(width * scale)))
-    if small_h < height and small_w < width:
-        image = cv2.resize(image, (small_w, small_h), interpolation=cv2.INTER_AREA)
+    small = robustness_downscale_size(height, width, scale, min_side)
+    if small is not None:
+        image = cv2.resize(image, (small[1], small[0]), interpolation=cv2.INTER_AREA)
         image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
     for fmt, options in (
         ("JPEG", {"quality": 55, "subsampling": 2}),

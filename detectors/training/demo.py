@@ -44,7 +44,7 @@ def export_and_evaluate_demo(run: RunDir, items: list[MediaItem]) -> Path:
     from export.__main__ import export_run
     from export.check import check_submission
 
-    submission = run.root / "submission"
+    submission = run.demo_submission
     report = export_run(run.root, submission)
     problems = check_submission(submission)
     if problems:

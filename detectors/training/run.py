@@ -13,6 +13,7 @@ RUN_DIR/
   metrics.json                 validation metrics (score, MCC, Brier, accuracy, AUCs, ECE, loss)
   plots/                       reliability diagram, ROC, PR, temperature sweep
   logs/                        TensorBoard and CSV logs
+  demo_data/, submission/, evaluation/   the demo only: its data, its export, its benchmark-style pass
 ```
 """
 
@@ -67,6 +68,11 @@ class RunDir:
     @property
     def logs(self) -> Path:
         return self.root / "logs"
+
+    @property
+    def demo_submission(self) -> Path:
+        """Where the demo exports its submission (calibration.sweep points there after a sweep)."""
+        return self.root / "submission"
 
     def is_finished(self) -> bool:
         return self.summary.is_file() and (self.root / "detector.safetensors").is_file()

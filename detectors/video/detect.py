@@ -65,11 +65,6 @@ def main_cakelens(args: argparse.Namespace) -> int:
     return 1 if any("error" in r for r in results) else 0
 
 
-def load_model(args: argparse.Namespace) -> LoadedModel:
-    """The model named on the command line; arch-specific sources (e.g. original weights) go here."""
-    return shared.load_model(args, modality="video")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -84,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.run is None and args.model is None:
         parser.error("give --run RUN_DIR or --model SUBMISSION (or --arch cakelens --weights PATH)")
-    return shared.run_detection(args, "video", loader=load_model)
+    return shared.run_detection(args, "video")
 
 
 if __name__ == "__main__":

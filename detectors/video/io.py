@@ -397,13 +397,16 @@ def open_video(
     source: VideoSource | None = None
     if backend == "decord" and decord is None:
         raise RuntimeError("decord is not installed; use backend='pyav' or 'auto'")
-    if backend == "decord" and header.quarter_turns:
-        raise MediaError(path, f"has a {90 * header.quarter_turns} degree display rotation, which decord does not "
-                               "apply; use backend='pyav' or 'auto'")
-    if backend == "decord" and header.best_is_picture:
-        raise MediaError(path, "FFmpeg's best video stream is an attached picture (cover art) and decord cannot "
-                               "be told to read the real one; use backend='pyav' or 'auto'")
-    if backend in ("auto", "decord") and decord is not None and not (header.best_is_picture or header.quarter_turns):
+    # files decord would read wrongly: "auto" sends them to PyAV, "decord" refuses them
+    decord_problem = (
+        f"has a {90 * header.quarter_turns} degree display rotation, which decord does not apply"
+        if header.quarter_turns else
+        "FFmpeg's best video stream is an attached picture (cover art) and decord cannot be told to read the real one"
+        if header.best_is_picture else None
+    )
+    if backend == "decord" and decord_problem:
+        raise MediaError(path, f"{decord_problem}; use backend='pyav' or 'auto'")
+    if backend in ("auto", "decord") and decord is not None and decord_problem is None:
         try:
             source = _DecordSource(path, header, num_threads)
         except _DECODER_ERRORS as error:
@@ -522,7 +525,8 @@ def centre_crop_resize(
     mode: Interpolation = "bilinear",
     antialias: bool = True,
 ) -> torch.Tensor:
-    """The benchmark's resize: centre crop to the target aspect ratio, then resize to ``size`` (H, W)."""
+    """Centre crop to the target aspect ratio, then a torchvision resize to ``size`` (H, W). Close to the
+    benchmark's preprocessing, not equal to it: that is OpenCV's (``image.transforms.benchmark_resize``)."""
     height, width = frames.shape[-2:]
     target_h, target_w = size
     if width * target_h > height * target_w:  # too wide: crop width
@@ -546,7 +550,7 @@ def read_video_frames(
 ) -> torch.Tensor:
     """Sample, decode and optionally resize a video's frames: ``uint8 [T, 3, H', W']``.
 
-    ``resize_mode="crop"`` is the benchmark's centre crop to aspect then resize; ``"stretch"``
+    ``resize_mode="crop"`` is :func:`centre_crop_resize` (the benchmark's crop, a torchvision resize); ``"stretch"``
     resizes straight to ``resize`` as the official ReStraV code does (224 x 224, bicubic).
     """
     with open_video(path, backend=backend, max_pixels=max_pixels) as source:

@@ -24,6 +24,8 @@ from torch import nn
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from detectors.image.transforms import robustness_downscale_size
+
 logger = logging.getLogger(__name__)
 
 
@@ -84,10 +86,7 @@ class H264Robustness:
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """(H', W') of the frames this pass returns for ``height`` x ``width`` input."""
-        small_h = max(self.min_side, int(round(height * self.scale)))
-        small_w = max(self.min_side, int(round(width * self.scale)))
-        if small_h < height and small_w < width:
-            height, width = small_h, small_w
+        height, width = robustness_downscale_size(height, width, self.scale, self.min_side) or (height, width)
         even_h, even_w = height - height % 2, width - width % 2
         if even_h >= 2 and even_w >= 2:
             height, width = even_h, even_w
@@ -97,12 +96,10 @@ class H264Robustness:
         if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[1] != 3:
             raise ValueError(f"expected uint8 [T, 3, H, W], got {frames.dtype} {tuple(frames.shape)}")
         video = frames.permute(0, 2, 3, 1).contiguous().numpy()  # THWC, as the benchmark holds it
-        height, width = video.shape[1:3]
-        out_h, out_w = self.output_size(height, width)
-        small_h = max(self.min_side, int(round(height * self.scale)))
-        small_w = max(self.min_side, int(round(width * self.scale)))
-        if small_h < height and small_w < width:
-            video = np.stack([cv2.resize(frame, (small_w, small_h), interpolation=cv2.INTER_AREA) for frame in video])
+        small = robustness_downscale_size(*video.shape[1:3], self.scale, self.min_side)
+        if small is not None:
+            video = np.stack([cv2.resize(frame, (small[1], small[0]), interpolation=cv2.INTER_AREA) for frame in video])
+        out_h, out_w = self.output_size(*frames.shape[-2:])
         video = np.ascontiguousarray(video[:, :out_h, :out_w])
         decoded = h264_round_trip(video, self.crf, self.fps)
         return torch.from_numpy(decoded).permute(0, 3, 1, 2).contiguous()
