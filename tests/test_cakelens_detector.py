@@ -248,3 +248,17 @@ def test_long_videos_are_judged_in_chunks_with_the_same_result():
     whole = detector.forward_features(frames).detach()  # with gradients: one forward
     assert chunked.shape == (1, EVAL_CHUNK_FRAMESETS + 2, 17)
     torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_calibration_input_is_what_the_benchmark_feeds_the_export(tmp_path):
+    """The calibration split's frameset equals the benchmark's input for the exported preprocessing
+    (GASBench's OpenCV crop/resize), also when the frames must be scaled."""
+    from detectors.video.data import benchmark_input_loader
+    from detectors.video.demo import write_mp4
+
+    detector = small_detector()
+    video = tmp_path / "clip.mp4"
+    write_mp4(video, torch.randint(0, 256, (12, 3, 40, 60), dtype=torch.uint8), fps=10)
+    item = MediaItem(path=str(video), label=1, media_type="synthetic", dataset="gen", modality="video")
+    calibration = detector.make_dataset([item], "calibration", {"eval_batch_size": 1})[0]["x"]
+    assert torch.equal(calibration, benchmark_input_loader(detector.preprocessing())(str(video)))

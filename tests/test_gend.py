@@ -294,3 +294,18 @@ def test_cache_dir_caches_decoded_evaluation_clips(dinov3_dir, tmp_path):
     cached = list((tmp_path / "cache" / "frames").rglob("*.npy*"))
     assert len(cached) == 1
     assert torch.equal(dataset[0]["x"], first)  # read back from the cache, identical
+
+
+def test_evaluation_clips_are_what_the_benchmark_feeds_the_export(dinov3_dir, tmp_path):
+    """Validation/calibration clips equal the benchmark's input for the exported preprocessing
+    (GASBench's OpenCV crop and resize), cached or not."""
+    from detectors.data.catalog import load_items
+    from detectors.video.data import benchmark_input_loader
+    from detectors.video.demo import write_demo_videos
+
+    items = load_items(write_demo_videos(tmp_path / "data", n_per_class=1, num_frames=12, size=(40, 60)),
+                       modality="video")
+    detector = make(dinov3_dir)
+    expected = benchmark_input_loader(detector.preprocessing())(items[0].path)
+    for data in ({}, {"cache_dir": str(tmp_path / "cache")}):
+        assert torch.equal(detector.make_dataset(items, "calibration", data)[0]["x"], expected)

@@ -54,7 +54,8 @@ from detectors.video.cakelens import (
     predict_video_file,
     video_volume_from_benchmark_input,
 )
-from detectors.video.io import centre_crop_resize, probe_video, read_frames
+from detectors.image.transforms import benchmark_resize
+from detectors.video.io import probe_video, read_frames
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ class FramesetLoader:
             indices = [min(start + i, total - 1) for i in range(self.frameset_size)]
         frames = read_frames(path, indices)
         if self.geometry == "benchmark":
-            return centre_crop_resize(frames, (self.crop, self.crop))
+            return benchmark_resize(frames, (self.crop, self.crop))
         frames = frames[:, :, : self.crop, : self.crop]
         pad_h, pad_w = self.crop - frames.shape[2], self.crop - frames.shape[3]
         return F.pad(frames, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))

@@ -39,7 +39,7 @@ from detectors.registry import register_detector
 from detectors.tuning import TuningConfig
 from detectors.errors import ConfigError
 from detectors.video.sampling import FrameSampler, pad_indices, random_indices
-from detectors.video.data import square_clip_preprocessing
+from detectors.video.data import ClipLoader, square_clip_preprocessing
 from export.standalone.gend import TemporalHead, mean_probability_logits
 from export.standalone.heads import ImageNormalize, LinearNorm
 
@@ -138,16 +138,6 @@ def _augment_clip(frames: torch.Tensor, transform: v2.Compose) -> torch.Tensor:
     return transform(tv_tensors.Video(frames)).as_subclass(torch.Tensor)
 
 
-def _load_clip(path: str, sampler: Any, resize: tuple[int, int] | None, cache_root: str | None) -> torch.Tensor:
-    from detectors.video.io import read_video_frames
-
-    if cache_root and resize is not None and isinstance(sampler, FrameSampler):
-        from detectors.video.cache import FrameCache
-
-        return FrameCache(cache_root).get_or_decode(path, sampler, resize, interpolation="bilinear")
-    return read_video_frames(path, sampler, resize, resize_mode="crop", interpolation="bilinear")
-
-
 def build_gend_dataset(items: Sequence[MediaItem], stage: str, data: dict[str, Any], config: GenDConfig) -> MediaDataset:
     """Clips ``uint8 [T, 3, S, S]``.
 
@@ -174,12 +164,13 @@ def build_gend_dataset(items: Sequence[MediaItem], stage: str, data: dict[str, A
         if data.get("augment", True):
             transform = partial(_augment_clip, transform=gend_train_transform(
                 size, jpeg_p=float(data.get("jpeg_p", 0.5)), strength=float(data.get("augment_strength", 1.0))))
-            load = partial(_load_clip, sampler=sampler, resize=None, cache_root=None)
+            load = ClipLoader(sampler, None)
         else:
-            load = partial(_load_clip, sampler=sampler, resize=(size, size), cache_root=None)
+            load = ClipLoader(sampler, (size, size))
         return MediaDataset(items, load=load, transform=transform, target=target)
     sampler = FrameSampler("benchmark", config.num_frames, config.frame_rate)
-    load = partial(_load_clip, sampler=sampler, resize=(size, size), cache_root=cache_root)
+    # the benchmark's decode, crop and resize (video.data.load_clip): calibration sees what the export gets
+    load = ClipLoader(sampler, (size, size), cache_dir=cache_root)
     return MediaDataset(items, load=load, target=target)
 
 
