@@ -15,17 +15,20 @@ a single fake-vs-real logit; for ``C >= 3`` class 0 is real and every other clas
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detectors.errors import ConfigError
+from detectors.config import parse, setting
 
 __all__ = [
     "FocalBrierLoss",
+    "LossConfig",
     "ScoreSurrogateLoss",
     "CompositeLoss",
     "build_loss",
@@ -205,39 +208,30 @@ class CompositeLoss(nn.Module):
         return f"weights={self.weights}"
 
 
-LOSS_NAMES = ("focal_brier", "cross_entropy", "score_surrogate", "focal_brier+score")
-LOSS_KEYS = {"name", "gamma", "brier_weight", "surrogate_weight", "floor"}
+LossName = Literal["focal_brier", "cross_entropy", "score_surrogate", "focal_brier+score"]
+LOSS_NAMES: tuple[str, ...] = typing.get_args(LossName)
 
 
-def build_loss(config: Mapping[str, Any] | None = None) -> nn.Module:
-    """Build a training loss from a config section.
+@dataclass
+class LossConfig:
+    """The classification loss of a run (the ``loss:`` section)."""
 
-    Keys: ``name`` (one of ``focal_brier`` (default), ``cross_entropy``, ``score_surrogate``,
-    ``focal_brier+score``), ``gamma`` (2.0), ``brier_weight`` (1.0), ``surrogate_weight`` (1.0, weight of
-    the score surrogate in ``focal_brier+score``), ``floor`` (0.05, see :class:`ScoreSurrogateLoss`).
-    """
-    config = dict(config or {})
-    unknown = sorted(set(config) - LOSS_KEYS)
-    if unknown:
-        raise ConfigError(None, f"loss.{unknown[0]}", f"unknown key; expected some of {sorted(LOSS_KEYS)}")
-    name = config.get("name", "focal_brier")
-    if name not in LOSS_NAMES:
-        raise ConfigError(None, "loss.name", f"unknown loss {name!r}; expected one of {list(LOSS_NAMES)}")
-    values: dict[str, float] = {}
-    for key, default in (("gamma", 2.0), ("brier_weight", 1.0), ("surrogate_weight", 1.0), ("floor", 0.05)):
-        value = config.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ConfigError(None, f"loss.{key}", f"must be a number >= 0, got {value!r}")
-        if key == "floor" and not 0 < value < 1:
-            raise ConfigError(None, "loss.floor", f"must be in (0, 1), got {value!r}")
-        values[key] = float(value)
+    name: LossName = setting("focal_brier", help="focal_brier, cross_entropy, score_surrogate or focal_brier+score")
+    gamma: float = setting(2.0, help="focal exponent (0: cross-entropy)", ge=0)
+    brier_weight: float = setting(1.0, help="weight of the Brier term of focal_brier", ge=0)
+    surrogate_weight: float = setting(1.0, help="weight of the score surrogate in focal_brier+score", ge=0)
+    floor: float = setting(0.05, help="soft floor of the score surrogate's Brier term", gt=0, lt=1)
 
-    if name == "cross_entropy":
+
+def build_loss(config: LossConfig | Mapping[str, Any] | None = None) -> nn.Module:
+    """The training loss of a ``loss:`` section (a :class:`LossConfig` or its mapping)."""
+    config = parse(LossConfig, config, "loss")
+    if config.name == "cross_entropy":
         return FocalBrierLoss(gamma=0.0, brier_weight=0.0)
-    surrogate = ScoreSurrogateLoss(floor=values["floor"])
-    if name == "score_surrogate":
+    surrogate = ScoreSurrogateLoss(floor=config.floor)
+    if config.name == "score_surrogate":
         return surrogate
-    focal_brier = FocalBrierLoss(gamma=values["gamma"], brier_weight=values["brier_weight"])
-    if name == "focal_brier":
+    focal_brier = FocalBrierLoss(gamma=config.gamma, brier_weight=config.brier_weight)
+    if config.name == "focal_brier":
         return focal_brier
-    return CompositeLoss([focal_brier, surrogate], [1.0, values["surrogate_weight"]])
+    return CompositeLoss([focal_brier, surrogate], [1.0, config.surrogate_weight])

@@ -14,13 +14,14 @@ import contextlib
 import copy
 import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator, Literal
 
 import torch
 from torch import nn
 
+from detectors.config import setting
 from detectors.errors import CheckpointError, ConfigError, error_summary, state_dict_mismatch, unreadable_weights_reason
 
 log = logging.getLogger(__name__)
@@ -76,32 +77,22 @@ class BackboneConfig:
     ``name``: a transformers hub id or local directory, or a timm model name (``timm/<name>`` or
     ``source: timm``). ``weights``: optional local weights file for timm. ``architecture``: the
     resolved architecture (transformers config dict or timm name + kwargs), filled in when the
-    backbone is first built so the run can be rebuilt offline.
+    backbone is first built so the run can be rebuilt offline. A bare string is read as ``name``.
     """
 
-    name: str = "facebook/dinov3-vits16-pretrain-lvd1689m"
-    source: str = "auto"  # auto | transformers | timm
-    weights: str | None = None
-    pretrained: bool = True
-    timm_kwargs: dict[str, Any] = field(default_factory=dict)
-    architecture: dict[str, Any] | None = None
+    shorthand: ClassVar[str] = "name"
+
+    name: str = setting("facebook/dinov3-vits16-pretrain-lvd1689m",
+                        help="transformers hub id or local directory, or a timm model name")
+    source: Literal["auto", "transformers", "timm"] = setting("auto", help="which library loads it (auto: guess)")
+    weights: str | None = setting(None, help="local weights file for a timm backbone")
+    pretrained: bool = setting(True, help="load pretrained weights (false: the architecture only)")
+    timm_kwargs: dict[str, Any] = setting({}, help="extra timm.create_model arguments")
+    architecture: dict[str, Any] | None = setting(None, help="resolved architecture (written by the run; "
+                                                             "rebuilds it offline)")
     # demo only: architecture fields replacing the known one in the random fallback (e.g. a 2-layer,
     # 64-wide wav2vec2 stand-in so the audio demo runs in minutes on a CPU)
-    fallback_overrides: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, data: "dict[str, Any] | str | BackboneConfig | None") -> "BackboneConfig":
-        """Accept a bare name/path string or a mapping of the fields above."""
-        if isinstance(data, cls):
-            return data
-        if data is None:  # ``backbone: null`` in a YAML: the defaults
-            return cls()
-        if isinstance(data, str):
-            return cls(name=data)
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(None, "model.backbone", f"unknown field(s) {sorted(unknown)}")
-        return cls(**data)
+    fallback_overrides: dict[str, Any] = setting({}, help="demo only: architecture of the random stand-in")
 
 
 @dataclass
@@ -132,6 +123,11 @@ class Backbone(nn.Module):
     @property
     def embed_dim(self) -> int:
         return self.info.embed_dim
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """CLS + register tokens before the patch tokens (vision)."""
+        return self.info.num_prefix_tokens
 
     @property
     def inner(self) -> nn.Module:
@@ -181,11 +177,18 @@ class Backbone(nn.Module):
                 raise ConfigError(None, where, f"{shown} is not a multiple of the patch size {patch} of backbone "
                                   f"{name!r}; the nearest valid sizes are {nearest}")
 
-    def cls_token(self, tokens: torch.Tensor) -> torch.Tensor:
-        return tokens[:, 0]
+    def export(self, image_size: tuple[int, int] | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """(constructor arguments, weights) of the plain-torch equivalent the exported model.py
+        builds: :class:`~detectors.networks.vit.VisionTransformer` at ``image_size`` (H, W) for
+        vision backbones, :class:`~detectors.networks.wav2vec2.Wav2Vec2Encoder` for wav2vec 2.0.
+        LoRA adapters are merged (on a copy)."""
+        from export.convert import convert_backbone, convert_wav2vec2, wav2vec2_kwargs
 
-    def patch_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        return tokens[:, self.info.num_prefix_tokens:]
+        if self.info.family == "wav2vec2":
+            return wav2vec2_kwargs(self.inner.config), convert_wav2vec2(self.model)
+        if image_size is None:
+            raise ValueError("a vision backbone is exported for one input size: pass image_size")
+        return convert_backbone(self.model, image_size)
 
     def train(self, mode: bool = True) -> "Backbone":
         """A fully frozen backbone always runs as at inference (no dropout, no RoPE jitter): it is a

@@ -1,15 +1,29 @@
-"""YAML configuration: loading with clear errors, deep merging, dataclass conversion."""
+"""Typed configuration: dataclass settings with help and bounds, parsed from YAML with clear errors.
+
+Every setting of a run is a field of a dataclass declared with :func:`setting` (default, one-line
+help, optional bounds); ``Literal`` annotations list the choices. :func:`parse` builds such a
+dataclass from the mapping a YAML file (or ``--set``) gives, checking every key and value against
+the annotations: an unknown key names a close match, a wrong type or an out-of-range value names
+the key, the expected type and where the value was set. :func:`to_dict` writes it back.
+
+Why dataclasses and not pydantic: the same classes are the detectors' attribute-style configs and
+the exported constructor arguments; they need no second type system, their defaults and help live
+in one place, and the error messages (file, key, where it was set, a close match) are the
+project's own. ``python -m detectors.config ARCH`` prints every setting of an architecture.
+"""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 import difflib
+import math
 import re
+import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -18,6 +32,7 @@ from detectors.errors import ConfigError
 T = TypeVar("T")
 
 CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"
+Source = Callable[[str], "str | None"]  # dotted key -> where its value was set (a file, a flag)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -61,62 +76,236 @@ def set_dotted(config: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def default_config(modality: str, arch: str) -> dict[str, Any]:
-    """The shipped defaults for one detector: ``configs/<modality>/<arch>.yaml``."""
-    return load_yaml(CONFIG_ROOT / modality / f"{arch}.yaml")
+# --------------------------------------------------------------------------- declaring settings
+def setting(default: Any = dataclasses.MISSING, *, help: str, ge: float | None = None, gt: float | None = None,
+            le: float | None = None, lt: float | None = None) -> Any:
+    """A dataclass field: its default (lists, mappings and dataclasses are copied per instance), a
+    one-line ``help`` for the schema dump, and optional bounds checked by :func:`parse`."""
+    metadata = {"help": help, "bounds": {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt))
+                                         if v is not None}}
+    if isinstance(default, (list, dict, set)) or dataclasses.is_dataclass(default):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
-def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "", file: str | Path | None = None) -> T:
-    """Build dataclass ``cls`` from a mapping, recursing into nested dataclasses; unknown keys are errors."""
-    data = dict(data or {})
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        suggestion = close_match(unknown[0], fields)
-        hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
-        raise ConfigError(file, where or cls.__name__, f"unknown field(s) {unknown}{hint}; known: {sorted(fields)}")
+def help_of(field: dataclasses.Field) -> str:
+    return field.metadata.get("help", "")
+
+
+# --------------------------------------------------------------------------- parsing
+def parse(cls: type[T], data: Any, where: str = "", source: Source = lambda key: None,
+          file: str | Path | None = None) -> T:
+    """Build dataclass ``cls`` from ``data`` (a mapping; ``None`` gives the defaults).
+
+    ``where`` is the dotted key of ``data`` (``"model"``); ``source(dotted_key)`` names where a value
+    was set and becomes the error's file (``file`` when it names nothing). A class with a
+    ``shorthand`` class attribute also accepts a scalar for that field (``backbone: NAME``).
+    """
+    if isinstance(data, cls):
+        return data
+    if data is None:
+        data = {}
+    shorthand = getattr(cls, "shorthand", None)
+    if shorthand and isinstance(data, str):
+        data = {shorthand: data}
+    if not isinstance(data, Mapping):
+        raise ConfigError(_source(source, where, file), where or cls.__name__, f"expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, value in data.items():
-        hint = hints[name]
-        nested = _dataclass_in(hint)
-        if nested is not None and not dataclasses.is_dataclass(value):
-            if hasattr(nested, "from_dict"):
-                value = nested.from_dict(value)
-            elif isinstance(value, dict):
-                value = from_dict(nested, value, f"{where}.{name}" if where else name, file)
-        kwargs[name] = value
-    return cls(**kwargs)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            raise ConfigError(_source(source, dotted, file), dotted, unknown_key_problem(dotted, fields))
+        kwargs[key] = convert(value, hints[key], dotted, source, file)
+        check_bounds(kwargs[key], fields[key], dotted, _source(source, dotted, file))
+    try:
+        return cls(**kwargs)
+    except ConfigError as error:  # a check across fields in __post_init__, keyed relative to this section
+        dotted = f"{where}.{error.where}" if where and error.where else (error.where or where)
+        raise ConfigError(error.file or _source(source, dotted, file), dotted, error.problem) from None
+
+
+def _source(source: Source, dotted: str, file: str | Path | None) -> str | Path | None:
+    return source(dotted) or file
+
+
+def convert(value: Any, hint: Any, dotted: str, source: Source = lambda key: None,
+            file: str | Path | None = None) -> Any:
+    """``value`` as the annotation ``hint`` wants it (nested dataclasses built, lists of numbers as
+    lists, ``"1e-3"`` as a float), or a :class:`ConfigError` saying what was expected."""
+    converted = _convert(value, hint, dotted, source, file)
+    if converted is _INVALID:
+        raise ConfigError(_source(source, dotted, file), dotted, f"expected {describe(hint)}, got {value!r}")
+    return converted
+
+
+_INVALID = object()
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|[-+]?(inf|nan)", re.IGNORECASE)
+
+
+def _convert(value: Any, hint: Any, dotted: str, source: Source, file: str | Path | None) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or hint is object:
+        return value
+    if hint is type(None):
+        return None if value is None else _INVALID
+    if origin is typing.Union or origin is types.UnionType:
+        # the exact type first: a float option must not turn an integer setting into a float
+        for arg in sorted(args, key=lambda a: a is float):
+            converted = _convert(value, arg, dotted, source, file)
+            if converted is not _INVALID:
+                return converted
+        return _INVALID
+    if origin is Literal:
+        return value if any(value == a and type(value) is type(a) for a in args) else _INVALID
+    if dataclasses.is_dataclass(hint):
+        if value is None or isinstance(value, (Mapping, str)) or isinstance(value, hint):
+            return parse(hint, value, dotted, source, file)
+        return _INVALID
+    if hint is bool:
+        return value if isinstance(value, bool) else _INVALID
+    if hint is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _INVALID
+    if hint is float:
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):  # YAML 1.1 reads 1e-3 as a string
+            value = float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(_source(source, dotted, file), dotted, f"must be a finite number, got {value!r}")
+            return float(value)
+        return _INVALID
+    if hint is str:
+        return value if isinstance(value, str) else _INVALID
+    if origin in (list, tuple, typing.Sequence) or hint in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return _INVALID
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                return _INVALID
+            items = [_convert(v, a, dotted, source, file) for v, a in zip(value, args)]
+            return _INVALID if _INVALID in items else tuple(items)
+        item_hint = args[0] if args else Any
+        items = [_convert(v, item_hint, dotted, source, file) for v in value]
+        if any(item is _INVALID for item in items):
+            return _INVALID
+        return tuple(items) if origin is tuple else list(items)
+    if origin in (dict, Mapping) or hint is dict:
+        if not isinstance(value, Mapping):
+            return _INVALID
+        value_hint = args[1] if len(args) == 2 else Any
+        items = {k: _convert(v, value_hint, f"{dotted}.{k}", source, file) for k, v in value.items()}
+        return _INVALID if any(v is _INVALID for v in items.values()) else items
+    # a class YAML cannot produce (a Lightning Strategy or Profiler object): leave it to its owner
+    return value if value is not None else _INVALID
+
+
+def check_bounds(value: Any, field: dataclasses.Field, dotted: str, where_set: str | Path | None) -> None:
+    bounds = field.metadata.get("bounds") or {}
+    if not bounds or value is None:
+        return
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for item in values:
+        if not isinstance(item, (int, float)) or isinstance(item, bool):
+            continue
+        for name, limit in bounds.items():
+            ok = {"ge": item >= limit, "gt": item > limit, "le": item <= limit, "lt": item < limit}[name]
+            if not ok:
+                symbol = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[name]
+                raise ConfigError(where_set, dotted, f"must be {describe_bounds(bounds)}, got {value!r}"
+                                  if len(bounds) > 1 else f"must be {symbol} {_fmt(limit)}, got {value!r}")
+
+
+def describe_bounds(bounds: Mapping[str, float]) -> str:
+    symbols = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    return " and ".join(f"{symbols[name]} {_fmt(limit)}" for name, limit in bounds.items())
+
+
+def _fmt(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else repr(number)
+
+
+def describe(hint: Any) -> str:
+    """``an integer``, ``true or false``, ``one of 'a', 'b'``, ``a number or null``, ... for messages."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        parts = [describe(arg) for arg in args if arg is not type(None)]
+        text = " or ".join(dict.fromkeys(parts))
+        return f"{text} or null" if type(None) in args else text
+    if origin is Literal:
+        return "one of " + ", ".join(repr(arg) for arg in args)
+    if hint is type(None):
+        return "null"
+    if dataclasses.is_dataclass(hint):
+        return "a mapping"
+    if origin in (list, tuple, typing.Sequence) or hint in (list, tuple):
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return f"a list of {len(args)} {describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+        return f"a list of {_plural(describe(args[0]))}" if args and args[0] is not Any else "a list"
+    if origin in (dict, Mapping) or hint is dict:
+        return "a mapping"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        hint, getattr(hint, "__name__", str(hint)))
+
+
+def _plural(text: str) -> str:
+    for article in ("an ", "a "):
+        if text.startswith(article):
+            return text[len(article):] + "s"
+    return text
+
+
+def type_name(hint: Any) -> str:
+    """Short type for the schema dump: ``int``, ``float | null``, ``'cls' | 'mean'``, ``list[int]``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        return " | ".join(dict.fromkeys("null" if a is type(None) else type_name(a) for a in args))
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (list, tuple, dict, typing.Sequence, Mapping):
+        inner = ", ".join("..." if a is Ellipsis else type_name(a) for a in args)
+        return f"{getattr(origin, '__name__', 'list')}[{inner}]" if inner else getattr(origin, "__name__", "list")
+    if dataclasses.is_dataclass(hint):
+        return "section"
+    if hint is Any:
+        return "any"
+    return getattr(hint, "__name__", str(hint).replace("typing.", ""))
 
 
 def to_dict(obj: Any) -> Any:
     """Dataclasses -> plain dicts/lists (tuples become lists so YAML round-trips)."""
-    if dataclasses.is_dataclass(obj):
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
     return obj
 
 
-def _dataclass_in(hint: Any) -> type | None:
-    if dataclasses.is_dataclass(hint):
-        return hint
-    for arg in typing.get_args(hint):
-        if dataclasses.is_dataclass(arg):
-            return arg
-    return None
+def schema_rows(cls: type, prefix: str = "", instance: Any = None) -> list[tuple[str, str, Any, str]]:
+    """``(dotted key, type, value, help)`` of every leaf setting of ``cls`` (values of ``instance``,
+    or the defaults), nested sections flattened."""
+    instance = instance if instance is not None else cls()
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        dotted = f"{prefix}{f.name}"
+        value = getattr(instance, f.name)
+        hint = hints[f.name]
+        nested = next((a for a in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(a)), None)
+        if nested is not None and dataclasses.is_dataclass(value):
+            rows += schema_rows(type(value), f"{dotted}.", value)
+        else:
+            rows.append((dotted, type_name(hint), to_dict(value), help_of(f)))
+    return rows
 
 
-# --------------------------------------------------------------------------- validation
-# A config is checked against the shipped defaults before anything expensive runs: an unknown key
-# (a typo) or a value of the wrong type is an error naming the key, never a silently ignored setting
-# or a traceback halfway through training.
-
-_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
+# --------------------------------------------------------------------------- messages
 def close_match(key: str, candidates: Iterable[str]) -> str | None:
     """The candidate closest to ``key`` (difflib ratio >= 0.6), compared by the last dotted part."""
     leaf = key.rsplit(".", 1)[-1]
@@ -150,58 +339,53 @@ def unknown_key_problem(key: str, known: Iterable[str], elsewhere: Iterable[str]
     return f"unknown key{context}{hint}; known {where}: {', '.join(known)}"
 
 
-def value_type_problem(value: Any, default: Any) -> str | None:
-    """Why ``value`` cannot replace ``default`` (``None`` if it can): the default's type decides; an
-    int is a float, ``null`` only replaces ``null``, and a default of ``null`` accepts anything."""
-    if default is None:
+# --------------------------------------------------------------------------- where values were set
+def record_sources(sources: dict[str, str], values: Mapping[str, Any], label: str, prefix: str = "") -> None:
+    """Remember ``label`` for every dotted key of ``values``; the latest setting moves to the end."""
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        sources.pop(dotted, None)
+        sources[dotted] = label
+        if isinstance(value, Mapping):
+            record_sources(sources, value, label, f"{dotted}.")
+
+
+def source_of(sources: Mapping[str, str], dotted: str) -> str | None:
+    """Where ``dotted`` was set. An error may name a parent (``model.tuning.lora: ...``): then the one
+    source of the keys below it, else its nearest recorded parent's source; ``None`` when several
+    sources are involved or only the defaults."""
+    entries = [(key, label) for key, label in sources.items() if key == dotted or key.startswith(f"{dotted}.")]
+    if entries and entries[-1][0] == dotted:
+        return entries[-1][1]  # set last, as a whole (``--set data=5``)
+    labels = {label for _, label in entries}
+    if len(labels) == 1:
+        return labels.pop()
+    if labels:
         return None
-    if isinstance(default, bool):
-        ok, expected = isinstance(value, bool), "true or false"
-    elif isinstance(default, int):
-        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
-    elif isinstance(default, float):
-        ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-    elif isinstance(default, str):
-        ok, expected = isinstance(value, str), "a string"
-    elif isinstance(default, (list, tuple)):
-        ok, expected = isinstance(value, (list, tuple)), "a list"
-    elif isinstance(default, dict):  # a section: its keys are checked on their own
-        return None if isinstance(value, dict) else f"expected a mapping, got {value!r}"
-    else:
-        return None
-    return None if ok else f"expected {expected} (default: {default!r}), got {value!r}"
+    parts = dotted.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        label = sources.get(".".join(parts[:end]))
+        if label is not None:
+            return label
+    return None
 
 
-def coerce_number(value: Any, default: Any) -> Any:
-    """``"1e-3"`` -> ``0.001`` where the default is a float: PyYAML (YAML 1.1) reads exponent
-    notation without a dot as a string, in config files and ``--set`` values alike."""
-    if isinstance(default, float) and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-        return float(value)
-    return value
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
-def check_section(values: dict[str, Any], defaults: dict[str, Any], section: str, *,
-                  extra_keys: dict[str, Any] | None = None, elsewhere: Iterable[str] = (),
-                  source: Callable[[str], str | None] = lambda key: None, context: str = "",
-                  owners: Callable[[str], Iterable[str]] = lambda key: (), recursive: bool = True) -> None:
-    """Check ``values`` (one config section, ``section`` names it) against ``defaults``.
+def main(argv: list[str] | None = None) -> int:
+    """``python -m detectors.config ARCH``: every setting of an architecture."""
+    from detectors.settings import schema_main
 
-    Keys must be keys of ``defaults`` or of ``extra_keys`` (optional keys the code reads, with the
-    type-defining default); values must have the defaults' types (:func:`value_type_problem`).
-    Float strings are converted in place (:func:`coerce_number`). Nested mappings are checked
-    recursively unless ``recursive`` is false. ``source(dotted_key)`` names where a value came from (a file, ``--set``), used as
-    the error's file; ``owners(dotted_key)`` the other architectures that have an unknown key.
-    """
-    reference = {**(extra_keys or {}), **defaults}
-    for key in list(values):
-        dotted = f"{section}.{key}" if section else str(key)
-        if key not in reference:
-            raise ConfigError(source(dotted), dotted,
-                              unknown_key_problem(dotted, reference, elsewhere, context, owners(dotted)))
-        default = reference[key]
-        values[key] = value = coerce_number(values[key], default)
-        problem = value_type_problem(value, default)
-        if problem:
-            raise ConfigError(source(dotted), dotted, problem)
-        if recursive and isinstance(default, dict) and default:
-            check_section(value, default, dotted, source=source, context=context, owners=owners)
+    return schema_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -8,15 +8,16 @@ qualify.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 from torch import nn
 
 from detectors.backbones import Backbone, BackboneConfig
+from detectors.config import setting
 from detectors.errors import ConfigError
 
-TUNING_MODES = ("frozen", "layernorm", "lora", "full")
 
 # Attention/MLP linear layers per (source, family), by the module-name suffix inside a block.
 LORA_TARGET_PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -46,39 +47,27 @@ LORA_TARGET_PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
 BLOCK_PREFIXES = {"wav2vec2": ("encoder.layers.",)}
 
 
+TuningMode = Literal["frozen", "layernorm", "lora", "full"]
+TUNING_MODES: tuple[str, ...] = typing.get_args(TuningMode)
+
+
 @dataclass
 class LoraSettings:
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    targets: str | list[str] = "qkv"  # a preset name (qv, qkv, attention, all) or module-name suffixes
+    r: int = setting(8, help="LoRA rank", ge=1)
+    alpha: float = setting(16, help="LoRA scaling alpha (the update is scaled by alpha / r)", gt=0)
+    dropout: float = setting(0.05, help="dropout on the LoRA input", ge=0, lt=1)
+    targets: str | list[str] = setting("qkv", help="a preset (qv, qkv, attention, all) or module-name suffixes")
 
 
 @dataclass
 class TuningConfig:
-    mode: str = "lora"
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    gradient_checkpointing: bool = False
+    """How a backbone is tuned; a bare string is read as ``mode``."""
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | str | None) -> "TuningConfig":
-        if data is None:
-            return cls()
-        if isinstance(data, str):
-            data = {"mode": data}
-        data = dict(data)
-        lora = dict(data.pop("lora", {}) or {})
-        # a typo (``rank``, ``lora_alpha``) must name the field, not surface as a TypeError
-        for where, given, known in (("model.tuning", data, cls.__dataclass_fields__),
-                                    ("model.tuning.lora", lora, LoraSettings.__dataclass_fields__)):
-            unknown = sorted(set(given) - set(known))
-            if unknown:
-                raise ConfigError(None, where, f"unknown field(s) {unknown}; known: {sorted(known)}")
-        config = cls(lora=LoraSettings(**lora), **data)
-        if config.mode not in TUNING_MODES:
-            raise ConfigError(None, "model.tuning.mode",
-                              f"unknown tuning mode {config.mode!r}; choose one of {', '.join(TUNING_MODES)}")
-        return config
+    shorthand: ClassVar[str] = "mode"
+
+    mode: TuningMode = setting("lora", help="frozen | layernorm (affine of every LayerNorm) | lora (peft) | full")
+    lora: LoraSettings = setting(LoraSettings(), help="LoRA settings (mode: lora)")
+    gradient_checkpointing: bool = setting(False, help="recompute the backbone's activations in backward")
 
 
 def layernorm_parameter_names(backbone: Backbone) -> list[str]:

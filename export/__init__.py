@@ -5,5 +5,5 @@
 - ``export.writer.write_submission``: writes the submission directory (and zip) atomically.
 - ``export.check`` (``python -m export.check DIR_OR_ZIP``): static rules + a load in a fresh interpreter.
 - ``export/benchmark_loader.py``: stand-alone copy of the benchmark's loading rules.
-- ``export/standalone/``: the plain-torch sources concatenated into model.py.
+- ``export.bundle``: model.py from the network class a detector trains (its source and what it uses).
 """

@@ -1,7 +1,7 @@
 """Convert HF transformers / timm DINOv2 and DINOv3 backbones to the plain-torch standalone ViT.
 
 ``convert_backbone(model, image_size)`` returns the constructor kwargs of
-``export.standalone.vit.VisionTransformer`` and a state dict with its key names. Everything that
+``detectors.networks.vit.VisionTransformer`` and a state dict with its key names. Everything that
 depends on the image size is computed here by the source library's own code (HF
 ``interpolate_pos_encoding`` / ``rope_embeddings``, timm ``resample_abs_pos_embed`` /
 ``rope.get_embed``) and stored as weights, so the exported ``model.py`` never has to reproduce it.
@@ -16,12 +16,12 @@ a peft model (``PeftModel`` or LoRA layers injected in place) is merged on a dee
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
-from export.standalone.vit import VisionTransformer
+from detectors.networks.vit import VisionTransformer
 
 HF_DINOV2 = "hf_dinov2"
 HF_DINOV2_REGISTERS = "hf_dinov2_registers"
@@ -581,9 +581,22 @@ __all__ = [
 ]
 
 
+# Fields of transformers' Wav2Vec2Config that detectors.networks.wav2vec2.Wav2Vec2Encoder takes.
+WAV2VEC2_FIELDS = ("conv_dim", "conv_kernel", "conv_stride", "conv_bias", "feat_extract_norm",
+                   "feat_extract_activation", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                   "intermediate_size", "hidden_act", "layer_norm_eps", "num_conv_pos_embeddings",
+                   "num_conv_pos_embedding_groups", "do_stable_layer_norm")
+
+
+def wav2vec2_kwargs(config: Any) -> dict[str, Any]:
+    """Constructor arguments of the plain-torch ``Wav2Vec2Encoder`` for a transformers ``Wav2Vec2Config``."""
+    values = config.to_dict()
+    return {key: list(values[key]) if isinstance(values[key], (tuple, list)) else values[key] for key in WAV2VEC2_FIELDS}
+
+
 def convert_wav2vec2(model: nn.Module) -> dict[str, Tensor]:
-    """State dict of a (LoRA-tuned) ``Wav2Vec2Model`` for the stand-alone wav2vec 2.0 in
-    ``export/standalone/breathnet.py``: adapters merged, the positional convolution's weight-norm
+    """State dict of a (LoRA-tuned) ``Wav2Vec2Model`` for the plain-torch ``Wav2Vec2Encoder`` of
+    ``detectors/networks/wav2vec2.py``: adapters merged, the positional convolution's weight-norm
     parametrisation folded into a plain weight, the SpecAugment mask vector (training only) dropped.
     HF key names are kept."""
     model = merge_adapters(model)

@@ -1,7 +1,7 @@
 """Write an ``ExportSpec`` as a benchmark submission: model_config.yaml, model.py, model.safetensors.
 
-``model.py`` is the concatenation of ``export/standalone/<source>.py`` files (relative imports
-stripped, top-level imports hoisted and de-duplicated) plus a generated ``load_model``. The whole
+``model.py`` is the trained network's own source bundled into one file (:mod:`export.bundle`) plus a
+generated ``load_model``. The whole
 directory is written into a temporary sibling and renamed into place, so a reader never sees a
 half-written export.
 
@@ -9,13 +9,12 @@ dtype: ``"float32"`` or ``"bf16"``. In bf16, weight matrices (ndim >= 2) are sto
 vectors (norm weights/biases, layer scales, linear biases, the folded calibrator's scale/bias) stay
 float32 in the file: they are a negligible share of the bytes and the place where rounding hurts
 most. The benchmark then casts the whole module to the declared dtype at load time
-(``model.to(device, dtype)``); the standalone heads compute normalisation and the calibration affine
+(``model.to(device, dtype)``); the network layers compute normalisation and the calibration affine
 in float32, so only the parameters themselves carry bf16 rounding.
 """
 
 from __future__ import annotations
 
-import ast
 import os
 import pprint
 import shutil
@@ -29,9 +28,9 @@ import yaml
 from safetensors.torch import save_file
 
 from detectors.atomic import atomic_path, write_text
+from export.bundle import bundle
 from export.spec import ExportSpec
 
-STANDALONE_DIR = Path(__file__).resolve().parent / "standalone"
 WEIGHTS_FILE = "model.safetensors"
 SUBMISSION_FILES = ("model_config.yaml", "model.py", WEIGHTS_FILE)
 _DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16"}
@@ -41,67 +40,19 @@ _DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bf16": "bfloat16", "bf
 # model.py
 
 
-def _split_source(text: str, origin: str) -> tuple[list[ast.stmt], str]:
-    """Top-level absolute import statements and the rest of a standalone file (docstring dropped)."""
-    tree = ast.parse(text, filename=origin)
-    lines = text.splitlines()
-    dropped: set[int] = set()
-    imports: list[ast.stmt] = []
-    for index, node in enumerate(tree.body):
-        span = range(node.lineno - 1, node.end_lineno)
-        is_docstring = (
-            index == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
-            and isinstance(node.value.value, str)
-        )
-        if is_docstring:
-            dropped.update(span)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            dropped.update(span)
-            if isinstance(node, ast.ImportFrom) and node.module == "__future__":
-                raise ValueError(f"{origin}: `from __future__` imports cannot be concatenated; remove it")
-            if isinstance(node, ast.ImportFrom) and node.level > 0:
-                continue  # `from .x import y`: the names are defined earlier in the concatenation
-            imports.append(node)
-    body = "\n".join(line for number, line in enumerate(lines) if number not in dropped)
-    return imports, body.strip("\n")
-
-
-def _merge_imports(nodes: list[ast.stmt]) -> list[str]:
-    """One line per ``import x`` and one ``from m import a, b`` per module, in first-seen order."""
-    lines: list[str] = []
-    from_names: dict[str, list[str]] = {}
-    for node in nodes:
-        if isinstance(node, ast.ImportFrom):
-            names = from_names.setdefault(node.module, [])
-            if not names:
-                lines.append(f"from {node.module} import ")  # placeholder, completed below
-            names += [ast.unparse(alias) for alias in node.names if ast.unparse(alias) not in names]
-        else:
-            line = ast.unparse(node)
-            if line not in lines:
-                lines.append(line)
-    merged = []
-    for line in lines:
-        if line.startswith("from ") and line.endswith(" import "):
-            module = line[len("from ") : -len(" import ")]
-            line += ", ".join(from_names[module])
-        merged.append(line)
-    return merged
-
-
 def _load_model_source(spec: ExportSpec) -> str:
-    defaults = {key: value for key, value in spec.init_kwargs.items() if key != "num_classes"}
-    literal = pprint.pformat(_plain(defaults), indent=4, width=100, sort_dicts=False)
+    literal = pprint.pformat(_plain(spec.init_kwargs), indent=4, width=100, sort_dicts=False)
+    network = spec.network_class.__name__
     return f'''# Constructor arguments of this export; model_config.yaml `model:` passes the same values, and
 # they also apply when the benchmark retries load_model(weights_path, num_classes=...) only.
 DEFAULT_KWARGS = {literal}
 
 
 def load_model(weights_path, num_classes={int(spec.num_classes)}, **kwargs):
-    """Build {spec.model_class}, load the safetensors weights strictly, return it in inference mode."""
+    """Build {network} with its folded calibrator, load the weights strictly, return it in inference mode."""
     config = dict(DEFAULT_KWARGS)
     config.update(kwargs)
-    model = {spec.model_class}(num_classes=num_classes, **config)
+    model = CalibratedNetwork({network}(num_classes=num_classes, **config), num_classes)
     model.load_state_dict(load_file(str(weights_path)), strict=True)
     model.train(False)
     return model
@@ -109,28 +60,15 @@ def load_model(weights_path, num_classes={int(spec.num_classes)}, **kwargs):
 
 
 def build_model_source(spec: ExportSpec) -> str:
-    """The submission's single-file model.py for ``spec``."""
-    imports: list[ast.stmt] = []
-    bodies: list[str] = []
-    for name in spec.sources:
-        path = STANDALONE_DIR / f"{name}.py"
-        if not name.isidentifier() or not path.is_file():
-            raise ValueError(f"ExportSpec.sources: no standalone module {name!r} (expected {path})")
-        file_imports, body = _split_source(path.read_text(encoding="utf-8"), str(path))
-        imports += file_imports
-        bodies.append(f"# {'-' * 30} export/standalone/{name}.py {'-' * 30}\n\n{body}")
-    imports += ast.parse("from safetensors.torch import load_file").body
+    """The submission's single-file model.py: the trained network's own source, bundled."""
+    from detectors.networks.layers import CalibratedNetwork
+
     header = (
         f"# model.py of {spec.name!r} v{spec.version} ({spec.modality}), generated by forensic-adapters export.\n"
-        "# One self-contained file (plain torch + safetensors); do not edit: re-export instead.\n"
-        f"# Sources: {', '.join(f'export/standalone/{name}.py' for name in spec.sources)}.\n"
+        "# One self-contained file (plain torch + safetensors): the network's source as the library trains it,\n"
+        "# with what it uses from the library. Do not edit: re-export instead.\n"
     )
-    source = "\n\n\n".join([header + "\n" + "\n".join(_merge_imports(imports))] + bodies + [_load_model_source(spec)])
-    tree = ast.parse(source)
-    classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
-    if spec.model_class not in classes:
-        raise ValueError(f"ExportSpec.model_class {spec.model_class!r} is not defined in sources {spec.sources}")
-    return source.rstrip("\n") + "\n"
+    return bundle(spec.network_class, extra=(CalibratedNetwork,), header=header, footer=_load_model_source(spec))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -160,7 +98,7 @@ def submission_config(spec: ExportSpec, dtype: str = "float32") -> dict:
     if dtype_name is None:
         raise ValueError(f"dtype must be one of {sorted(_DTYPE_NAMES)}, got {dtype!r}")
     model_section = {"num_classes": int(spec.num_classes), "weights_file": WEIGHTS_FILE}
-    model_section.update({key: value for key, value in spec.init_kwargs.items() if key != "num_classes"})
+    model_section.update(spec.init_kwargs)
     config = _plain(
         {
             "name": spec.name,

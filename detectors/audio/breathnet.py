@@ -1,13 +1,14 @@
-"""BreathNet (audio): XLS-R / wav2vec 2.0 temporal features modulated by a breath-supervised FiLM,
+"""BreathNet (arXiv 2602.13596, 2026; no public code) for audio: XLS-R / wav2vec 2.0 temporal features modulated by a breath-supervised FiLM,
 fused with a log-mel CNN, trained with classification + breath BCE + PSCL + centre losses.
 
 - temporal branch: ``Wav2Vec2Model`` from transformers via the shared ``detectors.backbones`` (hub id
   or local directory; default ``facebook/wav2vec2-xls-r-300m``), tuned ``frozen`` / ``layernorm`` / ``lora`` (q/k/v projections of
   the encoder layers, never the feature-extractor convolutions) / ``full``;
-- BreathFiLM (``export/standalone/breathnet.py``): per-frame breath probability ``p`` from a small MLP,
+- :class:`BreathFiLM`: per-frame breath probability ``p`` from a small MLP,
   trained against the breath masks of ``detectors.audio.breath`` (training batches carry
   ``breath_mask`` aligned to the wav2vec2 frames); ``gamma = 1 + softplus(a) p``, ``beta = b p``;
-- spectral branch: torchaudio ``MelSpectrogram`` -> log -> ``SpectralCNN``;
+- spectral branch: :class:`LogMel` (``torch.stft`` and torchaudio's mel filterbank, stored as a
+  weight) -> :class:`SpectralCNN`;
 - fusion: concat(mean+std pooled temporal, spectral) -> Linear -> GELU = the embedding the
   contrastive and centre losses see -> MLP head -> logits (0 real, 1 fake).
 
@@ -27,84 +28,172 @@ The classification loss and the calibrator come from the shared training spine.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+import math
+from dataclasses import dataclass
+from typing import Any, List, Literal, NamedTuple, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from detectors.audio.data import AudioDataConfig, audio_recipe
 from detectors.audio.io import BENCHMARK_NUM_SAMPLES, BENCHMARK_SAMPLE_RATE
-from detectors.base import Detector
-from detectors.errors import ConfigError
-from detectors.registry import register_detector
 from detectors.backbones import BackboneConfig
+from detectors.base import Detector
+from detectors.config import setting
+from detectors.data.dataset import SampleRecipe
+from detectors.errors import ConfigError
+from detectors.networks.layers import MLP, DetectorNetwork, Float32Buffers, parameter_dtype
+from detectors.networks.wav2vec2 import Wav2Vec2Encoder, conv_frame_geometry, normalize_waveform
+from detectors.registry import register_detector
 from detectors.tuning import TuningConfig
-from export.standalone.breathnet import (
-    BreathFiLM,
-    SpectralCNN,
-    conv_frame_geometry,
-    normalize_waveform,
-    statistics_pooling,
-)
-from export.standalone.heads import MLP
 
 DEFAULT_BACKBONE = "facebook/wav2vec2-xls-r-300m"
 
-# Fields of Wav2Vec2Config the standalone export reproduces.
-STANDALONE_FIELDS = ("conv_dim", "conv_kernel", "conv_stride", "conv_bias", "feat_extract_norm",
-                     "feat_extract_activation", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "hidden_act", "layer_norm_eps", "num_conv_pos_embeddings",
-                     "num_conv_pos_embedding_groups", "do_stable_layer_norm")
-
 
 # --------------------------------------------------------------------------------------------
-# The detector
+# Settings
 # --------------------------------------------------------------------------------------------
 
 
 @dataclass
 class BreathLossConfig:
-    breath_weight: float = 0.5  # BCE of the FiLM breath predictor vs the breath mask
-    pscl_weight: float = 0.1  # positive-sample supervised contrastive loss on the fused embedding
-    pscl_temperature: float = 0.1
-    pscl_anchors: str = "all"  # all | real (only real samples act as anchors)
-    centre_weight: float = 0.01
-    centre_classes: str = "all"  # all | real
-    # methods.md lists "a contrast loss" beside PSCL without defining it; this is the classic margin
-    # form (Hadsell et al. 2006) on L2-normalised embeddings, off unless a weight is given
-    contrast_weight: float = 0.0
-    contrast_margin: float = 0.5
+    breath_weight: float = setting(0.5, help="BCE of the FiLM breath predictor vs the breath masks", ge=0)
+    pscl_weight: float = setting(0.1, help="positive-sample supervised contrastive loss (fused embedding)", ge=0)
+    pscl_temperature: float = setting(0.1, help="PSCL temperature", gt=0)
+    pscl_anchors: Literal["all", "real"] = setting("all", help="all | real (only real samples act as anchors)")
+    centre_weight: float = setting(0.01, help="centre loss", ge=0)
+    centre_classes: Literal["all", "real"] = setting("all", help="all: a centre per class | real: one real centre")
+    # "a contrast loss" beside PSCL is not defined by the paper; this is the classic margin form
+    # (Hadsell et al., CVPR 2006) on L2-normalised embeddings, off unless a weight is given
+    contrast_weight: float = setting(0.0, help="margin contrastive loss (off by default)", ge=0)
+    contrast_margin: float = setting(0.5, help="margin of the contrastive loss", ge=0)
 
 
 @dataclass
 class MelConfig:
-    n_fft: int = 512
-    win_length: int = 400  # 25 ms
-    hop_length: int = 160  # 10 ms
-    n_mels: int = 64
+    n_fft: int = setting(512, help="FFT size", ge=1)
+    win_length: int = setting(400, help="window, samples (25 ms)", ge=1)
+    hop_length: int = setting(160, help="hop, samples (10 ms)", ge=1)
+    n_mels: int = setting(64, help="mel bands", ge=1)
 
 
 @dataclass
 class SpectralConfig:
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64])
-    embed_dim: int = 128
+    channels: list[int] = setting([16, 32, 64], help="channels of the log-mel CNN blocks", ge=1)
+    embed_dim: int = setting(128, help="spectral embedding size", ge=1)
 
 
 @dataclass
 class BreathNetConfig:
-    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(name=DEFAULT_BACKBONE, source="transformers"))
-    tuning: TuningConfig = field(default_factory=TuningConfig)
-    film_hidden: int = 64
-    film_init_scale: float = 1.0
-    mel: MelConfig = field(default_factory=MelConfig)
-    spectral: SpectralConfig = field(default_factory=SpectralConfig)
-    fusion_dim: int = 256
-    head_hidden: list[int] = field(default_factory=lambda: [128])
-    dropout: float = 0.1
-    num_classes: int = 2
-    losses: BreathLossConfig = field(default_factory=BreathLossConfig)
-    allow_random_backbone: bool = False  # built-in demo only
+    backbone: BackboneConfig = setting(BackboneConfig(name=DEFAULT_BACKBONE, source="transformers"),
+                                       help="wav2vec 2.0 / XLS-R (hub id or local directory)")
+    tuning: TuningConfig = setting(TuningConfig(), help="how the backbone is tuned (LoRA: encoder q/k/v only)")
+    film_hidden: int = setting(64, help="BreathFiLM breath-presence MLP width", ge=1)
+    film_init_scale: float = setting(1.0, help="gamma = 1 + softplus(a) * p; softplus(a) starts here", ge=0)
+    mel: MelConfig = setting(MelConfig(), help="log-mel front-end")
+    spectral: SpectralConfig = setting(SpectralConfig(), help="spectral branch")
+    fusion_dim: int = setting(256, help="fused embedding size", ge=1)
+    head_hidden: list[int] = setting([128], help="hidden sizes of the MLP head", ge=1)
+    dropout: float = setting(0.1, help="dropout before the head", ge=0, lt=1)
+    num_classes: Literal[2] = setting(2, help="real vs fake speech")
+    losses: BreathLossConfig = setting(BreathLossConfig(), help="auxiliary losses")
+    allow_random_backbone: bool = setting(False, help="built-in demo only: random backbone when the hub is unreachable")
+
+
+# --------------------------------------------------------------------------------------------
+# The network
+# --------------------------------------------------------------------------------------------
+
+
+def statistics_pooling(frames: torch.Tensor) -> torch.Tensor:
+    """``[B, T, D]`` -> ``[B, 2D]``: mean and (population) standard deviation over time."""
+    mean = frames.mean(dim=1)
+    std = (frames - mean.unsqueeze(1)).pow(2).mean(dim=1).clamp_min(1e-6).sqrt()
+    return torch.cat([mean, std], dim=-1)
+
+
+
+class BreathFiLM(nn.Module):
+    """Breath-presence predictor over frame features and the FiLM it drives.
+
+    ``p = sigmoid(MLP(h))`` per frame; ``gamma = 1 + softplus(a) * p`` and ``beta = b * p`` (``a``,
+    ``b`` learned per channel), so ``h' = gamma * h + beta``. ``softplus(a) >= 0`` makes gamma >= 1
+    and increasing in ``p``: breath-bearing frames are amplified, never suppressed.
+    Returns ``(modulated frames [B, T, D], breath logits [B, T])``.
+    """
+
+    def __init__(self, dim: int, hidden: int = 64, init_scale: float = 1.0):
+        super().__init__()
+        self.predictor = MLP([dim, hidden, 1], activation="gelu")
+        # softplus(raw) = init_scale at initialisation
+        raw = math.log(math.expm1(init_scale)) if init_scale > 0 else -10.0
+        self.scale_raw = nn.Parameter(torch.full((dim,), float(raw)))
+        self.shift = nn.Parameter(torch.zeros(dim))
+
+    def gamma_beta(self, prob: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        p = prob.unsqueeze(-1)
+        return 1.0 + F.softplus(self.scale_raw) * p, self.shift * p
+
+    def forward(self, frames: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        logits = self.predictor(frames).squeeze(-1)
+        gamma, beta = self.gamma_beta(torch.sigmoid(logits))
+        return frames * gamma + beta, logits
+
+
+class SpectralCNN(nn.Module):
+    """Log-mel ``[B, n_mels, T]`` -> embedding ``[B, embed_dim]``.
+
+    Per-clip standardisation of the log-mel (gain invariance), then ``len(channels)`` blocks of
+    Conv2d(3x3) -> GroupNorm -> GELU -> MaxPool(2), global average pooling and a Linear layer.
+    """
+
+    def __init__(self, channels: Sequence[int] = (16, 32, 64), embed_dim: int = 128, groups: int = 4):
+        super().__init__()
+        blocks: List[nn.Module] = []
+        previous = 1
+        for width in channels:
+            blocks.append(nn.Conv2d(previous, int(width), kernel_size=3, padding=1))
+            blocks.append(nn.GroupNorm(min(int(groups), int(width)), int(width)))
+            blocks.append(nn.GELU())
+            blocks.append(nn.MaxPool2d(2))
+            previous = int(width)
+        self.blocks = nn.Sequential(*blocks)
+        self.proj = nn.Linear(previous, int(embed_dim))
+
+    def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
+        mean = log_mel.mean(dim=(1, 2), keepdim=True)
+        std = log_mel.std(dim=(1, 2), keepdim=True).clamp_min(1e-5)
+        x = ((log_mel - mean) / std).unsqueeze(1)
+        x = self.blocks(x).mean(dim=(2, 3))
+        return self.proj(x)
+
+
+class LogMel(Float32Buffers):
+    """``log(mel power spectrogram + eps)`` with ``torch.stft`` and a stored filterbank ``mel_fb``
+    ``[n_fft // 2 + 1, n_mels]`` (what torchaudio's ``MelSpectrogram`` computes with its defaults:
+    Hann window, centred, reflect padding, power 2; the filterbank is a weight, so the exported model
+    does not depend on torchaudio's version)."""
+
+    float32_buffers = ("mel_fb", "window")
+
+    def __init__(self, n_fft: int = 512, win_length: int = 400, hop_length: int = 160, n_mels: int = 64,
+                 log_eps: float = 1e-6):
+        super().__init__()
+        self.n_fft = n_fft
+        self.win_length = win_length
+        self.hop_length = hop_length
+        self.log_eps = log_eps
+        self.register_buffer("mel_fb", torch.zeros(n_fft // 2 + 1, n_mels))
+        self.register_buffer("window", torch.hann_window(win_length), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(x.float(), n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.win_length,
+                          window=self.window.float(), center=True, pad_mode="reflect", normalized=False,
+                          onesided=True, return_complex=True)
+        power = spec.abs().pow(2.0)  # [B, F, T]
+        mel = torch.matmul(power.transpose(-1, -2), self.mel_fb.float()).transpose(-1, -2)
+        return torch.log(mel + self.log_eps)
 
 
 class BreathNetFeatures(NamedTuple):
@@ -112,52 +201,76 @@ class BreathNetFeatures(NamedTuple):
     breath_logits: torch.Tensor  # per-frame breath logits [B, T]
 
 
-@register_detector
-class BreathNet(Detector):
-    arch = "breathnet"
-    modality = "audio"
-    config_class = BreathNetConfig
-    supported_num_classes = (2,)  # real vs fake speech
+class BreathNetNetwork(DetectorNetwork):
+    """``[B, 96000]`` float32 16 kHz waveform -> logits ``[B, num_classes]``.
 
-    def __init__(self, config: BreathNetConfig) -> None:
-        super().__init__(config)
-        for key in ("centre_classes", "pscl_anchors"):
-            if getattr(config.losses, key) not in ("all", "real"):
-                raise ConfigError(None, f"model.losses.{key}", f"use 'all' or 'real', got {getattr(config.losses, key)!r}")
-        import torchaudio
+    temporal: normalise -> wav2vec 2.0 -> BreathFiLM -> mean+std pooling; spectral: log-mel ->
+    SpectralCNN; fusion: concat -> Linear -> GELU (the embedding the auxiliary losses see);
+    head: dropout -> MLP. ``backbone``: the wav2vec 2.0 module or the arguments of
+    :class:`Wav2Vec2Encoder`.
+    """
 
-        self.attach_backbone(config.backbone, config.tuning)
-        if self.backbone.info.family != "wav2vec2":
-            raise ConfigError(None, "model.backbone.name", f"BreathNet needs a wav2vec 2.0 / XLS-R backbone, got "
-                                                           f"a {self.backbone.info.family} model")
+    def __init__(self, backbone: nn.Module | dict, film_hidden: int = 64, film_init_scale: float = 1.0,
+                 mel: dict | None = None, spectral: dict | None = None, fusion_dim: int = 256,
+                 head_hidden: Sequence[int] = (128,), dropout: float = 0.0, num_classes: int = 2):
+        super().__init__()
+        self.backbone = backbone if isinstance(backbone, nn.Module) else Wav2Vec2Encoder(**backbone)
         hidden = self.backbone.embed_dim
-        self.film = BreathFiLM(hidden, config.film_hidden, config.film_init_scale)
-        mel = config.mel
-        self.mel_spectrogram = torchaudio.transforms.MelSpectrogram(
-            sample_rate=BENCHMARK_SAMPLE_RATE, n_fft=mel.n_fft, win_length=mel.win_length,
-            hop_length=mel.hop_length, n_mels=mel.n_mels, power=2.0, center=True, pad_mode="reflect")
-        self.spectral = SpectralCNN(config.spectral.channels, config.spectral.embed_dim)
-        self.fusion = nn.Linear(2 * hidden + config.spectral.embed_dim, config.fusion_dim)
-        self.head_dropout = nn.Dropout(config.dropout)
-        self.head = MLP([config.fusion_dim, *config.head_hidden, config.num_classes], activation="gelu")
-        centres = config.num_classes if config.losses.centre_classes == "all" else 1
-        self.centres = nn.Parameter(torch.randn(centres, config.fusion_dim) * 0.1)
+        self.film = BreathFiLM(hidden, film_hidden, film_init_scale)
+        self.log_mel = LogMel(**(mel or {}))
+        spectral = spectral or {}
+        self.spectral = SpectralCNN(**spectral)
+        self.fusion = nn.Linear(2 * hidden + int(spectral.get("embed_dim", 128)), int(fusion_dim))
+        self.head_dropout = nn.Dropout(dropout)
+        self.head = MLP([int(fusion_dim)] + [int(h) for h in head_hidden] + [int(num_classes)], activation="gelu")
 
-    # ------------------------------------------------------------------ forward
-    def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
-        return torch.log(self.mel_spectrogram(waveform.float()) + 1e-6)
-
-    def forward_features(self, x: torch.Tensor) -> BreathNetFeatures:
-        x = x.float()
-        frames = self.backbone(normalize_waveform(x))
+    def forward_features(self, waveform: torch.Tensor) -> BreathNetFeatures:
+        dtype = parameter_dtype(self.fusion)
+        x = waveform.float()
+        frames = self.backbone(normalize_waveform(x).to(dtype))
         frames, breath_logits = self.film(frames)
-        spectral = self.spectral(self.log_mel(x))
+        spectral = self.spectral(self.log_mel(x).to(dtype))
         fused = F.gelu(self.fusion(torch.cat([statistics_pooling(frames), spectral], dim=-1)))
         return BreathNetFeatures(fused, breath_logits)
 
     def forward_head(self, features: BreathNetFeatures | torch.Tensor) -> torch.Tensor:
         embedding = features.embedding if isinstance(features, BreathNetFeatures) else features
         return self.head(self.head_dropout(embedding))
+
+
+# --------------------------------------------------------------------------------------------
+# The detector
+# --------------------------------------------------------------------------------------------
+
+
+@register_detector
+class BreathNet(Detector):
+    arch = "breathnet"
+    modality = "audio"
+    modality_default = True
+    config_class = BreathNetConfig
+    data_config_class = AudioDataConfig
+    supported_num_classes = (2,)  # real vs fake speech
+
+    def __init__(self, config: BreathNetConfig) -> None:
+        super().__init__(config)
+        import torchaudio
+
+        backbone = self.build_backbone(config.backbone, config.tuning)
+        if backbone.info.family != "wav2vec2":
+            raise ConfigError(None, "model.backbone.name", f"BreathNet needs a wav2vec 2.0 / XLS-R backbone, got "
+                                                           f"a {backbone.info.family} model")
+        mel = config.mel
+        self.net = self.build_network(
+            BreathNetNetwork, backbone=backbone, film_hidden=config.film_hidden, film_init_scale=config.film_init_scale,
+            mel={"n_fft": mel.n_fft, "win_length": mel.win_length, "hop_length": mel.hop_length, "n_mels": mel.n_mels},
+            spectral={"channels": list(config.spectral.channels), "embed_dim": config.spectral.embed_dim},
+            fusion_dim=config.fusion_dim, head_hidden=list(config.head_hidden), dropout=config.dropout)
+        with torch.no_grad():  # torchaudio MelSpectrogram's filterbank (HTK mel scale, no norm)
+            self.net.log_mel.mel_fb.copy_(torchaudio.functional.melscale_fbanks(
+                mel.n_fft // 2 + 1, 0.0, float(BENCHMARK_SAMPLE_RATE // 2), mel.n_mels, BENCHMARK_SAMPLE_RATE))
+        centres = config.num_classes if config.losses.centre_classes == "all" else 1
+        self.centres = nn.Parameter(torch.randn(centres, config.fusion_dim) * 0.1)
 
     def frame_geometry(self) -> tuple[int, float, float]:
         """(frames per 6 s clip, frame stride s, frame length s): what the breath masks align to."""
@@ -195,57 +308,16 @@ class BreathNet(Detector):
             groups.append({"params": [self.centres], "lr": lr, "weight_decay": 0.0})
         return groups
 
-    # ------------------------------------------------------------------ data
-    def make_dataset(self, items: list, stage: str, data: dict) -> Any:
-        from detectors.audio.data import build_audio_dataset
-
-        frames, stride_s, length_s = self.frame_geometry()
-        return build_audio_dataset(items, stage, data, breath_frames=(frames, stride_s, length_s))
-
-    def example_input(self, batch_size: int = 2) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(0)
-        return torch.rand(batch_size, BENCHMARK_NUM_SAMPLES, generator=generator) * 2 - 1
+    # ------------------------------------------------------------------ data / export
+    def data_recipe(self, stage: str, data: AudioDataConfig) -> SampleRecipe:
+        return audio_recipe(stage, data, breath_frames=self.frame_geometry())
 
     def summary(self) -> dict[str, Any]:
         frames, stride, length = self.frame_geometry()
         return {**super().summary(), "frames_per_clip": frames, "frame_stride_s": stride, "frame_length_s": length}
 
-    # ------------------------------------------------------------------ export
     def preprocessing(self) -> dict[str, Any]:
         return {"sample_rate": BENCHMARK_SAMPLE_RATE, "duration_seconds": BENCHMARK_NUM_SAMPLES / BENCHMARK_SAMPLE_RATE}
-
-    def export_spec(self):
-        from export.convert import convert_wav2vec2
-        from export.spec import ExportSpec
-
-        arch = self.backbone.inner.config.to_dict()
-        wav2vec2 = {k: (list(arch[k]) if isinstance(arch[k], (tuple, list)) else arch[k]) for k in STANDALONE_FIELDS}
-        mel = self.config.mel
-        state = {
-            **{f"wav2vec2.{k}": v for k, v in convert_wav2vec2(self.backbone.model).items()},
-            **{f"film.{k}": v for k, v in self.film.state_dict().items()},
-            "log_mel.mel_fb": self.mel_spectrogram.mel_scale.fb.detach().clone(),
-            **{f"spectral.{k}": v for k, v in self.spectral.state_dict().items()},
-            **{f"fusion.{k}": v for k, v in self.fusion.state_dict().items()},
-            **{f"head.{k}": v for k, v in self.head.state_dict().items()},
-            **self.calibration_export_state(),
-        }
-        return ExportSpec(
-            modality="audio",
-            model_class="BreathNetStandalone",
-            sources=["heads", "breathnet"],
-            init_kwargs={"wav2vec2": wav2vec2, "film_hidden": self.config.film_hidden,
-                         "mel": {"n_fft": mel.n_fft, "win_length": mel.win_length, "hop_length": mel.hop_length,
-                                 "n_mels": mel.n_mels},
-                         "spectral": {"channels": list(self.config.spectral.channels),
-                                      "embed_dim": self.config.spectral.embed_dim},
-                         "fusion_dim": self.config.fusion_dim, "head_dims": list(self.config.head_hidden),
-                         "num_classes": self.num_classes},
-            state_dict=state,
-            preprocessing=self.preprocessing(),
-            num_classes=self.num_classes,
-            name=f"{self.arch}-{self.config.tuning.mode}",
-        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,19 +12,20 @@ benchmark's robustness chain (``data.eval_robustness``) with noise seeded by the
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal
 
 import torch
 
 from detectors.audio.breath import breath_frame_mask
 from detectors.audio.io import BENCHMARK_NUM_SAMPLES, BENCHMARK_SAMPLE_RATE, load_audio_benchmark, load_audio_window
 from detectors.audio.transforms import RobustnessChain, build_audio_train_transform
-from detectors.data.catalog import MediaItem
-from detectors.data.dataset import MediaDataset, apply_transform, is_unreadable
-from detectors.errors import ConfigError
+from detectors.config import setting
+from detectors.data.dataset import SampleRecipe
+from detectors.settings import DataConfig
 
-__all__ = ["AudioDataset", "benchmark_input_loader", "build_audio_dataset", "load_training_window"]
+__all__ = ["AudioDataConfig", "audio_recipe", "benchmark_input_loader", "breath_mask_targets", "load_training_window"]
 
 
 SHORT_CLIP_MODES = ("pad", "tile")
@@ -43,53 +44,40 @@ def load_training_window(path: str, short_clips: str = "pad") -> torch.Tensor:
                              tile_short=short_clips == "tile")
 
 
-class AudioDataset(MediaDataset):
-    """``MediaDataset`` whose samples may also carry ``breath_mask`` ``[num_frames]``.
-
-    With ``breath_frames = (num_frames, stride_s, length_s)`` the mask is detected on the clean
-    loaded window (before ``transform`` adds noise, reverb or codecs that would hide breaths), then
-    ``transform`` is applied to the waveform.
-    """
-
-    def __init__(self, items: Sequence[MediaItem], load: Callable[[str], torch.Tensor],
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 breath_frames: tuple[int, float, float] | None = None, target: str = "binary") -> None:
-        super().__init__(items, load=load, transform=None, target=target)
-        self.waveform_transform = transform
-        self.breath_frames = breath_frames
-
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
-        sample = super().__getitem__(index)
-        if is_unreadable(sample):
-            return sample
-        x = sample["x"]
-        if self.breath_frames is not None:
-            frames, stride_s, length_s = self.breath_frames
-            sample["breath_mask"] = breath_frame_mask(x, BENCHMARK_SAMPLE_RATE, int(frames), stride_s, length_s)
-        x = apply_transform(self.waveform_transform, x, self.items[index].path)
-        sample["x"] = x.float().contiguous()
-        return sample
+@dataclass
+class AudioDataConfig(DataConfig):
+    augment_level: int = setting(2, help="0..3 (see detectors.audio.transforms.build_audio_train_transform)", ge=0, le=3)
+    augment_seed: int | None = setting(None, help="seed of the training augmentation (null: drawn from the run's seed)")
+    eval_robustness: bool = setting(False, help="validation/calibration through this project's audio robustness chain")
+    train_short_clips: Literal["pad", "tile"] = setting(
+        "pad", help="training clips < 6 s: pad (zeros at the end, as the benchmark) or tile (the ASVspoof convention)")
 
 
-def build_audio_dataset(items: Sequence[MediaItem], stage: str, data: dict[str, Any],
-                        breath_frames: tuple[int, float, float] | None = None) -> AudioDataset:
-    """Training (``stage="train"``: random windows, breath masks, augmentation) or evaluation dataset."""
+def breath_mask_targets(waveform: torch.Tensor, frames: int, stride_s: float, length_s: float) -> dict[str, torch.Tensor]:
+    """``{"breath_mask": [frames]}``: breath presence per model frame, detected on the clean window
+    (before augmentation adds noise, reverb or codecs that would hide breaths)."""
+    return {"breath_mask": breath_frame_mask(waveform, BENCHMARK_SAMPLE_RATE, int(frames), stride_s, length_s)}
+
+
+def audio_recipe(stage: str, data: AudioDataConfig, breath_frames: tuple[int, float, float] | None = None) -> SampleRecipe:
+    """Training (``stage="train"``: random windows, breath masks when ``breath_frames = (frames,
+    stride_s, length_s)`` of the model are given, augmentation) or evaluation samples."""
     if stage == "train":
-        short_clips = data.get("train_short_clips", "pad")
-        if short_clips not in SHORT_CLIP_MODES:
-            raise ConfigError(None, "data.train_short_clips",
-                              f"use 'pad' (the benchmark's zero padding) or 'tile', got {short_clips!r}")
-        seed = data.get("augment_seed")
+        seed = data.augment_seed
         if seed is None:
             # Drawn from the global RNG, which the run's `seed` fixes, rather than from OS entropy:
             # a run without DataLoader workers is reproducible too (workers reseed these per worker).
             seed = int(torch.randint(0, 2**31 - 1, (1,)))
-        transform = build_audio_train_transform(int(data.get("augment_level", 2)), seed=seed)
-        return AudioDataset(items, load=partial(load_training_window, short_clips=short_clips),
-                            transform=transform, breath_frames=breath_frames)
+        targets = None
+        if breath_frames is not None:
+            frames, stride_s, length_s = breath_frames
+            targets = partial(breath_mask_targets, frames=frames, stride_s=stride_s, length_s=length_s)
+        return SampleRecipe(load=partial(load_training_window, short_clips=data.train_short_clips),
+                            transform=build_audio_train_transform(data.augment_level, seed=seed),
+                            media_targets=targets)
     # The evaluation CLI's loader: robustness noise is seeded by the file path, so every epoch's
     # validation (and the calibration fit) sees the same noise whatever the worker count or order.
-    return AudioDataset(items, load=partial(_benchmark_audio, robustness=bool(data.get("eval_robustness", False))))
+    return SampleRecipe(load=partial(_benchmark_audio, robustness=data.eval_robustness))
 
 
 def benchmark_input_loader(preprocessing: dict[str, Any], robustness: bool = False) -> Callable[[str], torch.Tensor]:

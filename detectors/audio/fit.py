@@ -22,4 +22,4 @@ def write_demo(root: Path) -> Path:
 AUDIO = ModalitySupport(name="audio", write_demo=write_demo)
 
 if __name__ == "__main__":
-    main("audio", AUDIO, archs=["breathnet"], default_arch="breathnet")
+    main("audio", AUDIO)

@@ -1,7 +1,8 @@
 """One LightningDataModule for every modality: split items -> datasets -> loaders.
 
-The modality supplies ``build_dataset(items, stage)`` (decoding + transforms); this module owns the
-split, dataset-balanced sampling and the loader settings. Under DDP, Lightning wraps the weighted
+The detector declares its samples per stage (``Detector.data_recipe`` -> ``SampleRecipe``); this
+module owns the split, dataset-balanced sampling, the data-stage feature extraction and the loader
+settings. Under DDP, Lightning wraps the weighted
 sampler in a distributed sampler automatically.
 """
 
@@ -16,7 +17,8 @@ from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_worker_info
 
 from detectors.data.catalog import MediaItem, balanced_sample_weights
-from detectors.data.dataset import collate_skip
+from detectors.data.dataset import MediaDataset, SampleRecipe, collate_skip
+from detectors.settings import DataConfig
 
 SPLITS = ("train", "val", "calibration", "test")
 
@@ -78,24 +80,25 @@ class EpochSeededSampler(WeightedRandomSampler):
 
 
 class MediaDataModule(L.LightningDataModule):
+    """Split items -> the detector's datasets (its :class:`SampleRecipe` per stage) -> loaders.
+
+    ``recipe(stage, data)`` is ``Detector.data_recipe``; a recipe with ``features`` makes the split a
+    :class:`~detectors.data.features.FeatureDataset` (the frozen module runs once per item, in
+    :meth:`setup` for the splits Lightning needs, else when a split is first asked for).
+    """
+
     def __init__(
         self,
         items: list[MediaItem],
-        build_dataset: Callable[[list[MediaItem], str], Dataset],
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int = 2,
-        balanced_sampling: bool = True,
+        recipe: Callable[[str, DataConfig], SampleRecipe],
+        data: DataConfig,
         seed: int = 0,
         collate_fn: Callable = collate_skip,
     ) -> None:
         super().__init__()
         self.items = list(items)
-        self.build_dataset = build_dataset
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.balanced_sampling = balanced_sampling
+        self.recipe = recipe
+        self.data = data
         self.seed = seed
         self.collate_fn = collate_fn
         self.split_items = {name: [i for i in self.items if i.split == name] for name in SPLITS}
@@ -104,15 +107,40 @@ class MediaDataModule(L.LightningDataModule):
             raise ValueError(f"{len(unassigned)} item(s) have no split, e.g. {unassigned[0].path}; call assign_splits first")
         self._datasets: dict[str, Dataset] = {}
 
+    @property
+    def batch_size(self) -> int:
+        return self.data.batch_size
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.data.eval_batch_size or self.data.batch_size
+
+    def setup(self, stage: str) -> None:
+        """Build (and for feature recipes, extract) the datasets of the Lightning stage up front."""
+        for split in {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ()):
+            self.dataset(split)
+
     def dataset(self, split: str) -> Dataset:
         if split not in self._datasets:
             # Evaluation splits are built under their own name ("val", "calibration", "test"): a
             # detector may treat them differently (CakeLens validates on whole videos).
-            self._datasets[split] = self.build_dataset(self.split_items[split], split)
+            recipe = self.recipe(split, self.data)
+            items = self.split_items[split]
+            if recipe.features is not None:
+                from detectors.data.features import build_feature_dataset
+
+                self._datasets[split] = build_feature_dataset(items, recipe.features, split, self._device())
+            else:
+                self._datasets[split] = MediaDataset.from_recipe(items, recipe)
         return self._datasets[split]
 
+    def _device(self) -> torch.device | None:
+        """Where feature extraction runs: the training device when attached to a Trainer."""
+        trainer = getattr(self, "trainer", None)
+        return trainer.strategy.root_device if trainer is not None else None
+
     def _loader(self, split: str, batch_size: int, sampler=None, shuffle: bool = False) -> DataLoader:
-        workers = self.num_workers
+        workers = self.data.num_workers
         return DataLoader(
             self.dataset(split),
             batch_size=batch_size,
@@ -130,7 +158,7 @@ class MediaDataModule(L.LightningDataModule):
         items = self.split_items["train"]
         if not items:
             raise ValueError("the train split is empty")
-        if self.balanced_sampling:
+        if self.data.balanced_sampling:
             sampler = EpochSeededSampler(balanced_sample_weights(items), num_samples=len(items), seed=self.seed)
             return self._loader("train", self.batch_size, sampler=sampler)
         return self._loader("train", self.batch_size, shuffle=True)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Literal, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset, default_collate
@@ -25,6 +26,33 @@ def load_media(load: Callable[[str], Any], path: str) -> Any:
         raise MediaError(path, f"cannot decode: {type(exc).__name__}: {exc}") from exc
 
 
+def classification_target(label: torch.Tensor, class_index: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """What a classifier of ``num_classes`` outputs learns: the 3-class index (0 real, 1 synthetic,
+    2 semisynthetic) for 3-class heads, else the binary label (0 real, 1 fake)."""
+    return class_index if num_classes == 3 else label
+
+
+@dataclass
+class SampleRecipe:
+    """How a detector's samples are made from dataset items for one stage; the DataModule builds
+    the stage's dataset from it (``Detector.data_recipe``).
+
+    - ``load``: ``path -> decoded media`` (picklable: it runs in DataLoader workers);
+    - ``transform``: decoded media -> model input (augmentation, crops);
+    - ``media_targets``: extra training targets computed on the decoded media before ``transform``
+      (BreathNet's breath mask on the clean waveform);
+    - ``item_targets``: extra targets of an item (CakeLens' 17 labels from ``generator_family``);
+    - ``features``: the samples are features of a frozen module computed once per item and cached
+      (ReStraV's trajectory geometry), not media: see :class:`detectors.data.features.FeatureExtraction`.
+    """
+
+    load: Callable[[str], Any]
+    transform: Callable[[Any], Any] | None = None
+    media_targets: Callable[[Any], dict[str, torch.Tensor]] | None = None
+    item_targets: Callable[[MediaItem], dict[str, torch.Tensor]] | None = None
+    features: Any = None  # FeatureExtraction
+
+
 class MediaDataset(Dataset):
     """Loads ``items`` with ``load(path)`` and applies ``transform``.
 
@@ -32,8 +60,8 @@ class MediaDataset(Dataset):
       - ``x``: the transformed media tensor
       - ``label``: binary label (0 real, 1 fake), long
       - ``class_index``: 3-class index (0 real, 1 synthetic, 2 semisynthetic), long
-      - ``target``: what the loss uses: ``label`` for ``target="binary"``, ``class_index`` for ``"multiclass"``
       - ``index``: position in ``items``; ``dataset_id``: index into ``dataset_names``
+      - what ``media_targets(decoded)`` and ``item_targets(item)`` return
 
     An unreadable file (``MediaError`` or any exception raised by ``load``) gives
     :func:`unreadable_sample` and one logged warning per file; ``collate_skip`` drops such samples,
@@ -45,17 +73,21 @@ class MediaDataset(Dataset):
         items: Sequence[MediaItem],
         load: Callable[[str], Any],
         transform: Callable[[Any], Any] | None = None,
-        target: Literal["binary", "multiclass"] = "binary",
+        media_targets: Callable[[Any], dict[str, torch.Tensor]] | None = None,
+        item_targets: Callable[[MediaItem], dict[str, torch.Tensor]] | None = None,
     ) -> None:
-        if target not in ("binary", "multiclass"):
-            raise ValueError(f"target must be 'binary' or 'multiclass', got {target!r}")
         self.items = list(items)
         self.load = load
         self.transform = transform
-        self.target = target
+        self.media_targets = media_targets
+        self.item_targets = item_targets
         self.dataset_names: list[str] = sorted({item.dataset for item in self.items})
         self._dataset_ids = {name: i for i, name in enumerate(self.dataset_names)}
         self._warned: set[str] = set()  # per worker process: each bad file is reported once there
+
+    @classmethod
+    def from_recipe(cls, items: Sequence[MediaItem], recipe: SampleRecipe) -> MediaDataset:
+        return cls(items, recipe.load, recipe.transform, recipe.media_targets, recipe.item_targets)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -69,8 +101,11 @@ class MediaDataset(Dataset):
                 self._warned.add(item.path)
                 logger.warning("skipping unreadable sample: %s", err)
             return unreadable_sample(item.path)
+        extra = self.media_targets(x) if self.media_targets is not None else {}
+        if self.item_targets is not None:
+            extra.update(self.item_targets(item))
         x = apply_transform(self.transform, x, item.path)
-        return labelled_sample(item, index, self._dataset_ids[item.dataset], self.target, x=torch.as_tensor(x))
+        return labelled_sample(item, index, self._dataset_ids[item.dataset], x=torch.as_tensor(x), **extra)
 
 
 def apply_transform(transform: Callable[[Any], Any] | None, x: Any, path: str) -> Any:
@@ -99,15 +134,13 @@ def is_empty_batch(batch: dict[str, Any] | None) -> bool:
     return batch is None or ("x" not in batch and "features" not in batch)
 
 
-def labelled_sample(item: MediaItem, index: int, dataset_id: int, target: str = "binary",
-                    **payload: Any) -> dict[str, Any]:
-    """The sample dict every dataset yields: ``payload`` (``x`` or ``features``) plus the labels and
-    provenance the training module and evaluation read."""
+def labelled_sample(item: MediaItem, index: int, dataset_id: int, **payload: Any) -> dict[str, Any]:
+    """The sample dict every dataset yields: ``payload`` (``x`` or ``features``, extra targets) plus
+    the labels and provenance the training module and evaluation read."""
     return {
         **payload,
         "label": torch.tensor(item.label, dtype=torch.long),
         "class_index": torch.tensor(item.class_index, dtype=torch.long),
-        "target": torch.tensor(item.label if target == "binary" else item.class_index, dtype=torch.long),
         "index": index,
         "dataset_id": dataset_id,
     }

@@ -1,43 +1,50 @@
 """Image samples for training and evaluation: decode (PIL) -> crop/augment -> uint8 [3, S, S].
 
-Training takes native-resolution crops (seed 004: never downscale, only upscale images smaller than
-the crop) with the benchmark family's augment levels. Validation and calibration default to the
+Training takes native-resolution crops (never downscale, only upscale images smaller than the
+crop: generators' upsampling traces live in the high frequencies a resize removes; Durall et al.,
+CVPR 2020) with DeeperForensics-style augment levels. Validation and calibration default to the
 benchmark's own preprocessing (centre crop to aspect, resize) so the calibrator is fitted on what
 the exported model will see.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
 
-from detectors.data.catalog import MediaItem
-from detectors.data.dataset import MediaDataset
+from detectors.config import setting
+from detectors.data.dataset import SampleRecipe
 from detectors.image.io import load_image, load_image_crop, open_image
 from detectors.image.transforms import (benchmark_resize_array, build_eval_transform, build_train_transform, hwc_to_tensor,
                                         robustness_chain_array)
+from detectors.settings import DataConfig
 
 
-def build_image_dataset(items: Sequence[MediaItem], stage: str, data: dict[str, Any], image_size: int,
-                        num_classes: int = 2) -> MediaDataset:
-    load = load_image
+@dataclass
+class ImageDataConfig(DataConfig):
+    crop: Literal["native", "resize"] = setting(
+        "native", help="training crop: native resolution (never downscale) or a plain resize")
+    eval_crop: Literal["benchmark", "native", "resize"] = setting(
+        "benchmark", help="validation/calibration input: the benchmark's crop and resize, or a crop")
+    augment_level: int = setting(2, help="0..3, DeeperForensics-style augmentation levels", ge=0, le=3)
+    eval_robustness: bool = setting(False, help="validation/calibration through the robustness chain")
+
+
+def image_recipe(stage: str, data: ImageDataConfig, image_size: int) -> SampleRecipe:
+    """Training: native-resolution crops with augmentation; evaluation: the benchmark's input."""
     if stage == "train":
-        crop = data.get("crop", "native")
-        transform = build_train_transform(image_size, crop=crop, augment_level=int(data.get("augment_level", 1)))
-        if crop == "native":
-            # crop in PIL before converting: only the window is decoded to RGB and copied
-            load = partial(load_image_crop, size=image_size, train=True)
-    else:
-        eval_crop = data.get("eval_crop", "benchmark")
-        if eval_crop == "benchmark":
-            # the benchmark's plain convert("RGB") (16-bit images clip), not load_image's rescaling
-            load = load_image_rgb
-        transform = build_eval_transform(image_size, crop=eval_crop, robustness=bool(data.get("eval_robustness", False)))
-    return MediaDataset(items, load=load, transform=transform,
-                        target="multiclass" if num_classes == 3 else "binary")
+        transform = build_train_transform(image_size, crop=data.crop, augment_level=data.augment_level)
+        # native: crop in PIL before converting, so only the window is decoded to RGB and copied
+        load = partial(load_image_crop, size=image_size, train=True) if data.crop == "native" else load_image
+        return SampleRecipe(load=load, transform=transform)
+    # the benchmark's plain convert("RGB") (16-bit images clip), not load_image's rescaling
+    load = load_image_rgb if data.eval_crop == "benchmark" else load_image
+    return SampleRecipe(load=load, transform=build_eval_transform(image_size, crop=data.eval_crop,
+                                                                  robustness=data.eval_robustness))
 
 
 def _benchmark_pixels(path: str) -> np.ndarray:

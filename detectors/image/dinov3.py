@@ -1,100 +1,98 @@
 """Image detector: DINOv3 (or DINOv2) features -> small head -> logits (0 real, 1 fake).
 
-Features are the CLS token, the mean of the patch tokens, or both concatenated. The backbone is
+Features are the CLS token, the mean of the patch tokens, or both concatenated (the frozen-DINO
+probes of Ojha et al., CVPR 2023, "UnivFD", and of Cozzolino et al., CVPRW 2024). The backbone is
 frozen (probe), LayerNorm-tuned or LoRA-tuned (``model.tuning``). An optional 3-class head scores
-real / synthetic / semisynthetic as the newer benchmark does.
+real / synthetic / semisynthetic.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
 
 import torch
+import torch.nn as nn
 
-from detectors.data.dataset import MediaDataset
-from detectors.image.data import build_image_dataset
-from detectors.backbones import BackboneConfig
-from detectors.errors import ConfigError
+from detectors.backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneConfig
 from detectors.base import Detector
+from detectors.config import setting
+from detectors.data.dataset import SampleRecipe
+from detectors.image.data import ImageDataConfig, image_recipe
+from detectors.networks.layers import MLP, DetectorNetwork, ImageNormalize, parameter_dtype
+from detectors.networks.vit import VisionTransformer
 from detectors.registry import register_detector
 from detectors.tuning import TuningConfig
-from export.standalone.heads import MLP, ImageNormalize
-
-FEATURE_MODES = ("cls", "mean", "both")
 
 
 @dataclass
 class ImageDetectorConfig:
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    tuning: TuningConfig = field(default_factory=TuningConfig)
-    features: str = "both"  # cls | mean | both
-    head_hidden: list[int] = field(default_factory=lambda: [256])
-    dropout: float = 0.1
-    num_classes: int = 2
-    image_size: int = 224  # the crop the detector trains on and the benchmark resize it exports
-    allow_random_backbone: bool = False  # built-in demo only
+    backbone: BackboneConfig = setting(BackboneConfig(), help="the ViT (hub id, local directory or timm name)")
+    tuning: TuningConfig = setting(TuningConfig(), help="how the backbone is tuned")
+    features: Literal["cls", "mean", "both"] = setting("both", help="CLS token, mean patch token, or both")
+    head_hidden: list[int] = setting([256], help="hidden sizes of the MLP head ([]: one Linear layer)", ge=1)
+    dropout: float = setting(0.1, help="dropout before the head", ge=0, lt=1)
+    num_classes: Literal[2, 3] = setting(2, help="2: real/fake; 3: real/synthetic/semisynthetic")
+    image_size: int = setting(224, help="the training crop and the benchmark resize it exports", ge=1)
+    allow_random_backbone: bool = setting(False, help="built-in demo only: random backbone when the hub is unreachable")
+
+
+class DinoImageNetwork(DetectorNetwork):
+    """``[B, 3, H, W]`` uint8 (or float 0..255) images -> normalise -> ViT -> pooled tokens ->
+    dropout -> MLP -> logits ``[B, num_classes]``.
+
+    ``backbone``: a module returning final-norm tokens ``[B, prefix + patches, D]`` (training: the
+    tuned transformers/timm model) or the arguments of :class:`VisionTransformer` (export).
+    ``features``: ``"cls"``, ``"mean"`` (patch tokens start after the CLS and register tokens) or
+    ``"both"`` (concatenated, CLS first).
+    """
+
+    def __init__(self, backbone: nn.Module | dict, features: str = "both", head_hidden: Sequence[int] = (256,),
+                 dropout: float = 0.0, num_classes: int = 2, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD, activation: str = "gelu"):
+        super().__init__()
+        if features not in ("cls", "mean", "both"):
+            raise ValueError(f"features must be 'cls', 'mean' or 'both', got {features!r}")
+        self.features = features
+        self.normalize = ImageNormalize(mean, std)
+        self.backbone = backbone if isinstance(backbone, nn.Module) else VisionTransformer(**backbone)
+        width = self.backbone.embed_dim * (2 if features == "both" else 1)
+        self.head_dropout = nn.Dropout(dropout)
+        self.head = MLP([width] + [int(h) for h in head_hidden] + [int(num_classes)], activation=activation)
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        cls = tokens[:, 0]
+        if self.features == "cls":
+            return cls
+        patches = tokens[:, self.backbone.num_prefix_tokens:].mean(dim=1)
+        return patches if self.features == "mean" else torch.cat([cls, patches], dim=-1)
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(images).to(parameter_dtype(self.backbone))
+        return self.pool(self.backbone(x))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.head_dropout(features))
 
 
 @register_detector
 class DinoImageDetector(Detector):
     arch = "dinov3_image"
     modality = "image"
+    modality_default = True
     config_class = ImageDetectorConfig
+    data_config_class = ImageDataConfig
 
     def __init__(self, config: ImageDetectorConfig) -> None:
         super().__init__(config)
-        if config.features not in FEATURE_MODES:
-            raise ConfigError(None, "model.features", f"must be one of {FEATURE_MODES}, got {config.features!r}")
-        self.attach_backbone(config.backbone, config.tuning)
-        self.backbone.check_input_size(config.image_size, "model.image_size")
-        self.normalize = ImageNormalize(self.backbone.info.mean, self.backbone.info.std)
-        width = self.backbone.embed_dim * (2 if config.features == "both" else 1)
-        self.head_dropout = torch.nn.Dropout(config.dropout)
-        self.head = MLP([width, *config.head_hidden, config.num_classes], activation="gelu")
+        backbone = self.build_backbone(config.backbone, config.tuning)
+        backbone.check_input_size(config.image_size, "model.image_size")
+        self.net = self.build_network(
+            DinoImageNetwork, backbone=backbone, features=config.features, head_hidden=list(config.head_hidden),
+            dropout=config.dropout, mean=list(backbone.info.mean), std=list(backbone.info.std), activation="gelu")
 
-    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
-        cls = self.backbone.cls_token(tokens)
-        if self.config.features == "cls":
-            return cls
-        mean = self.backbone.patch_tokens(tokens).mean(dim=1)
-        return mean if self.config.features == "mean" else torch.cat([cls, mean], dim=-1)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.backbone(self.normalize(x)))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(self.head_dropout(features))
-
-    def make_dataset(self, items: list, stage: str, data: dict) -> "MediaDataset":
-        return build_image_dataset(items, stage, data, self.config.image_size, self.num_classes)
-
-    def example_input(self, batch_size: int = 2) -> torch.Tensor:
-        size = self.config.image_size
-        return torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8)
+    def data_recipe(self, stage: str, data: ImageDataConfig) -> SampleRecipe:
+        return image_recipe(stage, data, self.config.image_size)
 
     def preprocessing(self) -> dict[str, Any]:
         return {"resize": [self.config.image_size, self.config.image_size]}
-
-    def export_spec(self):
-        from export.convert import convert_backbone
-        from export.spec import ExportSpec
-
-        size = self.config.image_size
-        vit_kwargs, vit_state = convert_backbone(self.backbone.model, (size, size))
-        state = {**{f"vit.{k}": v for k, v in vit_state.items()},
-                 **{f"head.{k}": v for k, v in self.head.state_dict().items()},
-                 **self.calibration_export_state()}
-        return ExportSpec(
-            modality="image",
-            model_class="ImageDetectorStandalone",
-            sources=["vit", "heads", "image"],
-            init_kwargs={"vit": vit_kwargs, "features": self.config.features,
-                         "head_dims": list(self.config.head_hidden), "head_activation": "gelu",
-                         "num_classes": self.num_classes, "mean": list(self.backbone.info.mean),
-                         "std": list(self.backbone.info.std)},
-            state_dict=state,
-            preprocessing=self.preprocessing(),
-            num_classes=self.num_classes,
-            name=f"{self.arch}-{self.config.tuning.mode}",
-        )

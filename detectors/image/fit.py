@@ -20,4 +20,4 @@ def write_demo(root: Path) -> Path:
 IMAGE = ModalitySupport(name="image", write_demo=write_demo)
 
 if __name__ == "__main__":
-    main("image", IMAGE, archs=["dinov3_image"], default_arch="dinov3_image")
+    main("image", IMAGE)

@@ -24,8 +24,9 @@ from detectors.data.dataset import is_empty_batch
 from detectors.errors import ConfigError
 from detectors.image.dinov3 import DinoImageDetector, ImageDetectorConfig
 from detectors.backbones import BackboneConfig
+from detectors.image.data import ImageDataConfig
 from detectors.training.finalize import (inference_device, metrics_of, plot_evaluation, print_report,
-                                         save_calibration_logits, targets_of)
+                                         save_calibration_logits)
 from detectors.training.predict import predict
 from detectors.training.run import RunDir
 from detectors.tuning import TuningConfig, trainable_summary
@@ -54,7 +55,7 @@ def fold_probe_into_head(detector: DinoImageDetector, scaler: StandardScaler, re
     """Write ``w . (x - mu) / sigma + b`` into the 2-logit Linear head as ``[-z/2, z/2]``."""
     weight = regression.coef_[0] / scaler.scale_
     bias = regression.intercept_[0] - float(np.dot(weight, scaler.mean_))
-    linear = detector.head.layers[-1]
+    linear = detector.net.head.layers[-1]
     with torch.no_grad():
         w = torch.as_tensor(weight, dtype=linear.weight.dtype)
         linear.weight.copy_(torch.stack([-w / 2, w / 2]))
@@ -74,9 +75,9 @@ def run_probe(data: Path, backbone: str, output: Path, *, features: str = "both"
     config = ImageDetectorConfig(backbone=BackboneConfig(name=backbone), tuning=TuningConfig(mode="frozen"),
                                  features=features, head_hidden=[], dropout=0.0, image_size=image_size)
     detector = DinoImageDetector(config)
-    data_cfg = {"eval_crop": "benchmark"}
-    datamodule = MediaDataModule(items, lambda split_items, stage: detector.make_dataset(split_items, "eval", data_cfg),
-                                 batch_size=batch_size, num_workers=num_workers)
+    data = ImageDataConfig(batch_size=batch_size, num_workers=num_workers, eval_crop="benchmark")
+    # every split with the benchmark's input: the probe sees no training augmentation
+    datamodule = MediaDataModule(items, lambda stage, data: detector.data_recipe("eval", data), data)
     x_train, y_train, skipped_train = embed(detector, datamodule.loader("train"))
     if len(y_train) == 0:
         raise ConfigError(data, "datasets", f"no readable image in the train split ({skipped_train} unreadable)")
@@ -90,16 +91,16 @@ def run_probe(data: Path, backbone: str, output: Path, *, features: str = "both"
     calibration = predict(detector, datamodule.loader("calibration"), calibrated=False, device=device)
     save_calibration_logits(run.calibration_logits, calibration, detector.num_classes)
     if len(calibration):
-        detector.calibrator.fit(calibration.logits, targets_of(calibration, detector.num_classes))
+        detector.calibrator.fit(calibration.logits, calibration.targets(detector.num_classes))
     validation = predict(detector, datamodule.loader("val"), calibrated=True, device=device)
     metrics = metrics_of(validation, detector)
     plot_evaluation(validation, run.plots, "probe validation")
     save_detector(detector.cpu(), run.root)
-    run.write_config({"arch": "dinov3_image", "modality": "image", "probe": {"C": c, "features": features},
+    run.write_config({"arch": detector.arch, "modality": "image", "probe": {"C": c, "features": features},
                       "model": detector.config_dict(), "seed": seed})
     write_json(run.metrics, {"validation": metrics, "calibrator": detector.calibrator.state(),
                              "train_accuracy": float(regression.score(scaler.transform(x_train), y_train))})
-    run.write_summary({"arch": "dinov3_image", "method": "logistic-regression probe", "modality": "image",
+    run.write_summary({"arch": detector.arch, "method": "logistic-regression probe", "modality": "image",
                        "tuning": "frozen", **detector.summary(), **trainable_summary(detector),
                        "data": summarise(items), "skipped_unreadable": {"train": skipped_train,
                        "calibration": calibration.skipped, "val": validation.skipped},

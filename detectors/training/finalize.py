@@ -23,17 +23,13 @@ def inference_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def targets_of(predictions: Predictions, num_classes: int) -> torch.Tensor:
-    return predictions.class_index if num_classes == 3 else predictions.labels
-
-
 def metrics_of(predictions: Predictions, detector: Detector, criterion: Any = None) -> dict[str, Any]:
     if len(predictions) == 0:
         return {"n": 0, "skipped_unreadable": predictions.skipped}
     metrics = binary_metrics(predictions.labels.numpy(), prob_fake_from_logits(predictions.logits),
                              preds=predictions_from_logits(predictions.logits), datasets=predictions.datasets or None)
     if criterion is not None:
-        metrics["loss"] = float(criterion(predictions.logits, targets_of(predictions, detector.num_classes)))
+        metrics["loss"] = float(criterion(predictions.logits, predictions.targets(detector.num_classes)))
     if detector.num_classes == 3:
         metrics["multiclass"] = multiclass_metrics(predictions.class_index, torch.softmax(predictions.logits, -1))
     metrics["skipped_unreadable"] = predictions.skipped
@@ -50,7 +46,7 @@ def evaluate_split(detector: Detector, datamodule: MediaDataModule, split: str, 
 def save_calibration_logits(path: Path, predictions: Predictions, num_classes: int) -> None:
     with atomic_path(path) as tmp:
         save_file({"logits": predictions.logits.float().contiguous(),
-                   "labels": targets_of(predictions, num_classes).long().contiguous()}, str(tmp))
+                   "labels": predictions.targets(num_classes).long().contiguous()}, str(tmp))
 
 
 def plot_evaluation(predictions: Predictions, directory: Path, title: str) -> None:
@@ -66,7 +62,7 @@ def plot_evaluation(predictions: Predictions, directory: Path, title: str) -> No
 
 
 def finalize_run(run: RunDir, module: Any, datamodule: MediaDataModule, trainer: Any, checkpoint: Any,
-                 config: dict[str, Any], extra_summary: dict[str, Any], before: dict[str, Any] | None = None) -> None:
+                 config: Any, extra_summary: dict[str, Any], before: dict[str, Any] | None = None) -> None:
     detector: Detector = module.detector
     best = checkpoint.best_model_path
     if best and Path(best).is_file():
@@ -77,9 +73,8 @@ def finalize_run(run: RunDir, module: Any, datamodule: MediaDataModule, trainer:
     calibration = predict(detector, datamodule.loader("calibration"), calibrated=False, device=device,
                           description="calibration logits")
     save_calibration_logits(run.calibration_logits, calibration, detector.num_classes)
-    calibration_cfg = config.get("calibration", {})
-    if calibration_cfg.get("fit", True) and len(calibration):
-        detector.calibrator.fit(calibration.logits, targets_of(calibration, detector.num_classes))
+    if config.calibration.fit and len(calibration):
+        detector.calibrator.fit(calibration.logits, calibration.targets(detector.num_classes))
     uncalibrated_cal = metrics_of(calibration, detector)
 
     validation = predict(detector, datamodule.loader("val"), calibrated=True, device=device, description="validation")

@@ -9,7 +9,7 @@ With no ``--data``, the built-in demo data of the modality is written and used.
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import logging
 import os
 import shutil
@@ -24,27 +24,25 @@ from typing import Any
 import torch
 import yaml
 
-from detectors.config import (
-    CONFIG_ROOT,
-    deep_merge,
-    default_config,
-    load_yaml,
-    set_dotted,
-)
+from detectors.config import load_yaml, to_dict
 from detectors.errors import ConfigError
-from detectors.training.config_check import flatten_config, record_sources, source_of, validate_config
+from detectors.settings import ConfigLayers, base_layers, resolve_run_config
 
 log = logging.getLogger("detectors.fit")
 
 
 @dataclass
 class ModalitySupport:
-    """What a modality plugs into the shared fit: its demo data and extra CLI flags."""
+    """What a modality plugs into the shared fit: its demo data and extra CLI flags.
+
+    ``apply_arguments(args, layers, model_fields)`` puts the modality's flags into the config layers
+    (``layers.set(key, value, flag)``); ``model_fields`` are the settings of the arch's model section.
+    """
 
     name: str
     write_demo: Callable[[Path], Path]  # root -> dataset YAML
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
-    apply_arguments: Callable[[argparse.Namespace, dict[str, Any]], None] | None = None
+    apply_arguments: Callable[[argparse.Namespace, ConfigLayers, set[str]], None] | None = None
 
 
 def build_parser(modality: str, archs: list[str], default_arch: str) -> argparse.ArgumentParser:
@@ -82,24 +80,23 @@ def build_parser(modality: str, archs: list[str], default_arch: str) -> argparse
     return parser
 
 
-def resolve_config(args: argparse.Namespace, modality: str, support: ModalitySupport, demo: bool) -> dict[str, Any]:
-    """defaults <- demo overrides (no --data) <- ``--config`` <- flags <- ``--set``, validated
-    (:func:`validate_config`) before anything is built: errors name the key and where it was set."""
-    defaults_file = CONFIG_ROOT / modality / f"{args.arch}.yaml"
-    config = default_config(modality, args.arch)
-    defaults = copy.deepcopy(config)
-    sources: dict[str, str] = {}  # dotted key -> where its value was last set
-    record_sources(sources, config, str(defaults_file))
-    default_keys = set(sources)
-    demo_overrides = CONFIG_ROOT / modality / f"{args.arch}_demo.yaml"
-    if demo and demo_overrides.is_file():
-        overrides = load_yaml(demo_overrides)
-        config = deep_merge(config, overrides)
-        record_sources(sources, overrides, str(demo_overrides))
+def resolve_config(args: argparse.Namespace, modality: str, support: ModalitySupport, demo: bool) -> Any:
+    """defaults <- the arch's YAML (<- its demo overrides without --data) <- ``--config`` <- flags <-
+    ``--set``, parsed into the arch's typed ``RunConfig`` before anything is built: errors name the
+    key, where it was set and a close match."""
+    from detectors.registry import detector_class
+
+    cls = detector_class(args.arch)
+    layers = base_layers(cls, demo)
     if args.config:
         overrides = load_yaml(args.config)
-        config = deep_merge(config, overrides)
-        record_sources(sources, overrides, str(args.config))
+        for key, value in (("arch", args.arch), ("modality", modality)):
+            # a run's config.yaml reused as --config carries these: they must agree with the command
+            if overrides.get(key, value) != value:
+                raise ConfigError(args.config, key, f"this config is for {overrides[key]!r}, but the command trains "
+                                  f"{value!r}" + (f"; pass --arch {overrides[key]}" if key == "arch" else ""))
+        layers.add(overrides, str(args.config))
+    model_fields = {f.name for f in dataclasses.fields(cls.config_class)}
     flags = [
         ("--backbone", "model.backbone.name", args.backbone),
         ("--backbone-weights", "model.backbone.weights", args.backbone_weights),
@@ -120,41 +117,21 @@ def resolve_config(args: argparse.Namespace, modality: str, support: ModalitySup
     ]
     for flag, key, value in flags:
         if value is not None:
-            if key.startswith("model.backbone.") and not isinstance(config.get("model", {}).get("backbone"), dict):
+            if key.startswith("model.backbone.") and "backbone" not in model_fields:
                 raise ConfigError(None, flag, f"{args.arch} has no DINOv2/DINOv3/wav2vec2 backbone to set")
-            set_dotted(config, key, value)
-            record_sources(sources, {key: value}, flag)
+            layers.set(key, value, flag)
     if args.gradient_checkpointing:  # a detector's own switch (CakeLens), else its tuned backbone's
-        own = "gradient_checkpointing" in config.get("model", {})
-        key = "model.gradient_checkpointing" if own else "model.tuning.gradient_checkpointing"
-        set_dotted(config, key, True)
-        record_sources(sources, {key: True}, "--gradient-checkpointing")
+        own = "gradient_checkpointing" in model_fields
+        layers.set("model.gradient_checkpointing" if own else "model.tuning.gradient_checkpointing", True,
+                   "--gradient-checkpointing")
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(None, "--set", f"expected KEY=VALUE, got {item!r}")
-        value = yaml.safe_load(raw)
-        set_dotted(config, key.strip(), value)
-        record_sources(sources, {key.strip(): value}, "--set")
+        layers.set(key.strip(), yaml.safe_load(raw), "--set")
     if support.apply_arguments:
-        before, unset = flatten_config(config), object()
-        support.apply_arguments(args, config)
-        for key, value in flatten_config(config).items():
-            if before.get(key, unset) != value:  # name the flag (--num-frames -> *.num_frames) where one fits
-                leaf = key.rsplit(".", 1)[-1]
-                flag = f"--{leaf.replace('_', '-')}" if getattr(args, leaf, None) is not None else "a command-line flag"
-                record_sources(sources, {key: value}, flag)
-    for key, value in (("arch", args.arch), ("modality", modality)):
-        # a run's config.yaml reused as --config carries these: they must agree with the command
-        if config.get(key, value) != value:
-            raise ConfigError(source_of(sources, key, str(defaults_file), default_keys), key,
-                              f"this config is for {config[key]!r}, but the command trains {value!r}"
-                              + (f"; pass --arch {config[key]}" if key == "arch" else ""))
-    validate_config(config, defaults, args.arch, modality,
-                    source=lambda key: source_of(sources, key, str(defaults_file), default_keys))
-    config["arch"] = args.arch
-    config["modality"] = modality
-    return config
+        support.apply_arguments(args, layers, model_fields)
+    return resolve_run_config(layers)
 
 
 def _parse_devices(value: str | None) -> Any:
@@ -235,7 +212,7 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
         raise ConfigError(run.root, None, "a finished run is already here; pass --overwrite or choose another --output")
     os.environ["LIGHTNING_RUN_STARTED"] = "1"  # DDP children re-run this script: never wipe twice
     resume = run.last_checkpoint.is_file()
-    L.seed_everything(int(config.get("seed", 0)), workers=True, verbose=False)
+    L.seed_everything(config.seed, workers=True, verbose=False)
 
     data_yaml = args.data
     if demo:
@@ -245,11 +222,9 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
         items = read_split(run.split)
     else:
         items = load_items(data_yaml, modality=modality)
-        split_cfg = config.get("split", {})
-        split_seed = split_cfg.get("seed")  # null: the run's seed
-        items = assign_splits(items, fractions={"val": float(split_cfg.get("val", 0.15)),
-                                                "calibration": float(split_cfg.get("calibration", 0.15))},
-                              seed=int(config.get("seed", 0) if split_seed is None else split_seed))
+        split_seed = config.seed if config.split.seed is None else config.split.seed
+        items = assign_splits(items, fractions={"val": config.split.val, "calibration": config.split.calibration},
+                              seed=split_seed)
     counts = {name: sum(item.split == name for item in items) for name in ("train", "val", "calibration")}
     empty = [name for name, count in counts.items() if count == 0]
     if empty:
@@ -267,26 +242,15 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
         detector = load_detector(args.init_from)
         if args.gradient_checkpointing:  # a training setting, not architecture: honour it here too
             detector.set_gradient_checkpointing(True)
-        config["model"] = detector.config_dict()
     else:
-        model_config = dict(config.get("model", {}))
         if demo:
-            model_config["allow_random_backbone"] = True
-        detector = create_detector(args.arch, model_config)
-        config["model"] = detector.config_dict()
+            config.model.allow_random_backbone = True
+        detector = create_detector(args.arch, config.model)
+    config.model = detector.config  # with the backbone's resolved architecture (rebuilds offline)
     if rank_zero:
-        run.write_config(config)
+        run.write_config(to_dict(config))
 
-    data_cfg = config.get("data", {})
-    datamodule = MediaDataModule(
-        items,
-        build_dataset=lambda split_items, stage: detector.make_dataset(split_items, stage, data_cfg),
-        batch_size=int(data_cfg.get("batch_size", 32)),
-        eval_batch_size=data_cfg.get("eval_batch_size"),
-        num_workers=int(data_cfg.get("num_workers", 2)),
-        balanced_sampling=bool(data_cfg.get("balanced_sampling", True)),
-        seed=int(config.get("seed", 0)),
-    )
+    datamodule = MediaDataModule(items, detector.data_recipe, config.data, seed=config.seed)
     before = None
     if args.init_from is not None and rank_zero:
         from detectors.training.finalize import evaluate_split
@@ -295,8 +259,8 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
         before = evaluate_split(detector, datamodule, "val", calibrated=True)
     if args.init_from is not None:
         detector.calibrator.reset()  # refitted on the new calibration split after training
-    module = DetectorModule(detector, loss=config.get("loss"), optim=config.get("optim"))
-    trainer, checkpoint = build_trainer(config.get("trainer", {}), run, extra_callbacks=detector.extra_callbacks())
+    module = DetectorModule(detector, loss=config.loss, optim=config.optim)
+    trainer, checkpoint = build_trainer(config.trainer, run, extra_callbacks=detector.extra_callbacks())
     started = time.time()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -330,7 +294,10 @@ def configure_logging() -> None:
     logging.getLogger("lightning").propagate = False
 
 
-def main(modality: str, support: ModalitySupport, archs: list[str], default_arch: str) -> None:
+def main(modality: str, support: ModalitySupport) -> None:
+    """``python -m detectors.<modality>.fit``: every registered architecture of the modality."""
+    from detectors.registry import default_detector, list_detectors
+
     configure_logging()
     torch.set_float32_matmul_precision("high")
-    run_fit(modality, support, archs, default_arch, sys.argv[1:])
+    run_fit(modality, support, list_detectors(modality), default_detector(modality), sys.argv[1:])

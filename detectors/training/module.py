@@ -15,10 +15,12 @@ import torch.distributed as dist
 from lightning_utilities.core.apply_func import apply_to_collection
 
 from calibration import build_loss
+from calibration.losses import LossConfig
 from detectors.base import Detector
 from detectors.data.dataset import is_empty_batch
 from detectors.errors import ConfigError
 from detectors.metrics import binary_metrics, predictions_from_logits, prob_fake_from_logits
+from detectors.settings import OptimConfig
 
 
 def _record_if_cuda(tensor: torch.Tensor, stream: torch.cuda.Stream) -> None:
@@ -27,12 +29,11 @@ def _record_if_cuda(tensor: torch.Tensor, stream: torch.cuda.Stream) -> None:
 
 
 class DetectorModule(L.LightningModule):
-    def __init__(self, detector: Detector, loss: dict[str, Any] | None = None,
-                 optim: dict[str, Any] | None = None) -> None:
+    def __init__(self, detector: Detector, loss: LossConfig | None = None, optim: OptimConfig | None = None) -> None:
         super().__init__()
         self.detector = detector
-        self.loss_config = dict(loss or {"name": "focal_brier"})
-        self.optim_config = dict(optim or {})
+        self.loss_config = loss or LossConfig()
+        self.optim_config = optim or OptimConfig()
         self.criterion = build_loss(self.loss_config)
         self.skipped_samples = {"train": 0, "val": 0}  # draws (balanced sampling may repeat a file)
         self.unreadable_train_files: set[str] = set()  # this process's; named by the dataset
@@ -43,6 +44,13 @@ class DetectorModule(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.detector(x)
+
+    def setup(self, stage: str) -> None:
+        """Before fitting, hand the detector its training data (e.g. ReStraV's feature statistics);
+        the DataModule's own ``setup`` has built the datasets by then."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit" and datamodule is not None and hasattr(datamodule, "dataset"):
+            self.detector.on_train_data(datamodule.dataset("train"), datamodule.data)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """On CUDA, copy the (pinned) batch on a side stream so the host-to-device transfer overlaps
@@ -123,33 +131,24 @@ class DetectorModule(L.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.optim_config
-        lr = float(cfg.get("lr", 1e-3))
-        backbone_lr = cfg.get("backbone_lr")
-        groups = self.detector.parameter_groups(lr, None if backbone_lr is None else float(backbone_lr),
-                                                float(cfg.get("weight_decay", 0.01)))
+        groups = self.detector.parameter_groups(cfg.lr, cfg.backbone_lr, cfg.weight_decay)
         if not groups:
-            raise ValueError("nothing to train: every parameter is frozen")
-        name = cfg.get("optimizer", "adamw").lower()
-        if name == "adamw":
-            optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.get("betas", (0.9, 0.999))))
-        elif name == "adam":
-            optimizer = torch.optim.Adam(groups, lr=lr)
-        elif name == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=lr, momentum=float(cfg.get("momentum", 0.9)))
+            raise ConfigError(None, "model", "nothing to train: every parameter is frozen")
+        if cfg.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+        elif cfg.optimizer == "adam":
+            optimizer = torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas))
         else:
-            raise ValueError(f"optim.optimizer must be adamw, adam or sgd, got {name!r}")
-        scheduler = cfg.get("scheduler", "cosine")
-        if scheduler in (None, "none", "constant"):
+            optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        if cfg.scheduler == "none":
             return {"optimizer": optimizer}
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        if scheduler == "cosine_restarts":  # GenD
-            period = max(1, int(cfg.get("restart_period", total // 2 or 1)))
+        if cfg.scheduler == "cosine_restarts":  # GenD
+            period = cfg.restart_period or max(1, total // 2)
             sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=period)
-        elif scheduler == "cosine":
-            warmup = int(float(cfg.get("warmup_fraction", 0.05)) * total)
-            sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _warmup_cosine(step, warmup, total))
         else:
-            raise ValueError(f"optim.scheduler must be cosine, cosine_restarts or none, got {scheduler!r}")
+            warmup = int(cfg.warmup_fraction * total)
+            sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _warmup_cosine(step, warmup, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() on a DataLoader twice (double workers)
 
 from detectors.base import Detector
-from detectors.data.dataset import is_empty_batch
+from detectors.data.dataset import classification_target, is_empty_batch
 from detectors.errors import ConfigError
 
 
@@ -39,6 +39,10 @@ class Predictions:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def targets(self, num_classes: int) -> torch.Tensor:
+        """What a classifier of ``num_classes`` outputs is scored against (see ``classification_target``)."""
+        return classification_target(self.labels, self.class_index, num_classes)
 
 
 @torch.inference_mode()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import os
 from typing import Any
 
@@ -15,13 +15,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from detectors.atomic import atomic_path
 from detectors.training.run import RunDir
 
-# The run directory owns these Trainer arguments (checkpoints, loggers, atomic writes; barebones and
-# fast_dev_run switch those off); every other lightning.Trainer argument may be set in ``trainer:``.
-_RUN_OWNED = {"callbacks", "logger", "plugins", "default_root_dir", "enable_checkpointing", "enable_model_summary",
-              "barebones", "fast_dev_run"}
-TRAINER_KEYS = frozenset(inspect.signature(L.Trainer.__init__).parameters) - _RUN_OWNED - {"self"}
 # Keys of the ``trainer:`` section that configure this module's callbacks rather than the Trainer.
-CALLBACK_KEYS = {"monitor", "early_stopping_patience", "early_stopping_min_delta"}
+CALLBACK_KEYS = frozenset({"monitor", "early_stopping_patience", "early_stopping_min_delta"})
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -32,33 +27,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, tmp)
 
 
-def build_trainer(trainer_config: dict[str, Any], run: RunDir,
+def build_trainer(trainer_config: Any, run: RunDir,
                   extra_callbacks: list[L.Callback] | None = None) -> tuple[L.Trainer, ModelCheckpoint]:
-    """A Trainer writing into ``run``: best + last checkpoints on ``trainer_config["monitor"]``
-    (default val/score), TensorBoard and CSV logs, optional early stopping on the same metric."""
-    unknown = set(trainer_config) - TRAINER_KEYS - CALLBACK_KEYS
-    if unknown:
-        from detectors.errors import ConfigError
-
-        owned = sorted(unknown & _RUN_OWNED)
-        problem = (f"{owned} cannot be set: the run directory owns checkpoints, loggers and callbacks" if owned else
-                   f"unknown key(s) {sorted(unknown)}: not lightning.Trainer arguments nor {sorted(CALLBACK_KEYS)}")
-        raise ConfigError(None, "trainer", problem)
-    monitor = trainer_config.get("monitor", "val/score")
+    """A Trainer writing into ``run`` from the ``trainer:`` section (a ``TrainerConfig``): best +
+    last checkpoints on ``monitor`` (default val/score), TensorBoard and CSV logs, optional early
+    stopping on the same metric; every other field is a ``lightning.Trainer`` argument."""
+    monitor = trainer_config.monitor
     mode = "min" if monitor.endswith("loss") else "max"
     checkpoint = ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode=mode,
                                  save_last=True, save_top_k=1, auto_insert_metric_name=False)
     callbacks: list[L.Callback] = [checkpoint, LearningRateMonitor(logging_interval="step")]
-    if trainer_config.get("enable_progress_bar", True):
+    if trainer_config.enable_progress_bar is not False:
         callbacks.append(TQDMProgressBar(refresh_rate=5))
-    patience = trainer_config.get("early_stopping_patience")
-    if patience is not None:
+    if trainer_config.early_stopping_patience is not None:
         # counted in validation runs; the best checkpoint, not the last, is what gets calibrated
-        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=int(patience),
-                                       min_delta=float(trainer_config.get("early_stopping_min_delta", 0.0))))
-    kwargs = {k: v for k, v in trainer_config.items() if k in TRAINER_KEYS}
-    kwargs.setdefault("log_every_n_steps", 5)
-    kwargs.setdefault("accelerator", "auto")
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=trainer_config.early_stopping_patience,
+                                       min_delta=trainer_config.early_stopping_min_delta))
+    kwargs = {f.name: getattr(trainer_config, f.name) for f in dataclasses.fields(trainer_config)
+              if f.name not in CALLBACK_KEYS}
     loggers = [TensorBoardLogger(save_dir=run.logs, name="tensorboard", version=""),
                CSVLogger(save_dir=run.logs, name="csv", version="")]
     trainer = L.Trainer(

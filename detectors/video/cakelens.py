@@ -1,54 +1,62 @@
-"""CakeLens v5: the original space-time CNN video detector, checkpoint-compatible.
-
-A faithful re-implementation of the network, framing and whole-video verdict of the
-``cakelens-v5`` 0.1.2 package (seeds 000/001, methods.md "CakeLens v5"), written from the
-definitions:
+"""CakeLens v5 (https://github.com/LaunchPlatform/cakelens-v5, package ``cakelens-v5`` 0.1.2): the
+original space-time CNN video detector, checkpoint-compatible, as one network for training and export.
 
 * A video is cut into non-overlapping framesets of 9 consecutive frames over all its frames. Each
   frame is cropped to its top-left 512x512 window (no resize); smaller frames are zero-padded,
   centred, and so is the last frameset when it has fewer than 9 frames. Padding happens before
   normalisation (padded pixels are black, i.e. ``-mean/std`` after normalising). Frames x RGB are
-  stacked frame-major into a depth of 27: one frameset is a ``(1, 27, 512, 512)`` volume.
-* Network: ``Conv3d(1, 64, 3, stride 3) -> LeakyReLU -> InstanceNorm3d`` then 6 space-time blocks
-  ``Conv3d(c, c+32, (1,3,3)) -> LeakyReLU -> InstanceNorm3d -> Conv3d(c+32, c+64, (3,1,1)) ->
-  LeakyReLU -> InstanceNorm3d`` whose residual zero-pads the input with 32 channels on each side,
-  then ``MaxPool3d(5) -> flatten -> 512 -> 256 -> 128 -> 17`` with LeakyReLU between.
+  stacked frame-major into a depth of 27: one frameset is a ``(1, 27, 512, 512)`` volume
+  (:func:`cakelens_framesets`).
+* CNN (:class:`CakeLensCNN`): ``Conv3d(1, 64, 3, stride 3) -> LeakyReLU -> InstanceNorm3d`` then 6
+  space-time blocks ``Conv3d(c, c+32, (1,3,3)) -> LeakyReLU -> InstanceNorm3d -> Conv3d(c+32, c+64,
+  (3,1,1)) -> LeakyReLU -> InstanceNorm3d`` whose residual zero-pads the input with 32 channels on
+  each side, then ``MaxPool3d(5) -> flatten -> 512 -> 256 -> 128 -> 17`` with LeakyReLU between.
 * 17 independent (sigmoid) labels; the whole-video verdict is the mean of per-frameset
-  probabilities.
+  probabilities. :class:`CakeLensNetwork` (what a detector trains and exports) turns the AI_GEN
+  label into two-class logits ``[log(1 - p), log(p)]`` with ``p`` that mean.
 
 Module names reproduce the original state-dict keys exactly (``seq.input_conv0.weight``,
 ``seq.spacetime_conv_group.seq.main.block0.seq.main.space_conv0.weight``, ...,
 ``seq.fully_connected.seq.relu3.weight`` for the last Linear), so the published
 ``cakelens-model-5.0.pth`` loads strictly with :func:`load_cakelens_checkpoint`.
+
+:class:`CakeLensV5` is the same CNN with a memory-lean training ``forward`` (the only thing it
+overrides): a fused LeakyReLU + InstanceNorm backward, residual adds into channel slices, optional
+activation checkpointing and ``channels_last_3d``.
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, List, Mapping, Sequence
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.checkpoint import checkpoint
-from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() on a DataLoader twice (double workers)
 
 from detectors.atomic import atomic_path
 from detectors.errors import CheckpointError, ConfigError, MediaError, state_dict_mismatch, unreadable_weights_reason
+from detectors.networks.layers import DetectorNetwork
 
 __all__ = [
     "LABELS",
+    "CakeLensCNN",
     "CakeLensConfig",
+    "CakeLensNetwork",
     "CakeLensV5",
+    "cakelens_framesets",
     "load_cakelens_checkpoint",
     "convert_checkpoint_to_safetensors",
     "frameset_from_clip",
     "framesets_from_frames",
     "iter_frameset_batches",
+    "mean_sigmoid_logits",
     "predict_video",
     "predict_video_file",
     "video_volume_from_benchmark_input",
@@ -137,6 +145,13 @@ class CakeLensConfig:
         """Input features of the first Linear: 448 * 1 * 34 * 34 = 517,888 at full size."""
         return self.out_channels * self.pooled_depth * self.pooled_side**2
 
+    def network_kwargs(self) -> dict[str, Any]:
+        """Constructor arguments of :class:`CakeLensCNN` / :class:`CakeLensNetwork` (plain data)."""
+        values = asdict(self)
+        values["hidden"] = list(self.hidden)
+        values["mean"], values["std"] = list(self.mean), list(self.std)
+        return values
+
     @property
     def labels(self) -> tuple[str, ...]:
         if self.num_labels == len(LABELS):
@@ -145,23 +160,214 @@ class CakeLensConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# Network
+# The network (export-safe: plain torch; bundled verbatim into a submission's model.py)
 # --------------------------------------------------------------------------------------------
 
 
-class InstanceNorm3d(nn.InstanceNorm3d):
-    """``nn.InstanceNorm3d(affine=True)`` (no running statistics) with the same parameters/keys.
-
-    Instance norm is group norm with one channel per group: identical statistics (per sample and
+class InstanceNorm3d(nn.Module):
+    """``nn.InstanceNorm3d(affine=True)`` without running statistics (same parameters and keys),
+    computed as group norm with one channel per group: identical statistics (per sample and
     channel, biased variance), but PyTorch's group-norm kernel is ~3x faster on CPU, ~10x in
-    channels_last_3d, than ``instance_norm`` (which reshapes into a batch norm).
+    channels_last_3d, than ``instance_norm`` (which reshapes into a batch norm)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
+
+
+class ZeroPadResidual(nn.Module):
+    """``main(x) + x`` with ``x`` zero-padded by ``pad`` channels on each side (no projection)."""
+
+    def __init__(self, main: nn.Module, pad: int):
+        super().__init__()
+        self.main = main
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x) + F.pad(x, (0, 0, 0, 0, 0, 0, self.pad, self.pad))
+
+    def extra_repr(self) -> str:
+        return f"pad={self.pad}"
+
+
+class SpaceTimeBlock(nn.Module):
+    """Spatial (1,3,3) then temporal (3,1,1) convolution, each adding ``step`` channels; the
+    module tree ``seq.main.{space,time}_{conv,relu,norm}0`` mirrors the original's keys."""
+
+    def __init__(self, in_channels: int, step: int, negative_slope: float, eps: float):
+        super().__init__()
+        space, time = in_channels + step, in_channels + 2 * step
+        # in-place activations overwrite convolution outputs, which nothing else keeps
+        self.seq = ZeroPadResidual(nn.Sequential(OrderedDict([
+            ("space_conv0", nn.Conv3d(in_channels, space, kernel_size=(1, 3, 3), padding=(0, 1, 1))),
+            ("space_relu0", nn.LeakyReLU(negative_slope, inplace=True)),
+            ("space_norm0", InstanceNorm3d(space, eps)),
+            ("time_conv0", nn.Conv3d(space, time, kernel_size=(3, 1, 1), padding=(1, 0, 0))),
+            ("time_relu0", nn.LeakyReLU(negative_slope, inplace=True)),
+            ("time_norm0", InstanceNorm3d(time, eps)),
+        ])), step)
+        self.out_channels = time
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.seq(x)
+
+
+class BlockSequence(nn.Module):
+    """Runs the blocks of ``main`` in order (a module of its own for the original state-dict keys)."""
+
+    def __init__(self, main: nn.Sequential):
+        super().__init__()
+        self.main = main
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x)
+
+
+class SpaceTimeGroup(nn.Module):
+    def __init__(self, width: int, step: int, num_blocks: int, negative_slope: float, eps: float):
+        super().__init__()
+        blocks = []
+        for index in range(num_blocks):
+            blocks.append((f"block{index}", SpaceTimeBlock(width + 2 * step * index, step, negative_slope, eps)))
+        self.seq = BlockSequence(nn.Sequential(OrderedDict(blocks)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.seq(x)
+
+
+class ClassifierHead(nn.Module):
+    """MaxPool3d -> flatten -> MLP with LeakyReLU between. The last Linear is called ``relu3`` in the
+    original."""
+
+    def __init__(self, in_features: int, hidden: Sequence[int], num_labels: int, pool: int, negative_slope: float):
+        super().__init__()
+        layers = [("maxpool", nn.MaxPool3d(kernel_size=pool)), ("flatten", nn.Flatten(start_dim=1))]
+        features = in_features
+        for index, size in enumerate(hidden):
+            layers.append((f"linear{index}", nn.Linear(features, int(size))))
+            layers.append((f"relu{index}", nn.LeakyReLU(negative_slope, inplace=True)))
+            features = int(size)
+        layers.append((f"relu{len(hidden)}", nn.Linear(features, num_labels)))
+        self.seq = nn.Sequential(OrderedDict(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.seq(x)
+
+
+class CakeLensCNN(nn.Module):
+    """The CakeLens v5 space-time CNN: normalised volumes ``[N, 1, 3 * frameset_size, crop, crop]`` ->
+    label logits ``[N, num_labels]``; the defaults are the published model (270,621,137 parameters)."""
+
+    def __init__(self, width: int = 64, channel_step: int = 32, num_blocks: int = 6, frameset_size: int = 9,
+                 crop: int = 512, hidden: Sequence[int] = (512, 256, 128), num_labels: int = 17, pool: int = 5,
+                 negative_slope: float = 0.01, norm_eps: float = 1e-5):
+        super().__init__()
+        out_channels = width + 2 * channel_step * num_blocks
+        # Conv3d(kernel 3, stride 3, no padding), then MaxPool3d(pool) (floor, no padding)
+        depth = ((3 * frameset_size - 3) // 3 + 1) // pool
+        side = ((crop - 3) // 3 + 1) // pool
+        if depth < 1 or side < 1:
+            raise ValueError(f"input (depth {3 * frameset_size}, side {crop}) is too small for the stride-3 input "
+                             f"convolution followed by MaxPool3d({pool})")
+        self.seq = nn.Sequential(OrderedDict([
+            ("input_conv0", nn.Conv3d(1, width, kernel_size=3, stride=3)),
+            ("input_relu0", nn.LeakyReLU(negative_slope, inplace=True)),
+            ("input_norm0", InstanceNorm3d(width, norm_eps)),
+            ("spacetime_conv_group", SpaceTimeGroup(width, channel_step, num_blocks, negative_slope, norm_eps)),
+            ("fully_connected", ClassifierHead(out_channels * depth * side * side, hidden, num_labels, pool,
+                                               negative_slope)),
+        ]))
+
+    def forward(self, volume: torch.Tensor) -> torch.Tensor:
+        return self.seq(volume)
+
+
+def cakelens_framesets(video: torch.Tensor, frameset_size: int, crop: int, mean: torch.Tensor,
+                       std: torch.Tensor) -> torch.Tensor:
+    """``[B, T, 3, H, W]`` uint8 (or float 0..255) -> ``[B * ceil(T / frameset_size), 1, 3 * size, crop,
+    crop]`` normalised volumes (sample-major), framed as the original: top-left crop, centred zero
+    padding of small frames and of a short last frameset, before normalising (``mean``/``std``
+    ``[1, 1, 3, 1, 1]``); frames x RGB stacked frame-major."""
+    batch, frames = video.shape[0], video.shape[1]
+    count = int(math.ceil(frames / frameset_size))
+    x = video[:, :, :, :crop, :crop].to(torch.float32) / 255.0
+    pad_h, pad_w = crop - x.shape[-2], crop - x.shape[-1]
+    x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+    x = (x - mean.float()) / std.float()
+    # Padding frames (and the pixels above) are black: -mean / std once normalised.
+    black = ((0.0 - mean.float()) / std.float()).expand(batch, 1, 3, crop, crop)
+    sets = []
+    for index in range(count):
+        clip = x[:, index * frameset_size:(index + 1) * frameset_size]
+        missing = frameset_size - clip.shape[1]
+        before, after = missing // 2, missing - missing // 2
+        clip = torch.cat([black.expand(batch, before, 3, crop, crop), clip,
+                          black.expand(batch, after, 3, crop, crop)], dim=1)
+        sets.append(clip.reshape(batch, 1, 3 * frameset_size, crop, crop))
+    return torch.stack(sets, dim=1).flatten(0, 1)
+
+
+def mean_sigmoid_logits(label_logits: torch.Tensor) -> torch.Tensor:
+    """Per-frameset logits of one label ``[B, F]`` -> ``[B, 2]`` logits ``[log(1 - p), log(p)]`` with
+    ``p`` the mean of the framesets' sigmoids (the original verdict); softmax gives back ``p``."""
+    logits = label_logits.float()
+    count = math.log(logits.shape[1])
+    log_p = torch.logsumexp(F.logsigmoid(logits), dim=1) - count
+    log_not_p = torch.logsumexp(F.logsigmoid(-logits), dim=1) - count
+    return torch.stack([log_not_p, log_p], dim=1)
+
+
+class CakeLensNetwork(DetectorNetwork):
+    """Video ``[B, T, 3, H, W]`` (uint8 or float 0..255) -> per-frameset label logits ``[B, F, 17]``
+    (features) -> AI_GEN as two-class logits ``[B, 2]`` (head).
+
+    The benchmark delivers ``T = num_frames = 9`` frames resized to ``crop x crop``, i.e. one frameset.
+    ``cnn``: a training stand-in with the same weights (:class:`CakeLensV5`); built from the
+    arguments otherwise.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
-        super().__init__(num_features, eps=eps, affine=True, track_running_stats=False)
+    float32_buffers = ("mean", "std")
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
+    def __init__(self, width: int = 64, channel_step: int = 32, num_blocks: int = 6, frameset_size: int = 9,
+                 crop: int = 512, hidden: List[int] = (512, 256, 128), num_labels: int = 17, pool: int = 5,
+                 negative_slope: float = 0.01, norm_eps: float = 1e-5,
+                 mean: Sequence[float] = (0.4016435146331787, 0.380405455827713, 0.3688599765300751),
+                 std: Sequence[float] = (0.28864356875419617, 0.2775335907936096, 0.27996501326560974),
+                 ai_gen_index: int = 0, num_classes: int = 2, cnn: nn.Module = None):
+        super().__init__()
+        if num_classes != 2:
+            raise ValueError(f"CakeLens is a binary detector (AI_GEN vs real), got num_classes {num_classes}")
+        self.frameset_size = frameset_size
+        self.crop = crop
+        self.num_labels = num_labels
+        self.ai_gen_index = ai_gen_index
+        if cnn is None:
+            cnn = CakeLensCNN(width, channel_step, num_blocks, frameset_size, crop, list(hidden), num_labels, pool,
+                              negative_slope, norm_eps)
+        self.cnn = cnn
+        self.register_buffer("mean", torch.tensor([float(m) for m in mean]).view(1, 1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([float(s) for s in std]).view(1, 1, 3, 1, 1), persistent=False)
+
+    def framesets(self, video: torch.Tensor) -> torch.Tensor:
+        return cakelens_framesets(video, self.frameset_size, self.crop, self.mean, self.std)
+
+    def forward_features(self, video: torch.Tensor) -> torch.Tensor:
+        volume = self.framesets(video).to(self.cnn.seq.input_conv0.weight.dtype)
+        return self.cnn(volume).view(video.shape[0], -1, self.num_labels)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return mean_sigmoid_logits(features[..., self.ai_gen_index])
+
+
+# --------------------------------------------------------------------------------------------
+# The memory-lean training forward
+# --------------------------------------------------------------------------------------------
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:
@@ -227,29 +433,6 @@ def leaky_relu_instance_norm(x: Tensor, relu: nn.LeakyReLU, norm: InstanceNorm3d
     return norm(relu(x))
 
 
-class SpaceTimeConvs(nn.Sequential):
-    """``space_conv0 -> space_relu0 -> space_norm0 -> time_conv0 -> time_relu0 -> time_norm0``.
-
-    With ``gradient_checkpointing`` the two halves are checkpointed again inside the block's own
-    checkpoint: when the block is recomputed in backward, only the spatial half's output is kept
-    while the temporal half is differentiated, instead of every activation of the block at once.
-    """
-
-    gradient_checkpointing = False
-
-    def _space(self, x: Tensor) -> Tensor:
-        return leaky_relu_instance_norm(self.space_conv0(x), self.space_relu0, self.space_norm0)
-
-    def _time(self, x: Tensor) -> Tensor:
-        return leaky_relu_instance_norm(self.time_conv0(x), self.time_relu0, self.time_norm0)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.gradient_checkpointing and torch.is_grad_enabled():
-            x = checkpoint(self._space, x, use_reentrant=False, preserve_rng_state=False)
-            return checkpoint(self._time, _convolution_input(x), use_reentrant=False, preserve_rng_state=False)
-        return self._time(self._space(x))
-
-
 class _AddIntoChannels(torch.autograd.Function):
     """``out[:, offset:offset + C] += x`` in place, whose backward hands ``x`` a view of the gradient.
 
@@ -279,114 +462,12 @@ def _convolution_input(x: Tensor) -> Tensor:
     return x
 
 
-class ZeroPadResidual(nn.Module):
-    """``main(x) + x`` with ``x`` zero-padded by ``pad`` channels on each side (no projection).
-
-    With ``gradient_checkpointing`` only ``main`` is checkpointed: recomputing it needs ``x`` only as
-    its convolution reads it (see :func:`_convolution_input`), and the residual add saves nothing,
-    so the block keeps that one tensor for backward.
-    """
-
-    gradient_checkpointing = False
-
-    def __init__(self, main: nn.Module, pad: int) -> None:
-        super().__init__()
-        self.main = main
-        self.pad = pad
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.gradient_checkpointing and torch.is_grad_enabled():
-            # No dropout or other randomness in the network: nothing to replay.
-            out = checkpoint(self.main, _convolution_input(x), use_reentrant=False, preserve_rng_state=False)
-        else:
-            out = self.main(x)
-        # Adding into the channel slice equals adding the zero-padded input, without building it.
-        # In place is safe for autograd: the norm that produced ``out`` does not save its output.
-        if torch.is_grad_enabled():
-            return _AddIntoChannels.apply(out, x, self.pad)
-        out[:, self.pad : self.pad + x.shape[1]] += x
-        return out
-
-    def extra_repr(self) -> str:
-        return f"pad={self.pad}"
-
-
-class SpaceTimeBlock(nn.Module):
-    """Spatial (1,3,3) then temporal (3,1,1) convolution, each adding ``step`` channels."""
-
-    def __init__(self, in_channels: int, step: int, negative_slope: float, eps: float) -> None:
-        super().__init__()
-        space, time = in_channels + step, in_channels + 2 * step
-        layers = OrderedDict(
-            space_conv0=nn.Conv3d(in_channels, space, kernel_size=(1, 3, 3), padding=(0, 1, 1)),
-            space_relu0=nn.LeakyReLU(negative_slope, inplace=True),
-            space_norm0=InstanceNorm3d(space, eps),
-            time_conv0=nn.Conv3d(space, time, kernel_size=(3, 1, 1), padding=(1, 0, 0)),
-            time_relu0=nn.LeakyReLU(negative_slope, inplace=True),
-            time_norm0=InstanceNorm3d(time, eps),
-        )
-        # ``seq.main`` mirrors the original's module tree, hence its state-dict keys.
-        self.seq = ZeroPadResidual(SpaceTimeConvs(layers), pad=step)
-        self.out_channels = time
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.seq(x)
-
-
-class BlockSequence(nn.Module):
-    """Runs the blocks of ``main`` in order (a module of its own for the original state-dict keys)."""
-
-    def __init__(self, main: nn.Sequential) -> None:
-        super().__init__()
-        self.main = main
-
-    def forward(self, x: Tensor) -> Tensor:
-        for block in self.main:
-            x = block(x)
-        return x
-
-
-class SpaceTimeGroup(nn.Module):
-    def __init__(self, config: CakeLensConfig) -> None:
-        super().__init__()
-        blocks: OrderedDict[str, nn.Module] = OrderedDict()
-        channels = config.width
-        for index in range(config.num_blocks):
-            block = SpaceTimeBlock(channels, config.channel_step, config.negative_slope, config.norm_eps)
-            blocks[f"block{index}"] = block
-            channels = block.out_channels
-        self.seq = BlockSequence(nn.Sequential(blocks))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.seq(x)
-
-
-class ClassifierHead(nn.Module):
-    """MaxPool3d -> flatten -> MLP. The last Linear is called ``relu3`` in the original."""
-
-    def __init__(self, config: CakeLensConfig) -> None:
-        super().__init__()
-        layers: OrderedDict[str, nn.Module] = OrderedDict(
-            maxpool=nn.MaxPool3d(kernel_size=config.pool), flatten=nn.Flatten(start_dim=1)
-        )
-        features = config.flatten_size
-        for index, hidden in enumerate(config.hidden):
-            layers[f"linear{index}"] = nn.Linear(features, hidden)
-            layers[f"relu{index}"] = nn.LeakyReLU(config.negative_slope, inplace=True)
-            features = hidden
-        layers[f"relu{len(config.hidden)}"] = nn.Linear(features, config.num_labels)
-        self.seq = nn.Sequential(layers)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.seq(x)
-
-
-class CakeLensV5(nn.Module):
-    """The CakeLens v5 space-time CNN: ``volume [N, 1, 27, S, S] -> logits [N, 17]``.
+class CakeLensV5(CakeLensCNN):
+    """:class:`CakeLensCNN` of a :class:`CakeLensConfig` with a memory-lean ``forward`` (the only
+    override, so weights, keys and outputs are the exported network's).
 
     Args:
-        config: network size and framing; the default is the published model (270,621,137
-            parameters).
+        config: network size and framing; the default is the published model.
         gradient_checkpointing: recompute activations in backward: one checkpoint for the input
             stem and one per space-time block's convolutions, their two halves checkpointed again
             inside (the residual adds stay outside: they need nothing stored).
@@ -394,42 +475,20 @@ class CakeLensV5(nn.Module):
             CPU with oneDNN and on tensor-core GPUs); results are the same up to rounding.
     """
 
-    def __init__(
-        self,
-        config: CakeLensConfig | None = None,
-        *,
-        gradient_checkpointing: bool = False,
-        channels_last_3d: bool = False,
-    ) -> None:
-        super().__init__()
-        self.config = config = config or CakeLensConfig()
+    def __init__(self, config: CakeLensConfig | None = None, *, gradient_checkpointing: bool = False,
+                 channels_last_3d: bool = False) -> None:
+        config = config or CakeLensConfig()
+        kwargs = config.network_kwargs()
+        kwargs.pop("mean"), kwargs.pop("std")
+        super().__init__(**kwargs)
+        self.config = config
         self.labels = config.labels
-        self.seq = nn.Sequential(
-            OrderedDict(
-                input_conv0=nn.Conv3d(1, config.width, kernel_size=3, stride=3),
-                input_relu0=nn.LeakyReLU(config.negative_slope, inplace=True),
-                input_norm0=InstanceNorm3d(config.width, config.norm_eps),
-                spacetime_conv_group=SpaceTimeGroup(config),
-                fully_connected=ClassifierHead(config),
-            )
-        )
         self.gradient_checkpointing = gradient_checkpointing
         self.channels_last_3d = False
         if channels_last_3d:
             self.set_channels_last_3d(True)
 
-    @property
-    def gradient_checkpointing(self) -> bool:
-        return self._gradient_checkpointing
-
-    @gradient_checkpointing.setter
-    def gradient_checkpointing(self, enabled: bool) -> None:
-        self._gradient_checkpointing = bool(enabled)
-        for block in self.seq.spacetime_conv_group.seq.main:
-            block.seq.gradient_checkpointing = bool(enabled)  # the block's convolutions
-            block.seq.main.gradient_checkpointing = bool(enabled)  # and each half again inside
-
-    def set_channels_last_3d(self, enabled: bool = True) -> "CakeLensV5":
+    def set_channels_last_3d(self, enabled: bool = True) -> CakeLensV5:
         """Switch the memory format of the convolution weights and of the input in ``forward``."""
         self.channels_last_3d = enabled
         # Module.to(memory_format=...) converts the 5-D (convolution) weights only.
@@ -440,16 +499,50 @@ class CakeLensV5(nn.Module):
             raise ValueError(f"expected a volume [N, 1, depth, H, W], got {tuple(volume.shape)}")
         if self.channels_last_3d:
             volume = volume.contiguous(memory_format=torch.channels_last_3d)
-        if self.gradient_checkpointing and torch.is_grad_enabled():
-            # The stem's activation (64 channels on the largest map) is not kept either.
+        recompute = self.gradient_checkpointing and torch.is_grad_enabled()
+        seq = self.seq
+        if recompute:  # the stem's activation (64 channels on the largest map) is not kept either
             x = checkpoint(self._stem, volume, use_reentrant=False, preserve_rng_state=False)
         else:
             x = self._stem(volume)
-        return self.seq.fully_connected(self.seq.spacetime_conv_group(x))
+        for block in seq.spacetime_conv_group.seq.main:
+            x = self._block(block.seq, x, recompute)
+        return seq.fully_connected(x)
 
     def _stem(self, volume: Tensor) -> Tensor:
         seq = self.seq
         return leaky_relu_instance_norm(seq.input_conv0(volume), seq.input_relu0, seq.input_norm0)
+
+    @staticmethod
+    def _space(main: nn.Module, x: Tensor) -> Tensor:
+        return leaky_relu_instance_norm(main.space_conv0(x), main.space_relu0, main.space_norm0)
+
+    @staticmethod
+    def _time(main: nn.Module, x: Tensor) -> Tensor:
+        return leaky_relu_instance_norm(main.time_conv0(x), main.time_relu0, main.time_norm0)
+
+    def _convolutions(self, main: nn.Module, x: Tensor) -> Tensor:
+        """The block's two halves; when recomputed in backward, only the spatial half's output is
+        kept while the temporal half is differentiated, not every activation of the block at once."""
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            x = checkpoint(self._space, main, x, use_reentrant=False, preserve_rng_state=False)
+            return checkpoint(self._time, main, _convolution_input(x), use_reentrant=False, preserve_rng_state=False)
+        return self._time(main, self._space(main, x))
+
+    def _block(self, residual: ZeroPadResidual, x: Tensor, recompute: bool) -> Tensor:
+        if recompute:
+            # No dropout or other randomness in the network: nothing to replay. Recomputing the
+            # block needs x only as its convolution reads it (see _convolution_input).
+            out = checkpoint(self._convolutions, residual.main, _convolution_input(x), use_reentrant=False,
+                             preserve_rng_state=False)
+        else:
+            out = self._convolutions(residual.main, x)
+        # Adding into the channel slice equals adding the zero-padded input, without building it.
+        # In place is safe for autograd: the norm that produced ``out`` does not save its output.
+        if torch.is_grad_enabled():
+            return _AddIntoChannels.apply(out, x, residual.pad)
+        out[:, residual.pad : residual.pad + x.shape[1]] += x
+        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -536,6 +629,12 @@ def _check_frames(frames: Tensor, what: str) -> None:
         raise ValueError(f"{what} has no frames")
 
 
+def _framesets(video: Tensor, config: CakeLensConfig) -> Tensor:
+    mean = torch.tensor(config.mean).view(1, 1, 3, 1, 1)
+    std = torch.tensor(config.std).view(1, 1, 3, 1, 1)
+    return cakelens_framesets(video, config.frameset_size, config.crop, mean, std)
+
+
 def frameset_from_clip(clip: Tensor, config: CakeLensConfig | None = None) -> Tensor:
     """One frameset ``uint8 [t<=9, 3, H, W] -> float [1, 27, crop, crop]`` as in the original.
 
@@ -547,17 +646,7 @@ def frameset_from_clip(clip: Tensor, config: CakeLensConfig | None = None) -> Te
     _check_frames(clip, "clip")
     if clip.shape[0] > config.frameset_size:
         raise ValueError(f"clip has {clip.shape[0]} frames, a frameset holds {config.frameset_size}")
-    clip = clip[:, :, : config.crop, : config.crop]  # crop first: convert only what is kept
-    frames, _, height, width = clip.shape
-    pad_t, pad_h, pad_w = config.frameset_size - frames, config.crop - height, config.crop - width
-    # Same arithmetic as the original (uint8 -> float / 255), so values match bit for bit.
-    volume = clip.float() / 255.0
-    volume = F.pad(
-        volume,
-        (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2, 0, 0, pad_t // 2, pad_t - pad_t // 2),
-    )
-    volume = TF.normalize(volume, mean=list(config.mean), std=list(config.std))
-    return volume.reshape(1, config.depth, config.crop, config.crop)
+    return _framesets(clip[None], config)[0]
 
 
 def _num_framesets(num_frames: int, config: CakeLensConfig) -> int:
@@ -574,9 +663,7 @@ def framesets_from_frames(frames: Tensor, config: CakeLensConfig | None = None) 
     """All non-overlapping framesets of a video: ``uint8 [T, 3, H, W] -> [ceil(T/9), 1, 27, S, S]``."""
     config = config or CakeLensConfig()
     _check_frames(frames, "frames")
-    size = config.frameset_size
-    clips = [frames[start : start + size] for start in range(0, frames.shape[0], size)]
-    return torch.stack([frameset_from_clip(clip, config) for clip in clips])
+    return _framesets(frames[None], config)
 
 
 def iter_frameset_batches(
@@ -605,7 +692,7 @@ def video_volume_from_benchmark_input(x: Tensor, config: CakeLensConfig | None =
     config = config or CakeLensConfig()
     if x.ndim != 5:
         raise ValueError(f"expected a video batch [B, T, 3, H, W], got {tuple(x.shape)}")
-    return torch.cat([framesets_from_frames(video, config) for video in x])
+    return _framesets(x, config)
 
 
 # --------------------------------------------------------------------------------------------

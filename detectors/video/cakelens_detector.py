@@ -1,10 +1,11 @@
 """CakeLens v5 as a trainable, calibratable, exportable video detector (arch ``cakelens``).
 
-The network is :class:`detectors.video.cakelens.CakeLensV5` (checkpoint-compatible with the
-original); this module wraps it in the :class:`~detectors.base.Detector` interface:
+The network is :class:`detectors.video.cakelens.CakeLensNetwork` (checkpoint-compatible with the
+original; trained through the memory-lean :class:`~detectors.video.cakelens.CakeLensV5`); this
+module wraps it in the :class:`~detectors.base.Detector` interface:
 
 * ``forward_features``: video ``uint8 [B, T, 3, H, W]`` -> per-frameset logits ``[B, F, 17]``
-  (framing of :func:`video_volume_from_benchmark_input`, ``F = ceil(T / 9)``).
+  (``F = ceil(T / 9)``), in chunks of framesets when judging whole videos without gradients.
 * ``forward_head``: AI_GEN probability ``p`` = mean over the sample's framesets of
   ``sigmoid(logit)`` (the original verdict) -> logits ``[log(1 - p), log(p)]``, so the shared
   2-class loss, metrics, calibrator and export all act on AI_GEN.
@@ -13,7 +14,7 @@ original); this module wraps it in the :class:`~detectors.base.Detector` interfa
   labels (all 0), and so does a fake item whose ``generator_family`` names a CakeLens generator
   (e.g. ``SORA``; one-hot: one video has one generator). Content labels (ANIME_2D, ANIME_3D,
   VIDEO_GAME) stay unknown.
-* ``make_dataset``: training takes one frameset (9 consecutive frames) at a random offset;
+* ``data_recipe``: training takes one frameset (9 consecutive frames) at a random offset;
   validation judges the whole video (up to ``data.val_max_framesets`` framesets, mean of their
   probabilities, ``eval_batch_size: 1``); calibration takes the benchmark's input (the first 9
   frames), which the exported model is calibrated for. All resize to ``crop x crop`` the benchmark's
@@ -28,10 +29,9 @@ CUDA stream come from the shared ``DetectorModule``; :class:`CakeLensTensorBoard
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import lightning as L
 import torch
@@ -39,22 +39,24 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from detectors.base import Detector
+from detectors.config import setting
 from detectors.data.catalog import MediaItem
-from detectors.data.dataset import MediaDataset, is_unreadable
-from detectors.registry import register_detector
+from detectors.data.dataset import SampleRecipe
 from detectors.errors import ConfigError, MediaError
+from detectors.image.transforms import benchmark_resize
 from detectors.metrics import prob_fake_from_logits
+from detectors.registry import register_detector
+from detectors.settings import DataConfig
 from detectors.video.cakelens import (
     CAKELENS_MEAN,
     CAKELENS_STD,
     LABELS,
     CakeLensConfig,
+    CakeLensNetwork,
     CakeLensV5,
     load_cakelens_checkpoint,
     predict_video_file,
-    video_volume_from_benchmark_input,
 )
-from detectors.image.transforms import benchmark_resize
 from detectors.video.io import probe_video, read_frames
 
 logger = logging.getLogger(__name__)
@@ -69,26 +71,42 @@ EVAL_CHUNK_FRAMESETS = 4  # framesets per forward when judging a whole video wit
 
 @dataclass
 class CakeLensDetectorConfig:
-    """Network size (the fields of :class:`CakeLensConfig`; defaults = the published v5) and training
-    options. ``weights``: an original checkpoint (``.pth``/``.safetensors``) to start from."""
+    """Network size (defaults = the published v5) and training options."""
 
-    width: int = 64
-    channel_step: int = 32
-    num_blocks: int = 6
-    frameset_size: int = 9
-    crop: int = 512
-    hidden: list[int] = field(default_factory=lambda: [512, 256, 128])
-    weights: str | None = None
-    label_loss_weight: float = 1.0  # weight of the masked 17-label BCE added to the AI_GEN loss
-    gradient_checkpointing: bool = False
-    channels_last_3d: bool = False
-    tensorboard_every_n_steps: int = 0  # >0: gradient histograms every N steps + validation PR curves
-    num_classes: int = 2
-    allow_random_backbone: bool = False  # set by the shared demo fit; CakeLens has no pretrained backbone
+    width: int = setting(64, help="channels after the input convolution (published: 64)", ge=1)
+    channel_step: int = setting(32, help="channels each convolution of a space-time block adds", ge=1)
+    num_blocks: int = setting(6, help="space-time blocks", ge=1)
+    frameset_size: int = setting(9, help="frames per frameset (exported preprocessing.num_frames)", ge=1)
+    crop: int = setting(512, help="frame side (exported preprocessing.resize [crop, crop])", ge=1)
+    hidden: list[int] = setting([512, 256, 128], help="hidden sizes of the classifier", ge=1)
+    weights: str | None = setting(None, help="original checkpoint to start from (cakelens-model-5.0.pth)")
+    label_loss_weight: float = setting(1.0, help="masked 17-label BCE (AI_GEN + known generator labels)", ge=0)
+    gradient_checkpointing: bool = setting(False, help="recompute each space-time block in backward (~1.4x step time)")
+    channels_last_3d: bool = setting(False, help="channels_last_3d weights and activations (CPU: 0.48x peak with "
+                                                 "checkpointing)")
+    tensorboard_every_n_steps: int = setting(0, help=">0: gradient histograms every N steps + validation PR curves",
+                                             ge=0)
+    num_classes: Literal[2] = setting(2, help="AI_GEN vs real")
+    allow_random_backbone: bool = setting(False, help="set by the shared demo fit; CakeLens has no pretrained backbone")
+
+    def __post_init__(self) -> None:
+        self.network_config()  # a size too small for the network is an error naming the fields
 
     def network_config(self) -> CakeLensConfig:
         return CakeLensConfig(width=self.width, channel_step=self.channel_step, num_blocks=self.num_blocks,
                               frameset_size=self.frameset_size, crop=self.crop, hidden=tuple(self.hidden))
+
+
+@dataclass
+class CakeLensDataConfig(DataConfig):
+    batch_size: int = setting(4, help="training batch size (framesets)", ge=1)
+    eval_batch_size: int | None = setting(1, help="validation batches (whole videos differ in length: 1)", ge=1)
+    num_workers: int = setting(4, help="DataLoader worker processes decoding media", ge=0)
+    train_geometry: Literal["benchmark", "original"] = setting(
+        "benchmark", help="benchmark (centre crop + resize to crop) | original (top-left crop, zero pad)")
+    val_framesets: Literal["all", "benchmark"] = setting(
+        "all", help="all: mean over the video's framesets (the original verdict) | benchmark (first frameset)")
+    val_max_framesets: int = setting(8, help="framesets read per validation video", ge=1)
 
 
 def generator_targets(generator_family: str | None, label: int) -> tuple[Tensor, Tensor]:
@@ -154,15 +172,10 @@ class FramesetLoader:
         return F.pad(frames, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
 
 
-class CakeLensDataset(MediaDataset):
-    """``MediaDataset`` samples plus ``multi_labels`` / ``label_mask`` ``[17]`` (see :func:`generator_targets`)."""
-
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
-        sample = super().__getitem__(index)
-        if not is_unreadable(sample):
-            item = self.items[index]
-            sample["multi_labels"], sample["label_mask"] = generator_targets(item.generator_family, item.label)
-        return sample
+def item_label_targets(item: MediaItem) -> dict[str, Tensor]:
+    """``multi_labels`` / ``label_mask`` ``[17]`` of an item (see :func:`generator_targets`)."""
+    targets, mask = generator_targets(item.generator_family, item.label)
+    return {"multi_labels": targets, "label_mask": mask}
 
 
 # --------------------------------------------------------------------------------------------- detector
@@ -171,42 +184,40 @@ class CakeLensDetector(Detector):
     arch = "cakelens"
     modality = "video"
     config_class = CakeLensDetectorConfig
+    data_config_class = CakeLensDataConfig
     supported_num_classes = (2,)  # AI_GEN vs real
 
     def __init__(self, config: CakeLensDetectorConfig) -> None:
         super().__init__(config)
-        self.net = CakeLensV5(config.network_config(), gradient_checkpointing=config.gradient_checkpointing,
-                              channels_last_3d=config.channels_last_3d)
+        architecture = config.network_config()
+        cnn = CakeLensV5(architecture, gradient_checkpointing=config.gradient_checkpointing,
+                         channels_last_3d=config.channels_last_3d)
         if config.weights:
-            load_cakelens_checkpoint(config.weights, self.net)
+            load_cakelens_checkpoint(config.weights, cnn)
+        self.net = self.build_network(CakeLensNetwork, **architecture.network_kwargs(), ai_gen_index=AI_GEN, cnn=cnn)
+
+    @property
+    def cnn(self) -> CakeLensV5:
+        """The space-time CNN (original checkpoint keys), with its memory-lean training forward."""
+        return self.net.cnn
 
     @property
     def network_config(self) -> CakeLensConfig:
-        return self.net.config
+        return self.cnn.config
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Checkpoint the stem and the space-time blocks (see :class:`CakeLensV5`)."""
-        self.net.gradient_checkpointing = enabled
+        self.cnn.gradient_checkpointing = enabled
         self.config.gradient_checkpointing = enabled
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """Video ``[B, T, 3, H, W]`` (uint8) -> per-frameset logits ``[B, ceil(T/9), 17]``."""
-        if x.dtype != torch.uint8:  # the benchmark may hand float 0..255; framing expects uint8
-            x = x.round().clamp(0, 255).to(torch.uint8)
-        volume = video_volume_from_benchmark_input(x, self.network_config)
-        if torch.is_grad_enabled() or volume.shape[0] <= EVAL_CHUNK_FRAMESETS:
-            logits = self.net(volume)
-        else:  # whole-video validation: bound the activations held by one forward
-            logits = torch.cat([self.net(chunk) for chunk in volume.split(EVAL_CHUNK_FRAMESETS)])
-        return logits.view(x.shape[0], -1, self.network_config.num_labels)
-
-    def forward_head(self, features: Tensor) -> Tensor:
-        """Per-frameset logits ``[B, F, 17]`` -> ``[log(1 - p), log(p)]`` with p the mean AI_GEN sigmoid."""
-        logits = features[..., AI_GEN].float()
-        count = math.log(logits.shape[1])
-        log_p = torch.logsumexp(F.logsigmoid(logits), dim=1) - count
-        log_not_p = torch.logsumexp(F.logsigmoid(-logits), dim=1) - count
-        return torch.stack([log_not_p, log_p], dim=1)
+        """Video ``[B, T, 3, H, W]`` -> per-frameset logits ``[B, ceil(T/9), 17]``; whole videos judged
+        without gradients go through the CNN a few framesets at a time to bound the activations."""
+        if torch.is_grad_enabled() or x.shape[1] <= EVAL_CHUNK_FRAMESETS * self.network_config.frameset_size:
+            return self.net.forward_features(x)
+        span = EVAL_CHUNK_FRAMESETS * self.network_config.frameset_size
+        return torch.cat([self.net.forward_features(x[:, start:start + span])
+                          for start in range(0, x.shape[1], span)], dim=1)
 
     def training_losses(self, features: Tensor, logits: Tensor, batch: dict[str, Any]) -> dict[str, Tensor]:
         if "multi_labels" not in batch or self.config.label_loss_weight == 0:
@@ -214,7 +225,7 @@ class CakeLensDetector(Detector):
         loss = masked_label_bce(features.float(), batch["multi_labels"], batch["label_mask"])
         return {"label_bce": self.config.label_loss_weight * loss}
 
-    def make_dataset(self, items: list[MediaItem], stage: str, data: dict[str, Any]) -> CakeLensDataset:
+    def data_recipe(self, stage: str, data: CakeLensDataConfig) -> SampleRecipe:
         """Training: one frameset at a random offset. Validation (``data.val_framesets: all``, the
         default): the whole video, up to ``data.val_max_framesets`` framesets, judged by the mean of
         its framesets' probabilities (the original verdict; needs ``eval_batch_size: 1``, as videos
@@ -222,22 +233,15 @@ class CakeLensDetector(Detector):
         which is what the exported model will be calibrated for."""
         cfg = self.network_config
         train = stage == "train"
-        geometry = data.get("train_geometry", "benchmark") if train else "benchmark"
         max_framesets = None
-        if stage == "val" and data.get("val_framesets", "all") != "benchmark":
-            if data.get("val_framesets", "all") != "all":
-                raise ConfigError(None, "data.val_framesets", f"use 'all' or 'benchmark', got {data['val_framesets']!r}")
-            if int(data.get("eval_batch_size") or data.get("batch_size", 1)) != 1:
+        if stage == "val" and data.val_framesets == "all":
+            if (data.eval_batch_size or data.batch_size) != 1:
                 raise ConfigError(None, "data.eval_batch_size", "whole-video validation (data.val_framesets: all) "
                                   "needs eval_batch_size: 1 (videos differ in length), or val_framesets: benchmark")
-            max_framesets = int(data.get("val_max_framesets", 8))
-        loader = FramesetLoader(cfg.frameset_size, cfg.crop, random_offset=train, geometry=geometry,
-                                max_framesets=max_framesets)
-        return CakeLensDataset(items, load=loader, target="binary")
-
-    def example_input(self, batch_size: int = 2) -> Tensor:
-        cfg = self.network_config
-        return torch.randint(0, 256, (batch_size, cfg.frameset_size, 3, cfg.crop, cfg.crop), dtype=torch.uint8)
+            max_framesets = data.val_max_framesets
+        loader = FramesetLoader(cfg.frameset_size, cfg.crop, random_offset=train,
+                                geometry=data.train_geometry if train else "benchmark", max_framesets=max_framesets)
+        return SampleRecipe(load=loader, item_targets=item_label_targets)
 
     def extra_callbacks(self) -> list[L.Callback]:
         """Callbacks this detector wants in the Trainer (TensorBoard histograms/PR curves when enabled)."""
@@ -246,7 +250,7 @@ class CakeLensDetector(Detector):
 
     def summary(self) -> dict[str, Any]:
         return {"weights": self.config.weights or "random init",
-                "parameters": sum(p.numel() for p in self.net.parameters())}
+                "parameters": sum(p.numel() for p in self.cnn.parameters())}
 
     def preprocessing(self) -> dict[str, Any]:
         # The original never resizes; the benchmark always does. resize = crop keeps the original
@@ -254,26 +258,8 @@ class CakeLensDetector(Detector):
         cfg = self.network_config
         return {"num_frames": cfg.frameset_size, "resize": [cfg.crop, cfg.crop]}
 
-    def export_spec(self):
-        from export.spec import ExportSpec
-
-        cfg = self.network_config
-        state = {f"net.{k}": v.detach().contiguous().float() for k, v in self.net.state_dict().items()}
-        state.update(self.calibration_export_state())
-        return ExportSpec(
-            modality="video",
-            model_class="CakeLensStandalone",
-            sources=["heads", "cakelens"],
-            init_kwargs={"width": cfg.width, "channel_step": cfg.channel_step, "num_blocks": cfg.num_blocks,
-                         "frameset_size": cfg.frameset_size, "crop": cfg.crop, "hidden": list(cfg.hidden),
-                         "num_labels": cfg.num_labels, "pool": cfg.pool, "negative_slope": cfg.negative_slope,
-                         "norm_eps": cfg.norm_eps, "mean": list(cfg.mean), "std": list(cfg.std),
-                         "ai_gen_index": AI_GEN, "num_classes": 2},
-            state_dict=state,
-            preprocessing=self.preprocessing(),
-            num_classes=2,
-            name=f"{self.arch}-v5",
-        )
+    def export_name(self) -> str:
+        return f"{self.arch}-v5"
 
 
 # --------------------------------------------------------------------------------------------- training aids
@@ -356,6 +342,6 @@ def format_cakelens_report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CakeLensDetector", "CakeLensDetectorConfig", "CakeLensDataset", "CakeLensTensorBoardCallback",
-           "FramesetLoader", "detect_cakelens", "format_cakelens_report", "generator_targets",
+__all__ = ["CakeLensDataConfig", "CakeLensDetector", "CakeLensDetectorConfig", "CakeLensTensorBoardCallback",
+           "FramesetLoader", "detect_cakelens", "format_cakelens_report", "generator_targets", "item_label_targets",
            "masked_label_bce", "CAKELENS_MEAN", "CAKELENS_STD"]

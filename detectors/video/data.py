@@ -5,29 +5,26 @@
   through it, so a detector is fitted on exactly the frames the exported model will be fed.
 - :func:`benchmark_input_loader`: what the benchmark feeds a video submission
   (``preprocessing.num_frames`` / ``frame_rate`` / ``resize`` of its model_config.yaml).
-- :func:`build_video_dataset`: a ``MediaDataset`` of clips for frame-based detectors (GenD, ...),
-  with an optional on-disk ``FrameCache`` and clip-consistent augmentation for training.
-- :func:`video_sampler`: the ``FrameSampler`` a data config asks for.
+- :class:`ClipLoader`: a picklable ``path -> clip`` for DataLoader workers, with an optional
+  on-disk ``FrameCache``; it describes its clips for caches of features computed from them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import cv2
 import torch
 
-from detectors.data.catalog import MediaItem
-from detectors.data.dataset import MediaDataset
 from detectors.errors import ConfigError
 from detectors.image.transforms import benchmark_resize
 from detectors.video.cache import FrameCache
-from detectors.video.io import read_video_frames
+from detectors.data.cache import file_fingerprint
+from detectors.video.io import decoder_key, read_video_frames
 from detectors.video.sampling import FrameSampler
-from detectors.video.transforms import ClipAugment, H264Robustness
+from detectors.video.transforms import H264Robustness
 
 DEFAULT_BENCHMARK_FRAMES = 16  # the benchmark's default preprocessing.num_frames
 
@@ -78,20 +75,6 @@ def benchmark_input_loader(preprocessing: dict[str, Any], robustness: bool = Fal
     return partial(load_clip, sampler=benchmark_sampler(preprocessing), resize=resize, robustness=robustness)
 
 
-def video_sampler(data: dict[str, Any], stage: str, num_frames: int, frame_rate: float | None = None,
-                  window_sec: float = 2.0) -> FrameSampler:
-    """``data.sampling`` (benchmark | window | uniform | random; default benchmark) for evaluation and
-    ``data.train_sampling`` (default: the same) for training; the data section's ``num_frames``,
-    ``frame_rate`` and ``window_sec`` override the detector's."""
-    mode = data.get("sampling", "benchmark")
-    if stage == "train":
-        mode = data.get("train_sampling") or mode
-    rate = data.get("frame_rate", frame_rate)
-    return FrameSampler(mode, int(data.get("num_frames", num_frames)),
-                        frame_rate=None if rate is None else float(rate),
-                        window_sec=float(data.get("window_sec", window_sec)))
-
-
 @dataclass(frozen=True)
 class ClipLoader:
     """Picklable ``path -> uint8 [T, 3, H, W]`` for DataLoader workers, cached when deterministic."""
@@ -99,6 +82,15 @@ class ClipLoader:
     sampler: FrameSampler
     resize: tuple[int, int] | None
     cache_dir: str | None = None
+
+    def cache_identity(self, path: str) -> list[Any] | None:
+        """What shapes this loader's clip of ``path`` (file identity, decoder, frames, resize), for
+        caches of values computed from it; ``None`` for a random frame sample."""
+        if not self.sampler.deterministic:
+            return None
+        size = None if self.resize is None else [int(v) for v in self.resize]
+        return [file_fingerprint(path), decoder_key(path, "auto"), self.sampler.key(), size,
+                {"resize_mode": "benchmark-crop"}]
 
     def __call__(self, path: str) -> torch.Tensor:
         if self.cache_dir is None or not self.sampler.deterministic:
@@ -113,25 +105,4 @@ def _decode_for_cache(path: str, sampler: FrameSampler, resize: tuple[int, int] 
     return load_clip(path, sampler, resize)
 
 
-def build_video_dataset(items: Sequence[MediaItem], stage: str, data: dict[str, Any], sampler: FrameSampler,
-                        resize: tuple[int, int], *, num_classes: int = 2,
-                        augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> MediaDataset:
-    """Clips ``uint8 [T, 3, H, W]`` of ``items`` for a frame-based video detector.
-
-    Frames are decoded with :func:`load_clip` (the benchmark's crop and resize) and cached under
-    ``data.cache_dir/frames`` when set and the sampler is deterministic. In training, ``augment``
-    (default: :class:`ClipAugment`, one random draw per clip; ``data.augment: false`` disables it)
-    is applied to each clip.
-    """
-    cache_dir = data.get("cache_dir")
-    loader = ClipLoader(sampler, tuple(int(v) for v in resize),
-                        None if not cache_dir else str(Path(cache_dir) / "frames"))
-    transform = None
-    if stage == "train" and data.get("augment", True):
-        transform = augment or ClipAugment(tuple(int(v) for v in resize))
-    return MediaDataset(items, load=loader, transform=transform,
-                        target="multiclass" if num_classes == 3 else "binary")
-
-
-__all__ = ["ClipLoader", "benchmark_input_loader", "benchmark_sampler", "build_video_dataset", "load_clip",
-           "video_sampler"]
+__all__ = ["ClipLoader", "benchmark_input_loader", "benchmark_sampler", "load_clip", "square_clip_preprocessing"]

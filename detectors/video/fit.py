@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-from detectors.config import set_dotted
+import typing
+
+from detectors.settings import ConfigLayers
 from detectors.training.fit import ModalitySupport, main
+from detectors.video.sampling import SamplingMode
 
-# Every video architecture the CLI offers; an arch whose module is not installed fails only when chosen.
-VIDEO_ARCHS = ["restrav", "gend", "cakelens"]
-DEFAULT_ARCH = "restrav"
-SAMPLING_MODES = ("benchmark", "window", "uniform", "random")
+SAMPLING_MODES = typing.get_args(SamplingMode)
 
 
 def write_demo(root: Path) -> Path:
@@ -40,21 +39,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cache-dir", type=Path, help="where decoded frames / features are cached")
 
 
-def apply_arguments(args: argparse.Namespace, config: dict[str, Any]) -> None:
-    """Sampling parameters the detector config defines (and exports) go there; otherwise into data."""
-    model = config.setdefault("model", {})
-    for flag, key in (("num_frames", "num_frames"), ("frame_rate", "frame_rate"), ("window_sec", "window_sec")):
-        value = getattr(args, flag, None)
+def apply_arguments(args: argparse.Namespace, layers: ConfigLayers, model_fields: set[str]) -> None:
+    """Sampling parameters the detector's model section defines (and exports) go there; otherwise
+    into its data section (an arch without that setting then says the flag does not apply)."""
+    for name in ("num_frames", "frame_rate", "window_sec"):
+        value = getattr(args, name, None)
         if value is not None:
-            set_dotted(config, f"model.{key}" if key in model else f"data.{key}", value)
+            layers.set(f"model.{name}" if name in model_fields else f"data.{name}", value,
+                       f"--{name.replace('_', '-')}")
     if getattr(args, "sampling", None) is not None:
-        set_dotted(config, "data.sampling", args.sampling)
+        layers.set("data.sampling", args.sampling, "--sampling")
     if getattr(args, "cache_dir", None) is not None:
-        set_dotted(config, "data.cache_dir", str(args.cache_dir))
+        layers.set("data.cache_dir", str(args.cache_dir), "--cache-dir")
 
 
 VIDEO = ModalitySupport(name="video", write_demo=write_demo, add_arguments=add_arguments,
                         apply_arguments=apply_arguments)
 
 if __name__ == "__main__":
-    main("video", VIDEO, archs=VIDEO_ARCHS, default_arch=DEFAULT_ARCH)
+    main("video", VIDEO)

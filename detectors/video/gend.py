@@ -1,4 +1,6 @@
-"""GenD video detector (WACV 2026): a LayerNorm-tuned DINO ViT per frame, L2-normalised CLS features.
+"""GenD video detector (Yermakov et al., WACV 2026, "Deepfake Detection that Generalizes Across
+Benchmarks"; https://github.com/yermandy/GenD): a LayerNorm-tuned DINO ViT per frame,
+L2-normalised CLS features.
 
 - Backbone frozen except its LayerNorm affine parameters (``model.tuning.mode: layernorm``; DINOv3
   ``norm1``, ``norm2``, final ``norm``; HF DINOv2 ``norm1``, ``norm2``, ``layernorm``); LoRA is the
@@ -6,7 +8,7 @@
 - Feature: the CLS token of every frame. Head ``"mean"`` (GenD's own video rule): ``LinearNorm``
   (L2-normalise -> Linear) per frame, video probability = mean of the frame probabilities, output as
   the logits ``log(p_mean)`` so calibration and the benchmark's softmax see exactly that mean.
-  Head ``"temporal"`` (the benchmark family's "GenD-style" model, seed 003): per-frame CLS ->
+  Head ``"temporal"`` (a "GenD-style" video model with a temporal transformer): per-frame CLS ->
   2-layer transformer (width 512, 8 heads) -> mean over frames -> 512 -> 256 -> 2.
 - Loss: classification (the shared module's criterion) + ``0.5 * uniformity + 0.1 * alignment`` on the
   L2-normalised per-frame features (:func:`uniformity_loss`, :func:`alignment_loss`).
@@ -21,54 +23,67 @@ DINOv2 ViT-L/14 at 518 px, is ``model.backbone.name: facebook/dinov2-large`` wit
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from detectors.backbones import BackboneConfig
+from detectors.backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneConfig
 from detectors.base import Detector
-from detectors.data.catalog import MediaItem
-from detectors.data.dataset import MediaDataset
+from detectors.config import setting
+from detectors.data.dataset import SampleRecipe
+from detectors.networks.layers import MLP, DetectorNetwork, ImageNormalize, LinearNorm, parameter_dtype
+from detectors.networks.vit import VisionTransformer
 from detectors.registry import register_detector
+from detectors.settings import DataConfig
 from detectors.tuning import TuningConfig
-from detectors.errors import ConfigError
-from detectors.video.sampling import FrameSampler, pad_indices, random_indices
 from detectors.video.data import ClipLoader, square_clip_preprocessing
-from export.standalone.gend import TemporalHead, mean_probability_logits
-from export.standalone.heads import ImageNormalize, LinearNorm
+from detectors.video.sampling import FrameSampler, pad_indices, random_indices
 
-HEADS = ("mean", "temporal")
 DEFAULT_BACKBONE = "facebook/dinov3-vitl16-pretrain-lvd1689m"
 
 
 @dataclass
 class TemporalHeadConfig:
-    width: int = 512
-    layers: int = 2
-    heads: int = 8
-    hidden: list[int] = field(default_factory=lambda: [256])  # width -> 256 -> num_classes
-    dropout: float = 0.1
+    width: int = setting(512, help="transformer width", ge=1)
+    layers: int = setting(2, help="transformer layers", ge=1)
+    heads: int = setting(8, help="attention heads (must divide width)", ge=1)
+    hidden: list[int] = setting([256], help="MLP hidden sizes after the mean over frames", ge=1)
+    dropout: float = setting(0.1, help="transformer dropout", ge=0, lt=1)
 
 
 @dataclass
 class GenDConfig:
-    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(name=DEFAULT_BACKBONE))
-    tuning: TuningConfig = field(default_factory=lambda: TuningConfig(mode="layernorm"))
-    head: str = "mean"  # mean (GenD: mean of frame probabilities) | temporal (seed 003)
-    num_frames: int = 16  # frames per video at evaluation/export (and per temporal-head training clip)
-    frame_rate: float | None = 8.0  # the benchmark's frame_rate (None: consecutive frames)
-    image_size: int = 224
-    uniformity_weight: float = 0.5
-    alignment_weight: float = 0.1
-    temporal: TemporalHeadConfig = field(default_factory=TemporalHeadConfig)
-    num_classes: int = 2
-    allow_random_backbone: bool = False  # built-in demo only
+    backbone: BackboneConfig = setting(BackboneConfig(name=DEFAULT_BACKBONE),
+                                       help="the ViT (GenD's DINOv3 ViT-L/16; or facebook/dinov2-large at 518 px)")
+    tuning: TuningConfig = setting(TuningConfig(mode="layernorm"), help="GenD: LayerNorm affine only; lora is the alternative")
+    head: Literal["mean", "temporal"] = setting("mean", help="mean of frame probabilities (GenD) or temporal transformer")
+    num_frames: int = setting(16, help="frames per video at evaluation/export (and per temporal-head training clip)", ge=1)
+    frame_rate: float | None = setting(8.0, help="the benchmark's frame_rate (null: consecutive frames)", gt=0)
+    image_size: int = setting(224, help="frame size fed to the ViT", ge=1)
+    uniformity_weight: float = setting(0.5, help="weight of the uniformity loss", ge=0)
+    alignment_weight: float = setting(0.1, help="weight of the alignment loss", ge=0)
+    temporal: TemporalHeadConfig = setting(TemporalHeadConfig(), help="the temporal head (head: temporal)")
+    num_classes: Literal[2, 3] = setting(2, help="2: real/fake; 3: real/synthetic/semisynthetic")
+    allow_random_backbone: bool = setting(False, help="built-in demo only: random backbone when the hub is unreachable")
+
+
+@dataclass
+class GenDDataConfig(DataConfig):
+    train_frames: int = setting(4, help="random frames per training clip (mean head; the loss applies per frame)", ge=1)
+    augment: bool = setting(True, help="GenD's augmentations, one draw per clip")
+    jpeg_p: float = setting(0.5, help="probability of the JPEG augmentation", ge=0, le=1)
+    augment_strength: float = setting(1.0, help="scale of the affine and colour augmentations", ge=0)
+    frame_cache: str | None = setting(None, help="directory caching decoded evaluation frames (zstd npy)")
+    cache_dir: str | None = setting(None, help="--cache-dir: evaluation frames under <cache_dir>/frames "
+                                               "(frame_cache wins)")
 
 
 # --------------------------------------------------------------------------- losses
@@ -88,6 +103,71 @@ def alignment_loss(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return z.new_zeros(())
     squared = (z[:, None, :] - z[None, :, :]).pow(2).sum(-1)
     return squared[same].mean()
+
+
+# --------------------------------------------------------------------------- network
+def mean_probability_logits(frame_logits: torch.Tensor) -> torch.Tensor:
+    """``[B, T, C]`` frame logits -> ``[B, C]`` logits ``log(mean_t softmax_t)`` (softmax = mean probability)."""
+    log_probs = F.log_softmax(frame_logits.float(), dim=-1)
+    return torch.logsumexp(log_probs, dim=1) - math.log(frame_logits.shape[1])
+
+
+class TemporalHead(nn.Module):
+    """Per-frame features ``[B, T, D]`` -> logits ``[B, C]``.
+
+    Keys: ``proj.*`` (D -> width), ``pos_embed`` ``[1, max_frames, width]``, ``encoder.layers.{i}.*``
+    (``nn.TransformerEncoder``), ``mlp.layers.{i}.*`` (width -> hidden... -> C, ReLU between).
+    """
+
+    def __init__(self, dim: int, num_classes: int = 2, width: int = 512, layers: int = 2, heads: int = 8,
+                 hidden: Sequence[int] = (256,), max_frames: int = 16, dropout: float = 0.1):
+        super().__init__()
+        self.proj = nn.Linear(dim, width)
+        self.pos_embed = nn.Parameter(torch.zeros(1, max_frames, width))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=4 * width, dropout=dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        # The nested-tensor fast path only applies to padded batches; clips are never padded here.
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.mlp = MLP([width] + [int(h) for h in hidden] + [int(num_classes)], activation="relu")
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        frames = features.shape[1]
+        if frames > self.pos_embed.shape[1]:
+            raise ValueError(f"clip has {frames} frames; the temporal head was built for at most {self.pos_embed.shape[1]}")
+        x = self.proj(features) + self.pos_embed[:, :frames].to(features.dtype)
+        x = self.encoder(x)
+        return self.mlp(x.mean(dim=1))
+
+
+class GenDNetwork(DetectorNetwork):
+    """``[B, T, 3, H, W]`` uint8 (or float 0..255) clips -> per-frame CLS features ``[B, T, D]`` ->
+    frame-mean (``LinearNorm`` per frame, mean of the frame probabilities as ``log`` probabilities)
+    or temporal head -> logits ``[B, num_classes]``."""
+
+    def __init__(self, backbone: nn.Module | dict, head: str = "mean", num_classes: int = 2,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 temporal: dict | None = None):
+        super().__init__()
+        if head not in ("mean", "temporal"):
+            raise ValueError(f"head must be 'mean' or 'temporal', got {head!r}")
+        self.head_type = head
+        self.normalize = ImageNormalize(mean, std)
+        self.backbone = backbone if isinstance(backbone, nn.Module) else VisionTransformer(**backbone)
+        if head == "mean":
+            self.head = LinearNorm(self.backbone.embed_dim, num_classes)
+        else:
+            self.head = TemporalHead(self.backbone.embed_dim, num_classes, **(temporal or {}))
+
+    def forward_features(self, video: torch.Tensor) -> torch.Tensor:
+        batch, frames = video.shape[0], video.shape[1]
+        x = self.normalize(video.flatten(0, 1)).to(parameter_dtype(self.backbone))
+        return self.backbone(x)[:, 0].reshape(batch, frames, -1)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        if self.head_type == "mean":
+            return mean_probability_logits(self.head(features))
+        return self.head(features)
 
 
 # --------------------------------------------------------------------------- data
@@ -138,7 +218,7 @@ def _augment_clip(frames: torch.Tensor, transform: v2.Compose) -> torch.Tensor:
     return transform(tv_tensors.Video(frames)).as_subclass(torch.Tensor)
 
 
-def build_gend_dataset(items: Sequence[MediaItem], stage: str, data: dict[str, Any], config: GenDConfig) -> MediaDataset:
+def gend_recipe(stage: str, data: GenDDataConfig, config: GenDConfig) -> SampleRecipe:
     """Clips ``uint8 [T, 3, S, S]``.
 
     Training: ``data.train_frames`` random frames (mean head) or a randomly shifted benchmark-rule
@@ -146,32 +226,22 @@ def build_gend_dataset(items: Sequence[MediaItem], stage: str, data: dict[str, A
     Evaluation: the benchmark's frames and resize (centre crop to aspect, bilinear), exactly what the
     exported model receives, so the calibrator is fitted on the exported model's inputs.
     """
-    ignored = sorted(key for key in ("sampling", "train_sampling", "window_sec") if data.get(key) not in (None, "benchmark"))
-    if ignored:  # silently training on other frames than asked would be worse than refusing
-        raise ConfigError(None, f"data.{ignored[0]}", "GenD samples its own frames (training: random frames or "
-                          "a shifted benchmark clip; evaluation: the benchmark's rule); remove "
-                          + ", ".join(f"data.{key}" for key in ignored) + " (--sampling/--window-sec are ReStraV's)")
     size = config.image_size
-    target = "multiclass" if config.num_classes == 3 else "binary"
-    # decoded evaluation clips are cached under --cache-dir (data.cache_dir) or data.frame_cache
-    cache_root = data.get("frame_cache") or (str(Path(data["cache_dir"]) / "frames") if data.get("cache_dir") else None)
     if stage == "train":
         if config.head == "mean":
-            sampler: Any = RandomFrames(int(data.get("train_frames", 4)))
+            sampler: Any = RandomFrames(data.train_frames)
         else:
             sampler = ShiftedBenchmarkSampler(config.num_frames, config.frame_rate)
-        transform = None
-        if data.get("augment", True):
-            transform = partial(_augment_clip, transform=gend_train_transform(
-                size, jpeg_p=float(data.get("jpeg_p", 0.5)), strength=float(data.get("augment_strength", 1.0))))
-            load = ClipLoader(sampler, None)
-        else:
-            load = ClipLoader(sampler, (size, size))
-        return MediaDataset(items, load=load, transform=transform, target=target)
+        if data.augment:
+            transform = partial(_augment_clip, transform=gend_train_transform(size, jpeg_p=data.jpeg_p,
+                                                                              strength=data.augment_strength))
+            return SampleRecipe(load=ClipLoader(sampler, None), transform=transform)
+        return SampleRecipe(load=ClipLoader(sampler, (size, size)))
+    # decoded evaluation clips are cached under --cache-dir (data.cache_dir) or data.frame_cache
+    cache_root = data.frame_cache or (str(Path(data.cache_dir) / "frames") if data.cache_dir else None)
     sampler = FrameSampler("benchmark", config.num_frames, config.frame_rate)
     # the benchmark's decode, crop and resize (video.data.load_clip): calibration sees what the export gets
-    load = ClipLoader(sampler, (size, size), cache_dir=cache_root)
-    return MediaDataset(items, load=load, target=target)
+    return SampleRecipe(load=ClipLoader(sampler, (size, size), cache_dir=cache_root))
 
 
 # --------------------------------------------------------------------------- detector
@@ -180,55 +250,41 @@ class GenDDetector(Detector):
     arch = "gend"
     modality = "video"
     config_class = GenDConfig
+    data_config_class = GenDDataConfig
 
     def __init__(self, config: GenDConfig) -> None:
         super().__init__(config)
-        if config.head not in HEADS:
-            raise ValueError(f"model.head must be one of {HEADS}, got {config.head!r}")
         # num_frames / frame_rate checked once here: the training samplers would fail per video
         FrameSampler("benchmark", config.num_frames, config.frame_rate)
-        self.attach_backbone(config.backbone, config.tuning)
-        self.backbone.check_input_size(config.image_size, "model.image_size")
-        self.normalize = ImageNormalize(self.backbone.info.mean, self.backbone.info.std)
-        dim = self.backbone.embed_dim
-        if config.head == "mean":
-            self.head = LinearNorm(dim, config.num_classes)
-        else:
+        backbone = self.build_backbone(config.backbone, config.tuning)
+        backbone.check_input_size(config.image_size, "model.image_size")
+        temporal = None
+        if config.head == "temporal":
             t = config.temporal
-            self.head = TemporalHead(dim, config.num_classes, width=t.width, layers=t.layers, heads=t.heads,
-                                     hidden=t.hidden, max_frames=config.num_frames, dropout=t.dropout)
+            temporal = {"width": t.width, "layers": t.layers, "heads": t.heads, "hidden": list(t.hidden),
+                        "max_frames": config.num_frames, "dropout": t.dropout}
+        self.net = self.build_network(GenDNetwork, backbone=backbone, head=config.head, mean=list(backbone.info.mean),
+                                      std=list(backbone.info.std), temporal=temporal)
 
-    # ------------------------------------------------------------------ forward
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, T, 3, H, W]`` clips -> per-frame CLS features ``[B, T, D]``."""
-        batch, frames = x.shape[:2]
-        tokens = self.backbone(self.normalize(x.flatten(0, 1)))
-        return self.backbone.cls_token(tokens).reshape(batch, frames, -1)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Video logits ``[B, C]`` from ``[B, T, D]`` frame features."""
-        if self.config.head == "mean":
-            return mean_probability_logits(self.head(features))
-        return self.head(features)
-
+    # ------------------------------------------------------------------ training
     def forward_batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame-level training for the mean head: one logit row per frame (see :meth:`targets`)."""
         if not (self.training and self.config.head == "mean" and "x" in batch):
             return super().forward_batch(batch)
         features = self.forward_features(batch["x"]).flatten(0, 1)
-        return features, self.head(features)
+        return features, self.net.head(features)
 
-    def targets(self, batch: dict[str, Any], logits: torch.Tensor) -> torch.Tensor:
+    def targets(self, batch: dict[str, Any], logits: torch.Tensor | None = None) -> torch.Tensor:
         """Video labels, repeated for every frame when the logits are per frame."""
-        target = super().targets(batch, logits)
-        if logits.shape[0] != target.shape[0]:
+        target = super().targets(batch)
+        if logits is not None and logits.shape[0] != target.shape[0]:
             target = target.repeat_interleave(logits.shape[0] // target.shape[0])
         return target
 
     def training_losses(self, features: torch.Tensor, logits: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``0.5 * uniformity + 0.1 * alignment`` on the L2-normalised per-frame features (float32)."""
         z = F.normalize(features.float().reshape(-1, features.shape[-1]), dim=-1)
-        labels = batch["class_index"] if self.num_classes == 3 else batch["label"]
+        labels = super().targets(batch)
         if labels.numel() != z.shape[0]:  # video labels, frame features
             labels = labels.repeat_interleave(z.shape[0] // labels.numel())
         losses = {}
@@ -239,42 +295,11 @@ class GenDDetector(Detector):
         return losses
 
     # ------------------------------------------------------------------ data / export
-    def make_dataset(self, items: list, stage: str, data: dict) -> MediaDataset:
-        return build_gend_dataset(items, stage, data, self.config)
-
-    def example_input(self, batch_size: int = 2) -> torch.Tensor:
-        size = self.config.image_size
-        return torch.randint(0, 256, (batch_size, self.config.num_frames, 3, size, size), dtype=torch.uint8)
+    def data_recipe(self, stage: str, data: GenDDataConfig) -> SampleRecipe:
+        return gend_recipe(stage, data, self.config)
 
     def preprocessing(self) -> dict[str, Any]:
-        """The exported ``preprocessing`` section (what the benchmark feeds; ``detect --run`` reads it
-        without converting the backbone)."""
         return square_clip_preprocessing(self.config.image_size, self.config.num_frames, self.config.frame_rate)
 
-    def export_spec(self):
-        from export.convert import convert_backbone
-        from export.spec import ExportSpec
-
-        size = self.config.image_size
-        vit_kwargs, vit_state = convert_backbone(self.backbone.model, (size, size))
-        state = {**{f"vit.{k}": v for k, v in vit_state.items()},
-                 **{f"head.{k}": v.detach().float().contiguous() for k, v in self.head.state_dict().items()},
-                 **self.calibration_export_state()}
-        init_kwargs: dict[str, Any] = {
-            "vit": vit_kwargs, "head": self.config.head, "num_classes": self.num_classes,
-            "mean": list(self.backbone.info.mean), "std": list(self.backbone.info.std)}
-        if self.config.head == "temporal":
-            t = self.config.temporal
-            init_kwargs["temporal"] = {"width": t.width, "layers": t.layers, "heads": t.heads,
-                                       "hidden": list(t.hidden), "max_frames": self.config.num_frames,
-                                       "dropout": t.dropout}
-        return ExportSpec(
-            modality="video",
-            model_class="GenDStandalone",
-            sources=["vit", "heads", "gend"],
-            init_kwargs=init_kwargs,
-            state_dict=state,
-            preprocessing=self.preprocessing(),
-            num_classes=self.num_classes,
-            name=f"{self.arch}-{self.config.head}-{self.config.tuning.mode}",
-        )
+    def export_name(self) -> str:
+        return f"{self.arch}-{self.config.head}-{self.config.tuning.mode}"

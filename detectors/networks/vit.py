@@ -24,18 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def build_activation(name: str) -> nn.Module:
-    """Activation by name; names follow HF ``ACT2FN`` and timm."""
-    if name == "gelu":
-        return nn.GELU()
-    if name in ("gelu_tanh", "gelu_pytorch_tanh", "gelu_new"):
-        return nn.GELU(approximate="tanh")
-    if name in ("silu", "swish"):
-        return nn.SiLU()
-    if name == "relu":
-        return nn.ReLU()
-    raise ValueError(f"unsupported activation {name!r}; use gelu, gelu_tanh, silu or relu")
+from .layers import build_activation
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

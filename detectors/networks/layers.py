@@ -1,17 +1,22 @@
-"""Plain-torch building blocks shared by the exported detectors (concatenated into model.py).
+"""Plain-torch building blocks of every detector network, in training and in the exported model.py.
 
-State-dict key layout (what a detector's ``export_spec`` must produce):
-- ``LogitAffine``: ``scale`` [1], ``bias`` [C]; forward = logits * scale + bias, i.e. a fitted
-  temperature T and per-class bias folded as scale = 1 / T.
-- ``MLP(dims)``: ``layers.{i}.weight`` / ``layers.{i}.bias`` for the ``len(dims) - 1`` Linear layers,
-  activation between layers (none after the last).
-- ``LinearNorm``: ``linear.weight`` / ``linear.bias`` (features are L2-normalised first).
-- ``ImageNormalize``: no weights; mean/std are constructor arguments.
+Everything under ``detectors/networks/`` (and every network class in a detector file) is export-safe:
+torch, math and typing only, no dynamic attribute or code access, no ``from __future__`` import.
+``export.bundle`` copies these sources verbatim into a submission's single ``model.py``.
+
+- :class:`DetectorNetwork`: the timm-style ``forward_features`` -> ``forward_head`` split; ``forward``
+  returns uncalibrated logits ``[B, C]``. A network takes its backbone as a module (training: the
+  transformers/timm model behind ``detectors.backbones.Backbone``) or as the constructor arguments
+  of the plain-torch equivalent (export: :class:`~detectors.networks.vit.VisionTransformer`).
+- :class:`CalibratedNetwork`: what the exported ``load_model`` returns, ``LogitAffine(network(x))``.
+- ``LogitAffine`` (``scale`` [1], ``bias`` [C]): a fitted temperature T and per-class bias folded as
+  ``scale = 1 / T``. ``MLP(dims)``: ``layers.{i}.weight`` / ``.bias``. ``LinearNorm``: ``linear.*``
+  after L2 normalisation. ``ImageNormalize``: mean/std are constructor arguments, not weights.
 
 Precision: the benchmark casts the whole module to the declared dtype (``model.to(device, dtype)``).
-``LogitAffine`` and ``ImageNormalize`` therefore compute in float32 whatever that dtype is, so a
-bf16 export returns float32 logits and normalises exactly like the float32 one up to the bf16
-rounding of its parameters.
+``LogitAffine`` and ``ImageNormalize`` compute in float32 whatever that dtype is, so a bf16 export
+returns float32 logits and normalises exactly like the float32 one up to the bf16 rounding of its
+parameters.
 """
 
 from typing import List, Sequence, Tuple
@@ -19,6 +24,24 @@ from typing import List, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+def build_activation(name: str) -> nn.Module:
+    """Activation by name; names follow transformers' ``ACT2FN`` and timm."""
+    if name == "gelu":
+        return nn.GELU()
+    if name in ("gelu_tanh", "gelu_pytorch_tanh", "gelu_new"):
+        return nn.GELU(approximate="tanh")
+    if name in ("silu", "swish"):
+        return nn.SiLU()
+    if name == "relu":
+        return nn.ReLU()
+    raise ValueError(f"unsupported activation {name!r}; use gelu, gelu_tanh, silu or relu")
+
+
+def parameter_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype a module computes in (that of its first parameter): inputs are cast to it."""
+    return next(module.parameters()).dtype
 
 
 class Float32Buffers(nn.Module):
@@ -39,6 +62,20 @@ class Float32Buffers(nn.Module):
         return self
 
 
+class DetectorNetwork(Float32Buffers):
+    """Base of every detector network: media in, uncalibrated logits ``[B, C]`` out (buffers named in
+    ``float32_buffers`` stay float32 when the network is cast)."""
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
 class LogitAffine(Float32Buffers):
     """Folded calibrator: ``logits * scale + bias`` computed in float32."""
 
@@ -51,6 +88,19 @@ class LogitAffine(Float32Buffers):
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.float() * self.scale.float() + self.bias.float()
+
+
+class CalibratedNetwork(nn.Module):
+    """An exported detector: ``network`` followed by its folded calibrator (keys ``network.*``,
+    ``calibration.scale``, ``calibration.bias``)."""
+
+    def __init__(self, network: nn.Module, num_classes: int):
+        super().__init__()
+        self.network = network
+        self.calibration = LogitAffine(num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.calibration(self.network(x))
 
 
 class MLP(nn.Module):
@@ -75,7 +125,7 @@ class MLP(nn.Module):
 
 
 class LinearNorm(nn.Module):
-    """GenD head: L2-normalise the features, then one Linear layer."""
+    """GenD head (Yermakov et al., WACV 2026): L2-normalise the features, then one Linear layer."""
 
     def __init__(self, dim: int, num_classes: int):
         super().__init__()

@@ -1,0 +1,1 @@
+"""Export-safe plain-torch networks shared by the detectors (see ``layers.py`` for the rules)."""
