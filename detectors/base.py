@@ -154,6 +154,11 @@ class Detector(nn.Module):
         return {}
 
     # ----------------------------------------------------------------- data
+    @classmethod
+    def data_config(cls, values: dict[str, Any] | None = None) -> Any:
+        """This detector's ``data:`` section from a mapping (defaults for missing keys)."""
+        return parse(cls.data_config_class, values, "data")
+
     def data_recipe(self, stage: str, data: Any) -> SampleRecipe:
         """The samples this detector trains or is evaluated on for ``stage`` ("train", an evaluation
         split's name - "val", "calibration", "test" - or "eval" outside the DataModule), given the

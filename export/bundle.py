@@ -41,6 +41,7 @@ class _Definition:
     module: str
     name: str
     text: str
+    line: int
     dependencies: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -236,7 +237,7 @@ class _Bundler:
                               "model.py; rename one")
         self.emitted_names[name] = key
         self._visiting.add(key)
-        definition = _Definition(module, name, src.segment(node))
+        definition = _Definition(module, name, src.segment(node), node.lineno)
         for free in _free_names(node):
             if free == name:
                 continue
@@ -303,17 +304,40 @@ def bundle(root: type, *, extra: tuple[type, ...] = (), header: str = "", footer
     for line in ("from safetensors.torch import load_file",):
         bundler.imports.setdefault(line.rsplit(" ", 1)[0], []).append(line.rsplit(" ", 1)[1])
     parts = [header.rstrip("\n"), "\n".join(bundler.import_lines())] if header else ["\n".join(bundler.import_lines())]
-    current = None
-    for key in bundler.order:
-        definition = bundler.definitions[key]
-        if definition.module != current:
-            current = definition.module
-            path = Path(bundler.sources[current].path)
-            parts.append(f"# {'-' * 30} {_display(path)} {'-' * 30}")
-        parts.append(definition.text)
+    for module, keys in _module_order(bundler):
+        path = Path(bundler.sources[module].path)
+        parts.append(f"# {'-' * 30} {_display(path)} {'-' * 30}")
+        parts += [bundler.definitions[key].text for key in keys]
     if footer:
         parts.append(footer.strip("\n"))
     return "\n\n\n".join(parts).rstrip("\n") + "\n"
+
+
+def _module_order(bundler: _Bundler) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Definitions grouped by module, each group in source order, modules after the modules they
+    use (as their imports ran); a cycle between modules falls back to the dependency-first order."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for key in bundler.order:
+        groups.setdefault(key[0], []).append(key)
+    uses = {module: {dep[0] for key in keys for dep in bundler.definitions[key].dependencies} - {module}
+            for module, keys in groups.items()}
+    ordered: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(module: str) -> bool:
+        if state.get(module) == "done":
+            return True
+        if state.get(module) == "visiting":
+            return False  # a cycle
+        state[module] = "visiting"
+        ok = all(visit(other) for other in sorted(uses[module], key=list(groups).index))
+        state[module] = "done"
+        ordered.append(module)
+        return ok
+
+    if not all([visit(module) for module in groups]):
+        return [(key[0], [key]) for key in bundler.order]
+    return [(module, sorted(groups[module], key=lambda k: bundler.definitions[k].line)) for module in ordered]
 
 
 def _display(path: Path) -> str:

@@ -10,10 +10,16 @@ import pytest
 import soundfile as sf
 import torch
 
-from detectors.audio.data import benchmark_input_loader, build_audio_dataset
+from detectors.audio.data import AudioDataConfig, audio_recipe, benchmark_input_loader
+from detectors.config import parse
+from detectors.data.dataset import MediaDataset
 from detectors.audio.io import load_audio
 from detectors.data.catalog import MediaItem
 from detectors.errors import ConfigError
+
+
+def build_audio_dataset(items: list[MediaItem], stage: str, data: dict) -> MediaDataset:
+    return MediaDataset.from_recipe(items, audio_recipe(stage, parse(AudioDataConfig, data, "data")))
 
 
 def _clip(tmp_path: Path, name: str, seconds: float, seed: int = 0) -> MediaItem:

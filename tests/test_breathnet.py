@@ -17,7 +17,10 @@ from detectors.audio.breathnet import BreathNet, centre_loss, pscl_loss
 from export.convert import convert_wav2vec2
 from detectors.registry import create_detector
 from detectors.tuning import trainable_summary
-from export.standalone.breathnet import BreathFiLM, Wav2Vec2Standalone, normalize_waveform
+from detectors.audio.breathnet import BreathFiLM
+from detectors.networks.wav2vec2 import Wav2Vec2Encoder, normalize_waveform
+
+from helpers import stage_dataset
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
             conv_dim=(32, 32, 32), conv_kernel=(10, 8, 4), conv_stride=(10, 8, 4),
@@ -48,22 +51,22 @@ def _detector(backbone: str, mode: str, **extra) -> BreathNet:
 # --------------------------------------------------------------------------------------------- tuning
 def test_tuning_modes_trainable_sets(tiny_backbone):
     frozen = trainable_summary(_detector(tiny_backbone, "frozen"))["trainable_tensors"]
-    assert frozen and not any(n.startswith("backbone.") for n in frozen)
+    assert frozen and not any(n.startswith("net.backbone.") for n in frozen)
 
     layernorm = [n for n in trainable_summary(_detector(tiny_backbone, "layernorm"))["trainable_tensors"]
-                 if n.startswith("backbone.")]
+                 if n.startswith("net.backbone.")]
     detector = _detector(tiny_backbone, "layernorm")
-    expected = {f"backbone.{m}.{p}" for m, mod in detector.backbone.named_modules()
+    expected = {f"net.backbone.{m}.{p}" for m, mod in detector.backbone.named_modules()
                 if isinstance(mod, torch.nn.LayerNorm) for p in ("weight", "bias")}
     assert set(layernorm) == expected
     assert any("feature_extractor" in n for n in layernorm)  # the conv LayerNorms (XLS-R layout)
     assert not any(n.endswith("conv.weight") or "_proj." in n or "dense" in n for n in layernorm)
 
     lora = [n for n in trainable_summary(_detector(tiny_backbone, "lora"))["trainable_tensors"]
-            if n.startswith("backbone.")]
+            if n.startswith("net.backbone.")]
     assert lora and all("lora_" in n for n in lora)
     adapted = {n.split(".lora_")[0] for n in lora}
-    assert adapted == {f"backbone.model.encoder.layers.{i}.attention.{p}" for i in range(2)
+    assert adapted == {f"net.backbone.model.encoder.layers.{i}.attention.{p}" for i in range(2)
                        for p in ("q_proj", "k_proj", "v_proj")}
     assert not any("feature_extractor" in n or "feature_projection" in n for n in lora)
 
@@ -81,7 +84,7 @@ def test_standalone_wav2vec2_matches_transformers(variant):
         for name, parameter in model.named_parameters():
             if "norm" in name or "original0" in name:
                 parameter.add_(torch.randn_like(parameter) * 0.3)
-    standalone = Wav2Vec2Standalone(**{k: getattr(config, k) for k in (
+    standalone = Wav2Vec2Encoder(**{k: getattr(config, k) for k in (
         "conv_dim", "conv_kernel", "conv_stride", "conv_bias", "feat_extract_norm", "feat_extract_activation",
         "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
         "layer_norm_eps", "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "do_stable_layer_norm")})
@@ -161,7 +164,7 @@ def test_training_dataset_breath_masks_and_losses(tiny_backbone, tmp_path):
     broken = type(items[0])(**{**items[0].__dict__, "path": str(tmp_path / "broken.wav")})
     detector = _detector(tiny_backbone, "lora", losses={"contrast_weight": 0.1})
     frames, _, _ = detector.frame_geometry()
-    dataset = detector.make_dataset(items + [broken], "train", {"augment_level": 1})
+    dataset = stage_dataset(detector, items + [broken], "train", {"augment_level": 1})
     batch = collate_skip([dataset[i] for i in range(len(dataset))])
     assert batch["skipped"] == 1
     assert batch["x"].shape == (4, 96000) and batch["x"].dtype == torch.float32
@@ -174,10 +177,10 @@ def test_training_dataset_breath_masks_and_losses(tiny_backbone, tmp_path):
     losses = detector.training_losses(features, logits, batch)
     assert set(losses) == {"breath_bce", "pscl", "centre", "contrast"}
     sum(losses.values()).backward()
-    assert detector.film.predictor.layers[0].weight.grad.abs().sum() > 0
+    assert detector.net.film.predictor.layers[0].weight.grad.abs().sum() > 0
     assert detector.centres.grad.abs().sum() > 0
 
-    eval_dataset = detector.make_dataset(items, "eval", {})
+    eval_dataset = stage_dataset(detector, items, "eval", {})
     assert "breath_mask" not in eval_dataset[0] and eval_dataset[0]["x"].shape == (96000,)
 
 

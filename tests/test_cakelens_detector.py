@@ -11,6 +11,8 @@ import torch
 from detectors.data.catalog import MediaItem
 from detectors.video.cakelens import LABELS, predict_video
 from detectors.video.cakelens_detector import (
+
+from helpers import stage_dataset
     CakeLensDetector,
     CakeLensDetectorConfig,
     detect_cakelens,
@@ -129,11 +131,11 @@ def test_train_one_epoch_export_and_check(tmp_path):
         items.append(MediaItem(str(path), label, "synthetic" if label else "real", "demo", "video",
                                generator_family="SORA" if label else None, split="train" if i < 4 else "val"))
     detector = small_detector(tensorboard_every_n_steps=1, gradient_checkpointing=True)
-    dataset = detector.make_dataset(items, "train", {})
+    dataset = stage_dataset(detector, items, "train", {})
     sample = dataset[1]
     assert sample["x"].shape == (9, 3, 32, 32) and sample["label_mask"][LABELS.index("SORA")] == 1
-    datamodule = MediaDataModule(items, build_dataset=lambda split, stage: detector.make_dataset(split, stage, {}),
-                                 batch_size=2, num_workers=0, balanced_sampling=False)
+    datamodule = MediaDataModule(items, detector.data_recipe, detector.data_config(
+        {"batch_size": 2, "eval_batch_size": 2, "num_workers": 0, "balanced_sampling": False, "val_framesets": "benchmark"}))
     module = DetectorModule(detector, loss={"name": "focal_brier"}, optim={"lr": 1e-3, "scheduler": "none"})
     before = {k: v.clone() for k, v in detector.net.state_dict().items()}
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=TensorBoardLogger(tmp_path / "tb"),
@@ -152,7 +154,7 @@ def test_train_one_epoch_export_and_check(tmp_path):
 
     events = EventAccumulator(str(next((tmp_path / "tb").rglob("events.out.tfevents*"))),
                               size_guidance={"histograms": 0, "tensors": 0}).Reload()
-    assert "gradients/detector.net.seq.input_conv0.weight" in events.Tags()["histograms"]
+    assert "gradients/detector.net.cnn.seq.input_conv0.weight" in events.Tags()["histograms"]
     pr_curve = events.Tensors("val/pr_curve_ai_gen")[-1]
     assert pr_curve.step == trainer.global_step
     from tensorboard.util.tensor_util import make_ndarray
@@ -221,7 +223,7 @@ def test_validation_judges_whole_videos_calibration_the_benchmark_input(tmp_path
     item = MediaItem(path=str(video), label=1, media_type="synthetic", dataset="gen", modality="video", split="val")
     data = {"eval_batch_size": 1}
 
-    val = detector.make_dataset([item], "val", data)[0]
+    val = stage_dataset(detector, [item], "val", data)[0]
     assert val["x"].shape == (20, 3, 32, 32)  # every frame: framesets 0-8, 9-17 and a short 18-19
     with torch.no_grad():
         _, logits = detector.forward_batch({"x": val["x"][None]})
@@ -231,11 +233,11 @@ def test_validation_judges_whole_videos_calibration_the_benchmark_input(tmp_path
     expected = torch.sigmoid(per_frameset[:, 0]).mean()  # the original verdict: mean AI_GEN probability
     assert torch.softmax(logits, -1)[0, 1].item() == pytest.approx(expected.item(), abs=1e-6)
 
-    assert detector.make_dataset([item], "calibration", data)[0]["x"].shape == (9, 3, 32, 32)  # what the benchmark feeds
-    assert detector.make_dataset([item], "val", {**data, "val_max_framesets": 1})[0]["x"].shape[0] == 9
-    assert detector.make_dataset([item], "val", {"val_framesets": "benchmark", "eval_batch_size": 4})[0]["x"].shape[0] == 9
+    assert stage_dataset(detector, [item], "calibration", data)[0]["x"].shape == (9, 3, 32, 32)  # what the benchmark feeds
+    assert stage_dataset(detector, [item], "val", {**data, "val_max_framesets": 1})[0]["x"].shape[0] == 9
+    assert stage_dataset(detector, [item], "val", {"val_framesets": "benchmark", "eval_batch_size": 4})[0]["x"].shape[0] == 9
     with pytest.raises(ConfigError, match="eval_batch_size"):
-        detector.make_dataset([item], "val", {"eval_batch_size": 4})
+        stage_dataset(detector, [item], "val", {"eval_batch_size": 4})
 
 
 def test_long_videos_are_judged_in_chunks_with_the_same_result():
@@ -260,5 +262,5 @@ def test_calibration_input_is_what_the_benchmark_feeds_the_export(tmp_path):
     video = tmp_path / "clip.mp4"
     write_mp4(video, torch.randint(0, 256, (12, 3, 40, 60), dtype=torch.uint8), fps=10)
     item = MediaItem(path=str(video), label=1, media_type="synthetic", dataset="gen", modality="video")
-    calibration = detector.make_dataset([item], "calibration", {"eval_batch_size": 1})[0]["x"]
+    calibration = stage_dataset(detector, [item], "calibration", {"eval_batch_size": 1})[0]["x"]
     assert torch.equal(calibration, benchmark_input_loader(detector.preprocessing())(str(video)))

@@ -21,7 +21,7 @@ from export import benchmark_loader as loader
 from export.check import check_model_source, check_submission, validate_config
 from export.convert import convert_backbone
 from export.spec import ExportSpec
-from export.standalone.image import ImageDetectorStandalone
+from detectors.image.dinov3 import DinoImageNetwork
 from export.writer import build_model_source, write_submission
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -47,16 +47,16 @@ def _backbone(kind: str) -> tuple[torch.nn.Module, tuple[int, int]]:
 def _image_spec(kind: str, features: str = "both") -> tuple[ExportSpec, torch.nn.Module]:
     backbone, size = _backbone(kind)
     vit_kwargs, vit_state = convert_backbone(backbone, size)
-    init = {"vit": vit_kwargs, "features": features, "head_dims": [16], "num_classes": 2, "mean": tuple(MEAN), "std": STD}
-    detector = ImageDetectorStandalone(**init)
-    state = {key: value for key, value in detector.state_dict().items() if not key.startswith("vit.")}
-    state.update({f"vit.{key}": value for key, value in vit_state.items()})
+    init = {"backbone": vit_kwargs, "features": features, "head_hidden": [16], "mean": tuple(MEAN), "std": STD,
+            "activation": "relu"}
+    network = DinoImageNetwork(num_classes=2, **init)
+    state = {f"network.{key}": value for key, value in network.state_dict().items() if not key.startswith("backbone.")}
+    state.update({f"network.backbone.{key}": value for key, value in vit_state.items()})
     state["calibration.scale"] = torch.tensor([0.8])
     state["calibration.bias"] = torch.tensor([0.25, -0.25])
     spec = ExportSpec(
         modality="image",
-        model_class="ImageDetectorStandalone",
-        sources=["vit", "heads", "image"],
+        network_class=DinoImageNetwork,
         init_kwargs=init,
         state_dict=state,
         preprocessing={"resize": list(size)},
@@ -68,12 +68,12 @@ def _image_spec(kind: str, features: str = "both") -> tuple[ExportSpec, torch.nn
 def _expected_logits(spec: ExportSpec, backbone: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Independent computation: library backbone -> pooling -> head -> calibration, from the spec's weights."""
     state = spec.state_dict
-    registers = spec.init_kwargs["vit"]["num_register_tokens"]
+    registers = spec.init_kwargs["backbone"]["num_register_tokens"]
     with torch.no_grad():
         tokens = backbone(pixel_values=TF.normalize(images.float() / 255, MEAN, STD)).last_hidden_state
         pooled = torch.cat([tokens[:, 0], tokens[:, 1 + registers :].mean(dim=1)], dim=-1)
-        hidden = torch.relu(pooled @ state["head.layers.0.weight"].T + state["head.layers.0.bias"])
-        logits = hidden @ state["head.layers.1.weight"].T + state["head.layers.1.bias"]
+        hidden = torch.relu(pooled @ state["network.head.layers.0.weight"].T + state["network.head.layers.0.bias"])
+        logits = hidden @ state["network.head.layers.1.weight"].T + state["network.head.layers.1.bias"]
     return logits * state["calibration.scale"] + state["calibration.bias"]
 
 
@@ -121,7 +121,7 @@ def test_config_and_source_layout(dinov2_export) -> None:
     assert list(config)[:4] == ["name", "version", "modality", "dtype"]
     assert config["model"]["num_classes"] == 2 and config["model"]["weights_file"] == "model.safetensors"
     assert config["model"]["mean"] == MEAN  # the tuple came back as a list
-    assert config["model"]["vit"] == spec.init_kwargs["vit"]
+    assert config["model"]["backbone"] == spec.init_kwargs["backbone"]
     source = (directory / "model.py").read_text()
     assert check_model_source(source) == []
     assert "from ." not in source and "import detectors" not in source and "import export" not in source
@@ -137,13 +137,13 @@ def test_bf16_zip_loads_without_transformers_and_timm(tmp_path) -> None:
     with zipfile.ZipFile(archive) as handle:
         assert sorted(handle.namelist()) == sorted(["model.py", "model_config.yaml", "model.safetensors"])
     with safe_open(str(tmp_path / "bf16" / "model.safetensors"), framework="pt") as weights:
-        assert weights.get_tensor("vit.blocks.0.attn.qkv.weight").dtype == torch.bfloat16
+        assert weights.get_tensor("network.backbone.blocks.0.attn.qkv.weight").dtype == torch.bfloat16
         assert weights.get_tensor("calibration.bias").dtype == torch.float32  # vectors stay float32
     assert check_submission(archive, also_block=["transformers", "timm"]) == []
 
     model, config = loader.load_submission(archive)
     assert config["dtype"] == "bfloat16"
-    assert model.vit.patch_embed.weight.dtype == torch.bfloat16
+    assert model.network.backbone.patch_embed.weight.dtype == torch.bfloat16
     images = loader.example_input(config, batch_size=2)
     logits = loader.run_model(model, images, num_classes=2)
     assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
@@ -199,7 +199,7 @@ def test_missing_weights_file_is_reported(dinov2_export, tmp_path) -> None:
 
 def test_wrong_output_shape_is_reported(dinov2_export, tmp_path) -> None:
     directory = _copy(dinov2_export[0], tmp_path)
-    _edit(directory / "model.py", "return self.calibration(self.head(pooled))", "return self.calibration(self.head(pooled)).repeat(1, 2)")
+    _edit(directory / "model.py", "return self.calibration(self.network(x))", "return self.calibration(self.network(x)).repeat(1, 2)")
     problems = check_submission(directory)
     assert problems and all("output shape [2, 4]" in p for p in problems), problems
 
@@ -239,16 +239,14 @@ def test_load_model_signature_rule() -> None:
 
 def test_writer_validates_before_writing(tmp_path) -> None:
     spec, _ = _image_spec("dinov2")
-    spec.model_class = "NoSuchClass"
-    with pytest.raises(ValueError, match="NoSuchClass"):
-        write_submission(spec, tmp_path / "out")
-    spec.model_class = "ImageDetectorStandalone"
     spec.preprocessing = {"resize": [28]}
     with pytest.raises(ValueError, match="preprocessing.resize"):
         write_submission(spec, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []  # nothing, not even a temp dir, is left behind
     with pytest.raises(ValueError, match="reserved"):
-        ExportSpec("image", "X", ["image"], {"dtype": "bf16"}, {}, {"resize": [28, 28]})
+        ExportSpec("image", DinoImageNetwork, {"dtype": "bf16"}, {}, {"resize": [28, 28]})
+    with pytest.raises(ValueError, match="nn.Module class"):
+        ExportSpec("image", "DinoImageNetwork", {}, {}, {"resize": [28, 28]})
 
 
 def test_writer_replaces_previous_export_only(tmp_path) -> None:
@@ -373,7 +371,7 @@ def test_loader_input_shapes_and_dtypes(tmp_path) -> None:
 
 def test_bf16_cast_keeps_sensitive_buffers_in_float32():
     # the benchmark does model.to(device, bfloat16): normalisation and calibration constants must survive
-    from export.standalone.heads import ImageNormalize, LogitAffine
+    from detectors.networks.layers import ImageNormalize, LogitAffine
 
     affine, normalize = LogitAffine(2), ImageNormalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     affine.scale.fill_(1 / 3)
@@ -395,14 +393,14 @@ def test_wrong_weight_keys_and_shapes_name_the_weights_file(dinov2_export, tmp_p
     weights = {key: value for key, value in load_file(str(directory / "model.safetensors")).items()}
     good = dict(weights)
     weights["extra.weight"] = torch.zeros(2)
-    del weights["head.layers.0.bias"]
+    del weights["network.head.layers.0.bias"]
     save_file(weights, str(directory / "model.safetensors"))
     problems = check_submission(directory)  # found by the fresh-interpreter load
     assert len(problems) == 1, problems
     assert f"{directory / 'model.safetensors'}" in problems[0] and f"{directory / 'model.py'}" in problems[0]
-    assert "head.layers.0.bias" in problems[0] and "extra.weight" in problems[0]
+    assert "network.head.layers.0.bias" in problems[0] and "extra.weight" in problems[0]
 
-    good["head.layers.0.weight"] = torch.zeros(3, 3)
+    good["network.head.layers.0.weight"] = torch.zeros(3, 3)
     save_file(good, str(directory / "model.safetensors"))
     with pytest.raises(loader.SubmissionError, match=r"(?s)model\.safetensors: RuntimeError: .*size mismatch"):
         loader.load_submission(directory)

@@ -20,9 +20,9 @@ from transformers import (
 )
 
 from export.convert import convert_backbone, detect_family
-from export.standalone.heads import MLP, ImageNormalize, LinearNorm, LogitAffine
-from export.standalone.image import ImageDetectorStandalone
-from export.standalone.vit import VisionTransformer
+from detectors.image.dinov3 import DinoImageNetwork
+from detectors.networks.layers import MLP, CalibratedNetwork, ImageNormalize, LinearNorm, LogitAffine
+from detectors.networks.vit import VisionTransformer
 
 ATOL = 1e-5
 
@@ -279,20 +279,21 @@ def test_image_normalize_uint8_and_float_inputs_agree() -> None:
 
 
 @pytest.mark.parametrize("features", ["cls", "mean", "both"])
-def test_image_detector_standalone_pools_as_documented(features: str) -> None:
+def test_exported_image_network_pools_as_documented(features: str) -> None:
     kwargs, vit_state = convert_backbone(_randomize(_hf_dinov3((32, 32))), (32, 48))
     mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
-    detector = ImageDetectorStandalone(kwargs, features=features, head_dims=[8], num_classes=2, mean=mean, std=std)
-    detector.vit.load_state_dict(vit_state)
+    network = DinoImageNetwork(kwargs, features=features, head_hidden=[8], num_classes=2, mean=mean, std=std)
+    network.backbone.load_state_dict(vit_state)
+    detector = CalibratedNetwork(network, 2)
     detector.calibration.scale.fill_(0.5)
     detector.calibration.bias.copy_(torch.tensor([0.3, -0.3]))
     detector.train(False)
     images = torch.randint(0, 256, (2, 3, 32, 48), dtype=torch.uint8)
     with torch.no_grad():
-        tokens = detector.vit(TF.normalize(images.float() / 255, mean, std))
+        tokens = network.backbone(TF.normalize(images.float() / 255, mean, std))
         cls, patches = tokens[:, 0], tokens[:, 5:].mean(dim=1)  # 1 CLS + 4 registers precede the patches
         pooled = {"cls": cls, "mean": patches, "both": torch.cat([cls, patches], dim=-1)}[features]
-        expected = detector.head(pooled) * 0.5 + torch.tensor([0.3, -0.3])
+        expected = network.head(pooled) * 0.5 + torch.tensor([0.3, -0.3])
         actual = detector(images)
     assert actual.shape == (2, 2)
     assert torch.allclose(actual, expected, atol=1e-5)

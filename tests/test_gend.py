@@ -13,6 +13,8 @@ from detectors.registry import create_detector
 from detectors.training.module import DetectorModule
 from detectors.video.gend import GenDDetector, alignment_loss, uniformity_loss
 
+from helpers import stage_dataset
+
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32,
             patch_size=16, num_register_tokens=4)
 
@@ -51,13 +53,13 @@ def test_layernorm_tuning_trains_only_norms_and_head(dinov3_dir):
     torch.manual_seed(0)
     detector = make(dinov3_dir).train()
     trainable = {n for n, p in detector.named_parameters() if p.requires_grad}
-    backbone_trainable = {n for n in trainable if n.startswith("backbone.")}
+    backbone_trainable = {n for n in trainable if n.startswith("net.backbone.")}
     # exactly norm1 / norm2 of each block and the final norm, weight and bias
     suffixes = sorted({n.split(".")[-2] for n in backbone_trainable})
     assert suffixes == ["norm", "norm1", "norm2"]
     assert len(backbone_trainable) == 2 * (2 * TINY["num_hidden_layers"] + 1)
-    assert backbone_trainable == {f"backbone.{n}" for n in _layernorm_names(detector.backbone)}
-    assert trainable - backbone_trainable == {"head.linear.weight", "head.linear.bias"}
+    assert backbone_trainable == {f"net.backbone.{n}" for n in _layernorm_names(detector.backbone)}
+    assert trainable - backbone_trainable == {"net.head.linear.weight", "net.head.linear.bias"}
 
     before = {n: p.detach().clone() for n, p in detector.named_parameters()}
     module = DetectorModule(detector, loss={"name": "cross_entropy"}, optim={"lr": 1e-2, "scheduler": "none"})
@@ -119,7 +121,7 @@ def test_mean_head_is_mean_of_frame_probabilities(dinov3_dir):
     with torch.no_grad():
         features = detector.forward_features(x)
         video = detector.forward_head(features)
-        frame_probs = torch.stack([F.softmax(detector.head.linear(F.normalize(features[:, t], dim=-1)), dim=-1)
+        frame_probs = torch.stack([F.softmax(detector.net.head.linear(F.normalize(features[:, t], dim=-1)), dim=-1)
                                    for t in range(features.shape[1])], dim=1)
     assert features.shape == (4, 3, 32) and video.shape == (4, 2)
     torch.testing.assert_close(F.softmax(video, dim=-1), frame_probs.mean(dim=1), atol=1e-6, rtol=0)
@@ -198,7 +200,7 @@ def test_fit_export_check(dinov3_dir, tmp_path):
         "--set", "model.image_size=32", "--set", "model.num_frames=6", "--set", "trainer.precision=32-true"])
     summary = json.loads((run / "summary.json").read_text())
     assert summary["tuning"] == "layernorm"
-    assert all(".norm" in n or n.startswith("head.") for n in summary["trainable_tensors"])
+    assert all(".norm" in n or n.startswith("net.head.") for n in summary["trainable_tensors"])
     assert json.loads((run / "metrics.json").read_text())["validation"]["n"] > 0
     report = export_run(run, tmp_path / "submission")
     assert report["max_abs_logit_difference"] <= 1e-4
@@ -289,7 +291,7 @@ def test_cache_dir_caches_decoded_evaluation_clips(dinov3_dir, tmp_path):
 
     items = load_items(write_demo_videos(tmp_path / "data", n_per_class=1, num_frames=12, size=(40, 48)),
                        modality="video")
-    dataset = make(dinov3_dir).make_dataset(items, "eval", {"cache_dir": str(tmp_path / "cache")})
+    dataset = stage_dataset(make(dinov3_dir), items, "eval", {"cache_dir": str(tmp_path / "cache")})
     first = dataset[0]["x"]
     cached = list((tmp_path / "cache" / "frames").rglob("*.npy*"))
     assert len(cached) == 1
@@ -308,4 +310,4 @@ def test_evaluation_clips_are_what_the_benchmark_feeds_the_export(dinov3_dir, tm
     detector = make(dinov3_dir)
     expected = benchmark_input_loader(detector.preprocessing())(items[0].path)
     for data in ({}, {"cache_dir": str(tmp_path / "cache")}):
-        assert torch.equal(detector.make_dataset(items, "calibration", data)[0]["x"], expected)
+        assert torch.equal(stage_dataset(detector, items, "calibration", data)[0]["x"], expected)

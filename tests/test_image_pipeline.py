@@ -20,6 +20,8 @@ from detectors.training.fit import run_fit
 sys.path.insert(0, str(Path(__file__).parent))
 from image_fixtures import write_image_set  # noqa: E402
 
+from helpers import stage_dataset
+
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--max-epochs", "10", "--set", "data.crop=resize", "--num-workers", "0", "--batch-size", "16", "--set", "model.image_size=32",
         "--set", "model.head_hidden=[32]", "--lr", "0.01", "--set", "optim.backbone_lr=0.003"]
@@ -61,7 +63,7 @@ def test_run_directory_contents(lora_run):
     summary = json.loads((lora_run / "summary.json").read_text())
     assert summary["tuning"] == "lora" and summary["backbone_weights"] == "pretrained"
     assert 0 < summary["trainable_parameters"] < summary["total_parameters"]
-    assert all("lora_" in n or n.startswith("head.") for n in summary["trainable_tensors"])
+    assert all("lora_" in n or n.startswith("net.head.") for n in summary["trainable_tensors"])
     metrics = json.loads((lora_run / "metrics.json").read_text())["validation"]
     for key in ("score", "mcc", "brier", "accuracy", "roc_auc", "pr_auc", "ece", "loss"):
         assert key in metrics
@@ -127,7 +129,7 @@ def test_init_from_reports_before_and_after(lora_run, image_sets, tmp_path):
     previous = load_detector(lora_run)
     assert previous.calibrator.temperature != pytest.approx(1.0, abs=1e-3)  # a fitted calibrator matters here
     val = [item for item in read_split(run / "split.csv") if item.split == "val"]
-    loader = DataLoader(previous.make_dataset(val, "eval", config["data"]), batch_size=16, collate_fn=collate_skip)
+    loader = DataLoader(stage_dataset(previous, val, "eval", config["data"]), batch_size=16, collate_fn=collate_skip)
     for calibrated, matches in ((True, True), (False, False)):
         predictions = predict(previous, loader, calibrated=calibrated)
         prob = torch.softmax(predictions.logits, -1)[:, 1].numpy()

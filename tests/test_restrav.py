@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from detectors.data.catalog import load_items
+from detectors.data.datamodule import build_dataset
 from detectors.registry import create_detector
 from detectors.video.data import load_clip
 from detectors.video.sampling import FrameSampler
@@ -39,11 +40,13 @@ def make(tiny_backbone: Path, **overrides):
     return create_detector("restrav", {"backbone": {"name": str(tiny_backbone)}, "image_size": 28, **overrides})
 
 
-def test_trajectory_features_reexported():
-    import detectors.video.geometry as geometry
-    import detectors.video.restrav as restrav
-
-    assert restrav.trajectory_features is geometry.trajectory_features
+def dataset_of(detector, items, stage: str, data: dict):
+    """What the DataModule builds for ``stage`` (features extracted, statistics set for training)."""
+    config = detector.data_config(data)
+    dataset = build_dataset(detector.data_recipe(stage, config), items, stage)
+    if stage == "train":
+        detector.on_train_data(dataset, config)
+    return dataset
 
 
 @pytest.mark.parametrize("embedding", ["tokens", "cls"])
@@ -53,7 +56,7 @@ def test_embeddings_match_the_backbone_tokens(tiny_backbone, embedding):
     detector = make(tiny_backbone, embedding=embedding).eval()
     video = torch.randint(0, 256, (2, 9, 3, 28, 28), dtype=torch.uint8)
     with torch.no_grad():
-        z = detector.embed_frames(video)
+        z = detector.net.embed_frames(video)
         hf = Dinov2Model.from_pretrained(tiny_backbone).eval()
         tokens = hf(pixel_values=video.flatten(0, 1).float() / 255).last_hidden_state  # no normalisation
     expected = tokens.flatten(1) if embedding == "tokens" else tokens[:, 0]  # CLS + 4 patches, or CLS
@@ -66,19 +69,19 @@ def test_embeddings_match_the_backbone_tokens(tiny_backbone, embedding):
 def test_zscore_statistics_and_head(tiny_backbone, demo_yaml, tmp_path):
     detector = make(tiny_backbone)
     items = load_items(demo_yaml, modality="video")
-    dataset = detector.make_dataset(items, "train", {"cache_dir": str(tmp_path), "decode_workers": 0})
+    dataset = dataset_of(detector, items, "train", {"cache_dir": str(tmp_path), "decode_workers": 0})
     features = dataset.features.numpy().astype(np.float64)
     assert features.shape == (len(items), 21) and dataset.skipped == 0
-    np.testing.assert_allclose(detector.feature_mean.numpy(), features.mean(0), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(detector.feature_std.numpy(), features.std(0, ddof=0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(detector.net.feature_mean.numpy(), features.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(detector.net.feature_std.numpy(), features.std(0, ddof=0), rtol=1e-4, atol=1e-6)
     sample = dataset[0]
     assert set(sample) >= {"features", "label", "class_index", "index", "dataset_id"}
     with torch.no_grad():
         z = (sample["features"] - torch.tensor(features.mean(0), dtype=torch.float32)) / \
             (torch.tensor(features.std(0), dtype=torch.float32) + 1e-8)
-        torch.testing.assert_close(detector.forward_head(sample["features"][None]), detector.head(z[None]), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(detector.forward_head(sample["features"][None]), detector.net.head(z[None]), atol=1e-4, rtol=1e-4)
     # the buffers are part of the saved state (stored with the model)
-    assert {"feature_mean", "feature_std"} <= set(detector.state_dict())
+    assert {"net.feature_mean", "net.feature_std"} <= set(detector.state_dict())
     # features of the dataset equal the in-library forward on the same frames
     sampler = FrameSampler("benchmark", 24, frame_rate=12.0)
     clip = load_clip(items[0].path, sampler, (28, 28))
@@ -92,13 +95,13 @@ def test_feature_cache_skips_the_backbone(tiny_backbone, demo_yaml, tmp_path):
     calls = []
     detector.backbone.model.register_forward_hook(lambda *args: calls.append(1))
     data = {"cache_dir": str(tmp_path), "decode_workers": 0, "feature_batch_size": 2}
-    first = detector.make_dataset(items, "eval", data)
+    first = dataset_of(detector, items, "eval", data)
     assert len(calls) == 4  # one backbone pass per video on CPU (batches of 2 feed the decoding)
-    second = detector.make_dataset(items, "eval", data)
+    second = dataset_of(detector, items, "eval", data)
     assert len(calls) == 4  # every video came from the cache
     torch.testing.assert_close(first.features, second.features)
     # another sampler, or another embedding, is another cache entry
-    detector.make_dataset(items, "eval", {**data, "sampling": "uniform"})
+    dataset_of(detector, items, "eval", {**data, "sampling": "uniform"})
     assert len(calls) == 8
     assert make(tiny_backbone, embedding="cls").model_key() != detector.model_key()
 
@@ -111,12 +114,12 @@ def test_unreadable_videos_are_skipped_and_counted(tiny_backbone, demo_yaml, tmp
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 definitely not a video")
     items[1] = dataclasses.replace(items[1], path=str(broken))
-    dataset = detector.make_dataset(items, "train", {"feature_cache": False, "decode_workers": 0})
+    dataset = dataset_of(detector, items, "train", {"feature_cache": False, "decode_workers": 0})
     assert dataset.skipped == 1 and dataset[1] == {"unreadable": str(broken)} and "features" in dataset[0]
     batch = collate_skip([dataset[i] for i in range(3)])
     assert batch["skipped"] == 1 and batch["index"].tolist() == [0, 2] and batch["skipped_paths"] == [str(broken)]
     # statistics come from the readable videos only
-    torch.testing.assert_close(detector.feature_mean, dataset.features[[0, 2]].mean(0))
+    torch.testing.assert_close(detector.net.feature_mean, dataset.features[[0, 2]].mean(0))
 
 
 @pytest.mark.parametrize("embedding", ["tokens", "cls"])
@@ -152,10 +155,10 @@ def test_fine_tuning_keeps_the_loaded_feature_statistics(tiny_backbone, demo_yam
     detector = make(tiny_backbone)
     items = load_items(demo_yaml, modality="video")
     old_mean, old_std = torch.full((21,), 3.0), torch.full((21,), 2.0)
-    detector.feature_mean.copy_(old_mean)
-    detector.feature_std.copy_(old_std)  # as after --init-from: fitted statistics the MLP was trained with
+    detector.net.feature_mean.copy_(old_mean)
+    detector.net.feature_std.copy_(old_std)  # as after --init-from: fitted statistics the MLP was trained with
     data = {"cache_dir": str(tmp_path), "decode_workers": 0}
-    detector.make_dataset(items, "train", data)
-    assert torch.equal(detector.feature_mean, old_mean) and torch.equal(detector.feature_std, old_std)
-    detector.make_dataset(items, "train", {**data, "refit_feature_statistics": True})
-    assert not torch.equal(detector.feature_mean, old_mean)
+    dataset_of(detector, items, "train", data)
+    assert torch.equal(detector.net.feature_mean, old_mean) and torch.equal(detector.net.feature_std, old_std)
+    dataset_of(detector, items, "train", {**data, "refit_feature_statistics": True})
+    assert not torch.equal(detector.net.feature_mean, old_mean)

@@ -25,7 +25,7 @@ def test_parameter_groups_split_backbone_head_and_decay(module):
     for group in groups:
         for parameter in group["params"]:
             name = next(n for n, p in module.detector.named_parameters() if p is parameter)
-            assert group["lr"] == (1e-3 if name.startswith("backbone.") else 1e-2)
+            assert group["lr"] == (1e-3 if name.startswith("net.backbone.") else 1e-2)
             assert group["weight_decay"] == (0.0 if parameter.ndim <= 1 else 0.05)
 
 

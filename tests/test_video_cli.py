@@ -12,7 +12,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from detectors.data.catalog import load_items
-from detectors.video.fit import VIDEO, VIDEO_ARCHS
+from detectors.registry import list_detectors
+from detectors.video.fit import VIDEO
+
+VIDEO_ARCHS = list_detectors("video")
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=28, patch_size=14)
 
@@ -72,7 +75,7 @@ def test_fit_export_check_and_holdout(workspace):
     with torch.no_grad():
         torch.testing.assert_close(logits.float(), detector(clips), atol=1e-4, rtol=0)
     # the z-score statistics were set from the training features and saved with the model
-    assert not torch.allclose(detector.feature_std, torch.ones(21))
+    assert not torch.allclose(detector.net.feature_std, torch.ones(21))
 
 
 def test_detect_cli_on_run_submission_and_corrupt_file(workspace, tmp_path, capsys):
@@ -124,19 +127,23 @@ def test_video_fit_flags_go_into_the_config():
 
     from detectors.training.fit import build_parser
 
+    from detectors.registry import detector_class
+    from detectors.settings import ConfigLayers
+
     parser = build_parser("video", VIDEO_ARCHS, "restrav")
     VIDEO.add_arguments(parser)
-    assert VIDEO_ARCHS == ["restrav", "gend", "cakelens"]
+    assert VIDEO_ARCHS == ["cakelens", "gend", "restrav"]  # every registered video detector, found by name
     args = parser.parse_args(["--num-frames", "16", "--frame-rate", "8", "--sampling", "window",
                               "--window-sec", "1.5", "--cache-dir", "/tmp/x"])
-    config = {"model": {"num_frames": 24, "frame_rate": 12.0, "window_sec": 2.0}, "data": {}}
-    VIDEO.apply_arguments(args, config)
-    assert config["model"] == {"num_frames": 16, "frame_rate": 8.0, "window_sec": 1.5}
-    assert config["data"] == {"sampling": "window", "cache_dir": "/tmp/x"}
-    other = {"model": {}, "data": {}}  # an arch without sampling fields in its model config
+    layers = ConfigLayers(detector_class("restrav"))
+    VIDEO.apply_arguments(args, layers, {"num_frames", "frame_rate", "window_sec"})
+    assert layers.raw["model"] == {"num_frames": 16, "frame_rate": 8.0, "window_sec": 1.5}
+    assert layers.raw["data"] == {"sampling": "window", "cache_dir": "/tmp/x"}
+    assert layers.sources["model.num_frames"] == "--num-frames" and layers.sources["data.sampling"] == "--sampling"
+    other = ConfigLayers(detector_class("cakelens"))  # an arch without sampling fields in its model config
     VIDEO.apply_arguments(argparse.Namespace(num_frames=8, frame_rate=None, window_sec=None, sampling=None,
-                                             cache_dir=None), other)
-    assert other == {"model": {}, "data": {"num_frames": 8}}
+                                             cache_dir=None), other, {"crop"})
+    assert other.raw == {"data": {"num_frames": 8}}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")

@@ -13,8 +13,10 @@ import torch
 import yaml
 
 from detectors.registry import create_detector
-from detectors.video.cache import FeatureCache
+from detectors.data.cache import FeatureCache
+from detectors.video.data import ClipLoader
 from detectors.video.sampling import FrameSampler
+
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 28, "patch_size": 14}
 
@@ -58,15 +60,13 @@ def test_model_key_follows_the_backbone_weights(tiny_backbone):
 def test_changed_weights_never_reuse_cached_features(tiny_backbone, video, tmp_path):
     detector = restrav(tiny_backbone)
     sampler = FrameSampler("benchmark", 8)
-    first, valid = detector.compute_video_features(
-        [str(video)], sampler, num_workers=0, cache=FeatureCache(tmp_path, detector.model_key()))
+    first, valid = detector.feature_extraction(sampler, cache_dir=tmp_path, num_workers=0).run([str(video)])
     assert valid.all()
     with torch.no_grad():
         detector.backbone.model.embeddings.patch_embeddings.projection.weight.mul_(2.0)
-    second, _ = detector.compute_video_features(
-        [str(video)], sampler, num_workers=0, cache=FeatureCache(tmp_path, detector.model_key()))
+    second, _ = detector.feature_extraction(sampler, cache_dir=tmp_path, num_workers=0).run([str(video)])
     # independent reference: the new weights on the same frames, no cache involved
-    expected, _ = detector.compute_video_features([str(video)], sampler, num_workers=0)
+    expected, _ = detector.feature_extraction(sampler, num_workers=0).run([str(video)])
     torch.testing.assert_close(second, expected)
     assert not torch.allclose(first, second)
 
@@ -75,12 +75,12 @@ def test_missing_video_is_skipped_with_a_feature_cache(tiny_backbone, video, tmp
     detector = restrav(tiny_backbone)
     cache = FeatureCache(tmp_path / "features", detector.model_key())
     paths = [str(video), str(tmp_path / "gone.mp4")]
-    features, valid = detector.compute_video_features(paths, FrameSampler("benchmark", 8), num_workers=0,
-                                                      cache=cache)
+    features, valid = detector.feature_extraction(FrameSampler("benchmark", 8), cache_dir=tmp_path / "features",
+                                                  num_workers=0).run(paths)
     assert valid.tolist() == [True, False]
     assert torch.isfinite(features[0]).all() and torch.isnan(features[1]).all()
     # the readable video was cached, under the key of the file as it was read
-    assert cache.load(cache.key(video, FrameSampler("benchmark", 8), (28, 28), resize_mode="benchmark-crop")) is not None
+    assert cache.load(cache.key(ClipLoader(FrameSampler("benchmark", 8), (28, 28)).cache_identity(str(video)))) is not None
 
 
 # ---------------------------------------------------------------------------------- detect CLI
@@ -197,10 +197,9 @@ def test_bad_sampling_settings_fail_once_not_per_video(bad):
 
 
 def test_bad_frame_rate_is_a_setting_error_not_unreadable_videos(tiny_backbone, video):
-    detector = restrav(tiny_backbone)
     # before the check, every video came back "unreadable" and training failed with "no readable video"
     with pytest.raises(ValueError, match="frame_rate"):
-        detector.make_dataset([], "eval", {"frame_rate": 0.0, "feature_cache": False})
+        create_detector("restrav", {"backbone": {"name": str(tiny_backbone)}, "image_size": 28, "frame_rate": 0.0})
     assert FrameSampler("window", 24, frame_rate=None, window_sec=2.0).indices(48, 24.0)[0] == 0
 
 
@@ -211,10 +210,9 @@ def test_gend_checks_its_frame_rate_when_built(tiny_dinov3):
 
 def test_gend_refuses_sampling_settings_it_would_ignore():
     from detectors.errors import ConfigError
-    from detectors.video.gend import GenDConfig, build_gend_dataset
+    from detectors.video.gend import GenDDetector
 
-    config = GenDConfig()
+    # GenD samples its own frames: ReStraV's sampling settings are not part of its data section
     for data in ({"sampling": "window"}, {"train_sampling": "uniform"}, {"window_sec": 3.0}):
         with pytest.raises(ConfigError, match=f"data.{next(iter(data))}"):
-            build_gend_dataset([], "train", data, config)
-    assert len(build_gend_dataset([], "eval", {"sampling": "benchmark"}, config)) == 0  # the rule it uses anyway
+            GenDDetector.data_config(data)

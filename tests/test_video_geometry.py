@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from detectors.video.geometry import FEATURE_NAMES, NUM_FEATURES, trajectory_features
+from detectors.video.restrav import FEATURE_NAMES, NUM_FEATURES, trajectory_features
 
 
 def reference_features(z: np.ndarray) -> np.ndarray:

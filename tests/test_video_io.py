@@ -18,10 +18,12 @@ from PIL import Image
 
 from detectors.errors import MediaError
 from detectors.video import io as video_io
-from detectors.video.cache import FeatureCache, FrameCache
+from detectors.data.cache import FeatureCache
+from detectors.video.cache import FrameCache
+from detectors.video.data import ClipLoader
 from detectors.video.demo import main as demo_main
 from detectors.video.demo import write_demo_videos, write_holdout_videos, write_mp4
-from detectors.video.geometry import trajectory_features
+from detectors.video.restrav import trajectory_features
 from detectors.video.io import (
     centre_crop_resize,
     iter_frame_chunks,
@@ -519,10 +521,10 @@ def test_cache_keys_name_the_decoder(demo_mp4: Path, tmp_path: Path, monkeypatch
         used.append(probe_video(path, **options).backend)
         return read_video_frames(path, sampler, resize, **options)
 
-    decord_keys = (frames.key(demo_mp4, window, None), features.key(demo_mp4, window, None))
+    decord_keys = (frames.key(demo_mp4, window, None), features.key(ClipLoader(window, None).cache_identity(demo_mp4)))
     with monkeypatch.context() as patch:  # a machine without decord fills the cache with PyAV frames
         patch.setattr(video_io, "decord", None)
-        assert (frames.key(demo_mp4, window, None), features.key(demo_mp4, window, None)) != decord_keys
+        assert (frames.key(demo_mp4, window, None), features.key(ClipLoader(window, None).cache_identity(demo_mp4))) != decord_keys
         frames.get_or_decode(demo_mp4, window, None, decode)
     frames.get_or_decode(demo_mp4, window, None, decode)  # decord must not be served PyAV's entry
     frames.get_or_decode(demo_mp4, window, None, decode)
@@ -536,7 +538,7 @@ def test_cache_keys_name_the_decoder(demo_mp4: Path, tmp_path: Path, monkeypatch
         assert frames.key(demo_mp4, window, None) != decord_keys[0]
     with monkeypatch.context() as patch:
         patch.setattr(video_io.av, "library_versions", {**video_io.av.library_versions, "libswscale": (0, 0, 0)})
-        assert features.key(demo_mp4, window, None) != decord_keys[1]
+        assert features.key(ClipLoader(window, None).cache_identity(demo_mp4)) != decord_keys[1]
     # a folder of frames is read by Pillow whatever the video backend
     folder = tmp_path / "folder"
     folder.mkdir()
@@ -557,19 +559,19 @@ def test_feature_cache(demo_mp4: Path, tmp_path: Path, fmt: str) -> None:
         calls.append(1)
         return value
 
-    assert torch.equal(cache.get_or_compute(demo_mp4, sampler, (224, 224), compute), value)
-    loaded = cache.get_or_compute(demo_mp4, sampler, (224, 224), compute)
+    assert torch.equal(cache.get_or_compute(ClipLoader(sampler, (224, 224)).cache_identity(demo_mp4), compute), value)
+    loaded = cache.get_or_compute(ClipLoader(sampler, (224, 224)).cache_identity(demo_mp4), compute)
     assert len(calls) == 1 and loaded.dtype == torch.float64 and torch.equal(loaded, value)
     other_model = FeatureCache(tmp_path / "features", model_key="dinov2-small/cls", fmt=fmt)
-    assert other_model.load(other_model.key(demo_mp4, sampler, (224, 224))) is None
+    assert other_model.load(other_model.key(ClipLoader(sampler, (224, 224)).cache_identity(demo_mp4))) is None
 
-    key = cache.key(demo_mp4, sampler, (224, 224))
+    key = cache.key(ClipLoader(sampler, (224, 224)).cache_identity(demo_mp4))
     entry = cache.entry_path(key)
     data = bytearray(entry.read_bytes())
     data[-60] ^= 0x01  # inside the tensor bytes (before the npy trailer / at the end of safetensors)
     entry.write_bytes(bytes(data))
     assert cache.load(key) is None and not entry.exists()
-    cache.get_or_compute(demo_mp4, sampler, (224, 224), compute)
+    cache.get_or_compute(ClipLoader(sampler, (224, 224)).cache_identity(demo_mp4), compute)
     assert len(calls) == 2
     entry.write_bytes(entry.read_bytes()[:10])
     assert cache.load(key) is None

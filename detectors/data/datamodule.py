@@ -79,6 +79,17 @@ class EpochSeededSampler(WeightedRandomSampler):
         self.generator.manual_seed(self.seed * 1_000_003 + epoch)
 
 
+def build_dataset(recipe: SampleRecipe, items: list[MediaItem], stage: str,
+                  device: torch.device | str | None = None) -> Dataset:
+    """The dataset of ``items`` a :class:`SampleRecipe` describes: media samples, or, for a recipe
+    with ``features``, the frozen module's features computed (or read from the cache) now."""
+    if recipe.features is not None:
+        from detectors.data.features import build_feature_dataset
+
+        return build_feature_dataset(items, recipe.features, stage, device)
+    return MediaDataset.from_recipe(items, recipe)
+
+
 class MediaDataModule(L.LightningDataModule):
     """Split items -> the detector's datasets (its :class:`SampleRecipe` per stage) -> loaders.
 
@@ -124,14 +135,8 @@ class MediaDataModule(L.LightningDataModule):
         if split not in self._datasets:
             # Evaluation splits are built under their own name ("val", "calibration", "test"): a
             # detector may treat them differently (CakeLens validates on whole videos).
-            recipe = self.recipe(split, self.data)
-            items = self.split_items[split]
-            if recipe.features is not None:
-                from detectors.data.features import build_feature_dataset
-
-                self._datasets[split] = build_feature_dataset(items, recipe.features, split, self._device())
-            else:
-                self._datasets[split] = MediaDataset.from_recipe(items, recipe)
+            self._datasets[split] = build_dataset(self.recipe(split, self.data), self.split_items[split], split,
+                                                  self._device())
         return self._datasets[split]
 
     def _device(self) -> torch.device | None:

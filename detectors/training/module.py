@@ -7,6 +7,7 @@ BreathNet's contrastive and breath losses, ...); everything else is shared here.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -16,6 +17,7 @@ from lightning_utilities.core.apply_func import apply_to_collection
 
 from calibration import build_loss
 from calibration.losses import LossConfig
+from detectors.config import parse
 from detectors.base import Detector
 from detectors.data.dataset import is_empty_batch
 from detectors.errors import ConfigError
@@ -29,11 +31,12 @@ def _record_if_cuda(tensor: torch.Tensor, stream: torch.cuda.Stream) -> None:
 
 
 class DetectorModule(L.LightningModule):
-    def __init__(self, detector: Detector, loss: LossConfig | None = None, optim: OptimConfig | None = None) -> None:
+    def __init__(self, detector: Detector, loss: LossConfig | Mapping[str, Any] | None = None,
+                 optim: OptimConfig | Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.detector = detector
-        self.loss_config = loss or LossConfig()
-        self.optim_config = optim or OptimConfig()
+        self.loss_config = parse(LossConfig, loss, "loss")
+        self.optim_config = parse(OptimConfig, optim, "optim")
         self.criterion = build_loss(self.loss_config)
         self.skipped_samples = {"train": 0, "val": 0}  # draws (balanced sampling may repeat a file)
         self.unreadable_train_files: set[str] = set()  # this process's; named by the dataset
