@@ -117,13 +117,29 @@ def parse(cls: type[T], data: Any, where: str = "", source: Source = lambda key:
         dotted = f"{where}.{key}" if where else str(key)
         if key not in fields:
             raise ConfigError(_source(source, dotted, file), dotted, unknown_key_problem(dotted, fields))
-        kwargs[key] = convert(value, hints[key], dotted, source, file)
+        kwargs[key] = convert(_over_default(fields[key], value), hints[key], dotted, source, file)
         check_bounds(kwargs[key], fields[key], dotted, _source(source, dotted, file))
     try:
         return cls(**kwargs)
     except ConfigError as error:  # a check across fields in __post_init__, keyed relative to this section
         dotted = f"{where}.{error.where}" if where and error.where else (error.where or where)
         raise ConfigError(error.file or _source(source, dotted, file), dotted, error.problem) from None
+
+
+def _over_default(field: dataclasses.Field, value: Any) -> Any:
+    """A mapping (or shorthand) given for a section whose default is a configured instance (ReStraV's
+    ``backbone`` defaults to DINOv2-small) overrides that instance's values, not the section class's."""
+    if field.default_factory is dataclasses.MISSING:
+        return value
+    default = field.default_factory()
+    if not dataclasses.is_dataclass(default):
+        return value
+    shorthand = getattr(type(default), "shorthand", None)
+    if shorthand and isinstance(value, str):
+        value = {shorthand: value}
+    if not isinstance(value, Mapping):
+        return value
+    return deep_merge(to_dict(default), dict(value))
 
 
 def _source(source: Source, dotted: str, file: str | Path | None) -> str | Path | None:

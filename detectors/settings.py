@@ -125,6 +125,17 @@ def trainer_config_class() -> type:
     return cls
 
 
+def parse_trainer_config(values: Any) -> Any:
+    """A ``trainer:`` mapping as a ``TrainerConfig``; a Trainer argument the run owns is named as such."""
+    try:
+        return parse(trainer_config_class(), values, "trainer")
+    except ConfigError as error:
+        if (error.where or "").rpartition(".")[2] in RUN_OWNED_TRAINER_ARGUMENTS:
+            raise ConfigError(error.file, error.where, "is owned by the run directory (checkpoints, loggers, "
+                                                       "callbacks); remove it") from None
+        raise
+
+
 def _argument_docs(doc: str) -> dict[str, str]:
     """First sentence of each ``name: text`` entry of a Google-style ``Args:`` section."""
     entries: dict[str, str] = {}

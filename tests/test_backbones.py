@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from detectors.backbones import BackboneConfig, build_backbone
+from detectors.config import parse
 from detectors.errors import ConfigError
 from detectors.tuning import TuningConfig, apply_tuning, layernorm_parameter_names, resolve_lora_targets, trainable_summary
 
@@ -59,7 +60,7 @@ def test_tuning_modes_select_exactly_the_right_tensors(tiny_dinov3):
     assert names == set(layernorm_parameter_names(layernorm))
     assert names and all(n.split(".")[-2] in ("norm1", "norm2", "norm") for n in names)
 
-    lora = apply_tuning(build_backbone(BackboneConfig(name=str(tiny_dinov3))), TuningConfig.from_dict({"mode": "lora"}))
+    lora = apply_tuning(build_backbone(BackboneConfig(name=str(tiny_dinov3))), TuningConfig(mode="lora"))
     names = trainable_summary(lora)["trainable_tensors"]
     assert names and all("lora_" in n for n in names)
     assert not any("patch" in n for n in names)
@@ -96,8 +97,8 @@ def test_errors_name_the_problem(tmp_path):
         build_backbone(BackboneConfig(name=str(tmp_path / "missing")))
     with pytest.raises(ConfigError, match="cannot load backbone"):  # user data: no silent random fallback
         build_backbone(BackboneConfig(name="facebook/dinov2-small"))
-    with pytest.raises(ConfigError, match="unknown tuning mode"):
-        TuningConfig.from_dict({"mode": "bitfit"})
+    with pytest.raises(ConfigError, match=r"model\.tuning\.mode: expected one of 'frozen', 'layernorm', 'lora', 'full'"):
+        parse(TuningConfig, {"mode": "bitfit"}, "model.tuning")
 
 
 def test_demo_fallback_is_random_and_recorded():

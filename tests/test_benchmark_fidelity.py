@@ -99,7 +99,8 @@ def test_image_robustness_pass_matches_the_benchmark_chain(tmp_path: Path) -> No
 
 
 def test_calibration_split_sees_the_benchmark_input(tmp_path: Path) -> None:
-    from detectors.image.data import benchmark_input_loader, build_image_dataset
+    from detectors.data.dataset import MediaDataset
+    from detectors.image.data import ImageDataConfig, benchmark_input_loader, image_recipe
 
     paths = []
     rgb = tmp_path / "rgb.jpg"
@@ -110,7 +111,8 @@ def test_calibration_split_sees_the_benchmark_input(tmp_path: Path) -> None:
     paths.append(grey16)
     items = [MediaItem(str(p), 0, "real", "d", "image") for p in paths]
     for robustness in (False, True):
-        dataset = build_image_dataset(items, "calibration", {"eval_robustness": robustness}, image_size=56)
+        recipe = image_recipe("calibration", ImageDataConfig(eval_robustness=robustness), image_size=56)
+        dataset = MediaDataset.from_recipe(items, recipe)
         load = benchmark_input_loader({"resize": [56, 56]}, robustness=robustness)
         for index, path in enumerate(paths):
             assert torch.equal(dataset[index]["x"], load(str(path)))

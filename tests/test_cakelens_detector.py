@@ -11,8 +11,6 @@ import torch
 from detectors.data.catalog import MediaItem
 from detectors.video.cakelens import LABELS, predict_video
 from detectors.video.cakelens_detector import (
-
-from helpers import stage_dataset
     CakeLensDetector,
     CakeLensDetectorConfig,
     detect_cakelens,
@@ -20,6 +18,7 @@ from helpers import stage_dataset
     generator_targets,
     masked_label_bce,
 )
+from helpers import stage_dataset
 
 SMALL = dict(crop=32, width=4, channel_step=2, num_blocks=1, hidden=[8])
 
@@ -97,15 +96,15 @@ def test_detect_on_mp4_matches_predict_video(tmp_path):
 
     detector = small_detector()
     weights = tmp_path / "small.pth"
-    torch.save({"model_state_dict": detector.net.state_dict()}, weights)
+    torch.save({"model_state_dict": detector.cnn.state_dict()}, weights)
     video = tmp_path / "clip.mp4"
     write_mp4(video, torch.randint(0, 256, (11, 3, 32, 48), dtype=torch.uint8), fps=10)
     out = tmp_path / "out.json"
-    results = detect_cakelens([video], weights, json_out=out, progress=False, config=detector.net.config)
+    results = detect_cakelens([video], weights, json_out=out, progress=False, config=detector.cnn.config)
     saved = json.loads(out.read_text())
     assert saved["video"] == str(video) and saved["frame_count"] == 11
     assert list(saved["predictions"]) == list(LABELS)
-    expected = predict_video(detector.net, read_frames(video, list(range(11))), progress=False)
+    expected = predict_video(detector.cnn, read_frames(video, list(range(11))), progress=False)
     for label, p in saved["predictions"].items():
         assert 0.0 <= p <= 1.0
         assert p == pytest.approx(expected["probabilities"][label], abs=1e-6)
@@ -137,7 +136,7 @@ def test_train_one_epoch_export_and_check(tmp_path):
     datamodule = MediaDataModule(items, detector.data_recipe, detector.data_config(
         {"batch_size": 2, "eval_batch_size": 2, "num_workers": 0, "balanced_sampling": False, "val_framesets": "benchmark"}))
     module = DetectorModule(detector, loss={"name": "focal_brier"}, optim={"lr": 1e-3, "scheduler": "none"})
-    before = {k: v.clone() for k, v in detector.net.state_dict().items()}
+    before = {k: v.clone() for k, v in detector.cnn.state_dict().items()}
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=TensorBoardLogger(tmp_path / "tb"),
                         callbacks=detector.extra_callbacks(), enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
@@ -147,7 +146,7 @@ def test_train_one_epoch_export_and_check(tmp_path):
     detector.forward_batch = lambda batch: forward_calls.append(trainer.state.stage) or original_forward_batch(batch)
     trainer.fit(module, datamodule=datamodule)
     assert "train/label_bce" in trainer.logged_metrics
-    assert any(not torch.equal(before[k], v) for k, v in detector.net.state_dict().items())
+    assert any(not torch.equal(before[k], v) for k, v in detector.cnn.state_dict().items())
     # one forward per validation batch: the PR-curve callback reuses the validation step's logits
     assert forward_calls.count("validate") == 1  # 2 val videos, batch size 2
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -171,12 +170,12 @@ def test_detect_keeps_going_past_unreadable_videos(tmp_path):
 
     detector = small_detector()
     weights = tmp_path / "small.pth"
-    torch.save({"model_state_dict": detector.net.state_dict()}, weights)
+    torch.save({"model_state_dict": detector.cnn.state_dict()}, weights)
     good, bad = tmp_path / "good.mp4", tmp_path / "bad.mp4"
     write_mp4(good, torch.randint(0, 256, (9, 3, 32, 48), dtype=torch.uint8), fps=10)
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
     results = detect_cakelens([bad, good], weights, json_out=tmp_path / "out.json", progress=False,
-                              config=detector.net.config)
+                              config=detector.cnn.config)
     assert "error" in results[0] and str(bad) in results[0]["error"]
     assert results[1]["frame_count"] == 9
     assert len(json.loads((tmp_path / "out.json").read_text())) == 2
@@ -186,13 +185,15 @@ def test_detect_cli_reports_a_checkpoint_that_does_not_fit(tmp_path, capsys):
     from detectors.video.detect import main
 
     weights = tmp_path / "small.pth"
-    torch.save({"model_state_dict": small_detector().net.state_dict()}, weights)
+    torch.save({"model_state_dict": small_detector().cnn.state_dict()}, weights)
     assert main(["clip.mp4", "--arch", "cakelens", "--weights", str(weights)]) == 2
     assert "shape" in capsys.readouterr().err  # the full-size network names the mismatched tensors
 
 
 def test_fit_cli_trains_exports_and_checks(tmp_path):
-    from detectors.config import CONFIG_ROOT
+    import yaml
+
+    from detectors.config import CONFIG_ROOT, load_yaml
     from detectors.training.fit import run_fit
     from detectors.video.demo import write_demo_videos
     from detectors.video.fit import VIDEO, VIDEO_ARCHS
@@ -200,9 +201,11 @@ def test_fit_cli_trains_exports_and_checks(tmp_path):
     from export.__main__ import export_run
 
     data = write_demo_videos(tmp_path / "videos", n_per_class=5, num_frames=12, size=(40, 48))
+    demo_settings = tmp_path / "demo_settings.yaml"  # the demo's small network, on user data
+    demo_settings.write_text(yaml.safe_dump(load_yaml(CONFIG_ROOT / "video" / "cakelens.yaml")["demo"]))
     run = run_fit("video", VIDEO, VIDEO_ARCHS, "cakelens", [
         "--arch", "cakelens", "--data", str(data), "--output", str(tmp_path / "run"),
-        "--config", str(CONFIG_ROOT / "video" / "cakelens_demo.yaml"), "--max-epochs", "1",
+        "--config", str(demo_settings), "--max-epochs", "1",
         "--num-workers", "0", "--set", "split.val=0.3", "--set", "split.calibration=0.3"])
     summary = json.loads((run / "summary.json").read_text())
     assert summary["arch"] == "cakelens" and summary["epochs_completed"] == 1
@@ -228,7 +231,7 @@ def test_validation_judges_whole_videos_calibration_the_benchmark_input(tmp_path
     with torch.no_grad():
         _, logits = detector.forward_batch({"x": val["x"][None]})
         frames = centre_crop_resize(read_frames(video, list(range(20))), (32, 32))
-        per_frameset = detector.net(video_volume_from_benchmark_input(frames[None], detector.network_config))
+        per_frameset = detector.cnn(video_volume_from_benchmark_input(frames[None], detector.network_config))
     assert per_frameset.shape[0] == 3
     expected = torch.sigmoid(per_frameset[:, 0]).mean()  # the original verdict: mean AI_GEN probability
     assert torch.softmax(logits, -1)[0, 1].item() == pytest.approx(expected.item(), abs=1e-6)

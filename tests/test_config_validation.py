@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import typing
 import subprocess
 import sys
 import textwrap
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from detectors.config import CONFIG_ROOT, deep_merge, load_yaml, value_type_problem
+from detectors.config import CONFIG_ROOT, convert, deep_merge, flatten, load_yaml, to_dict
 from detectors.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,7 +59,14 @@ WALKTHROUGH = [
     (["--set", "calibration.methd=x"], "calibration.methd", "known calibration keys: fit"),
     (["--set", "data.batch_size=abc"], "data.batch_size", "expected an integer"),
     (["--set", "trainer.max_epoch=3"], "trainer.max_epoch", "did you mean 'trainer.max_epochs'"),
-    (["--set", "trainer.max_epochs=abc"], "trainer.max_epochs", "expected int or null"),
+    (["--set", "trainer.max_epochs=abc"], "trainer.max_epochs", "expected an integer or null"),
+    (["--set", "trainer.max_epochs=0"], "trainer.max_epochs", "must be >= 1"),
+    (["--set", "optim.lr=-1"], "optim.lr", "must be > 0"),
+    (["--set", "optim.lr=nan"], "optim.lr", "must be a finite number"),
+    (["--set", "split.val=1.5"], "split.val", "must be >= 0 and < 1"),
+    (["--set", "model.image_size=0"], "model.image_size", "must be >= 1"),
+    (["--set", "model.embedding=mean"], "model.embedding", "expected one of 'tokens', 'cls'"),
+    (["--set", "data.sampling=middle"], "data.sampling", "expected one of 'benchmark', 'window', 'uniform', 'random'"),
     (["--set", "loss.gama=1"], "loss.gama", "did you mean 'loss.gamma'"),
     (["--set", "split.val=lots"], "split.val", "expected a number"),
     (["--set", "data.feature_cache=1"], "data.feature_cache", "expected true or false"),
@@ -101,11 +110,11 @@ def test_the_same_mistakes_in_a_config_file_name_the_file(guarded, tmp_path):
 def test_model_typos_are_caught_early_with_their_source(guarded, tmp_path):
     with pytest.raises(ConfigError) as info:
         guarded(["--arch", "gend", "--set", "model.tuning.lora.rank=4", "--output", str(tmp_path / "run")])
-    assert (info.value.file, info.value.where) == ("--set", "model.tuning.lora")
-    assert "rank" in info.value.problem
+    assert (info.value.file, info.value.where) == ("--set", "model.tuning.lora.rank")
+    assert "known model.tuning.lora keys: alpha, dropout, r, targets" in info.value.problem
     with pytest.raises(ConfigError) as info:
         guarded(["--arch", "restrav", "--set", "model.hiden=[8]", "--output", str(tmp_path / "run")])
-    assert info.value.file == "--set" and "did you mean 'hidden'" in info.value.problem
+    assert info.value.file == "--set" and "did you mean 'model.hidden'" in info.value.problem
     assert guarded.reached == []
 
 
@@ -148,28 +157,34 @@ def test_valid_settings_of_every_section_pass_and_reach_the_run(guarded, tmp_pat
     parser = build_parser("video", VIDEO_ARCHS, "restrav")
     VIDEO.add_arguments(parser)
     config = resolve_config(parser.parse_args(argv), "video", VIDEO, demo=False)
-    assert config["data"]["batch_size"] == 8 and config["split"] == {"val": 0.2, "calibration": 0.15, "seed": 7}
+    assert config.data.batch_size == 8 and to_dict(config.split) == {"val": 0.2, "calibration": 0.15, "seed": 7}
     # PyYAML reads 1e-3 as a string; a float setting gets the number
-    assert config["optim"]["lr"] == 0.001 and isinstance(config["optim"]["lr"], float)
-    assert config["trainer"]["gradient_clip_val"] == 0.01
-    assert config["trainer"]["precision"] == "16" and config["trainer"]["limit_train_batches"] == 0.5
-    assert (config["calibration"], config["seed"], config["loss"]["gamma"]) == ({"fit": False}, 3, 1)
-    assert config["model"]["image_size"] == 64 and config["optim"]["restart_period"] == 5
+    assert config.optim.lr == 0.001 and isinstance(config.optim.lr, float)
+    assert config.trainer.gradient_clip_val == 0.01
+    assert config.trainer.precision == "16" and config.trainer.limit_train_batches == 0.5
+    assert (config.calibration.fit, config.seed, config.loss.gamma) == (False, 3, 1.0)
+    assert config.model.image_size == 64 and config.optim.restart_period == 5
     # the same command goes on to the expensive steps (the guard above is really in the way)
     with pytest.raises(ExpensiveStepReached):
         guarded([*argv, "--output", str(tmp_path / "run")])
     assert len(guarded.reached) == 1
 
 
-SHIPPED = [(path.parent.name, path.stem) for path in sorted(CONFIG_ROOT.glob("*/*.yaml"))
-           if not path.stem.endswith("_demo")]
+def _arches():
+    from detectors.registry import detector_class, list_detectors
+
+    return [(detector_class(arch).modality, arch) for arch in list_detectors()]
 
 
-@pytest.mark.parametrize("modality, arch", SHIPPED, ids=[arch for _, arch in SHIPPED])
+@pytest.mark.parametrize("modality, arch", _arches(), ids=[arch for _, arch in _arches()])
 @pytest.mark.parametrize("demo", [False, True], ids=["defaults", "demo"])
-def test_every_shipped_config_validates_unchanged(modality, arch, demo):
+def test_every_shipped_config_validates_and_only_overrides(modality, arch, demo):
+    """The resolved config is the dataclass defaults with the arch's YAML (and demo section) on top;
+    the YAML never restates a default (it only overrides: the defaults live in one place)."""
     import importlib
 
+    from detectors.registry import detector_class
+    from detectors.settings import run_config_class
     from detectors.training.fit import build_parser, resolve_config
 
     module = importlib.import_module(f"detectors.{modality}.fit")
@@ -177,31 +192,46 @@ def test_every_shipped_config_validates_unchanged(modality, arch, demo):
     parser = build_parser(modality, [arch], arch)
     if support.add_arguments:
         support.add_arguments(parser)
-    config = resolve_config(parser.parse_args([]), modality, support, demo=demo)
-    expected = load_yaml(CONFIG_ROOT / modality / f"{arch}.yaml")
-    demo_file = CONFIG_ROOT / modality / f"{arch}_demo.yaml"
-    if demo and demo_file.is_file():
-        expected = deep_merge(expected, load_yaml(demo_file))
-    assert config == {**expected, "arch": arch, "modality": modality}
+    config = to_dict(resolve_config(parser.parse_args([]), modality, support, demo=demo))
+    defaults = to_dict(run_config_class(detector_class(arch))())
+    shipped = load_yaml(CONFIG_ROOT / modality / f"{arch}.yaml")
+    demo_overrides = shipped.pop("demo", {})
+    for key, value in flatten(shipped).items():
+        assert flatten(defaults).get(key, object()) != value, f"{arch}.yaml restates the default of {key}"
+    expected = deep_merge(defaults, shipped)
+    for key, value in flatten(demo_overrides).items():
+        assert flatten(expected).get(key, object()) != value, f"{arch}.yaml demo restates {key}"
+    if demo:
+        expected = deep_merge(expected, demo_overrides)
+    assert flatten(config) == flatten(expected)
 
 
-def test_demo_overrides_only_use_keys_of_their_defaults():
-    """Independent of the validator: every demo key outside model/trainer exists in the defaults."""
-    for demo_file in sorted(CONFIG_ROOT.glob("*/*_demo.yaml")):
-        defaults = load_yaml(demo_file.with_name(demo_file.name.replace("_demo", "")))
-        for section, values in load_yaml(demo_file).items():
-            assert section in defaults, (demo_file, section)
-            if section not in ("model", "trainer"):
-                assert set(values) <= set(defaults[section]), (demo_file, section)
-
-
-@pytest.mark.parametrize("value, default, ok", [
-    (3, 1.0, True), (3.5, 1, False), (True, 1, False), ("abc", 1, False), (None, 1, False),
-    (None, None, True), ("anything", None, True), ([1], [0.9, 0.999], True), ("x", [1], False),
-    ("yes", True, False), (False, True, True), (1, "text", False), ({"a": 1}, {}, True),
+@pytest.mark.parametrize("value, hint, ok", [
+    (3, float, True), (3.5, int, False), (True, int, False), ("abc", int, False), (None, int, False),
+    (None, int | None, True), ("anything", typing.Any, True), ([1], list[float], True), ("x", list[int], False),
+    ("yes", bool, False), (False, bool, True), (1, str, False), ({"a": 1}, dict[str, typing.Any], True),
+    ("1e-3", float, True), ("cls", typing.Literal["cls", "mean"], True), ("CLS", typing.Literal["cls"], False),
+    (2, typing.Literal[2, 3], True), (2.0, typing.Literal[2, 3], False), ([0.9, 0.999], tuple[float, float], True),
+    ([0.9], tuple[float, float], False),
 ])
-def test_value_types_follow_the_default(value, default, ok):
-    assert (value_type_problem(value, default) is None) == ok
+def test_values_are_checked_against_the_annotation(value, hint, ok):
+    if ok:
+        convert(value, hint, "key")
+    else:
+        with pytest.raises(ConfigError, match="key: expected"):
+            convert(value, hint, "key")
+
+
+def test_schema_dump_lists_every_setting_with_type_value_and_help(capsys):
+    from detectors.config import main
+
+    assert main(["restrav", "--section", "data"]) == 0
+    out = capsys.readouterr().out
+    assert "data.feature_batch_size" in out and "videos per batch while extracting features" in out
+    assert re.search(r"^data\.num_workers +\* 0 +int$", out, re.M)  # set by configs/video/restrav.yaml
+    assert re.search(r"^data\.batch_size +32 +int$", out, re.M)  # a library default
+    assert main(["cakelens", "--demo", "--section", "model"]) == 0
+    assert re.search(r"^model\.crop +\* 64 +int$", capsys.readouterr().out, re.M)  # the demo's size
 
 
 def test_lightning_info_lines_appear_once_and_ours_stay_visible():

@@ -63,15 +63,17 @@ def test_semisynthetic_rows_of_a_mixed_dataset_reach_the_validation_split():
 
 def test_tuning_and_backbone_config_typos_name_the_field():
     from detectors.backbones import BackboneConfig
+    from detectors.config import parse
     from detectors.tuning import TuningConfig
 
-    with pytest.raises(ConfigError, match=r"model\.tuning\.lora: unknown field\(s\) \['rank'\]"):
-        TuningConfig.from_dict({"mode": "lora", "lora": {"rank": 16}})
-    with pytest.raises(ConfigError, match=r"model\.tuning: unknown field\(s\) \['lora_alpha'\]"):
-        TuningConfig.from_dict({"mode": "lora", "lora_alpha": 32})
-    config = TuningConfig.from_dict({"mode": "lora", "lora": {"r": 32, "alpha": 64, "dropout": 0.0}})
+    with pytest.raises(ConfigError, match=r"model\.tuning\.lora\.rank: unknown key.*known model\.tuning\.lora keys"):
+        parse(TuningConfig, {"mode": "lora", "lora": {"rank": 16}}, "model.tuning")
+    with pytest.raises(ConfigError, match=r"model\.tuning\.lora_alpha: unknown key"):
+        parse(TuningConfig, {"mode": "lora", "lora_alpha": 32}, "model.tuning")
+    config = parse(TuningConfig, {"mode": "lora", "lora": {"r": 32, "alpha": 64, "dropout": 0.0}}, "model.tuning")
     assert (config.lora.r, config.lora.alpha, config.lora.targets) == (32, 64, "qkv")
-    assert BackboneConfig.from_dict(None) == BackboneConfig()  # ``backbone: null`` means the defaults
+    assert parse(BackboneConfig, None, "model.backbone") == BackboneConfig()  # ``backbone: null``: the defaults
+    assert parse(TuningConfig, "layernorm", "model.tuning").mode == "layernorm"  # a bare mode is the mode
 
 
 def test_tuning_typo_through_the_detector_config_is_a_config_error(tiny_dinov3):

@@ -22,7 +22,7 @@ def fake_finished_run(root: Path, arch: str, modality: str) -> Path:
 
 
 class Resolved(Exception):
-    """Raised by the patched default_config: the test only needs to see which defaults were read."""
+    """Raised by the patched base_layers: the test only needs to see which defaults were read."""
 
 
 def test_init_from_reads_the_defaults_of_the_runs_arch(tmp_path, monkeypatch):
@@ -34,11 +34,11 @@ def test_init_from_reads_the_defaults_of_the_runs_arch(tmp_path, monkeypatch):
     assert DEFAULT_ARCH != "gend"  # the case that went wrong: no --arch, the run is not the default arch
     requested = []
 
-    def default_config(modality, arch):
-        requested.append((modality, arch))
+    def base_layers(detector_cls, demo):
+        requested.append((detector_cls.modality, detector_cls.arch))
         raise Resolved
 
-    monkeypatch.setattr(fit_module, "default_config", default_config)
+    monkeypatch.setattr(fit_module, "base_layers", base_layers)
     with pytest.raises(Resolved):
         run_fit("video", VIDEO, VIDEO_ARCHS, DEFAULT_ARCH,
                 ["--init-from", str(previous), "--data", str(tmp_path / "data.yaml"), "--output", str(tmp_path / "out")])
@@ -193,13 +193,13 @@ def test_gradient_checkpointing_flag_reaches_the_detector(arch, own_switch, tmp_
 
     parser = build_parser("video", VIDEO_ARCHS, "restrav")
     config = resolve_config(parser.parse_args(["--arch", arch, "--gradient-checkpointing"]), "video", VIDEO, True)
-    model = config["model"]
-    assert (model.get("gradient_checkpointing") if own_switch else model["tuning"]["gradient_checkpointing"]) is True
+    model = config.model
+    assert (model.gradient_checkpointing if own_switch else model.tuning.gradient_checkpointing) is True
     if own_switch:
         detector = create_detector(arch, model)
-        assert detector.net.gradient_checkpointing
+        assert detector.cnn.gradient_checkpointing
         detector.set_gradient_checkpointing(False)  # what --init-from uses on a loaded run
-        assert not detector.net.gradient_checkpointing and not detector.config_dict()["gradient_checkpointing"]
+        assert not detector.cnn.gradient_checkpointing and not detector.config_dict()["gradient_checkpointing"]
 
 
 def test_a_run_loads_without_the_checkpoint_it_started_from(tmp_path):
@@ -213,11 +213,11 @@ def test_a_run_loads_without_the_checkpoint_it_started_from(tmp_path):
     torch.save({"model_state_dict": original.state_dict()}, start)
     detector = create_detector("cakelens", {**small, "weights": str(start)})
     with torch.no_grad():  # "training" moved the weights away from the starting checkpoint
-        detector.net.seq.input_conv0.bias.add_(1.0)
+        detector.cnn.seq.input_conv0.bias.add_(1.0)
     save_detector(detector, tmp_path / "run")
     start.unlink()  # e.g. the run was copied to another machine
     loaded = load_detector(tmp_path / "run")
-    torch.testing.assert_close(loaded.net.seq.input_conv0.bias, detector.net.seq.input_conv0.bias)
+    torch.testing.assert_close(loaded.cnn.seq.input_conv0.bias, detector.cnn.seq.input_conv0.bias)
     assert loaded.config.weights == str(start)  # provenance kept
 
 

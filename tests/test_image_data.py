@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from detectors.data.catalog import MediaItem, load_items
-from detectors.data.dataset import MediaDataset, collate_skip, is_empty_batch
+from detectors.data.dataset import classification_target, MediaDataset, collate_skip, is_empty_batch
 from detectors.errors import MediaError
 from detectors.image.demo import write_demo_images, write_holdout_images
 from detectors.image.io import load_image
@@ -265,12 +265,14 @@ def test_media_dataset_skips_unreadable(tmp_path: Path, caplog: pytest.LogCaptur
         MediaItem(str(bad), 0, "real", "ds_a", "image"),
         MediaItem(str(good), 0, "real", "ds_a", "image"),
     ]
-    ds = MediaDataset(items, load_image, build_eval_transform(32), target="multiclass")
+    ds = MediaDataset(items, load_image, build_eval_transform(32))
     assert ds.dataset_names == ["ds_a", "ds_b"]
     sample = ds[0]
     assert sample["x"].shape == (3, 32, 32) and sample["label"].item() == 1 and sample["class_index"].item() == 2
-    assert sample["target"].item() == 2 and sample["dataset_id"] == 1 and sample["index"] == 0
-    assert MediaDataset(items, load_image)[0]["target"].item() == 1
+    assert sample["dataset_id"] == 1 and sample["index"] == 0 and "target" not in sample
+    # the classifier's target: the class index for 3-class heads, the binary label otherwise
+    assert classification_target(sample["label"], sample["class_index"], 3).item() == 2
+    assert classification_target(sample["label"], sample["class_index"], 2).item() == 1
     with caplog.at_level(logging.WARNING):
         assert ds[1] == {"unreadable": str(bad)} and ds[1] == {"unreadable": str(bad)}
     assert sum(str(bad) in r.getMessage() for r in caplog.records) == 1

@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from detectors.atomic import atomic_path
+from detectors.settings import parse_trainer_config
 from detectors.training.run import RunDir
 
 # Keys of the ``trainer:`` section that configure this module's callbacks rather than the Trainer.
@@ -32,6 +33,7 @@ def build_trainer(trainer_config: Any, run: RunDir,
     """A Trainer writing into ``run`` from the ``trainer:`` section (a ``TrainerConfig``): best +
     last checkpoints on ``monitor`` (default val/score), TensorBoard and CSV logs, optional early
     stopping on the same metric; every other field is a ``lightning.Trainer`` argument."""
+    trainer_config = parse_trainer_config(trainer_config)
     monitor = trainer_config.monitor
     mode = "min" if monitor.endswith("loss") else "max"
     checkpoint = ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode=mode,

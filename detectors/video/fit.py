@@ -14,11 +14,14 @@ from pathlib import Path
 
 import typing
 
+from detectors.registry import default_detector, list_detectors
 from detectors.settings import ConfigLayers
 from detectors.training.fit import ModalitySupport, main
 from detectors.video.sampling import SamplingMode
 
 SAMPLING_MODES = typing.get_args(SamplingMode)
+VIDEO_ARCHS = list_detectors("video")  # every registered video detector (found by its `arch`)
+DEFAULT_ARCH = default_detector("video")
 
 
 def write_demo(root: Path) -> Path:
