@@ -12,7 +12,6 @@ import argparse
 import copy
 import logging
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -32,6 +31,7 @@ from detectors.config import (
     set_dotted,
 )
 from detectors.errors import ConfigError
+from detectors.locking import claim_directory, releases_claims  # issue 17: one process per run directory
 from detectors.training.config_check import flatten_config, record_sources, source_of, validate_config
 
 log = logging.getLogger("detectors.fit")
@@ -204,6 +204,7 @@ def init_from_arch(args: argparse.Namespace, modality: str) -> str:
     return previous_config.get("arch", args.arch)
 
 
+@releases_claims  # issue 17: the run directory's lock is released when fit returns or raises
 def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Path:
     import lightning as L
 
@@ -229,8 +230,10 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
     config = resolve_config(args, modality, support, demo)
     run = RunDir(args.output or Path("runs") / f"{args.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
     rank_zero = int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+    if rank_zero:  # issue 17: lock the run directory (DDP children re-run this script: rank 0 holds it)
+        claim_directory(run.root, "fit")
     if run.is_finished() and args.overwrite and rank_zero and "LIGHTNING_RUN_STARTED" not in os.environ:
-        shutil.rmtree(run.root)
+        run.clear()  # issue 17: keeps the lock file
     elif run.is_finished() and not args.overwrite:
         raise ConfigError(run.root, None, "a finished run is already here; pass --overwrite or choose another --output")
     os.environ["LIGHTNING_RUN_STARTED"] = "1"  # DDP children re-run this script: never wipe twice
