@@ -240,8 +240,3 @@ def releases_claims(function: F) -> F:
 
     return wrapper  # type: ignore[return-value]
 
-
-def is_distributed_child() -> bool:
-    """A DDP worker that re-runs the command (Lightning sets LOCAL_RANK / NODE_RANK): rank 0 holds the
-    run's lock for all of them, so these must not try to take it."""
-    return int(os.environ.get("LOCAL_RANK", "0") or 0) != 0 or int(os.environ.get("NODE_RANK", "0") or 0) != 0

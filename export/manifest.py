@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 import zipfile
+import zlib
 from pathlib import Path
 from typing import IO
 
@@ -117,7 +118,7 @@ def verify_zip(path: str | Path) -> tuple[list[str], dict[str, str] | None]:
         with zipfile.ZipFile(path) as archive:
             digests = zip_digests(archive)
             expected = zip_manifest(archive, f"{path} (archive comment)")
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as error:
         return [f"{path}: corrupt zip ({str(error).splitlines()[0] if str(error) else type(error).__name__}); "
                 "re-export with --zip"], None
     if expected is None:
