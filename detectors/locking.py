@@ -81,9 +81,9 @@ def _read_holder(fd: int) -> dict[str, Any]:
 class DirectoryLock:
     """The lock of one directory; ``with DirectoryLock(path, "evaluate"):`` or acquire()/release()."""
 
-    def __init__(self, directory: str | Path, purpose: str = "run") -> None:
+    def __init__(self, directory: str | Path, purpose: str = "run", name: str = LOCK_NAME) -> None:
         self.directory = Path(directory)
-        self.path = self.directory / LOCK_NAME
+        self.path = self.directory / name  # another name locks one entry of a shared folder (an export)
         self.purpose = purpose
         self._fd: int | None = None
         self._created_directory = False
@@ -113,7 +113,7 @@ class DirectoryLock:
         except OSError as error:
             if isinstance(error, FileExistsError):
                 raise
-            raise ConfigError(self.directory, None, f"cannot create the lock file {LOCK_NAME} "
+            raise ConfigError(self.directory, None, f"cannot create the lock file {self.path.name} "
                               f"({error.strerror}); is the directory writable?") from error
 
     def _acquire_flock(self) -> int:

@@ -40,6 +40,7 @@ import yaml
 from safetensors.torch import save_file
 
 from detectors.atomic import atomic_path, make_temp_dir, remove_stale_temp_files, temp_prefix, write_text
+from detectors.locking import DirectoryLock
 from export.manifest import MANIFEST_FILE, directory_digests, manifest_text
 from export.spec import ExportSpec
 
@@ -354,6 +355,15 @@ def write_submission(spec: ExportSpec, out_dir: str | Path, dtype: str = "float3
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     zip_path = out_dir.with_name(out_dir.name + ".zip")
+    # one export of this submission at a time: two interleaved installs could pair one's folder with
+    # the other's zip (the lock sits beside the folder, which itself is swapped)
+    with DirectoryLock(out_dir.parent, "export", name=f".{out_dir.name}.lock"):
+        _write_locked(spec, out_dir, zip_path, source, config, tensors, zip)
+    return zip_path if zip else out_dir
+
+
+def _write_locked(spec: ExportSpec, out_dir: Path, zip_path: Path, source: str, config: dict,
+                  tensors: dict[str, torch.Tensor], zip: bool) -> None:
     # staging folders and zips of killed exports of this submission (named with their PID)
     remove_stale_temp_files(out_dir.parent, targets={out_dir.name, zip_path.name})
     _check_replaceable(out_dir)
@@ -378,4 +388,3 @@ def write_submission(spec: ExportSpec, out_dir: str | Path, dtype: str = "float3
         if staged_zip is not None:
             staged_zip.unlink(missing_ok=True)
         raise
-    return zip_path if zip else out_dir

@@ -236,3 +236,16 @@ def test_reexport_killed_while_writing_the_zip_keeps_the_old_pair(specs, tmp_pat
     write_submission(specs[1], directory, zip=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.pt", "sub", "sub.zip"]
     assert _pair_state(directory) == "new+zip"
+
+
+def test_a_second_export_of_the_same_submission_waits_its_turn(specs, tmp_path) -> None:
+    """Two exports interleaving their installs could pair one's folder with the other's zip: the
+    second one is refused (one line naming the holder) while the first holds the submission's lock."""
+    from detectors.locking import DirectoryBusyError, DirectoryLock
+
+    with DirectoryLock(tmp_path, "export", name=".sub.lock"):
+        with pytest.raises(DirectoryBusyError, match=rf"{tmp_path}: in use by process {os.getpid()} \(export: "):
+            write_submission(specs[0], tmp_path / "sub", zip=True)
+        assert [path.name for path in tmp_path.iterdir()] == [".sub.lock"]  # nothing staged
+    write_submission(specs[0], tmp_path / "sub", zip=True)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["sub", "sub.zip"]
