@@ -9,7 +9,9 @@ message the second process prints::
     wait for it to finish or stop it, or choose another directory
 
 A releasing holder unlinks the file before unlocking it, so a waiting process that locked the
-unlinked file checks that the path still names the file it locked and retries if not.
+unlinked file checks that the path still names the file it locked and retries if not. The file is
+opened close-on-exec (decoders and ffmpeg never inherit it); forked DataLoader workers share it and
+exit within seconds of their parent, after which the lock is free.
 
 Use :func:`claim_directory` as a context manager (``detectors.evaluate``), or, inside a function
 decorated with :func:`releases_claims`, call it as a plain function: the claim is released when that
@@ -62,11 +64,12 @@ class DirectoryBusyError(ConfigError):
 
 
 def _holder_info(purpose: str) -> dict[str, Any]:
-    command = " ".join([Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:3]])
-    if len(sys.argv) > 3:
-        command += " ..."
+    argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])  # "python -m detectors.image.fit ..."
+    command = " ".join(" ".join([Path(argv[0]).name, *argv[1:]]).split())  # one line, whatever -c held
+    if len(command) > 100:
+        command = command[:100] + " ..."
     return {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose,
-            "command": f"{purpose}: {command}"[:120], "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "command": f"{purpose}: {command}", "since": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def _read_holder(fd: int) -> dict[str, Any]:

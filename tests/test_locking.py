@@ -170,6 +170,7 @@ def test_evaluate_refuses_a_locked_output_directory(tmp_path, holder, capsys) ->
                  "--output", str(tmp_path / "out"), "--device", "cpu"])
     assert code == 2
     error = capsys.readouterr().err.strip()
-    assert error == (f"error: {tmp_path / 'out'}: in use by process {holder.pid} (test: -c {tmp_path / 'out'}, "
-                     f"since {json.loads((tmp_path / 'out' / LOCK_NAME).read_text())['since']}); wait for it to "
-                     "finish or stop it, or choose another directory")
+    holder_info = json.loads((tmp_path / "out" / LOCK_NAME).read_text())
+    assert holder_info["command"].startswith("test: python")  # the holder's own command line, on one line
+    assert error == (f"error: {tmp_path / 'out'}: in use by process {holder.pid} ({holder_info['command']}, "
+                     f"since {holder_info['since']}); wait for it to finish or stop it, or choose another directory")
