@@ -35,22 +35,117 @@ CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"
 Source = Callable[[str], "str | None"]  # dotted key -> where its value was set (a file, a flag)
 
 
+#: Input limits of :func:`load_yaml`. A configuration or dataset YAML is a few KB; PyYAML
+#: parses about 150 KB/s, so a 10 MB file took 65 s before failing. Aliases are shared when loaded,
+#: but code walking the result sees them expanded: a 519-byte "billion laughs" file took 37 s and
+#: 4.2 GB. Depth: PyYAML's composer recurses, so an absurdly nested file hits RecursionError.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_NODES = 1_000_000  # values after expanding aliases
+MAX_YAML_DEPTH = 100
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; syntax errors and non-mapping documents name the file (and line)."""
+    """Read a YAML mapping; syntax errors and non-mapping documents name the file (and line).
+
+    Refused with a one-line :class:`ConfigError` naming the file: a file larger than
+    :data:`MAX_YAML_BYTES`, binary or non-UTF-8 content, aliases expanding to more than
+    :data:`MAX_YAML_NODES` values (or referring to themselves), nesting deeper than
+    :data:`MAX_YAML_DEPTH`.
+    """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(path, None, "file does not exist")
+    if path.is_dir():
+        raise ConfigError(path, None, "is a directory, not a YAML file")
+    if not path.is_file():
+        raise ConfigError(path, None, "is not a regular file")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
-        raise ConfigError(path, where, f"invalid YAML: {getattr(error, 'problem', error)}") from error
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_YAML_BYTES + 1)  # never more: a huge file is refused, not read
+    except OSError as error:
+        raise ConfigError(path, None, f"cannot read it ({error.strerror or error})") from error
+    if len(raw) > MAX_YAML_BYTES:
+        size = max(path.stat().st_size, len(raw))
+        raise ConfigError(path, None, f"too large for a YAML configuration ({size / 2**20:.1f} MiB; the limit is "
+                          f"{MAX_YAML_BYTES / 2**20:g} MiB): is this the right file?")
+    if b"\x00" in raw:
+        raise ConfigError(path, None, "a binary file, not YAML text: is this the right file?")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError(path, None, f"not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start}); "
+                          "save it as UTF-8") from None
+    data = _parse_yaml(text, path)
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(path, None, f"expected a mapping at the top level, got {type(data).__name__}")
     return data
+
+
+def _parse_yaml(text: str, path: Path) -> Any:
+    """``yaml.safe_load`` with the size of the composed document checked before it is constructed."""
+    loader = None
+    try:
+        loader = yaml.SafeLoader(text)  # its reader already refuses control characters
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expanded_size(node, path)
+        return loader.construct_document(node)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
+        if isinstance(error, yaml.reader.ReaderError):
+            problem = f"unacceptable character #x{error.character:04x} at character {error.position}"
+        else:
+            problem = str(getattr(error, "problem", None) or error)
+        problem = " ".join(problem.split())  # one line, whatever PyYAML put in it
+        problem = problem if len(problem) <= 200 else problem[:200] + "..."
+        raise ConfigError(path, where, f"invalid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(path, None, f"nested too deeply (more than {MAX_YAML_DEPTH} levels)") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _check_expanded_size(root: yaml.Node, path: Path) -> None:
+    """Count the values ``root`` stands for with aliases expanded, without expanding them (each node
+    once, iteratively): refuse alias bombs, self-referring aliases and excessive nesting."""
+    size: dict[int, int] = {}
+    height: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.MappingNode):
+            return [part for pair in node.value for part in pair]
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        return []
+
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            below = children(node)
+            size[key] = 1 + sum(size[id(child)] for child in below)
+            height[key] = 1 + max((height[id(child)] for child in below), default=0)
+            on_path.discard(key)
+            if size[key] > MAX_YAML_NODES:
+                raise ConfigError(path, None, f"its aliases expand to more than {MAX_YAML_NODES:,} values (an alias "
+                                  "bomb?); write the values out or use fewer aliases")
+            if height[key] > MAX_YAML_DEPTH:
+                raise ConfigError(path, None, f"nested too deeply (more than {MAX_YAML_DEPTH} levels)")
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            raise ConfigError(path, None, "an alias refers to a value that contains it (a recursive alias)")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children(node) if id(child) not in size)
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -177,10 +177,18 @@ def describe_logits(logits: torch.Tensor) -> list[dict[str, Any]]:
     return rows
 
 
+NON_FINITE = "the model's output is not finite (NaN or inf logits), so there is no score"
+
+
+def non_finite_row(path: str) -> dict[str, Any]:
+    """The result of a file whose logits are NaN or infinite: an error, ``prob_fake``/``label`` null."""
+    return {"path": path, "error": f"{path}: {NON_FINITE}", "prob_fake": None, "label": None}
+
+
 def detect(model: LoadedModel, paths: Sequence[str | Path], *, batch_size: int = 1, num_workers: int = 0,
            progress: bool | None = None) -> list[dict[str, Any]]:
     """One result per path, in order: ``{"path", "prob_fake", "label"[, "class_probs"]}`` or
-    ``{"path", "error"}``. Files are decoded (in ``num_workers`` processes) and scored
+    ``{"path", "error"}`` (non-finite model outputs: also ``prob_fake`` and ``label`` None). Files are decoded (in ``num_workers`` processes) and scored
     ``batch_size`` at a time; the progress bar shows when there is more than one batch."""
     if batch_size < 1:
         raise ConfigError(None, "--batch-size", f"must be >= 1, got {batch_size}")
@@ -196,8 +204,10 @@ def detect(model: LoadedModel, paths: Sequence[str | Path], *, batch_size: int =
             if batch["x"] is not None:
                 with torch.inference_mode():
                     logits = model.predict(batch["x"])
-                for index, row in zip(batch["index"], describe_logits(logits)):
-                    results[index] = {"path": paths[index], **row}
+                finite = torch.isfinite(logits.float()).reshape(logits.shape[0], -1).all(dim=1).tolist()
+                for index, row, ok in zip(batch["index"], describe_logits(logits), finite):
+                    # NaN/inf logits have no probability: an error row (null in the JSON, never NaN)
+                    results[index] = {"path": paths[index], **row} if ok else non_finite_row(paths[index])
             bar.update(len(batch["index"]) + len(batch["errors"]))
     return results
 
@@ -273,10 +283,16 @@ def run_detection(args: argparse.Namespace, modality: str | None = None) -> int:
     for row in results:
         print(format_result(row), file=sys.stderr if "error" in row else sys.stdout)
     failed = sum("error" in row for row in results)
+    non_finite = sum("error" in row and "prob_fake" in row for row in results)
     if args.json is not None:
-        write_json(args.json, {"model": model.name, "modality": model.modality, "results": results, "failed": failed})
-    if failed:
-        print(f"{failed} of {len(results)} {FILE_NOUN.get(model.modality, 'file(s)')} could not be read", file=sys.stderr)
+        write_json(args.json, {"model": model.name, "modality": model.modality, "results": results, "failed": failed,
+                               "non_finite": non_finite})
+    noun = FILE_NOUN.get(model.modality, "file(s)")
+    if failed - non_finite:
+        print(f"{failed - non_finite} of {len(results)} {noun} could not be read", file=sys.stderr)
+    if non_finite:
+        print(f"{non_finite} of {len(results)} {noun} got non-finite model outputs (NaN or inf): not scored",
+              file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -28,6 +28,7 @@ from detectors.atomic import atomic_open, write_json, write_text
 from detectors.data.catalog import MediaItem, load_items
 from detectors.data.dataset import MediaDataset, collate_skip, is_empty_batch
 from detectors.errors import ConfigError
+from detectors.locking import claim_directory, releases_claims  # one process per output directory
 from detectors.metrics import (binary_metrics, multiclass_metrics, per_dataset_metrics, predictions_from_logits, prob_fake_from_logits,
                                robustness_blend)
 from detectors.training.predict import resolve_device
@@ -188,6 +189,7 @@ def _cap_per_dataset(items: list[MediaItem], cap: int) -> list[MediaItem]:
     return out
 
 
+@releases_claims  # the output directory's lock is released when main returns or raises
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m detectors.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, type=Path, help="submission directory or zip")
@@ -201,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         resolve_device(args.device)
+        claim_directory(args.output, "evaluate", recursive_cleanup=False)  # lock --output
         results = evaluate_submission(args.model, args.data, args.output, robustness=args.robustness,
                                       batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
                                       max_per_dataset=args.max_per_dataset)

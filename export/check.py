@@ -3,11 +3,16 @@
 ``python -m export.check DIR_OR_ZIP [--batch-size 2]`` prints one line per problem (saying what to
 fix) and exits 1 if there are any. ``check_submission(path)`` returns the same lines.
 
-1. Static rules: model.py imports only allowed modules, makes none of the blocked calls (the source
-   text is scanned like a sandbox would, so ``.eval(`` and words in comments count too), defines
+1. Static rules: model.py imports only allowed modules, reaches no blocked module through an allowed
+   one's attributes (``torch.os.system``, ``torch.serialization.sys``, ``np.ctypeslib``,
+   ``from torch import os``), makes none of the blocked calls (the source text is scanned like a
+   sandbox would, so ``.eval(`` and words in comments count too), defines
    ``load_model(weights_path, ...)``; model_config.yaml has a valid top-level dtype, preprocessing
    consistent with the modality, no dtype under ``model:``; the weights file is readable; a zip
    holds the files at its root.
+   Integrity (:mod:`export.manifest`): every file matches the export's ``SHA256SUMS`` (the folder's
+   file, the zip's archive comment), and a folder and a zip of the same name (``DIR``, ``DIR.zip``)
+   hold the same files, i.e. come from the same export.
 2. Once the static rules pass, the submission is loaded and run the way the benchmark does, in a
    fresh isolated interpreter (``python -I export/benchmark_loader.py``, run from a temporary
    directory with this project's packages blocked), on a zero and a random batch of the declared
@@ -18,11 +23,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import json
 import re
 import subprocess
 import sys
 import tempfile
+import types
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,7 @@ import yaml
 from safetensors import safe_open
 
 from export.benchmark_loader import DEFAULT_BLOCKED
+from export.manifest import pair_problems, verify_directory, verify_zip
 
 LOADER = Path(__file__).resolve().parent / "benchmark_loader.py"
 
@@ -52,6 +60,23 @@ _BLOCKED_TEXT = {
     r"\bcpp_extension\b": "torch.utils.cpp_extension",
     r"\bctypeslib\b": "numpy.ctypeslib",
 }
+# Modules the sandbox blocks (docs/submission-format.md: "os, sys, subprocess, ... and the like"), and
+# the low-level modules behind the same capabilities (posix is what os wraps, _thread threading's core).
+BLOCKED_MODULES = frozenset(
+    {
+        "os", "sys", "subprocess", "shutil", "socket", "requests", "urllib", "urllib3", "http", "asyncio",
+        "pickle", "marshal", "shelve", "dill", "cloudpickle", "joblib", "importlib", "builtins", "code",
+        "codeop", "runpy", "numba", "cython", "ctypes", "cffi", "mmap", "signal", "multiprocessing",
+        "concurrent", "threading", "apex", "deepspeed", "tensorboard", "wandb", "mlflow", "boto3",
+        "tempfile", "glob", "h5py", "posix", "nt", "_thread", "_posixsubprocess", "pty", "socketserver",
+        "ftplib", "smtplib", "xmlrpc", "webbrowser",
+    }
+)  # fmt: skip
+BLOCKED_SUBMODULES = ("numpy.ctypeslib", "torch.utils.cpp_extension")
+# Attribute chains are followed on the real modules for these roots (already imported here or cheap
+# and side-effect free); other roots fall back to matching attribute names against BLOCKED_MODULES.
+_RESOLVABLE_ROOTS = frozenset({"torch", "numpy", "safetensors", "math", "functools", "typing", "collections",
+                               "dataclasses", "enum", "abc", "pathlib"})
 VALID_DTYPES = ("float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
 MODALITIES = ("image", "video", "audio")
 
@@ -60,12 +85,117 @@ MODALITIES = ("image", "video", "audio")
 # model.py
 
 
+def is_blocked_module_name(name: str) -> bool:
+    """``os``, ``os.path``, ``numpy.ctypeslib`` ...: a module the sandbox refuses."""
+    return name.split(".")[0] in BLOCKED_MODULES or any(
+        name == blocked or name.startswith(blocked + ".") for blocked in BLOCKED_SUBMODULES)
+
+
+def _module_bindings(tree: ast.AST) -> dict[str, str]:
+    """Local name -> dotted path it stands for, for every import in the file (``np`` -> ``numpy``,
+    ``nn`` -> ``torch.nn``, ``serialization`` -> ``torch.serialization``)."""
+    bindings: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    bindings[alias.asname] = alias.name
+                else:
+                    root = alias.name.split(".")[0]
+                    bindings[root] = root
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                if alias.name != "*":
+                    bindings[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    return bindings
+
+
+def _dotted(node: ast.AST, bindings: dict[str, str]) -> str | None:
+    """``torch.serialization.sys`` for that attribute chain on an imported name, else None."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name) or node.id not in bindings:
+        return None
+    return ".".join([bindings[node.id], *reversed(parts)])
+
+
+def blocked_module_reached(dotted: str) -> str | None:
+    """The blocked module that ``dotted`` (an import path plus attributes) reaches, or None.
+
+    Followed on the real module objects where the root is resolvable (``torch.os`` is the ``os``
+    module, ``torch.signal`` is torch's own, allowed ``torch.signal``); past what cannot be resolved,
+    an attribute named like a blocked module (``timm.os``) counts as reaching it.
+    """
+    parts = dotted.split(".")
+    obj: Any = None
+    if parts[0] in _RESOLVABLE_ROOTS:
+        try:
+            obj = sys.modules.get(parts[0]) or importlib.import_module(parts[0])
+        except Exception:  # not installed here: judge by names below
+            obj = None
+    for index in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:index])
+        if obj is not None:
+            if index > 1:
+                try:
+                    obj = getattr(obj, parts[index - 1])
+                except Exception:
+                    obj = None  # a missing attribute: fall back to the name rule from here on
+            if isinstance(obj, types.ModuleType):
+                if is_blocked_module_name(obj.__name__):
+                    return obj.__name__
+                continue
+            if obj is not None:
+                return None  # a class, function or value: not a module any more
+        if (index > 1 and parts[index - 1] in BLOCKED_MODULES and prefix not in ALLOWED_IMPORTS) or \
+                any(prefix == blocked for blocked in BLOCKED_SUBMODULES):
+            return parts[index - 1] if parts[index - 1] in BLOCKED_MODULES else prefix
+    return None
+
+
+def _attribute_chain_problems(tree: ast.AST, source: str, filename: str) -> list[str]:
+    bindings = _module_bindings(tree)
+    lines = source.splitlines()
+    found: list[tuple[int, str, str, str]] = []
+    for node in ast.walk(tree):
+        chains: list[tuple[str, str]] = []  # (as written, dotted path)
+        if isinstance(node, ast.Attribute):
+            dotted = _dotted(node, bindings)
+            # the first blocked link only: torch.os.system and torch.os are one finding
+            if dotted and (not isinstance(node.value, ast.Attribute) or
+                           blocked_module_reached(_dotted(node.value, bindings) or "") is None):
+                chains = [(ast.unparse(node), dotted)]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            chains = [(f"from {node.module} import {alias.name}", f"{node.module}.{alias.name}")
+                      for alias in node.names if alias.name != "*"]
+        for written, dotted in chains:
+            if dotted.split(".")[0] in BLOCKED_MODULES:
+                continue  # a blocked module imported or used directly: the import rule reports it
+            blocked = blocked_module_reached(dotted)
+            if blocked is None:
+                continue
+            line = lines[node.lineno - 1] if node.lineno <= len(lines) else ""
+            if blocked in BLOCKED_SUBMODULES and blocked.rsplit(".", 1)[-1] in line:
+                continue  # named on the line: the text rule below already reports it
+            found.append((node.lineno, written, dotted, blocked))
+    problems = []
+    for line, written, dotted, blocked in sorted(set(found)):
+        via = "" if written == dotted else f" ({dotted})"
+        problems.append(f"{filename}:{line}: `{written}`{via} reaches the blocked module {blocked} through an "
+                        "allowed module's attribute; remove it")
+    return problems
+
+
 def check_model_source(source: str, filename: str = "model.py") -> list[str]:
     """Static rules on model.py's text."""
     try:
         tree = ast.parse(source, filename=filename)
     except SyntaxError as error:
         return [f"{filename}:{error.lineno}: syntax error: {error.msg}"]
+    except (RecursionError, MemoryError, ValueError) as error:  # absurdly nested or NUL bytes
+        return [f"{filename}: cannot be parsed ({type(error).__name__}); is it a Python source file?"]
     problems = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -79,6 +209,7 @@ def check_model_source(source: str, filename: str = "model.py") -> list[str]:
                 )
             elif node.module not in ALLOWED_IMPORTS:
                 problems.append(f"{filename}:{node.lineno}: import from {node.module!r} is not allowed; remove it")
+    problems += _attribute_chain_problems(tree, source, filename)
     for number, line in enumerate(source.splitlines(), start=1):
         for match in _BLOCKED_CALL_RE.finditer(line):
             problems.append(
@@ -184,6 +315,14 @@ def _check_zip(path: Path) -> list[str]:
     return problems
 
 
+def _is_submission_zip(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "model_config.yaml" in archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return True  # corrupt: verify_zip says how
+
+
 def _check_directory(directory: Path) -> list[str]:
     problems = []
     config_path, model_path = directory / "model_config.yaml", directory / "model.py"
@@ -251,13 +390,25 @@ def check_submission(
         problems = _check_zip(path)
         if problems:
             return problems
+        integrity, zip_files = verify_zip(path)
+        if zip_files is None:  # a corrupt member: nothing more can be read
+            return integrity
+        folder = path.with_name(path.name[: -len(".zip")]) if path.name.endswith(".zip") else None
+        if folder is not None and (folder / "model_config.yaml").is_file():
+            folder_problems, folder_files = verify_directory(folder)
+            integrity += pair_problems(folder, folder_files, path, zip_files)
         with tempfile.TemporaryDirectory(prefix="export_check_zip_") as tmp:
             with zipfile.ZipFile(path) as archive:
                 archive.extractall(tmp)
             # name the files inside the zip, not the temporary folder that is gone once this returns
-            problems = [problem.replace(str(Path(tmp)), str(path)) for problem in _check_directory(Path(tmp))]
+            problems = integrity + [problem.replace(str(Path(tmp)), str(path)) for problem in _check_directory(Path(tmp))]
     elif path.is_dir():
-        problems = _check_directory(path)
+        problems, folder_files = verify_directory(path)
+        zip_path = path.with_name(path.name + ".zip")
+        if zip_path.is_file() and _is_submission_zip(zip_path):
+            zip_problems, zip_files = verify_zip(zip_path)
+            problems += zip_problems if zip_files is None else pair_problems(path, folder_files, zip_path, zip_files)
+        problems += _check_directory(path)
     else:
         return [f"{path}: not a submission directory or zip file"]
     if problems or not run:

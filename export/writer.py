@@ -5,6 +5,15 @@ generated ``load_model``. The whole
 directory is written into a temporary sibling and renamed into place, so a reader never sees a
 half-written export.
 
+The folder and its zip (``DIR``, ``DIR.zip``) are one unit: both are staged completely (the folder
+with a ``SHA256SUMS`` manifest, the zip with the same manifest as its archive comment; see
+:mod:`export.manifest`), then installed in an order whose every intermediate state is one export or
+none, never a mix: the old zip is moved aside, the folder swapped in (atomically where the kernel
+offers ``renameat2(RENAME_EXCHANGE)``), the new zip moved in. A process killed at any step leaves
+the previous pair, or a folder without its zip; its staging temps are removed by the next export
+(:func:`detectors.atomic.remove_stale_temp_files`). A re-export rewrites an existing ``DIR.zip`` of a
+previous export even without ``zip=True``, so the pair never drifts apart.
+
 dtype: ``"float32"`` or ``"bf16"``. In bf16, weight matrices (ndim >= 2) are stored as bfloat16 and
 vectors (norm weights/biases, layer scales, linear biases, the folded calibrator's scale/bias) stay
 float32 in the file: they are a negligible share of the bytes and the place where rounding hurts
@@ -15,6 +24,8 @@ in float32, so only the parameters themselves carry bf16 rounding.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import pprint
 import shutil
@@ -27,8 +38,10 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from detectors.atomic import atomic_path, write_text
+from detectors.atomic import atomic_path, make_temp_dir, remove_stale_temp_files, temp_prefix, write_text
+from detectors.locking import DirectoryLock
 from export.bundle import bundle
+from export.manifest import MANIFEST_FILE, directory_digests, manifest_text
 from export.spec import ExportSpec
 
 WEIGHTS_FILE = "model.safetensors"
@@ -133,25 +146,99 @@ def cast_state_dict(state_dict: dict[str, torch.Tensor], dtype: str = "float32")
 # writing
 
 
-def _install(tmp: Path, out_dir: Path) -> None:
-    """Move the finished temporary directory onto ``out_dir`` (replacing a previous export only)."""
-    if out_dir.exists():
-        if not out_dir.is_dir():
+def _check_replaceable(out_dir: Path) -> None:
+    """``out_dir`` may be (re)written: absent, empty, or a previous export (never someone's folder)."""
+    if out_dir.exists() or out_dir.is_symlink():
+        if not out_dir.is_dir() or out_dir.is_symlink():
             raise FileExistsError(f"{out_dir}: exists and is not a directory")
-        entries = list(out_dir.iterdir())
-        if entries and not (out_dir / "model_config.yaml").is_file():
+        if any(out_dir.iterdir()) and not (out_dir / "model_config.yaml").is_file():
             raise FileExistsError(f"{out_dir}: not empty and not a previous export; choose another output directory")
-        backup = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-        os.replace(out_dir, backup / out_dir.name)
-        try:
+
+
+def _is_previous_export_zip(path: Path) -> bool:
+    """A zip written by an earlier export of this folder (submission files at its root)."""
+    if not path.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "model_config.yaml" in archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the C
+    library or the filesystem does not offer it."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2  # <fcntl.h> AT_FDCWD, <linux/fs.h> RENAME_EXCHANGE
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
+
+
+def _retire_name(target: Path, suffix: str) -> Path:
+    """A free temporary name next to ``target`` (owned by this process, see detectors.atomic)."""
+    fd, name = tempfile.mkstemp(prefix=temp_prefix(target.name), suffix=suffix, dir=target.parent)
+    os.close(fd)
+    os.unlink(name)
+    return Path(name)
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _install(tmp: Path, out_dir: Path, staged_zip: Path | None = None, zip_path: Path | None = None) -> None:
+    """Move the finished staging folder (and zip) onto ``out_dir`` (and ``zip_path``).
+
+    Order: old zip aside -> folder swapped -> new zip in. Killed between any two steps, the paths hold
+    the old pair, the old folder alone, or the new folder alone: never a folder and a zip of two exports.
+    """
+    retired: list[Path] = []
+    try:
+        if staged_zip is not None and zip_path is not None and (zip_path.exists() or zip_path.is_symlink()):
+            aside = _retire_name(zip_path, ".old")
+            os.replace(zip_path, aside)
+            retired.append(aside)
+        if out_dir.exists():
+            if _exchange(tmp, out_dir):  # tmp now holds the previous export
+                retired.append(tmp)
+            else:
+                aside = _retire_name(out_dir, ".old")
+                os.replace(out_dir, aside)
+                try:
+                    os.replace(tmp, out_dir)
+                except BaseException:
+                    os.replace(aside, out_dir)
+                    raise
+                retired.append(aside)
+        else:
             os.replace(tmp, out_dir)
-        except BaseException:
-            os.replace(backup / out_dir.name, out_dir)
-            raise
-        finally:
-            shutil.rmtree(backup, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
+        if staged_zip is not None and zip_path is not None:
+            os.replace(staged_zip, zip_path)
+        _fsync_directory(out_dir.parent)
+    finally:
+        for path in retired:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def _make_readable(directory: Path) -> None:
@@ -163,16 +250,25 @@ def _make_readable(directory: Path) -> None:
         path.chmod(0o666 & ~umask)
 
 
+def _write_zip_file(directory: Path, target: Path) -> None:
+    """The submission files at the archive root (no parent folder, no manifest member); the manifest of
+    exactly those members is the archive comment (export.manifest)."""
+    digests = directory_digests(directory)
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(digests):
+            archive.write(directory / name, arcname=name)
+        archive.comment = manifest_text(digests).encode("ascii")
+    with open(target, "rb") as handle:
+        os.fsync(handle.fileno())
+    umask = os.umask(0)
+    os.umask(umask)
+    target.chmod(0o666 & ~umask)
+
+
 def write_zip(directory: Path, zip_path: Path) -> Path:
     """Zip the submission files at the archive root (no parent folder), atomically."""
     with atomic_path(zip_path) as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for path in sorted(directory.iterdir()):
-                if path.is_file():
-                    archive.write(path, arcname=path.name)
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)
+        _write_zip_file(Path(directory), tmp)
     return zip_path
 
 
@@ -190,12 +286,28 @@ def write_submission(spec: ExportSpec, out_dir: str | Path, dtype: str = "float3
     if problems:
         raise ValueError("invalid model_config.yaml:\n" + "\n".join(problems))
     for name in spec.extra_files:
-        if Path(name).name != name or name in SUBMISSION_FILES:
-            raise ValueError(f"ExportSpec.extra_files: {name!r} must be a plain file name other than {SUBMISSION_FILES}")
+        if Path(name).name != name or name in (*SUBMISSION_FILES, MANIFEST_FILE):
+            raise ValueError(f"ExportSpec.extra_files: {name!r} must be a plain file name other than "
+                             f"{(*SUBMISSION_FILES, MANIFEST_FILE)}")
     tensors = cast_state_dict(spec.state_dict, dtype)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    zip_path = out_dir.with_name(out_dir.name + ".zip")
+    # one export of this submission at a time: two interleaved installs could pair one's folder with
+    # the other's zip (the lock sits beside the folder, which itself is swapped)
+    with DirectoryLock(out_dir.parent, "export", name=f".{out_dir.name}.lock"):
+        _write_locked(spec, out_dir, zip_path, source, config, tensors, zip)
+    return zip_path if zip else out_dir
+
+
+def _write_locked(spec: ExportSpec, out_dir: Path, zip_path: Path, source: str, config: dict,
+                  tensors: dict[str, torch.Tensor], zip: bool) -> None:
+    # staging folders and zips of killed exports of this submission (named with their PID)
+    remove_stale_temp_files(out_dir.parent, targets={out_dir.name, zip_path.name})
+    _check_replaceable(out_dir)
+    with_zip = zip or _is_previous_export_zip(zip_path)  # an existing pair stays a pair
+    tmp = make_temp_dir(out_dir)
+    staged_zip: Path | None = None
     try:
         write_text(tmp / "model.py", source)
         write_text(tmp / "model_config.yaml", yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
@@ -203,11 +315,14 @@ def write_submission(spec: ExportSpec, out_dir: str | Path, dtype: str = "float3
             save_file(tensors, str(weights), metadata={"format": "pt", "name": spec.name, "version": str(spec.version)})
         for name, text in spec.extra_files.items():
             write_text(tmp / name, text)
+        write_text(tmp / MANIFEST_FILE, manifest_text(directory_digests(tmp)))
         _make_readable(tmp)
-        _install(tmp, out_dir)
+        if with_zip:
+            staged_zip = _retire_name(zip_path, ".zip")
+            _write_zip_file(tmp, staged_zip)
+        _install(tmp, out_dir, staged_zip, zip_path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if staged_zip is not None:
+            staged_zip.unlink(missing_ok=True)
         raise
-    if zip:
-        return write_zip(out_dir, out_dir.with_name(out_dir.name + ".zip"))
-    return out_dir

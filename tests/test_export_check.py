@@ -90,8 +90,11 @@ def dinov3_export(tmp_path_factory) -> tuple[Path, ExportSpec, torch.nn.Module]:
 
 
 def _copy(directory: Path, tmp_path: Path) -> Path:
+    """A copy to edit by hand: without the export's SHA256SUMS, which would report every edit first
+    (the manifest has its own tests in test_export_integrity.py)."""
     target = tmp_path / "submission"
     shutil.copytree(directory, target)
+    (target / "SHA256SUMS").unlink()
     return target
 
 
@@ -102,7 +105,9 @@ def _copy(directory: Path, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("fixture", ["dinov2_export", "dinov3_export"])
 def test_valid_submission_passes_and_matches_the_library(fixture: str, request) -> None:
     directory, spec, backbone = request.getfixturevalue(fixture)
-    assert sorted(p.name for p in directory.iterdir()) == sorted(["model.py", "model_config.yaml", "model.safetensors"])
+    # the three submission files and the export's SHA256SUMS manifest
+    assert sorted(p.name for p in directory.iterdir()) == sorted(["model.py", "model_config.yaml", "model.safetensors",
+                                                                  "SHA256SUMS"])
     assert check_submission(directory) == []  # includes the fresh-interpreter load and run
 
     model, config = loader.load_submission(directory)

@@ -88,6 +88,9 @@ def finalize_run(run: RunDir, module: Any, datamodule: MediaDataModule, trainer:
                "calibration": calibration.skipped}
     result = {"validation": metrics, "calibration_split_uncalibrated": uncalibrated_cal,
               "calibrator": detector.calibrator.state(), "skipped_unreadable": skipped}
+    # how the calibrator was fitted (split size, NLL before/after, fallback) and its warnings
+    calibration_fit = detector.calibrator.last_fit if config.calibration.fit and len(calibration) else None
+    result["calibration_fit"] = calibration_fit
     if before is not None:
         result["before_fine_tuning"] = before
         result["comparison"] = {k: {"before": before.get(k), "after": metrics.get(k)} for k in REPORTED}
@@ -98,6 +101,7 @@ def finalize_run(run: RunDir, module: Any, datamodule: MediaDataModule, trainer:
         **detector.summary(), **trainable_summary(detector),
         "epochs_completed": trainer.current_epoch, "global_steps": trainer.global_step,
         "best_checkpoint": best or None, "skipped_unreadable": skipped, **extra_summary,
+        "calibration_warnings": list((calibration_fit or {}).get("warnings", [])),
     }
     run.write_summary(summary)
     print_report(run, metrics, before)

@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import logging
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -26,6 +25,7 @@ import yaml
 
 from detectors.config import load_yaml, to_dict
 from detectors.errors import ConfigError
+from detectors.locking import claim_directory, releases_claims
 from detectors.settings import ConfigLayers, base_layers, resolve_run_config
 
 log = logging.getLogger("detectors.fit")
@@ -181,6 +181,7 @@ def init_from_arch(args: argparse.Namespace, modality: str) -> str:
     return previous_config.get("arch", args.arch)
 
 
+@releases_claims  # the run directory's lock is released when fit returns or raises
 def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Path:
     import lightning as L
 
@@ -206,8 +207,10 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
     config = resolve_config(args, modality, support, demo)
     run = RunDir(args.output or Path("runs") / f"{args.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
     rank_zero = int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+    if rank_zero:  # lock the run directory (DDP children re-run this script: rank 0 holds it)
+        claim_directory(run.root, "fit")
     if run.is_finished() and args.overwrite and rank_zero and "LIGHTNING_RUN_STARTED" not in os.environ:
-        shutil.rmtree(run.root)
+        run.clear()  # keeps the lock file
     elif run.is_finished() and not args.overwrite:
         raise ConfigError(run.root, None, "a finished run is already here; pass --overwrite or choose another --output")
     os.environ["LIGHTNING_RUN_STARTED"] = "1"  # DDP children re-run this script: never wipe twice

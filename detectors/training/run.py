@@ -20,6 +20,7 @@ RUN_DIR/
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,21 @@ class RunDir:
     def demo_submission(self) -> Path:
         """Where the demo exports its submission (calibration.sweep points there after a sweep)."""
         return self.root / "submission"
+
+    def clear(self) -> None:
+        """Delete the run's contents (``--overwrite``), keeping the directory and its lock file: the
+        process that holds the lock must still hold it afterwards (see detectors.locking)."""
+        from detectors.locking import LOCK_NAME
+
+        if not self.root.is_dir():
+            return
+        for path in self.root.iterdir():
+            if path.name == LOCK_NAME:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
     def is_finished(self) -> bool:
         return self.summary.is_file() and (self.root / "detector.safetensors").is_file()
