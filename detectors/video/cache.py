@@ -41,7 +41,7 @@ import torch
 import zstandard
 
 from detectors.atomic import atomic_open
-from detectors.video.io import decoder_key, read_video_frames
+from detectors.video.io import decoder_key, read_video_frames, split_frames_parquet_ref
 from detectors.video.sampling import FrameSampler
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,11 @@ class CorruptEntry(Exception):
 
 
 def file_fingerprint(path: str | Path) -> list[Any]:
-    """Absolute path, size and mtime (ns) of a video; for a frame folder, of all files in it."""
+    """Absolute path, size and mtime (ns) of a video; for a frame folder, of all files in it; for a
+    video of a frames parquet shard, of the shard plus the video id."""
+    parquet = split_frames_parquet_ref(path)
+    if parquet is not None:
+        return [*file_fingerprint(parquet[0]), parquet[1]]
     path = Path(path).resolve()
     if path.is_dir():
         stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.iterdir()) if p.is_file()]
