@@ -68,6 +68,12 @@ def dataset_caps(names: Sequence[str], modality: str) -> dict[str, int]:
     return {n: gasstation_cap if is_gasstation(n) else regular_cap for n in names}
 
 
+def list_folder(root: Path) -> list[str]:
+    """A dataset folder's entries as the benchmark lists its cache folder: ``os.listdir`` order
+    (whatever the file system returns), names starting with ``.`` left out."""
+    return [name for name in os.listdir(root) if not name.startswith(".")]
+
+
 def _index_of(name: str) -> int:
     match = _INDEX.search(name)
     return int(match.group(1)) if match else -1
@@ -98,7 +104,7 @@ def benchmark_order(entry: DatasetEntry, items: Sequence[MediaItem], seed: int) 
     by_name = {Path(item.path).name: item for item in items}
     direct = root.is_dir() and len(by_name) == len(items) and all(Path(i.path).parent == root for i in items)
     if direct:
-        listed = [name for name in os.listdir(root) if not name.startswith(".") and name in by_name]
+        listed = [name for name in list_folder(root) if name in by_name]
         names, listing = listed, "listing"
     else:
         names, listing = sorted(i.path for i in items), "sorted"
@@ -106,4 +112,5 @@ def benchmark_order(entry: DatasetEntry, items: Sequence[MediaItem], seed: int) 
     return DatasetOrder([by_name[name] for name in shuffle_names(names, entry.name, seed)], listing)
 
 
-__all__ = ["DatasetOrder", "FULL_RUN_TOTAL", "benchmark_order", "dataset_caps", "is_gasstation", "shuffle_names"]
+__all__ = ["DatasetOrder", "FULL_RUN_TOTAL", "benchmark_order", "dataset_caps", "is_gasstation", "list_folder",
+           "shuffle_names"]
