@@ -240,3 +240,20 @@ def test_frames_parquet_videos_are_listed_and_read_as_the_benchmark_reads_them(t
             x = benchmark_input_loader("video", preprocessing, robustness)(item.path).numpy()
             assert list(x.shape) == expected[pass_name]["shape"]
             assert _sha(x) == expected[pass_name]["sha256"], (item.path, pass_name)
+
+
+def test_calibration_clips_of_a_frame_folder_are_the_benchmarks() -> None:
+    # what GenD / ReStraV calibrate on (video.data.build_video_dataset with the benchmark sampler) is
+    # the benchmark's input also for a video stored as frames: frame_rate ignored, the broken frame skipped
+    from detectors.data.catalog import MediaItem
+    from detectors.video.data import build_video_dataset
+    from detectors.video.sampling import FrameSampler
+
+    preprocessing = REFERENCE["preprocessing"]["video"]
+    sampler = FrameSampler("benchmark", preprocessing["num_frames"], frame_rate=preprocessing["frame_rate"])
+    for dataset in ("gen-clips", "real-clips"):
+        key = f"{dataset}/vid_000003_frames"
+        item = MediaItem(path=str(HERE / "video" / "datasets" / dataset / "samples" / "vid_000003_frames"), label=1,
+                         media_type="synthetic", dataset=dataset, modality="video")
+        sample = build_video_dataset([item], "calibration", {}, sampler, tuple(preprocessing["resize"]))[0]
+        assert _sha(sample["x"].numpy()) == REFERENCE["modalities"]["video"]["inputs"][key]["base"]["sha256"], key

@@ -687,7 +687,7 @@ def test_frame_chunks_cover_the_video_in_order_with_one_decode(tmp_path: Path, b
         next(iter_frame_chunks(path, 0))
 
 
-# ------------------------------------------------------- PyAV decode as the benchmark's (GASBench >= 0.9)
+# ------------------------------------- the PyAV fallback: frame colour tags and display rotation (project's own)
 
 
 def _write_yuv444_bt709(path: Path, planes: np.ndarray, color_range: int) -> None:

@@ -21,10 +21,11 @@ uniform) read it.
 Of several video streams, every path reads the one FFmpeg's ``av_find_best_stream`` picks (what
 decord reads), never an attached picture (cover art): see :func:`_video_stream`.
 
-Frames come back as ``torch.uint8 [T, 3, H, W]`` RGB. The PyAV path decodes as the benchmark's
-PyAV decoder does (GASBench >= 0.9): each frame converted with its own colour matrix and range, and
-turned by the stream's quarter-turn display rotation (phone videos). The decord path (the
-benchmark's v0.8 decoder) is left as decord decodes.
+Frames come back as ``torch.uint8 [T, 3, H, W]`` RGB. The decord path is the benchmark's decoder
+(GASBench decodes video files with decord; OpenCV only where decord has no wheel) and is left as
+decord decodes. The PyAV path is this project's own fallback for files decord cannot read (no
+GASBench version decodes with PyAV): each frame converted with its own colour matrix and range, and
+turned by the stream's quarter-turn display rotation (phone videos).
 """
 
 from __future__ import annotations
@@ -245,17 +246,17 @@ def _quarter_turns(frame: av.VideoFrame) -> int:
     """Counter-clockwise quarter turns asked by the frame's display matrix (0 for other angles).
 
     ``frame.rotation`` is the display matrix's counter-clockwise angle in [-180, 180] (-90 for a
-    portrait phone video stored landscape, typically); like the benchmark, only exact quarter turns are applied.
+    portrait phone video stored landscape, typically); only exact quarter turns are applied.
     """
     rotation = frame.rotation % 360
     return rotation // 90 if rotation in (90, 180, 270) else 0
 
 
 def _frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """One decoded frame as ``uint8 [H, W, 3]`` RGB, as the benchmark's PyAV decoder produces it.
+    """One decoded frame as ``uint8 [H, W, 3]`` RGB (this project's PyAV fallback).
 
-    The source matrix and range are passed explicitly from the frame's own tags, as the benchmark
-    does, because some PyAV versions skip swscale's colour setup when the source and destination
+    The source matrix and range are passed explicitly from the frame's own tags, because some PyAV
+    versions skip swscale's colour setup when the source and destination
     colourspaces match (BT.709 then decodes as BT.601); PyAV 18 reads the frame's tags by itself
     and gives the same pixels either way. RGB output has no matrix, so the destination is
     swscale's default. Then the display rotation is applied (PyAV reports it but does not rotate).
