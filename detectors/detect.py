@@ -123,6 +123,10 @@ def wrong_modality(path: str | Path, modality: str) -> str | None:
     """Why ``path`` is not an input of a ``modality`` model, judged by its extension (a folder is a
     video's frames); None when it may be one. Decoding an mp3 as an image fails with a decoder's
     message at best, and an mp4 fed to an audio model would silently score its sound track."""
+    from detectors.video.io import split_frames_parquet_ref
+
+    if split_frames_parquet_ref(path) is not None:  # <shard>.parquet::<video_id>: a video stored as frames
+        return None if modality == "video" else f"a video of a frames parquet shard, but this is {_article(modality)} {modality} model"
     path = Path(path)
     if path.is_dir():
         return None if modality == "video" else f"a folder, but this is {_article(modality)} {modality} model"
@@ -162,14 +166,14 @@ def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def describe_logits(logits: torch.Tensor) -> list[dict[str, Any]]:
-    """Per row: ``prob_fake`` (benchmark definition), ``label`` (the benchmark's decision: argmax, a
-    tie is "real"; 3 classes: argmax != real, which can differ from ``prob_fake >= 0.5``) and, for
-    3-class heads, ``class_probs`` {real, synthetic, semisynthetic}."""
-    from detectors.metrics import predictions_from_logits, prob_fake_from_logits
+    """Per row: ``prob_fake`` (the benchmark's, from float32 logits: ``metrics.benchmark_outputs``),
+    ``label`` (the benchmark's decision: argmax, a tie is "real"; 3 classes: argmax != real, which can
+    differ from ``prob_fake >= 0.5``) and, for 3-class heads, ``class_probs`` {real, synthetic,
+    semisynthetic}."""
+    from detectors.metrics import benchmark_outputs
 
     logits = logits.float().cpu()
-    prob = prob_fake_from_logits(logits)
-    fake = predictions_from_logits(logits)
+    _, prob, fake = benchmark_outputs(logits)
     rows = [{"prob_fake": float(p), "label": "fake" if f else "real"} for p, f in zip(prob, fake)]
     if logits.ndim == 2 and logits.shape[1] == len(MEDIA_TYPES):
         for row, probs in zip(rows, torch.softmax(logits.double(), dim=1).tolist()):

@@ -6,6 +6,14 @@ labels (0 = real, 1 = fake); 3-class labels (0 real, 1 synthetic, 2 semisyntheti
 ``label != 0``. Metrics that sklearn/torchmetrics compute are taken from them; the benchmark's own
 formulas (score, Brier clipping, MCC-is-0-when-undefined) are written out here.
 
+The benchmark's rules are those of GASBench (https://github.com/BitMind-AI/gasbench, v0.8.0):
+``benchmarks/utils/inference.py`` (``process_model_output``: float32 softmax, binary decision),
+``benchmarks/utils/metrics.py`` (``Metrics``: weighted confusion matrix, Brier, cross-entropy, sn34)
+and ``benchmarks/recording.py`` (``compute_metrics_from_df``: provenance weights, the augmented
+pass). :func:`benchmark_outputs`, :func:`provenance_weights` and :func:`augmentation_metrics` follow
+them; :func:`multiclass_metrics` is this project's own extra (the benchmark scores every head as
+binary).
+
 All public functions return plain Python floats (or ``None`` where a metric is undefined) so their
 results go straight into ``metrics.json``.
 """
@@ -13,7 +21,7 @@ results go straight into ``metrics.json``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Union
 
 import numpy as np
@@ -28,8 +36,10 @@ ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[float]]
 PROB_CLIP = 1e-7
 #: Number of equal-width bins for the expected calibration error and reliability diagrams.
 ECE_BINS = 15
-#: Robustness blend of the benchmark: ``0.8 * base + 0.2 * augmented``.
+#: Robustness blend of the benchmark: ``0.8 * base + 0.2 * augmented`` (``gasbench run --aug-weight``).
 ROBUSTNESS_WEIGHT = 0.2
+#: The benchmark's provenance classes, from a dataset's name (``recording.classify_sample_provenance``).
+PROVENANCE_CLASSES = ("public", "holdout", "gasstation")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -87,22 +97,25 @@ def benchmark_score(mcc: float, brier: float, brier_baseline: float = 0.25) -> f
     """The benchmark's combined score ("sn34") from MCC and Brier.
 
     ``mcc_norm = clamp((mcc + 1) / 2, 0, 1) ** 1.2``, ``brier_norm = max(0, (0.25 - brier) / 0.25) ** 1.8``,
-    ``score = clamp(sqrt(max(1e-12, mcc_norm * brier_norm)), 0, 1)``. The multiclass score (benchmark
-    v0.9) uses the K-class Brier with its uninformed baseline ``(K - 1) / K`` in place of 0.25.
+    ``score = clamp(sqrt(max(1e-12, mcc_norm * brier_norm)), 0, 1)``. This project's multiclass
+    extra (:func:`multiclass_metrics`, not a benchmark score) passes the K-class Brier and its
+    uninformed baseline ``(K - 1) / K`` in place of 0.25.
     """
     mcc_norm = min(max((mcc + 1.0) / 2.0, 0.0), 1.0) ** 1.2
     brier_norm = max(0.0, (brier_baseline - brier) / brier_baseline) ** 1.8
     return min(max(math.sqrt(max(1e-12, mcc_norm * brier_norm)), 0.0), 1.0)
 
 
-def brier(prob: ArrayLike, labels: ArrayLike) -> float:
-    """Mean squared error between clipped p(fake) and the binary label; 0.25 for an empty set."""
+def brier(prob: ArrayLike, labels: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
+    """(Weighted) mean squared error between clipped p(fake) and the binary label; 0.25 for an empty set."""
     p = to_probabilities(prob)
     y = to_binary_labels(labels)
     if p.size == 0:
         return 0.25
     p = np.clip(p, PROB_CLIP, 1.0 - PROB_CLIP)
-    return float(np.mean((p - y) ** 2))
+    if sample_weight is None:
+        return float(np.mean((p - y) ** 2))
+    return float(np.average((p - y) ** 2, weights=to_probabilities(sample_weight)))
 
 
 def mcc(labels: ArrayLike, preds: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
@@ -121,9 +134,11 @@ def mcc(labels: ArrayLike, preds: ArrayLike, sample_weight: ArrayLike | None = N
 
 
 def multiclass_metrics(class_index: ArrayLike, probabilities: ArrayLike) -> dict[str, Any]:
-    """The benchmark v0.9 multiclass score for K-class heads (image: real / synthetic / semisynthetic):
-    Gorodkin's R_K MCC on argmax predictions (sklearn's multiclass ``matthews_corrcoef``), the K-class
-    Brier ``mean(sum_k (p_k - y_k)^2)`` and the score with Brier baseline ``(K - 1) / K``."""
+    """This project's multiclass extra for K-class heads (image: real / synthetic / semisynthetic), not a
+    benchmark score (GASBench scores a 3-class head as binary, p(fake) = 1 - p[0], and has had no
+    multiclass score since v0.3.1): Gorodkin's R_K MCC on argmax predictions (sklearn's multiclass
+    ``matthews_corrcoef``), the K-class Brier ``mean(sum_k (p_k - y_k)^2)`` and the sn34 formula
+    with Brier baseline ``(K - 1) / K``."""
     y = np.asarray(torch.as_tensor(class_index).cpu().reshape(-1).numpy(), dtype=np.int64)
     p = torch.as_tensor(probabilities).detach().cpu().to(torch.float64).numpy()
     if p.ndim != 2 or p.shape[0] != y.size:
@@ -146,14 +161,17 @@ def multiclass_metrics(class_index: ArrayLike, probabilities: ArrayLike) -> dict
             "per_class_n": [int(np.sum(y == k)) for k in range(classes)]}
 
 
-def binary_cross_entropy(prob: ArrayLike, labels: ArrayLike) -> float | None:
-    """Mean binary cross-entropy (natural log) of clipped p(fake); ``None`` for an empty set."""
+def binary_cross_entropy(prob: ArrayLike, labels: ArrayLike, sample_weight: ArrayLike | None = None) -> float | None:
+    """(Weighted) mean binary cross-entropy (natural log) of clipped p(fake); ``None`` for an empty set."""
     p = to_probabilities(prob)
     y = to_binary_labels(labels)
     if p.size == 0:
         return None
     p = np.clip(p, PROB_CLIP, 1.0 - PROB_CLIP)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+    losses = -(y * np.log(p) + (1 - y) * np.log1p(-p))
+    if sample_weight is None:
+        return float(np.mean(losses))
+    return float(np.average(losses, weights=to_probabilities(sample_weight)))
 
 
 def expected_calibration_error(labels: ArrayLike, prob: ArrayLike, n_bins: int = ECE_BINS) -> float | None:
@@ -216,9 +234,113 @@ def equal_error_rate(labels: ArrayLike, scores: ArrayLike) -> tuple[float | None
     return float(eer), float(threshold)
 
 
-def robustness_blend(base: float, augmented: float) -> float:
-    """The benchmark's robustness blend: ``0.8 * base + 0.2 * augmented``."""
-    return (1.0 - ROBUSTNESS_WEIGHT) * base + ROBUSTNESS_WEIGHT * augmented
+def robustness_blend(base: float, augmented: float, weight: float = ROBUSTNESS_WEIGHT) -> float:
+    """The benchmark's robustness blend: ``(1 - weight) * base + weight * augmented`` (0.8 / 0.2 by
+    default; ``common.finalize_run``)."""
+    return (1.0 - weight) * base + weight * augmented
+
+
+# --------------------------------------------------------------------------------------------------
+# The benchmark's own bookkeeping: float32 probabilities, provenance weights, the augmented pass
+# --------------------------------------------------------------------------------------------------
+
+
+def benchmark_outputs(logits: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(probabilities [N, C], prob_fake [N], predictions [N])`` as GASBench derives them from the
+    float32 logits its session returns (``process_model_output`` then ``Metrics.update``).
+
+    Probabilities are computed in float32 (``exp(z - max(z)) / sum``; a single logit:
+    ``1 / (1 + exp(-z))``) and kept as float64 numbers. p(fake): p[1] for 2 classes, ``1 - p[0]``
+    for 3, the sigmoid for 1 logit and, for more than 3 outputs, p[0] itself (the benchmark's
+    ``Metrics.update`` appends ``pred_probs[0]`` there). Decision: argmax for 2 classes (a tie goes to
+    class 0), ``argmax != 0`` for 3, ``p > 0.5`` for 1 logit and ``p[0] > 0.5`` for more than 3.
+    Rows holding NaN or infinite logits give NaN probabilities, as they do there.
+    """
+    z = torch.as_tensor(logits).detach().cpu().to(torch.float32).numpy()
+    if z.ndim == 1:
+        z = z[:, None]
+    if z.ndim != 2:
+        raise ValueError(f"logits must be [N] or [N, C], got shape {z.shape}")
+    count, classes = z.shape
+    if count == 0:
+        return np.zeros((0, classes)), np.zeros(0), np.zeros(0, dtype=np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if classes == 1:
+            p = (np.float32(1.0) / (np.float32(1.0) + np.exp(-z[:, 0])))[:, None]
+            preds = (p[:, 0] > 0.5).astype(np.int64)
+            probs = p.astype(np.float64)
+            return probs, probs[:, 0].copy(), preds
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        p32 = e / e.sum(axis=1, keepdims=True)  # float32, as numpy computes it on float32 logits
+    probs = p32.astype(np.float64)
+    if classes == 2:
+        return probs, probs[:, 1].copy(), p32.argmax(axis=1).astype(np.int64)
+    if classes == 3:
+        return probs, 1.0 - probs[:, 0], (p32.argmax(axis=1) != 0).astype(np.int64)
+    return probs, probs[:, 0].copy(), (p32[:, 0] > 0.5).astype(np.int64)
+
+
+def provenance(dataset_name: str) -> str:
+    """The benchmark's provenance class of a dataset, from its name: ``holdout`` when it contains
+    ``-holdout-`` (the benchmark renames its holdout datasets ``<media_type>-<modality>-holdout-<hash>``),
+    ``gasstation`` when it contains ``gasstation``, else ``public``."""
+    name = str(dataset_name).lower()
+    if "-holdout-" in name:
+        return "holdout"
+    if "gasstation" in name:
+        return "gasstation"
+    return "public"
+
+
+def score_composition(holdout_share: float | None, gasstation_share: float | None) -> dict[str, float] | None:
+    """``gasbench run --holdout-share / --gasstation-share`` as the target composition (``None`` when
+    neither is given): the public corpus gets what is left. Shares must be >= 0 and sum to <= 1."""
+    if holdout_share is None and gasstation_share is None:
+        return None
+    holdout, gasstation = float(holdout_share or 0.0), float(gasstation_share or 0.0)
+    if not (math.isfinite(holdout) and math.isfinite(gasstation)) or holdout < 0 or gasstation < 0 \
+            or holdout + gasstation > 1:
+        raise ValueError(f"--holdout-share and --gasstation-share must be >= 0 and sum to <= 1, "
+                         f"got {holdout} and {gasstation}")
+    return {"public": 1.0 - holdout - gasstation, "holdout": holdout, "gasstation": gasstation}
+
+
+def provenance_weights(datasets: Sequence[str], composition: Mapping[str, float]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Per-sample weights giving each provenance class its target share of the total weight, and the
+    report the benchmark adds (``score_composition``, ``realized_composition``, ``provenance_weights``).
+
+    As ``recording.derive_provenance_weights``: only classes present are weighted, their target
+    shares renormalised over the present ones; a class's weight is ``share * N / n_class`` (mean
+    weight 1). When no present class has a positive share every weight is 1.
+    """
+    classes = [provenance(name) for name in datasets]
+    counts = {c: classes.count(c) for c in PROVENANCE_CLASSES if classes.count(c)}
+    targets = {c: max(0.0, float(composition.get(c, 0.0))) for c in counts}
+    total_target, total = sum(targets.values()), sum(counts.values())
+    if total_target <= 0:
+        weights = {c: 1.0 for c in counts}
+    else:
+        weights = {c: (targets[c] / total_target) * total / n for c, n in counts.items()}
+    report = {
+        "score_composition": {c: float(composition.get(c, 0.0)) for c in PROVENANCE_CLASSES},
+        "realized_composition": {c: (counts.get(c, 0) / total if total else 0.0) for c in PROVENANCE_CLASSES},
+        "provenance_weights": {c: float(w) for c, w in weights.items()},
+    }
+    return np.array([weights[c] for c in classes], dtype=np.float64), report
+
+
+def augmentation_metrics(base_score: float, augmented_score: float, pairs: Sequence[tuple[float, float]]) -> dict[str, Any]:
+    """The benchmark's robustness figures beside the blend: ``augmentation_robustness`` (augmented /
+    base score; 0 when the base score is 0) and, over samples scored in both passes, the degradation
+    of the probability given to the true class (``prob_correct_base - prob_correct_aug``: mean and
+    95th percentile), as ``recording._compute_aug_metrics``. ``pairs``: (base, augmented)
+    probabilities of the true class per paired sample."""
+    out: dict[str, Any] = {"augmentation_robustness": augmented_score / base_score if base_score > 0 else 0.0}
+    if pairs:
+        degradation = np.array([b - a for b, a in pairs], dtype=np.float64)
+        out.update({"paired_samples": len(pairs), "mean_prob_degradation": float(degradation.mean()),
+                    "p95_prob_degradation": float(np.percentile(degradation, 95))})
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -235,6 +357,7 @@ def binary_metrics(
     prob_fake: ArrayLike,
     preds: ArrayLike | None = None,
     datasets: Sequence[str] | None = None,
+    sample_weight: ArrayLike | None = None,
 ) -> dict[str, Any]:
     """Everything ``metrics.json`` reports for a binary real/fake evaluation.
 
@@ -244,6 +367,9 @@ def binary_metrics(
         preds: hard predictions; defaults to ``prob_fake > 0.5`` (argmax of 2 logits, ties -> real).
             Pass :func:`predictions_from_logits` for 3-class models, where argmax differs.
         datasets: dataset name per sample; adds a ``per_dataset`` breakdown.
+        sample_weight: per-sample weights (the benchmark's provenance weights): score, MCC, Brier,
+            accuracy and cross-entropy are weighted as the benchmark weights them; ROC-AUC, PR-AUC,
+            EER, ECE and the per-dataset table stay unweighted.
 
     Returns:
         ``score, mcc, brier, accuracy, cross_entropy, roc_auc, pr_auc, eer, eer_threshold, ece, n, n_real,
@@ -260,16 +386,23 @@ def binary_metrics(
         raise ValueError(f"prob_fake holds {int(bad.sum())} non-finite value(s) of {p.size} (first at index "
                          f"{int(np.argmax(bad))}): NaN logits, or an infinite one under softmax, give NaN")
 
-    mcc_value = mcc(y, yhat)
-    brier_value = brier(p, y)
+    w = None if sample_weight is None else to_probabilities(sample_weight)
+    if w is not None and w.shape != y.shape:
+        raise ValueError(f"sample_weight has {w.size} values for {y.size} samples")
+    mcc_value = mcc(y, yhat, sample_weight=w)
+    brier_value = brier(p, y, sample_weight=w)
     eer, eer_threshold = equal_error_rate(y, p)
     both = _both_classes(y)
+    if not y.size:
+        accuracy = None
+    else:
+        accuracy = float(np.mean(y == yhat)) if w is None else float(np.average(y == yhat, weights=w))
     result: dict[str, Any] = {
         "score": benchmark_score(mcc_value, brier_value),
         "mcc": mcc_value,
         "brier": brier_value,
-        "accuracy": float(np.mean(y == yhat)) if y.size else None,
-        "cross_entropy": binary_cross_entropy(p, y),
+        "accuracy": accuracy,
+        "cross_entropy": binary_cross_entropy(p, y, sample_weight=w),
         "roc_auc": float(roc_auc_score(y, p)) if both else None,
         "pr_auc": float(average_precision_score(y, p)) if both else None,
         "eer": eer,

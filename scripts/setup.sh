@@ -4,6 +4,7 @@
 # torchaudio 2.11.0 has no torch requirement in its metadata and runs beside them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/ensure_ffmpeg.sh  # the benchmark's H.264 pass (and its bit-exact tests) run the ffmpeg program
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv

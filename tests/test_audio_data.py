@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from detectors.audio.data import AudioDataConfig, audio_recipe, benchmark_input_loader
+from detectors.audio.data import AudioDataConfig, audio_recipe, benchmark_input_loader, project_robustness_loader
 from detectors.config import parse
 from detectors.data.dataset import MediaDataset
 from detectors.audio.io import load_audio
@@ -62,8 +62,8 @@ def test_eval_robustness_noise_is_fixed_per_file(tmp_path: Path) -> None:
     first = [dataset[i]["x"] for i in range(2)]
     again = [dataset[i]["x"] for i in (1, 0)]  # another epoch, another order
     assert torch.equal(first[0], again[1]) and torch.equal(first[1], again[0])
-    # identical to what `python -m detectors.evaluate` feeds in its augmented pass
-    evaluate = benchmark_input_loader({}, robustness=True)
+    # identical to what `python -m detectors.evaluate --robustness` feeds its audio_robustness_extra
+    evaluate = project_robustness_loader({})
     for item, x in zip(items, first):
         assert torch.equal(x, evaluate(item.path))
     # and the robustness chain did run (independently: scipy's 8 kHz round trip, then -6 dB; the

@@ -151,7 +151,8 @@ def test_empty_dataset_and_modality_mismatch(tree: Path) -> None:
     assert info.value.where == "datasets[0] (name 'e').path"
 
     cfg = write_yaml(tree, [{"name": "v", "path": "real", "modality": "video", "media_type": "real"}], "v.yaml")
-    assert [Path(it.path).name for it in load_items(cfg)] == ["clip.mp4"]
+    # real/sub holds a frame image (b0.PNG): in a video dataset it is a video stored as frames
+    assert [Path(it.path).name for it in load_items(cfg)] == ["clip.mp4", "sub"]
     with pytest.raises(ConfigError, match="dataset is 'video' but this run needs 'image'") as info:
         load_items(cfg, modality="image")
     assert info.value.where == "datasets[0] (name 'v').modality"

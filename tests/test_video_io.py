@@ -289,26 +289,29 @@ def test_frame_folder_as_video(demo_mp4: Path, tmp_path: Path) -> None:
     frames = read_frames(demo_mp4, list(range(12)))
     folder = tmp_path / "frames"
     folder.mkdir()
-    for i, frame in enumerate(frames):  # unpadded names: natural order must put 2 before 10
+    for i, frame in enumerate(frames):
         Image.fromarray(frame.permute(1, 2, 0).numpy()).save(folder / f"frame_{i}.png")
     (folder / "notes.txt").write_text("ignored")
+    # the benchmark's order: by name, so frame_10 and frame_11 come before frame_2
+    order = sorted(range(12), key=lambda i: f"frame_{i}.png")
+    assert order[:4] == [0, 1, 10, 11]
     info = probe_video(folder)
     assert (info.num_frames, info.fps, info.width, info.height, info.backend) == (12, None, 80, 64, "frames")
-    assert torch.equal(read_frames(folder, [2, 10, 11]), frames[[2, 10, 11]])
+    assert torch.equal(read_frames(folder, [2, 10, 11]), frames[[order[2], order[10], order[11]]])
     (folder / "fps.txt").write_text("12.5\n")
-    assert probe_video(folder).fps == 12.5
+    assert probe_video(folder).fps == 12.5  # this project's own, for its window / uniform samplers
     (folder / "fps.txt").write_text("nan")
     assert probe_video(folder).fps is None
     clip = read_video_frames(folder, FrameSampler("benchmark", 16))
-    assert torch.equal(clip[:12], frames) and torch.equal(clip[12:], frames[[11] * 4])
+    assert torch.equal(clip[:12], frames[order]) and torch.equal(clip[12:], frames[[order[-1]] * 4])
 
     empty = tmp_path / "no_frames"
     empty.mkdir()
     _expect_media_error(empty, "zero frames")
-    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(folder / "frame_12.png")
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(folder / "frame_99.png")  # sorts last
     with pytest.raises(MediaError, match="differs from the first frame") as caught:
-        read_frames(folder, [12])
-    assert caught.value.path.endswith("frame_12.png")
+        read_frames(folder, [0, 12])
+    assert caught.value.path.endswith("frame_99.png")
 
 
 def test_resize_helpers() -> None:
@@ -686,7 +689,7 @@ def test_frame_chunks_cover_the_video_in_order_with_one_decode(tmp_path: Path, b
         next(iter_frame_chunks(path, 0))
 
 
-# ------------------------------------------------------- PyAV decode as the benchmark's (GASBench >= 0.9)
+# ------------------------------------- the PyAV fallback: frame colour tags and display rotation (project's own)
 
 
 def _write_yuv444_bt709(path: Path, planes: np.ndarray, color_range: int) -> None:

@@ -4,9 +4,10 @@ Training: a random 6 s window (clips shorter than 6 s zero-padded at the end as 
 them; ``data.train_short_clips: tile`` tiles them instead, the ASVspoof convention) -> breath mask
 computed on the clean window and aligned to the model's frames (``breath_mask``, BreathNet's FiLM
 target) -> augmentation (``data.augment_level``, see ``build_audio_train_transform``). Evaluation and
-calibration: exactly the benchmark's input (centre crop / zero pad), optionally through the
-benchmark's robustness chain (``data.eval_robustness``) with noise seeded by the file path, as
-``python -m detectors.evaluate`` feeds it.
+calibration: exactly the benchmark's input (centre crop / zero pad), optionally through this
+project's audio robustness chain (``data.eval_robustness``; the benchmark has no audio augmented
+pass) with noise seeded by the file path, as ``python -m detectors.evaluate --robustness`` feeds its
+``audio_robustness_extra``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from detectors.config import setting
 from detectors.data.dataset import SampleRecipe
 from detectors.settings import DataConfig
 
-__all__ = ["AudioDataConfig", "audio_recipe", "benchmark_input_loader", "breath_mask_targets", "load_training_window"]
+__all__ = ["AudioDataConfig", "audio_recipe", "benchmark_input_loader", "breath_mask_targets", "load_training_window",
+           "project_robustness_loader"]
 
 
 SHORT_CLIP_MODES = ("pad", "tile")
@@ -48,7 +50,8 @@ def load_training_window(path: str, short_clips: str = "pad") -> torch.Tensor:
 class AudioDataConfig(DataConfig):
     augment_level: int = setting(2, help="0..3 (see detectors.audio.transforms.build_audio_train_transform)", ge=0, le=3)
     augment_seed: int | None = setting(None, help="seed of the training augmentation (null: drawn from the run's seed)")
-    eval_robustness: bool = setting(False, help="validation/calibration through this project's audio robustness chain")
+    eval_robustness: bool = setting(False, help="validation/calibration through this project's audio robustness chain "
+                                                "(the benchmark has no audio augmented pass)")
     train_short_clips: Literal["pad", "tile"] = setting(
         "pad", help="training clips < 6 s: pad (zeros at the end, as the benchmark) or tile (the ASVspoof convention)")
 
@@ -80,14 +83,30 @@ def audio_recipe(stage: str, data: AudioDataConfig, breath_frames: tuple[int, fl
     return SampleRecipe(load=partial(_benchmark_audio, robustness=data.eval_robustness))
 
 
-def benchmark_input_loader(preprocessing: dict[str, Any], robustness: bool = False) -> Callable[[str], torch.Tensor]:
-    """What the benchmark feeds an audio submission: ``[96000]`` float32 at 16 kHz (centre crop /
-    zero pad); with ``robustness`` the benchmark's chain (8 kHz round trip, -6 dB, 30 dB SNR noise)."""
+def _check_preprocessing(preprocessing: dict[str, Any]) -> None:
     rate = preprocessing.get("sample_rate", BENCHMARK_SAMPLE_RATE)
     duration = float(preprocessing.get("duration_seconds", BENCHMARK_NUM_SAMPLES / BENCHMARK_SAMPLE_RATE))
     if rate != BENCHMARK_SAMPLE_RATE or duration * BENCHMARK_SAMPLE_RATE != BENCHMARK_NUM_SAMPLES:
         raise ValueError(f"audio submissions take 16 kHz, 6.0 s inputs; model_config.yaml says {rate} Hz, {duration} s")
-    return partial(_benchmark_audio, robustness=robustness)
+
+
+def benchmark_input_loader(preprocessing: dict[str, Any], robustness: bool = False) -> Callable[[str], torch.Tensor]:
+    """What the benchmark feeds an audio submission: ``[96000]`` float32 at 16 kHz (centre crop /
+    zero pad; GASBench ``processing/media.py`` ``process_audio_sample``). The benchmark has no audio
+    augmented pass, so ``robustness=True`` is refused: :func:`project_robustness_loader` is this
+    project's chain, an extra reported apart."""
+    _check_preprocessing(preprocessing)
+    if robustness:
+        raise ValueError("the benchmark has no audio augmented pass; this project's audio chain is "
+                         "project_robustness_loader (reported apart, never in the benchmark score)")
+    return partial(_benchmark_audio, robustness=False)
+
+
+def project_robustness_loader(preprocessing: dict[str, Any]) -> Callable[[str], torch.Tensor]:
+    """The benchmark's audio input through this project's robustness chain (8 kHz round trip, -6 dB,
+    30 dB SNR noise seeded by the path): an evaluation extra of this project, not of the benchmark."""
+    _check_preprocessing(preprocessing)
+    return partial(_benchmark_audio, robustness=True)
 
 
 def _benchmark_audio(path: str, robustness: bool) -> torch.Tensor:

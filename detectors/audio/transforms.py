@@ -1,11 +1,13 @@
-"""Audio transforms: the benchmark's robustness pass (evaluation) and training augmentation.
+"""Audio transforms: this project's audio robustness chain (an evaluation extra) and training augmentation.
 
 Every transform takes a float waveform ``[N]`` or a batch ``[B, N]`` and returns the same shape.
 Random transforms draw from their own ``torch.Generator`` (seedable) and, on a batch, draw one
 set of parameters per clip.
 
-The robustness pass (GASBench v0.9, ``apply_audio_robustness_augmentations`` in
-``gasbench/processing/transforms/audio.py``, read for this module) runs in this order:
+The benchmark (GASBench, https://github.com/BitMind-AI/gasbench) has no audio robustness pass: no
+tag or branch of it augments audio, and an audio benchmark score is never blended. This project's
+own chain (``detectors.evaluate --robustness`` reports it apart, as ``audio_robustness_extra``; the
+``data.eval_robustness`` option feeds it to validation) runs in this order:
 
 1. 16 kHz -> 8 kHz -> 16 kHz polyphase round trip (``scipy.signal.resample_poly``, trimmed back
    to the input length);
@@ -14,9 +16,9 @@ The robustness pass (GASBench v0.9, ``apply_audio_robustness_augmentations`` in
    96,000-sample window, zero padding included); an all-zero clip gets no noise;
 4. clip to ``[-1, 1]``.
 
-:func:`benchmark_robustness` reproduces it operation for operation (numpy, float32, scipy, numpy's
-``default_rng``): for the same seed its output equals the benchmark's bit for bit.
-:class:`RobustnessChain` applies it with per-clip seeds drawn from its own generator.
+:func:`audio_robustness` computes it on one clip (numpy, float32, scipy, numpy's ``default_rng``:
+the same seed gives the same samples); :class:`RobustnessChain` applies it with per-clip seeds drawn
+from its own generator.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ __all__ = [
     "RandomNoise",
     "RobustnessChain",
     "SyntheticReverb",
-    "benchmark_robustness",
+    "audio_robustness",
     "build_audio_train_transform",
     "rms",
 ]
@@ -96,8 +98,8 @@ def polyphase_round_trip(array: np.ndarray, sample_rate: int, low_rate: int) -> 
 class BandwidthRoundTrip:
     """Down-sample to ``low_rate`` and back, removing content above ``low_rate / 2``.
 
-    ``method="polyphase"`` uses ``scipy.signal.resample_poly`` (Kaiser-windowed FIR) as the
-    benchmark does; ``method="sinc"`` uses torchaudio's resampler (faster on batches, used by the
+    ``method="polyphase"`` uses ``scipy.signal.resample_poly`` (Kaiser-windowed FIR), as the
+    robustness chain does; ``method="sinc"`` uses torchaudio's resampler (faster on batches, used by the
     training augmentation). Output is trimmed or zero-padded back to the input length.
     """
 
@@ -120,7 +122,7 @@ class BandwidthRoundTrip:
             array = waveform.detach().cpu().numpy()
             if array.dtype not in (np.float32, np.float64):
                 array = array.astype(np.float32)
-            # in the input's precision, as the benchmark filters its float32 samples
+            # in the input's precision: the robustness chain filters float32 samples
             restored = polyphase_round_trip(array, self.sample_rate, self.low_rate)
             out = torch.from_numpy(np.ascontiguousarray(restored)).to(waveform.dtype)
         else:
@@ -164,7 +166,7 @@ class AddWhiteNoise:
         return f"AddWhiteNoise({self.snr_db:.1f} dB SNR)"
 
 
-def benchmark_robustness(
+def audio_robustness(
     waveform: np.ndarray | torch.Tensor,
     seed: int | None = None,
     *,
@@ -174,12 +176,11 @@ def benchmark_robustness(
     snr_db: float | None = 30.0,
     clip: bool = True,
 ) -> np.ndarray:
-    """The benchmark's audio robustness pass on one clip ``[N]``, computed as GASBench's
-    ``apply_audio_robustness_augmentations`` computes it: float32 samples, ``scipy.signal.resample_poly``
-    down and up (trimmed to the input length), the gain in float32, the RMS in float64, noise
+    """This project's audio robustness chain on one clip ``[N]`` (not a benchmark pass: GASBench has
+    none for audio): float32 samples, ``scipy.signal.resample_poly`` down and up (trimmed to the
+    input length), the gain in float32, the RMS in float64, noise
     ``numpy.random.default_rng(seed).normal(0, rms * 10**(-snr/20))`` drawn in float64 and added as
-    float32, then clipping to ``[-1, 1]``. For the same ``seed`` the output is the benchmark's, bit
-    for bit (the benchmark seeds a clip with ``run seed (42) + its 1-based position in its dataset``).
+    float32, then clipping to ``[-1, 1]``. The same ``seed`` gives the same samples.
     """
     if isinstance(waveform, torch.Tensor):
         waveform = waveform.detach().cpu().numpy()
@@ -198,12 +199,12 @@ def benchmark_robustness(
 
 
 class RobustnessChain:
-    """The benchmark's audio robustness pass (:func:`benchmark_robustness`: 8 kHz round trip -> -6 dB
+    """This project's audio robustness chain (:func:`audio_robustness`: 8 kHz round trip -> -6 dB
     -> 30 dB SNR noise -> clip) on ``[N]`` or ``[B, N]``.
 
     Each clip's noise is seeded with the next draw of the chain's own ``torch.Generator`` (``seed``),
     so a chain is reproducible and, inside DataLoader workers, reseeded per worker like every other
-    transform generator; :func:`benchmark_robustness` takes the benchmark's per-clip seed directly.
+    transform generator; :func:`audio_robustness` takes a per-clip seed directly.
     """
 
     def __init__(
@@ -226,7 +227,7 @@ class RobustnessChain:
         clips = []
         for clip in batch:
             clip_seed = int(torch.randint(0, 2**63 - 1, (), generator=self.generator))
-            clips.append(benchmark_robustness(clip, clip_seed, **self.options))
+            clips.append(audio_robustness(clip, clip_seed, **self.options))
         out = torch.from_numpy(np.stack(clips)).to(waveform.device)
         return out[0] if single else out
 
@@ -476,8 +477,8 @@ def build_audio_train_transform(
     - 0: none;
     - 1: random gain (-12..+6 dB, p 0.5) and white noise (20..45 dB SNR, p 0.3);
     - 2: level 1 + synthetic reverb (p 0.3) + band limit to 8-12 kHz rates (p 0.2);
-    - 3: level 2 + codec (mu-law p 0.1, MP3 24-64 kbit/s p 0.1) + the benchmark's own
-      robustness chain (p 0.2), so training sees what the augmented pass will show.
+    - 3: level 2 + codec (mu-law p 0.1, MP3 24-64 kbit/s p 0.1) + this project's audio
+      robustness chain (p 0.2), so training sees what that evaluation extra shows.
 
     Order: room (reverb) -> channel (band limit, codec) -> level (gain) -> sensor noise.
     """

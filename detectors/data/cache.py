@@ -49,8 +49,17 @@ class CorruptEntry(Exception):
     """A cache file failed verification (internal: turned into a cache miss)."""
 
 
+# A medium stored inside a container file is addressed as ``<container>::<member>`` (e.g. one video
+# of a frames-parquet shard: ``shard.parquet::<video_id>``).
+MEMBER_SEPARATOR = "::"
+
+
 def file_fingerprint(path: str | Path) -> list[Any]:
-    """Absolute path, size and mtime (ns) of a video; for a frame folder, of all files in it."""
+    """Absolute path, size and mtime (ns) of a file; for a frame folder, of all files in it; for a
+    member of a container file (``<container>::<member>``), of the container plus the member."""
+    container, separator, member = str(path).rpartition(MEMBER_SEPARATOR)
+    if separator and Path(container).is_file():
+        return [*file_fingerprint(container), member]
     path = Path(path).resolve()
     if path.is_dir():
         stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.iterdir()) if p.is_file()]

@@ -277,6 +277,31 @@ def _folder_rows(entry: DatasetEntry, root: Path) -> list[tuple[str, str]]:
         if file.suffix.lower() in suffixes and file.is_file() and not file.name.startswith("."):
             if _select(entry, file.relative_to(root).as_posix()):
                 rows.append((str(file.resolve()), entry.media_type))
+    if entry.modality == "video":
+        rows.extend(_frame_video_rows(entry, root))
+    return rows
+
+
+def _frame_video_rows(entry: DatasetEntry, root: Path) -> list[tuple[str, str]]:
+    """Videos stored as frames below a video dataset folder, as the benchmark stores them: every
+    sub-folder holding frame images (``detectors.video.io.frame_files``; the folder itself is the
+    video) and every video of a ``*.parquet`` shard with a ``video_id`` column
+    (``<shard>.parquet::<video_id>``). ``include_paths`` / ``exclude_paths`` match the folder or
+    shard path."""
+    from detectors.video.io import frame_files, frames_parquet_ref, frames_parquet_video_ids  # video-only
+    from detectors.errors import MediaError
+
+    rows = []
+    for folder in sorted(p for p in root.rglob("*") if p.is_dir() and not p.name.startswith(".")):
+        if frame_files(folder) and _select(entry, folder.relative_to(root).as_posix()):
+            rows.append((str(folder.resolve()), entry.media_type))
+    for shard in sorted(root.rglob("*.parquet")):
+        if shard.is_file() and not shard.name.startswith(".") and _select(entry, shard.relative_to(root).as_posix()):
+            try:
+                ids = frames_parquet_video_ids(shard)
+            except MediaError as error:
+                raise ConfigError(entry.config_file, f"{entry.where}.path", str(error)) from error
+            rows.extend((frames_parquet_ref(shard.resolve(), video_id), entry.media_type) for video_id in ids)
     return rows
 
 

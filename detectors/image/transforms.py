@@ -13,8 +13,8 @@ Gaussian-noise distortion draws fresh noise per pixel and frame at the same vari
 - ``build_train_transform`` / ``build_eval_transform``: the benchmark family's augment levels 0..3.
 - ``RobustnessChain``: the benchmark's image robustness pass (downscale, JPEG, WebP, JPEG).
 
-The benchmark's own preprocessing (GASBench ``processing/transforms/spatial.py``,
-``ResizeShortestEdge``; ``transforms/image.py``, ``apply_robustness_augmentations``) works on HWC
+The benchmark's own preprocessing (GASBench v0.8.0 ``processing/transforms.py``: ``ResizeShortestEdge``,
+``apply_robustness_augmentations``; https://github.com/BitMind-AI/gasbench) works on HWC
 uint8 numpy arrays with OpenCV, so :func:`benchmark_resize_array` and
 :func:`robustness_chain_array` do too: the same OpenCV calls give the same pixels (OpenCV's uint8
 ``INTER_LINEAR`` is fixed-point and does not antialias, so torchvision cannot reproduce it).

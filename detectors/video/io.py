@@ -2,29 +2,42 @@
 
 Every problem with a file is raised as ``MediaError(path, problem)`` naming what is wrong (empty
 file, truncated or corrupt data, no video stream, zero frames, absurd resolution), so a dataset can
-skip the file and a user can fix it. A folder of pre-extracted frames (``*.png`` / ``*.jpg``, in
-natural name order, with an optional ``fps.txt``) is accepted wherever a video file is.
+skip the file and a user can fix it.
+
+Videos stored as frames are accepted wherever a video file is, read as the benchmark reads them
+(GASBench v0.8.0 ``dataset/iterator.py`` and ``processing/media.py`` ``process_video_frames_sample``):
+
+- a folder of frame images (:data:`FRAME_EXTENSIONS`, lower or upper case), in name order;
+- a video inside a frames parquet shard (the benchmark's newer storage, its ``dev`` branch
+  ``_process_frames_parquet``: one row per frame, grouped by ``video_id``, ordered by ``frame_idx``
+  when that column exists), named ``<shard>.parquet::<video_id>`` (:func:`frames_parquet_ref`).
+
+Each frame is decoded with ``cv2`` (BGR -> RGB). The benchmark's frame rule for them
+(:func:`read_video_frames` with a ``benchmark`` sampler) is the first ``num_frames`` frames, those
+that cannot be decoded skipped, the last one repeated to fill the clip; ``frame_rate`` is ignored.
+An optional ``fps.txt`` in a frame folder is this project's own: only its other samplers (window,
+uniform) read it.
 
 Of several video streams, every path reads the one FFmpeg's ``av_find_best_stream`` picks (what
 decord reads), never an attached picture (cover art): see :func:`_video_stream`.
 
-Frames come back as ``torch.uint8 [T, 3, H, W]`` RGB. The PyAV path decodes as the benchmark's
-PyAV decoder does (GASBench >= 0.9): each frame converted with its own colour matrix and range, and
-turned by the stream's quarter-turn display rotation (phone videos). The decord path (the
-benchmark's v0.8 decoder) is left as decord decodes.
+Frames come back as ``torch.uint8 [T, 3, H, W]`` RGB. The decord path is the benchmark's decoder
+(GASBench decodes video files with decord; OpenCV only where decord has no wheel) and is left as
+decord decodes. The PyAV path is this project's own fallback for files decord cannot read (no
+GASBench version decodes with PyAV): each frame converted with its own colour matrix and range, and
+turned by the stream's quarter-turn display rotation (phone videos).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence
 
 import av
+import cv2
 import numpy as np
-import PIL
 import torch
 import torchvision
 import torchvision.transforms.v2.functional as TF
@@ -33,7 +46,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from detectors.errors import MediaError
-from detectors.video.sampling import FrameSampler
+from detectors.video.sampling import MAX_BENCHMARK_FRAMES, FrameSampler
 
 try:  # decord has wheels for x86-64 only; PyAV decodes everywhere else
     import decord
@@ -44,8 +57,12 @@ except ImportError:  # pragma: no cover - depends on the platform
 # 16-frame clip at that size is already 1.6 GB of uint8.
 DEFAULT_MAX_PIXELS = 7680 * 4320
 MAX_PLAUSIBLE_FPS = 1000.0  # containers write 90000 or 1000 "fps" for variable-rate streams
-FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: GASBench's ``IMAGE_FILE_EXTENSIONS``: the frame images of a frame folder (each also in upper case)
+FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tiff", ".webp")
 FPS_FILE = "fps.txt"
+FRAMES_PARQUET_SEPARATOR = "::"
+#: How frames stored as images are turned into RGB (cache keys): bump it when that changes.
+FRAMES_CONVERSION = "name-order+cv2-imread-bgr2rgb"
 # What decoders raise on bad data (decord's DECORDError is not a RuntimeError).
 _DECODER_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, av.error.FFmpegError) + (
     (decord.DECORDError,) if decord is not None else ()
@@ -229,17 +246,17 @@ def _quarter_turns(frame: av.VideoFrame) -> int:
     """Counter-clockwise quarter turns asked by the frame's display matrix (0 for other angles).
 
     ``frame.rotation`` is the display matrix's counter-clockwise angle in [-180, 180] (-90 for a
-    portrait phone video stored landscape, typically); like the benchmark, only exact quarter turns are applied.
+    portrait phone video stored landscape, typically); only exact quarter turns are applied.
     """
     rotation = frame.rotation % 360
     return rotation // 90 if rotation in (90, 180, 270) else 0
 
 
 def _frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """One decoded frame as ``uint8 [H, W, 3]`` RGB, as the benchmark's PyAV decoder produces it.
+    """One decoded frame as ``uint8 [H, W, 3]`` RGB (this project's PyAV fallback).
 
-    The source matrix and range are passed explicitly from the frame's own tags, as the benchmark
-    does, because some PyAV versions skip swscale's colour setup when the source and destination
+    The source matrix and range are passed explicitly from the frame's own tags, because some PyAV
+    versions skip swscale's colour setup when the source and destination
     colourspaces match (BT.709 then decodes as BT.601); PyAV 18 reads the frame's tags by itself
     and gives the same pixels either way. RGB output has no matrix, so the destination is
     swscale's default. Then the display rotation is applied (PyAV reports it but does not rotate).
@@ -316,57 +333,183 @@ class _PyAVSource(VideoSource):
             yield _to_tchw(np.stack(batch))
 
 
-def _natural_key(path: Path) -> list[object]:
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+def frame_files(folder: str | Path) -> list[Path]:
+    """The frame images of a frame folder as the benchmark lists them (``DatasetIterator``): files
+    matching ``*<ext>`` or ``*<EXT>`` for each of :data:`FRAME_EXTENSIONS` (pathlib's glob: names
+    starting with a dot match too), sorted by name."""
+    folder = Path(folder)
+    found: set[Path] = set()
+    for ext in FRAME_EXTENSIONS:
+        found.update(folder.glob(f"*{ext}"))
+        found.update(folder.glob(f"*{ext.upper()}"))
+    return sorted(found, key=lambda p: p.name)
 
 
-class _FrameFolderSource(VideoSource):
-    """A folder of extracted frames; fps from ``fps.txt`` when present."""
+def frames_parquet_ref(shard: str | Path, video_id: object) -> str:
+    """The path this project gives video ``video_id`` of a frames parquet shard."""
+    return f"{shard}{FRAMES_PARQUET_SEPARATOR}{video_id}"
 
-    def __init__(self, path: Path, max_pixels: int) -> None:
+
+def split_frames_parquet_ref(path: str | Path) -> tuple[Path, str] | None:
+    """``(shard, video_id)`` of a :func:`frames_parquet_ref` path, else None."""
+    text = str(path)
+    marker = ".parquet" + FRAMES_PARQUET_SEPARATOR
+    at = text.lower().find(marker)
+    if at < 0:
+        return None
+    cut = at + len(".parquet")
+    return Path(text[:cut]), text[cut + len(FRAMES_PARQUET_SEPARATOR):]
+
+
+def _frames_media_column(names: Sequence[str]) -> str | None:
+    """The frame column of a frames parquet shard, as the benchmark picks it: ``image`` (any case),
+    else the first column naming ``image`` or ``frame`` that is not an ``_id`` or ``idx`` column."""
+    exact = next((c for c in names if c.lower() == "image"), None)
+    return exact or next((c for c in names if ("image" in c.lower() or "frame" in c.lower())
+                          and "_id" not in c.lower() and "idx" not in c.lower()), None)
+
+
+def frames_parquet_video_ids(shard: str | Path) -> list[str]:
+    """The videos of a frames parquet shard (a ``video_id`` column), in the benchmark's order (first
+    appearance, as ``groupby(sort=False)``); an empty list when the shard has no ``video_id`` column.
+    A parquet file that cannot be read raises MediaError naming it."""
+    import pyarrow.parquet as pq
+
+    shard = Path(shard)
+    try:
+        if "video_id" not in pq.read_schema(shard).names:
+            return []
+        ids = pq.read_table(shard, columns=["video_id"]).column("video_id").to_pylist()
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise MediaError(shard, f"unreadable parquet shard ({error})") from error
+    return list(dict.fromkeys(str(v) for v in ids if v is not None))
+
+
+def _parquet_frames(shard: Path, video_id: str) -> list[bytes]:
+    """Encoded frames of one video of a frames parquet shard, in the benchmark's order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ref = frames_parquet_ref(shard, video_id)
+    if not shard.is_file():
+        raise MediaError(ref, "frames parquet shard not found")
+    try:
+        schema = pq.read_schema(shard)
+        media = _frames_media_column(schema.names)
+        if "video_id" not in schema.names or media is None:
+            raise MediaError(ref, f"not a frames parquet shard: needs 'video_id' and a frame column "
+                                  f"('image' or a column naming image/frame), has {', '.join(schema.names)}")
+        columns = ["video_id", media] + (["frame_idx"] if "frame_idx" in schema.names else [])
+        kind = schema.field("video_id").type
+        # push the id down to the row groups; the id is text in the path, typed in the shard
+        key: object = int(video_id) if pa.types.is_integer(kind) and video_id.lstrip("-").isdigit() else video_id
+        table = pq.read_table(shard, columns=columns, filters=[("video_id", "=", key)])
+    except MediaError:
+        raise
+    except (OSError, ValueError, TypeError) as error:
+        raise MediaError(ref, f"unreadable frames parquet shard ({error})") from error
+    group = table.to_pandas()
+    if group.empty:
+        raise MediaError(ref, f"no rows with video_id {video_id!r} in the shard")
+    if "frame_idx" in group.columns:
+        group = group.sort_values("frame_idx")  # pandas' default sort, as the benchmark sorts
+    frames = []
+    for value in group[media]:
+        if isinstance(value, dict):  # a Hugging Face image struct {bytes, path}
+            value = next((v for v in value.values() if isinstance(v, (bytes, bytearray))), None)
+        if isinstance(value, (bytes, bytearray)):
+            frames.append(bytes(value))
+    if not frames:
+        raise MediaError(ref, f"no frame bytes in column {media!r}")
+    return frames
+
+
+class _FramesSource(VideoSource):
+    """A video stored as encoded frame images (a frame folder or a frames parquet video), each
+    decoded with ``cv2`` and converted BGR -> RGB, as the benchmark decodes them."""
+
+    def __init__(self, path: Path, frames: Sequence[Path | bytes], max_pixels: int, fps: float | None,
+                 backend: str) -> None:
         super().__init__(path)
-        self._files = sorted(
-            (p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES),
-            key=_natural_key,
-        )
-        if not self._files:
-            raise MediaError(path, f"zero frames: the folder holds no {'/'.join(FRAME_SUFFIXES)} files")
-        fps = None
-        fps_file = path / FPS_FILE
-        if fps_file.is_file():
-            try:
-                fps = _clean_fps(float(fps_file.read_text().strip()))
-            except ValueError as error:
-                raise MediaError(fps_file, f"not a frame rate: {error}") from error
-        width, height = self._size(self._files[0])
-        _check_resolution(path, width, height, max_pixels)
-        self.info = VideoInfo(len(self._files), fps, width, height, backend="frames")
+        self._frames = list(frames)
+        self._max_pixels = max_pixels
+        self._decoded: dict[int, np.ndarray] = {}
+        if not self._frames:
+            raise MediaError(path, f"zero frames: the folder holds no {'/'.join(FRAME_EXTENSIONS)} files")
+        first = next((i for i in range(len(self._frames)) if self._try_decode(i) is not None), None)
+        if first is None:
+            raise MediaError(path, f"none of its {len(self._frames)} frame images can be decoded")
+        height, width = self._decoded[first].shape[:2]
+        self.info = VideoInfo(len(self._frames), fps, width, height, backend=backend)
 
-    def _size(self, file: Path) -> tuple[int, int]:
-        try:
-            with Image.open(file) as image:
-                return image.size
-        except (OSError, Image.DecompressionBombError) as error:
-            raise MediaError(file, f"unreadable frame image ({error})") from error
+    def _where(self, index: int) -> str:
+        frame = self._frames[index]
+        return str(frame) if isinstance(frame, Path) else f"{self.path} (frame {index})"
+
+    def _try_decode(self, index: int) -> np.ndarray | None:
+        """Frame ``index`` as ``uint8 [H, W, 3]`` RGB, or None when cv2 cannot decode it."""
+        if index in self._decoded:
+            return self._decoded[index]
+        frame = self._frames[index]
+        if isinstance(frame, Path):
+            _check_frame_header(frame, self._max_pixels)
+            bgr = cv2.imread(str(frame))
+        else:
+            bgr = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            return None
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        _check_resolution(self.path, rgb.shape[1], rgb.shape[0], self._max_pixels)
+        self._decoded[index] = rgb
+        return rgb
+
+    def _stack(self, arrays: list[np.ndarray], where: list[str]) -> torch.Tensor:
+        shape = arrays[0].shape
+        for array, name in zip(arrays, where):
+            if array.shape != shape:
+                raise MediaError(name, f"frame size {array.shape[1]}x{array.shape[0]} differs from the first "
+                                       f"frame's {shape[1]}x{shape[0]}")
+        return _to_tchw(np.stack(arrays))
 
     def frames(self, indices: Sequence[int]) -> torch.Tensor:
         indices = _check_indices(self.path, indices, self.info.num_frames)
-        loaded: dict[int, np.ndarray] = {}
-        for index in sorted(set(indices)):
-            file = self._files[index]
-            try:
-                with Image.open(file) as image:
-                    array = np.asarray(image.convert("RGB"))
-            except (OSError, Image.DecompressionBombError) as error:
-                raise MediaError(file, f"unreadable frame image ({error})") from error
-            if array.shape[:2] != (self.info.height, self.info.width):
-                raise MediaError(
-                    file,
-                    f"frame size {array.shape[1]}x{array.shape[0]} differs from the first frame's "
-                    f"{self.info.width}x{self.info.height}",
-                )
-            loaded[index] = array
-        return _to_tchw(np.stack([loaded[i] for i in indices]))
+        arrays = []
+        for index in indices:
+            array = self._try_decode(index)
+            if array is None:
+                raise MediaError(self._where(index), "unreadable frame image (cv2 cannot decode it)")
+            arrays.append(array)
+        return self._stack(arrays, [self._where(i) for i in indices])
+
+    def benchmark_clip(self, num_frames: int) -> torch.Tensor:
+        """The benchmark's clip: of the first ``num_frames`` frames those cv2 decodes (the others are
+        skipped), the last decoded one repeated up to ``num_frames`` (``process_video_frames_sample``)."""
+        kept = [i for i in range(min(num_frames, len(self._frames))) if self._try_decode(i) is not None]
+        if not kept:
+            raise MediaError(self.path, f"none of the first {num_frames} frame images can be decoded")
+        kept += [kept[-1]] * (num_frames - len(kept))
+        return self._stack([self._decoded[i] for i in kept], [self._where(i) for i in kept])
+
+
+def _check_frame_header(file: Path, max_pixels: int) -> None:
+    """Refuse a decompression bomb before cv2 decodes it (from the header, without decoding)."""
+    try:
+        with Image.open(file) as image:
+            width, height = image.size
+    except (OSError, Image.DecompressionBombError):
+        return  # not a format Pillow reads: cv2 decides, and reports it when it cannot decode
+    _check_resolution(file, width, height, max_pixels)
+
+
+def _frame_folder_source(path: Path, max_pixels: int) -> _FramesSource:
+    fps = None
+    fps_file = path / FPS_FILE
+    if fps_file.is_file():
+        try:
+            fps = _clean_fps(float(fps_file.read_text().strip()))
+        except ValueError as error:
+            raise MediaError(fps_file, f"not a frame rate: {error}") from error
+    return _FramesSource(path, frame_files(path), max_pixels, fps, backend="frames")
 
 
 def open_video(
@@ -383,9 +526,14 @@ def open_video(
     ``num_threads`` is decord's decoding threads: 1 by default because DataLoader workers already
     decode videos in parallel.
     """
+    parquet = split_frames_parquet_ref(path)
+    if parquet is not None:
+        shard, video_id = parquet
+        return _FramesSource(Path(str(path)), _parquet_frames(shard, video_id), max_pixels, None,
+                             backend="frames-parquet")
     path = Path(path)
     if path.is_dir():
-        return _FrameFolderSource(path, max_pixels)
+        return _frame_folder_source(path, max_pixels)
     if not path.exists():
         raise MediaError(path, "file not found")
     if path.stat().st_size == 0:
@@ -429,8 +577,9 @@ def decoder_key(path: str | Path, backend: Backend = "auto") -> dict[str, Any]:
     With the same file and the same libraries, ``backend="auto"`` falls back to PyAV on exactly the
     same files, so this names the decoder actually used without opening the file.
     """
-    if Path(path).is_dir():
-        return {"decoder": "frames", "pillow": PIL.__version__, "torchvision": torchvision.__version__}
+    if Path(path).is_dir() or split_frames_parquet_ref(path) is not None:
+        return {"decoder": "frames", "conversion": FRAMES_CONVERSION, "opencv": cv2.__version__,
+                "torchvision": torchvision.__version__}
     uses_decord = backend in ("auto", "decord") and decord is not None
     key: dict[str, Any] = {
         "backend": backend,
@@ -552,11 +701,17 @@ def read_video_frames(
 
     ``resize_mode="crop"`` is :func:`centre_crop_resize` (the benchmark's crop, a torchvision resize); ``"stretch"``
     resizes straight to ``resize`` as the official ReStraV code does (224 x 224, bicubic).
+
+    Videos stored as frames follow the benchmark under a ``benchmark`` sampler: the first
+    ``num_frames`` frames (undecodable ones skipped, the last repeated), ``frame_rate`` ignored.
     """
     with open_video(path, backend=backend, max_pixels=max_pixels) as source:
         info = source.info
-        indices = sampler.indices(info.num_frames, info.fps, generator)
-        frames = _decode(source, indices, backend)
+        if isinstance(source, _FramesSource) and getattr(sampler, "mode", None) == "benchmark":
+            frames = source.benchmark_clip(min(int(sampler.num_frames), MAX_BENCHMARK_FRAMES))
+        else:
+            indices = sampler.indices(info.num_frames, info.fps, generator)
+            frames = _decode(source, indices, backend)
     if resize is not None:
         if resize_mode == "crop":
             frames = centre_crop_resize(frames, resize, mode=interpolation)
