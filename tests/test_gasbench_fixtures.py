@@ -243,10 +243,11 @@ def test_frames_parquet_videos_are_listed_and_read_as_the_benchmark_reads_them(t
 
 
 def test_calibration_clips_of_a_frame_folder_are_the_benchmarks() -> None:
-    # what GenD / ReStraV calibrate on (video.data.build_video_dataset with the benchmark sampler) is
-    # the benchmark's input also for a video stored as frames: frame_rate ignored, the broken frame skipped
+    # what GenD / ReStraV calibrate on (their recipes' ClipLoader with the benchmark sampler) is the
+    # benchmark's input also for a video stored as frames: frame_rate ignored, the broken frame skipped
     from detectors.data.catalog import MediaItem
-    from detectors.video.data import build_video_dataset
+    from detectors.data.dataset import MediaDataset
+    from detectors.video.data import ClipLoader
     from detectors.video.sampling import FrameSampler
 
     preprocessing = REFERENCE["preprocessing"]["video"]
@@ -255,5 +256,5 @@ def test_calibration_clips_of_a_frame_folder_are_the_benchmarks() -> None:
         key = f"{dataset}/vid_000003_frames"
         item = MediaItem(path=str(HERE / "video" / "datasets" / dataset / "samples" / "vid_000003_frames"), label=1,
                          media_type="synthetic", dataset=dataset, modality="video")
-        sample = build_video_dataset([item], "calibration", {}, sampler, tuple(preprocessing["resize"]))[0]
+        sample = MediaDataset([item], load=ClipLoader(sampler, tuple(preprocessing["resize"])))[0]
         assert _sha(sample["x"].numpy()) == REFERENCE["modalities"]["video"]["inputs"][key]["base"]["sha256"], key
