@@ -459,3 +459,23 @@ def test_bf16_autocast_training_step_follows_the_float32_gradients(device, chann
     for name, p in model.named_parameters():
         cosine = torch.nn.functional.cosine_similarity(p.grad.flatten().cpu(), reference[name].flatten(), dim=0)
         assert cosine > 0.95, name  # bf16 rounding; a wrong backward is far off
+
+
+@pytest.mark.parametrize("checkpointing, channels_last", [(False, False), (True, False), (True, True)])
+def test_memory_lean_training_forward_equals_the_exported_network(checkpointing, channels_last):
+    """CakeLensV5 overrides CakeLensCNN.forward only: with the same weights its outputs and gradients
+    are those of the plain network that the submission's model.py holds."""
+    from detectors.video.cakelens import CakeLensCNN
+
+    lean = small_model(seed=3, gradient_checkpointing=checkpointing, channels_last_3d=channels_last).double()
+    arguments = {k: v for k, v in SMALL.network_kwargs().items() if k not in ("mean", "std")}
+    plain = CakeLensCNN(**arguments).double()
+    plain.load_state_dict(lean.state_dict())
+    volume = random_volume(2).double()
+    with torch.no_grad():
+        torch.testing.assert_close(lean(volume), plain(volume), rtol=1e-10, atol=1e-10)
+    lean(volume).square().sum().backward()
+    plain(volume).square().sum().backward()
+    plain_grads = dict(plain.named_parameters())
+    for name, parameter in lean.named_parameters():
+        torch.testing.assert_close(parameter.grad, plain_grads[name].grad, rtol=1e-8, atol=1e-10, msg=name)
