@@ -266,13 +266,22 @@ def save_detector(detector: Detector, directory: str | Path) -> Path:
 
 
 def _upgrade_state(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Weights saved before the networks moved under ``net.`` (``head.*`` -> ``net.head.*``): keys
-    the detector lacks are looked up under ``net.``; nothing else is renamed."""
+    """Weights saved before the networks moved under ``net.`` (``head.*`` -> ``net.head.*``,
+    CakeLens' ``net.seq.*`` -> ``net.cnn.seq.*``): a key the detector lacks is renamed to the one
+    expected key that ends with it (after ``net.``), if exactly one does; nothing else changes."""
     if all(key in expected for key in state):
         return state
+    unclaimed = [key for key in expected if key not in state]
     upgraded = {}
     for key, value in state.items():
-        upgraded[key if key in expected or f"net.{key}" not in expected else f"net.{key}"] = value
+        if key not in expected:
+            tail = key.removeprefix("net.")
+            matches = [new for new in unclaimed if new.startswith("net.") and (new == f"net.{tail}"
+                                                                               or new.endswith(f".{tail}"))]
+            if len(matches) == 1:
+                key = matches[0]
+                unclaimed.remove(key)
+        upgraded[key] = value
     return upgraded
 
 

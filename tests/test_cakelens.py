@@ -39,7 +39,7 @@ def random_volume(n: int, config: CakeLensConfig = SMALL, seed: int = 1) -> torc
 
 
 def expected_keys(num_blocks: int = 6) -> list[str]:
-    """The original checkpoint's key names, written out from methods.md."""
+    """The original checkpoint's key names, written out from the original package's model (cakelens-v5 0.1.2)."""
     keys = [f"seq.input_{name}0.{p}" for name in ("conv", "norm") for p in ("weight", "bias")]
     for block in range(num_blocks):
         prefix = f"seq.spacetime_conv_group.seq.main.block{block}.seq.main"
@@ -93,7 +93,7 @@ def test_small_forward_shapes_and_channels_last():
 
 
 def functional_reference(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """The network written out with torch.nn.functional from the methods.md definition."""
+    """The network written out with torch.nn.functional from the original network's definition."""
     F = torch.nn.functional
 
     def norm(h, name):

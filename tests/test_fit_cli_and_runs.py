@@ -240,3 +240,30 @@ def test_demo_evaluation_yaml_survives_moving_the_run(tmp_path):
     run.rename(moved)
     loaded = sorted(Path(item.path) for item in load_items(moved / "evaluation" / "val.yaml"))
     assert loaded == sorted([moved / "demo_data" / "a.png", moved / "demo_data" / "b.png", outside.resolve()])
+
+
+def test_runs_saved_before_the_networks_moved_under_net_still_load(tmp_path, tiny_dinov3):
+    """detector.safetensors of earlier versions (head.*, backbone.*, CakeLens' net.seq.*) load."""
+    from safetensors.torch import load_file, save_file
+
+    from detectors.base import load_detector, save_detector
+    from detectors.registry import create_detector
+
+    cases = {
+        "image": (create_detector("dinov3_image", {"backbone": {"name": str(tiny_dinov3)}, "image_size": 32}),
+                  lambda key: key.removeprefix("net.")),
+        "cakelens": (create_detector("cakelens", {"crop": 32, "width": 4, "channel_step": 2, "num_blocks": 1,
+                                                  "hidden": [8]}), lambda key: key.replace("net.cnn.", "net.")),
+    }
+    for name, (detector, old_name) in cases.items():
+        with torch.no_grad():
+            for parameter in detector.parameters():
+                parameter.add_(torch.rand_like(parameter))
+        run = save_detector(detector, tmp_path / name)
+        weights = run / "detector.safetensors"
+        old = {old_name(key): value for key, value in load_file(str(weights)).items()}
+        assert set(old) != set(detector.state_dict())  # really the earlier layout
+        save_file(old, str(weights))
+        loaded = load_detector(run)
+        for key, value in detector.state_dict().items():
+            torch.testing.assert_close(loaded.state_dict()[key], value, msg=f"{name}: {key}")

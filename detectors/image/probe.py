@@ -1,7 +1,8 @@
 """``python -m detectors.image.probe``: the frozen-embedding logistic-regression baseline.
 
 Frozen DINOv2/DINOv3 embeddings -> ``StandardScaler`` -> ``LogisticRegression(max_iter=2000,
-class_weight="balanced")`` (seed 004's strong free baseline). The scaler and the regression are folded
+class_weight="balanced")``: frozen self-supervised features are a strong free baseline
+(Ojha et al., CVPR 2023; Cozzolino et al., CVPRW 2024). The scaler and the regression are folded
 into the single Linear head of a frozen :class:`DinoImageDetector`, so the probe is calibrated,
 evaluated and exported exactly like every other detector (``python -m export RUN --out DIR``).
 """

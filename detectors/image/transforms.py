@@ -4,7 +4,7 @@ Every transform takes ``[..., 3, H, W]`` uint8 tensors. One call draws one set o
 so a video clip ``[T, 3, H, W]`` gets the same crop, flip and distortion level on every frame (the
 Gaussian-noise distortion draws fresh noise per pixel and frame at the same variance).
 
-- ``NativeCrop``: the training crop seed 004 recommends: never downscale (generator fingerprints live
+- ``NativeCrop``: never downscale (generator fingerprints live
   in the highest frequencies); only images smaller than the crop are upscaled (shorter side to the
   crop size, bicubic with antialias). Random crop in training, centre crop in evaluation.
 - ``ResizeCrop``: plain alternative: bilinear resize of the shorter side to the crop size, then crop.
@@ -81,7 +81,7 @@ class NativeCrop(_ScaledSquareCrop):
     interpolation = v2.InterpolationMode.BICUBIC
 
     def needs_resize(self, shorter_side: int) -> bool:
-        return shorter_side < self.size  # seed 004: never downscale, the fingerprints live in high frequencies
+        return shorter_side < self.size  # never downscale: the fingerprints live in high frequencies (Durall et al., CVPR 2020)
 
 
 class ResizeCrop(_ScaledSquareCrop):

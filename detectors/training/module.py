@@ -57,7 +57,8 @@ class DetectorModule(L.LightningModule):
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """On CUDA, copy the (pinned) batch on a side stream so the host-to-device transfer overlaps
-        with the kernels of the previous step still running on the compute stream (seed 000's lesson)."""
+        with the kernels of the previous step still running on the compute stream (a lesson of
+        CakeLens' training: https://fangpenlin.com/posts/2025/06/03/i-built-ai-gen-video-detection-model-and-browser-extension-in-a-month/)."""
         if device.type != "cuda" or is_empty_batch(batch):
             return super().transfer_batch_to_device(batch, device, dataloader_idx)
         if self._copy_stream is None:
