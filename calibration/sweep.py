@@ -55,6 +55,7 @@ from detectors.metrics import (
 )
 from detectors.plots import temperature_sweep_plot
 from detectors.training.run import RunDir
+from detectors.cli import command
 
 __all__ = [
     "DEFAULT_TEMPERATURES",
@@ -339,6 +340,7 @@ def _parse_grid(text: str) -> list[float]:
     return values
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m calibration.sweep",

@@ -124,13 +124,14 @@ def _umask_mode() -> int:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file next to ``path``; rename it onto ``path`` only if the block succeeds."""
+def atomic_open(path: str | Path, mode: str = "wb", **open_kwargs: Any) -> Iterator[IO[Any]]:
+    """Open a temporary file next to ``path`` (``open_kwargs`` as for ``open``, e.g. ``newline``);
+    rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, mode) as handle:
+        with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

@@ -493,9 +493,10 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m detectors.config ARCH``: every setting of an architecture."""
+    from detectors.cli import command
     from detectors.settings import schema_main
 
-    return schema_main(argv)
+    return command(schema_main)(argv)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from detectors.data.catalog import EXTENSIONS, MEDIA_TYPES, MODALITIES
 from detectors.data.dataset import load_media
 from detectors.errors import CheckpointError, ConfigError, MediaError
 from detectors.training.predict import resolve_device
+from detectors.cli import command
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]  # a batch of benchmark inputs -> logits [B, C]
 
@@ -300,6 +301,7 @@ def run_detection(args: argparse.Namespace, modality: str | None = None) -> int:
     return 1 if failed else 0
 
 
+@command
 def main(argv: list[str] | None = None, *, modality: str | None = None, prog: str = "python -m detectors.detect") -> int:
     """The detect command; ``modality`` restricts it to models of one modality (the aliases)."""
     parser = build_parser(prog, modality)

@@ -53,6 +53,7 @@ from detectors.metrics import (ROBUSTNESS_WEIGHT, augmentation_metrics, benchmar
 from detectors.selection import benchmark_order, dataset_caps
 from detectors.training.predict import resolve_device
 from export.benchmark_loader import SubmissionError
+from detectors.cli import command
 
 RESULT_KEYS = ("score", "mcc", "brier", "accuracy", "roc_auc", "pr_auc", "ece", "cross_entropy")
 MODE_BENCHMARK = "benchmark_selection"  # N samples per dataset, the benchmark's choice
@@ -341,6 +342,7 @@ def evaluate_submission(model_path: str | Path, data: str | Path, output: str | 
 
 
 @releases_claims  # the output directory's lock is released when main returns or raises
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m detectors.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, type=Path, help="submission directory or zip")

@@ -19,6 +19,7 @@ import torch
 from detectors.base import Detector, load_detector
 from detectors.errors import CheckpointError, ConfigError
 from export.benchmark_loader import SubmissionError
+from detectors.cli import command
 
 EQUALITY_TOLERANCE = 1e-4  # float32: max |logit difference|
 BF16_PROBABILITY_TOLERANCE = 0.05  # bf16 weights: max |p(fake) difference|
@@ -57,6 +58,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, dtype: str = "float32", 
     return export_detector(load_detector(run_dir), out, dtype=dtype, zip_file=zip_file)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="run directory written by a fit command")

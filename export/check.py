@@ -39,6 +39,7 @@ from safetensors import safe_open
 
 from export.benchmark_loader import DEFAULT_BLOCKED
 from export.manifest import pair_problems, verify_directory, verify_zip
+from detectors.cli import command
 
 LOADER = Path(__file__).resolve().parent / "benchmark_loader.py"
 
@@ -417,6 +418,7 @@ def check_submission(
     return [str(problem) for problem in result.get("problems", [])] or ([] if result.get("ok") else ["loading failed"])
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.check", description=__doc__.splitlines()[0])
     parser.add_argument("path", help="submission directory or zip")

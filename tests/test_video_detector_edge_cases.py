@@ -216,3 +216,25 @@ def test_gend_refuses_sampling_settings_it_would_ignore():
     for data in ({"sampling": "window"}, {"train_sampling": "uniform"}, {"window_sec": 3.0}):
         with pytest.raises(ConfigError, match=f"data.{next(iter(data))}"):
             GenDDetector.data_config(data)
+
+
+def test_an_unwritable_feature_cache_degrades_to_no_caching(tmp_path, caplog):
+    import logging
+    import os
+
+    from detectors.data.cache import FeatureCache
+
+    if os.geteuid() == 0:  # root ignores permissions: a full device is simulated by a file in the way
+        blocked = tmp_path / "cache"
+        blocked.write_text("a file where the cache directory should be")
+        root = blocked / "features"
+    else:
+        (tmp_path / "ro").mkdir(mode=0o500)
+        root = tmp_path / "ro" / "features"
+    with caplog.at_level(logging.WARNING):
+        cache = FeatureCache(root, "model")
+        cache.save(cache.key(["a"]), torch.zeros(3))
+        cache.save(cache.key(["b"]), torch.zeros(3))
+    assert cache.disabled and cache.load(cache.key(["a"])) is None
+    assert sum("continuing without caching" in record.getMessage() for record in caplog.records) == 1
+    assert cache.get_or_compute(["c"], lambda: torch.ones(2)).sum() == 2  # computed, not stored

@@ -117,6 +117,9 @@ def decode_npy(data: bytes, compress: Literal["zstd", "none"]) -> np.ndarray:
     return _load_npy(payload)
 
 
+_WARNED_ROOTS: set[str] = set()  # caches already reported as unwritable (one warning per process)
+
+
 class _EntryStore:
     """Shared mechanics: sharded paths, atomic writes, verified reads that delete bad entries."""
 
@@ -124,20 +127,38 @@ class _EntryStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.disabled = False
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            self._disable(error)
 
     def entry_path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}{self.suffix}"
 
     def _write(self, key: str, data: bytes) -> None:
-        with atomic_open(self.entry_path(key), "wb") as handle:
-            handle.write(data)
+        """Store an entry; a cache that cannot be written (full disk, no permission) is switched off
+        with one warning: the job goes on, recomputing instead of caching."""
+        if self.disabled:
+            return
+        try:
+            with atomic_open(self.entry_path(key), "wb") as handle:
+                handle.write(data)
+        except OSError as error:
+            self._disable(error)
+
+    def _disable(self, error: OSError) -> None:
+        self.disabled = True
+        if str(self.root) not in _WARNED_ROOTS:
+            _WARNED_ROOTS.add(str(self.root))
+            logger.warning("cache %s cannot be written (%s); continuing without caching there",
+                           self.root, error.strerror or error)
 
     def _read(self, key: str, decode: Callable[[bytes], Any]) -> Any | None:
         path = self.entry_path(key)
         try:
             data = path.read_bytes()
-        except FileNotFoundError:
+        except OSError:  # absent, or the cache cannot be read (then it is recomputed, like a miss)
             return None
         try:
             return decode(data)

@@ -33,6 +33,7 @@ from detectors.training.run import RunDir
 from detectors.tuning import TuningConfig, trainable_summary
 from detectors.base import save_detector
 from detectors.atomic import write_json
+from detectors.cli import command
 
 
 @torch.inference_mode()
@@ -110,6 +111,7 @@ def run_probe(data: Path, backbone: str, output: Path, *, features: str = "both"
     return run.root
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m detectors.image.probe", description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, type=Path, help="dataset YAML")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import logging
 import os
 import sys
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 import yaml
 
+from detectors.cli import USAGE_ERROR, expected_errors, one_line
 from detectors.config import load_yaml, to_dict
 from detectors.errors import ConfigError
 from detectors.locking import claim_directory, releases_claims
@@ -151,8 +153,8 @@ def run_fit(modality: str, support: ModalitySupport, archs: list[str], default_a
     args = parser.parse_args(argv)
     try:
         return fit(args, modality, support)
-    except ConfigError as error:
-        parser.exit(2, f"error: {error}\n")
+    except expected_errors() as error:  # one line, status 2 (see detectors.cli)
+        parser.exit(USAGE_ERROR, f"error: {one_line(error)}\n")
 
 
 def init_from_arch(args: argparse.Namespace, modality: str) -> str:
@@ -209,10 +211,19 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
     rank_zero = int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
     if rank_zero:  # lock the run directory (DDP children re-run this script: rank 0 holds it)
         claim_directory(run.root, "fit")
-    if run.is_finished() and args.overwrite and rank_zero and "LIGHTNING_RUN_STARTED" not in os.environ:
+    started_here = run.config.is_file() or run.last_checkpoint.is_file()
+    first_process = rank_zero and "LIGHTNING_RUN_STARTED" not in os.environ
+    if started_here and args.overwrite and first_process:
         run.clear()  # keeps the lock file
     elif run.is_finished() and not args.overwrite:
         raise ConfigError(run.root, None, "a finished run is already here; pass --overwrite or choose another --output")
+    elif started_here and first_process:
+        # an interrupted run resumes only with the arguments it was started with
+        differences = run_differences(run, config, args, demo)
+        if differences:
+            raise ConfigError(run.root, None, "an interrupted run was started here with other arguments ("
+                              + "; ".join(differences) + "): rerun it with the same ones to resume, or pass "
+                              "--overwrite to start afresh")
     os.environ["LIGHTNING_RUN_STARTED"] = "1"  # DDP children re-run this script: never wipe twice
     resume = run.last_checkpoint.is_file()
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -252,6 +263,7 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
     config.model = detector.config  # with the backbone's resolved architecture (rebuilds offline)
     if rank_zero:
         run.write_config(to_dict(config))
+        run.write_invocation(invocation(args, demo))
 
     datamodule = MediaDataModule(items, detector.data_recipe, config.data, seed=config.seed)
     before = None
@@ -263,7 +275,7 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
     if args.init_from is not None:
         detector.calibrator.reset()  # refitted on the new calibration split after training
     module = DetectorModule(detector, loss=config.loss, optim=config.optim)
-    trainer, checkpoint = build_trainer(config.trainer, run, extra_callbacks=detector.extra_callbacks())
+    trainer, checkpoint = build_trainer(config.trainer, run, extra_callbacks=detector.extra_callbacks(), resume=resume)
     started = time.time()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -284,6 +296,45 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
 
         export_and_evaluate_demo(run, items)
     return run.root
+
+
+# Settings a run fills in itself (the backbone's resolved architecture, the demo's random fallback):
+# they differ from a command's before the detector is built, without the command differing.
+_RESOLVED_BY_THE_RUN = ("model.backbone.architecture", "model.backbone.pretrained", "model.allow_random_backbone")
+
+
+def invocation(args: argparse.Namespace, demo: bool) -> dict[str, Any]:
+    """What a run was started on besides its settings: the data (path and content digest) and the
+    run it fine-tunes."""
+    data = None if demo else str(Path(args.data).resolve())
+    digest = None if demo or not Path(args.data).is_file() else hashlib.sha256(Path(args.data).read_bytes()).hexdigest()
+    return {"data": data, "data_sha256": digest,
+            "init_from": None if args.init_from is None else str(Path(args.init_from).resolve())}
+
+
+def run_differences(run: Any, config: Any, args: argparse.Namespace, demo: bool) -> list[str]:
+    """``key: saved -> new`` for every setting and input that differs from the interrupted run's."""
+    from detectors.config import flatten
+
+    differences = []
+    if run.config.is_file():
+        saved, new = flatten(run.read_config()), flatten(to_dict(config))
+        # a fine-tuned run's model section comes from the --init-from run, compared below
+        skipped = (*_RESOLVED_BY_THE_RUN, "model.") if args.init_from is not None else _RESOLVED_BY_THE_RUN
+        for key in sorted(set(saved) | set(new)):
+            if key.startswith(skipped) or saved.get(key) == new.get(key):
+                continue
+            differences.append(f"{key}: {saved.get(key, '(unset)')!r} -> {new.get(key, '(unset)')!r}")
+    saved_inputs = run.read_invocation()
+    if saved_inputs:
+        current = invocation(args, demo)
+        for key, label in (("data", "--data"), ("data_sha256", "the --data file's content"),
+                           ("init_from", "--init-from")):
+            if saved_inputs.get(key) != current[key]:
+                shown = (f"{saved_inputs.get(key)!r} -> {current[key]!r}" if key != "data_sha256"
+                         else "changed")
+                differences.append(f"{label}: {shown}")
+    return differences
 
 
 def configure_logging() -> None:

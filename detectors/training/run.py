@@ -4,6 +4,7 @@
 RUN_DIR/
   config.yaml                  resolved configuration (defaults <- --config <- flags)
   split.csv                    the train/val/calibration split actually used
+  invocation.json              the --data file (path, sha256) and --init-from run it was started on
   checkpoints/last.ckpt        Lightning checkpoints (resume after a crash), best.ckpt
   detector.yaml                architecture + config of the trained detector (rebuild offline)
   detector.safetensors         its weights (LoRA adapters unmerged, calibrator included)
@@ -100,6 +101,17 @@ class RunDir:
         from detectors.config import load_yaml
 
         return load_yaml(self.config)
+
+    @property
+    def invocation(self) -> Path:
+        """The data and the run it fine-tunes, besides config.yaml (compared when resuming)."""
+        return self.root / "invocation.json"
+
+    def write_invocation(self, values: dict[str, Any]) -> None:
+        write_json(self.invocation, values)
+
+    def read_invocation(self) -> dict[str, Any]:
+        return self.read_json(self.invocation)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.summary, summary)

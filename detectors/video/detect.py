@@ -20,6 +20,7 @@ from pathlib import Path
 from detectors import detect as shared
 from detectors.detect import LoadedModel, detect, submission_modality  # noqa: F401  (this module's API)
 from detectors.errors import CheckpointError, ConfigError
+from detectors.cli import command
 
 CAKELENS_BATCH_SIZE = 4  # framesets per forward pass
 
@@ -65,6 +66,7 @@ def main_cakelens(args: argparse.Namespace) -> int:
     return 1 if any("error" in r for r in results) else 0
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
