@@ -56,6 +56,7 @@ from detectors.metrics import (
 from detectors.plots import temperature_sweep_plot
 from detectors.training.run import RunDir
 from detectors.cli import command
+from detectors import cli
 
 __all__ = [
     "DEFAULT_TEMPERATURES",
@@ -342,7 +343,7 @@ def _parse_grid(text: str) -> list[float]:
 
 @command
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m calibration.sweep",
         description="Sweep the temperature on a run's calibration set and store the best one in calibration.json.",
         epilog="calibration.json keeps 'fitted' (the calibration training wrote, recorded by the first sweep and never "

@@ -8,8 +8,10 @@ is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import argparse
 import errno
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -32,6 +34,30 @@ _OS_PROBLEMS = {
 }
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose command-line mistakes are one line too (status 2), pointing
+    to ``--help`` instead of printing the whole usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(USAGE_ERROR, f"error: {self.prog}: {' '.join(message.split())} (see --help)\n")
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer ``>= minimum`` (``--batch-size 0`` is a usage error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
 def expected_errors() -> tuple[type[BaseException], ...]:
     """The exception types a command reports in one line (the benchmark loader's and the bundler's
     are imported lazily: not every command needs them)."""
@@ -45,9 +71,11 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 def one_line(error: BaseException) -> str:
     """``error``'s message on one line, naming the file for operating-system errors."""
     if isinstance(error, OSError) and not isinstance(error, (ConfigError, CheckpointError, MediaError)):
-        problem = _OS_PROBLEMS.get(error.errno or -1) or (error.strerror or str(error)).lower()
-        if error.errno == errno.ENOSPC and error.strerror and error.strerror != "No space left on device":
-            problem = f"{error.strerror}" if "space" in error.strerror else f"{problem} ({error.strerror})"
+        standard = os.strerror(error.errno) if error.errno else None
+        if error.strerror and error.strerror != standard:  # the raiser's own words say more
+            problem = error.strerror
+        else:
+            problem = _OS_PROBLEMS.get(error.errno or -1) or (error.strerror or str(error)).lower()
         target = error.filename if error.filename is not None else None
         text = f"{target}: {problem}" if target is not None else problem
     elif isinstance(error, UnicodeError):
@@ -78,4 +106,4 @@ def command(main: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-__all__ = ["USAGE_ERROR", "command", "expected_errors", "one_line", "report"]
+__all__ = ["ArgumentParser", "USAGE_ERROR", "command", "expected_errors", "int_at_least", "one_line", "report"]

@@ -45,7 +45,19 @@ MAX_YAML_DEPTH = 100
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; syntax errors and non-mapping documents name the file (and line).
+    """Read a YAML mapping (see :func:`read_yaml_document`); a document that is not a mapping is a
+    ConfigError naming the file."""
+    path = Path(path)
+    data = read_yaml_document(path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, None, f"expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def read_yaml_document(path: str | Path) -> Any:
+    """Parse a YAML file; syntax errors name the file and line.
 
     Refused with a one-line :class:`ConfigError` naming the file: a file larger than
     :data:`MAX_YAML_BYTES`, binary or non-UTF-8 content, aliases expanding to more than
@@ -75,12 +87,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as error:
         raise ConfigError(path, None, f"not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start}); "
                           "save it as UTF-8") from None
-    data = _parse_yaml(text, path)
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(path, None, f"expected a mapping at the top level, got {type(data).__name__}")
-    return data
+    return _parse_yaml(text, path)
 
 
 def _parse_yaml(text: str, path: Path) -> Any:

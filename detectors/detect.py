@@ -29,6 +29,7 @@ from detectors.data.dataset import load_media
 from detectors.errors import CheckpointError, ConfigError, MediaError
 from detectors.training.predict import resolve_device
 from detectors.cli import command
+from detectors import cli
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]  # a batch of benchmark inputs -> logits [B, C]
 
@@ -246,7 +247,7 @@ def add_detect_arguments(parser: argparse.ArgumentParser, *, metavar: str = "FIL
 
 def build_parser(prog: str = "python -m detectors.detect", modality: str | None = None) -> argparse.ArgumentParser:
     what = f"{modality} file" if modality else "image, video or audio file"
-    parser = argparse.ArgumentParser(prog=prog, description=f"Fake probability of each {what} with a trained "
+    parser = cli.ArgumentParser(prog=prog, description=f"Fake probability of each {what} with a trained "
                                      "detector (a run directory or an exported submission), as the benchmark scores it.")
     add_detect_arguments(parser, metavar=(modality or "file").upper(),
                          files_help=f"{modality} files" if modality else "image, video or audio files (the model's modality)")

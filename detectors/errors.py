@@ -106,3 +106,33 @@ def unreadable_weights_reason(path: str | Path, error: BaseException) -> str:
     if head.startswith(b"PK"):
         return f"a zip archive but not a readable PyTorch checkpoint (another kind of zip, or truncated or corrupt?) ({detail})"
     return f"a pickle that cannot be loaded as a PyTorch checkpoint (truncated or corrupt?) ({detail})"
+
+
+def media_access_problem(path: str | Path) -> str | None:
+    """Why a media file cannot be read before decoding it, in the user's words (``None``: it can):
+    missing, a broken or looping symbolic link, not a regular file, no read permission, empty."""
+    import errno
+    import os
+
+    path = Path(path)
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            return f"broken symbolic link (to {os.readlink(path)})"
+        return "file not found"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if error.errno == errno.EACCES:
+            return "permission denied"
+        return f"cannot access it ({error.strerror or error})"
+    import stat
+
+    if not stat.S_ISREG(status.st_mode):
+        return "not a regular file"
+    if not os.access(path, os.R_OK):
+        return "permission denied"
+    if status.st_size == 0:
+        return "empty file (0 bytes)"
+    return None

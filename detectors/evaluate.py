@@ -26,7 +26,6 @@ What GASBench (https://github.com/BitMind-AI/gasbench, v0.8.0) does and this com
 
 from __future__ import annotations
 
-import argparse
 import csv
 import importlib
 import io
@@ -54,6 +53,7 @@ from detectors.selection import benchmark_order, dataset_caps
 from detectors.training.predict import resolve_device
 from export.benchmark_loader import SubmissionError
 from detectors.cli import command
+from detectors import cli
 
 RESULT_KEYS = ("score", "mcc", "brier", "accuracy", "roc_auc", "pr_auc", "ece", "cross_entropy")
 MODE_BENCHMARK = "benchmark_selection"  # N samples per dataset, the benchmark's choice
@@ -344,7 +344,7 @@ def evaluate_submission(model_path: str | Path, data: str | Path, output: str | 
 @releases_claims  # the output directory's lock is released when main returns or raises
 @command
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m detectors.evaluate", description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(prog="python -m detectors.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, type=Path, help="submission directory or zip")
     parser.add_argument("--data", required=True, type=Path, help="dataset YAML")
     parser.add_argument("--output", required=True, type=Path)
@@ -360,10 +360,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="target share of the score carried by holdout datasets (names with '-holdout-')")
     parser.add_argument("--gasstation-share", type=float, metavar="F",
                         help="target share of the score carried by gasstation datasets (names with 'gasstation')")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=cli.int_at_least(1), default=16)
+    parser.add_argument("--num-workers", type=cli.int_at_least(0), default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--max-per-dataset", type=int,
+    parser.add_argument("--max-per-dataset", type=cli.int_at_least(1),
                         help="cap per dataset (by default the benchmark's full-run cap with --seed, none without)")
     args = parser.parse_args(argv)
     try:

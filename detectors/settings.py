@@ -13,7 +13,6 @@ error names the key, where it was set and a close match, before anything is buil
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import inspect
@@ -39,6 +38,7 @@ from detectors.config import (
     unknown_key_problem,
 )
 from detectors.errors import ConfigError
+from detectors import cli
 
 if typing.TYPE_CHECKING:
     from detectors.base import Detector
@@ -283,7 +283,7 @@ def run_config_dict(config: Any) -> dict[str, Any]:
 def schema_main(argv: list[str] | None = None) -> int:
     from detectors.registry import detector_class, list_detectors
 
-    parser = argparse.ArgumentParser(prog="python -m detectors.config",
+    parser = cli.ArgumentParser(prog="python -m detectors.config",
                                      description="Every setting of a detector architecture: key, type, value, help.")
     parser.add_argument("arch", nargs="?", help=f"one of: {', '.join(list_detectors())}")
     parser.add_argument("--demo", action="store_true", help="with the built-in demo's overrides")

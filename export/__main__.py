@@ -9,7 +9,6 @@ in-library detector's.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from detectors.base import Detector, load_detector
 from detectors.errors import CheckpointError, ConfigError
 from export.benchmark_loader import SubmissionError
 from detectors.cli import command
+from detectors import cli
 
 EQUALITY_TOLERANCE = 1e-4  # float32: max |logit difference|
 BF16_PROBABILITY_TOLERANCE = 0.05  # bf16 weights: max |p(fake) difference|
@@ -60,7 +60,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, dtype: str = "float32", 
 
 @command
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="run directory written by a fit command")
     parser.add_argument("--out", required=True, type=Path, help="submission directory to write")
     parser.add_argument("--zip", action="store_true", help="also write DIR.zip with the three files at its root")

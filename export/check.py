@@ -21,8 +21,8 @@ fix) and exits 1 if there are any. ``check_submission(path)`` returns the same l
 
 from __future__ import annotations
 
-import argparse
 import ast
+import errno
 import importlib
 import json
 import re
@@ -40,6 +40,7 @@ from safetensors import safe_open
 from export.benchmark_loader import DEFAULT_BLOCKED
 from export.manifest import pair_problems, verify_directory, verify_zip
 from detectors.cli import command
+from detectors import cli
 
 LOADER = Path(__file__).resolve().parent / "benchmark_loader.py"
 
@@ -420,12 +421,14 @@ def check_submission(
 
 @command
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.check", description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(prog="python -m export.check", description=__doc__.splitlines()[0])
     parser.add_argument("path", help="submission directory or zip")
-    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--batch-size", type=cli.int_at_least(1), default=2)
     parser.add_argument("--static-only", action="store_true", help="skip loading and running the model")
     parser.add_argument("--also-block", default="", help="comma-separated extra modules to block while loading")
     args = parser.parse_args(argv)
+    if not Path(args.path).exists():  # nothing to check: a usage error, not a failed check
+        raise FileNotFoundError(errno.ENOENT, "no such submission directory or zip", args.path)
     also_block = [name for name in args.also_block.split(",") if name]
     problems = check_submission(args.path, args.batch_size, run=not args.static_only, also_block=also_block)
     for problem in problems:

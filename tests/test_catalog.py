@@ -131,7 +131,7 @@ def test_config_errors_name_entry_and_field(tree: Path, datasets, where: str, me
 def test_yaml_syntax_and_top_level_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("datasets:\n  - name: a\n    path: [unclosed\n")
-    with pytest.raises(ConfigError, match="YAML syntax error") as info:
+    with pytest.raises(ConfigError, match="invalid YAML") as info:
         load_dataset_config(bad)
     assert info.value.where.startswith("line ")
     (tmp_path / "list.yaml").write_text("- a\n- b\n")

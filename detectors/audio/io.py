@@ -51,7 +51,7 @@ import torch
 import torchaudio
 
 from detectors.atomic import atomic_path
-from detectors.errors import MediaError
+from detectors.errors import MediaError, media_access_problem
 
 if TYPE_CHECKING:
     import av
@@ -354,12 +354,41 @@ def _read_plan(start_out: int, num_out: int, orig_rate: int, new_rate: int, marg
 
 
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise MediaError(path, "file not found")
-    if not path.is_file():
-        raise MediaError(path, "not a regular file")
-    if path.stat().st_size == 0:
-        raise MediaError(path, "empty file (0 bytes)")
+    problem = media_access_problem(path)
+    if problem:
+        raise MediaError(path, problem)
+    if path.suffix.lower() == ".wav":
+        _warn_if_truncated_wav(path)
+
+
+class TruncatedAudioWarning(UserWarning):
+    """A file holds fewer samples than its header declares (a cut-off download or copy)."""
+
+
+def _warn_if_truncated_wav(path: Path) -> None:
+    """Warn, naming the file, when a RIFF/WAVE file's ``data`` chunk declares more bytes than the
+    file holds: libsndfile then reads what is there, and the benchmark pads the rest with silence."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(4096)
+        size = path.stat().st_size
+    except OSError:
+        return
+    if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+        return
+    offset, block_align = 12, 0
+    while offset + 8 <= len(header):
+        chunk, length = header[offset:offset + 4], int.from_bytes(header[offset + 4:offset + 8], "little")
+        if chunk == b"fmt " and offset + 22 <= len(header):
+            block_align = int.from_bytes(header[offset + 20:offset + 22], "little")
+        if chunk == b"data":
+            available = size - (offset + 8)
+            if length not in (0, 0xFFFFFFFF) and available < length and block_align:  # 0xFFFFFFFF: streamed
+                warnings.warn(f"{path}: truncated: its header declares {length // block_align} sample frames, the "
+                              f"file holds {max(0, available) // block_align}; the missing part reads as silence",
+                              TruncatedAudioWarning, stacklevel=4)
+            return
+        offset += 8 + length + (length & 1)
 
 
 def _open_soundfile(path: Path) -> sf.SoundFile | None:

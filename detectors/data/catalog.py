@@ -36,7 +36,6 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-import yaml
 
 from detectors.atomic import atomic_open
 from detectors.errors import ConfigError
@@ -121,13 +120,9 @@ def load_dataset_config(path: str | Path) -> list[DatasetEntry]:
     path = Path(path).resolve()
     if not path.is_file():
         raise ConfigError(path, None, "dataset config file does not exist")
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(path, where, f"YAML syntax error: {problem}") from exc
+    from detectors.config import read_yaml_document  # size, encoding, alias and depth limits
+
+    doc = read_yaml_document(path)
     if not isinstance(doc, dict):
         raise ConfigError(path, None, f"top level must be a mapping with a 'datasets' list, got {type(doc).__name__}")
     raw = doc.get("datasets")

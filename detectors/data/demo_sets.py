@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from detectors.atomic import write_text
+from detectors import cli
 
 
 def recorded_params_match(yaml_path: Path, params: dict[str, Any]) -> bool:
@@ -50,7 +51,7 @@ def positive_int(text: str) -> int:
 
 def demo_argument_parser(prog: str, description: str, n_per_class: int, holdout_size: str) -> argparse.ArgumentParser:
     """The arguments every demo CLI shares; ``holdout_size`` says how large its hold-out set is."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = cli.ArgumentParser(prog=prog, description=description)
     parser.add_argument("out_dir", type=Path, help="folder to write the media files and dataset YAMLs into")
     parser.add_argument("--n-per-class", type=positive_int, default=n_per_class,
                         help=f"files per class (real / fake) of the demo set (default {n_per_class})")

@@ -18,6 +18,7 @@ import torch
 
 from detectors.config import setting
 from detectors.data.dataset import SampleRecipe
+from detectors.errors import ConfigError
 from detectors.image.io import load_image, load_image_crop, open_image
 from detectors.image.transforms import (benchmark_resize_array, build_eval_transform, build_train_transform, hwc_to_tensor,
                                         robustness_chain_array)
@@ -64,9 +65,18 @@ def benchmark_input_loader(preprocessing: dict[str, Any], robustness: bool = Fal
     -> (robustness chain, at full size) -> centre crop to the aspect of ``preprocessing.resize`` ->
     OpenCV bilinear resize to it (GASBench ``image_bench`` -> ``process_image_sample`` ->
     ``apply_random_augmentations(level=0, crop_prob=0)`` / ``apply_robustness_augmentations``)."""
-    if "resize" not in preprocessing:
-        raise ValueError("model_config.yaml preprocessing.resize is required for image submissions")
-    return partial(_benchmark_image, resize=tuple(int(v) for v in preprocessing["resize"]), robustness=robustness)
+    return partial(_benchmark_image, resize=preprocessing_resize(preprocessing, "image"), robustness=robustness)
+
+
+def preprocessing_resize(preprocessing: dict[str, Any], modality: str) -> tuple[int, int]:
+    """``preprocessing.resize`` of a model_config.yaml as ``(H, W)``; anything but two positive ints
+    is a ConfigError naming the setting (not every media file failing to load)."""
+    resize = preprocessing.get("resize")
+    if not (isinstance(resize, (list, tuple)) and len(resize) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in resize)):
+        raise ConfigError("model_config.yaml", "preprocessing.resize",
+                          f"{modality} submissions need resize: [H, W] (two positive ints), got {resize!r}")
+    return int(resize[0]), int(resize[1])
 
 
 def _benchmark_image(path: str, resize: tuple[int, int], robustness: bool) -> torch.Tensor:

@@ -13,7 +13,6 @@ rescaled to 8 bits (65535 -> 255) instead of clipped, which would turn most of s
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -23,7 +22,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as F
 
-from detectors.errors import MediaError
+from detectors.errors import MediaError, media_access_problem
 
 #: Largest accepted image (pixels), PIL's own default bomb limit; larger files raise ``MediaError``.
 MAX_PIXELS = 178_956_970
@@ -33,14 +32,9 @@ MAX_PIXELS = 178_956_970
 def open_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Iterator[Image.Image]:
     """Open and fully decode an image; every failure becomes ``MediaError(path, problem)``."""
     path = str(path)
-    try:
-        size = os.stat(path).st_size
-    except FileNotFoundError:
-        raise MediaError(path, "file not found") from None
-    except OSError as exc:
-        raise MediaError(path, f"cannot access file: {exc}") from exc
-    if size == 0:
-        raise MediaError(path, "empty file (0 bytes)")
+    problem = media_access_problem(path)
+    if problem:
+        raise MediaError(path, problem)
     try:
         with warnings.catch_warnings():
             # PIL only warns between its limit and twice its limit; we want a clear error instead.

@@ -9,7 +9,6 @@ evaluated and exported exactly like every other detector (``python -m export RUN
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from detectors.tuning import TuningConfig, trainable_summary
 from detectors.base import save_detector
 from detectors.atomic import write_json
 from detectors.cli import command
+from detectors import cli
 
 
 @torch.inference_mode()
@@ -113,7 +113,7 @@ def run_probe(data: Path, backbone: str, output: Path, *, features: str = "both"
 
 @command
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m detectors.image.probe", description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(prog="python -m detectors.image.probe", description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, type=Path, help="dataset YAML")
     parser.add_argument("--backbone", default="facebook/dinov3-vits16-pretrain-lvd1689m")
     parser.add_argument("--output", required=True, type=Path)

@@ -29,6 +29,7 @@ from detectors.config import load_yaml, to_dict
 from detectors.errors import ConfigError
 from detectors.locking import claim_directory, releases_claims
 from detectors.settings import ConfigLayers, base_layers, resolve_run_config
+from detectors import cli
 
 log = logging.getLogger("detectors.fit")
 
@@ -48,7 +49,7 @@ class ModalitySupport:
 
 
 def build_parser(modality: str, archs: list[str], default_arch: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog=f"python -m detectors.{modality}.fit",
         description=f"Train, calibrate and evaluate a detector for {modality}. Without --data the built-in "
                     "(synthetic) demo data is used.")

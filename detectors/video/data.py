@@ -18,7 +18,7 @@ from typing import Any, Callable
 import cv2
 import torch
 
-from detectors.errors import ConfigError
+from detectors.image.data import preprocessing_resize
 from detectors.image.transforms import benchmark_resize
 from detectors.video.cache import FrameCache
 from detectors.data.cache import file_fingerprint
@@ -65,13 +65,7 @@ def benchmark_input_loader(preprocessing: dict[str, Any], robustness: bool = Fal
     ``round(fps / frame_rate)`` (missing fps -> 30; short clips repeat the last frame), optionally the
     H.264 robustness pass, then centre crop to aspect and OpenCV bilinear resize to
     ``preprocessing.resize``: ``uint8 [T, 3, H, W]``."""
-    resize = preprocessing.get("resize")
-    if not (isinstance(resize, (list, tuple)) and len(resize) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in resize)):
-        # ConfigError (a ValueError): the CLIs report it as a bad model config instead of a traceback
-        raise ConfigError("model_config.yaml", "preprocessing.resize",
-                          f"video submissions need resize: [H, W] (two positive ints), got {resize!r}")
-    resize = tuple(int(v) for v in resize)
+    resize = preprocessing_resize(preprocessing, "video")
     return partial(load_clip, sampler=benchmark_sampler(preprocessing), resize=resize, robustness=robustness)
 
 

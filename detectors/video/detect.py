@@ -21,6 +21,7 @@ from detectors import detect as shared
 from detectors.detect import LoadedModel, detect, submission_modality  # noqa: F401  (this module's API)
 from detectors.errors import CheckpointError, ConfigError
 from detectors.cli import command
+from detectors import cli
 
 CAKELENS_BATCH_SIZE = 4  # framesets per forward pass
 
@@ -42,7 +43,7 @@ def from_submission(path: Path, device: str = "cpu") -> LoadedModel:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m detectors.video.detect", description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(prog="python -m detectors.video.detect", description=__doc__.splitlines()[0])
     source = shared.add_detect_arguments(
         parser, metavar="VIDEO", files_help="video files (or folders of frames)", required_source=False,
         batch_help=f"videos per forward pass (default 1); with --arch cakelens: framesets (default {CAKELENS_BATCH_SIZE})")

@@ -45,7 +45,7 @@ from av.video.reformatter import Colorspace
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
-from detectors.errors import MediaError
+from detectors.errors import MediaError, media_access_problem
 from detectors.video.sampling import MAX_BENCHMARK_FRAMES, FrameSampler
 
 try:  # decord has wheels for x86-64 only; PyAV decodes everywhere else
@@ -534,10 +534,9 @@ def open_video(
     path = Path(path)
     if path.is_dir():
         return _frame_folder_source(path, max_pixels)
-    if not path.exists():
-        raise MediaError(path, "file not found")
-    if path.stat().st_size == 0:
-        raise MediaError(path, "empty file (0 bytes)")
+    problem = media_access_problem(path)
+    if problem:
+        raise MediaError(path, problem)
 
     header = _read_header(path)
     _check_resolution(path, header.width, header.height, max_pixels)
