@@ -66,10 +66,14 @@ DRIVER = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> dict[str, Path]:
+    import importlib
+
     from detectors.image.demo import write_demo_images
 
     root = tmp_path_factory.mktemp("faults")
     (root / "toy_detector.py").write_text(TOY_DETECTOR)
+    sys.path.insert(0, str(root))  # the resumed fits run in this process (only the killed ones need their own)
+    importlib.import_module("toy_detector")
     (root / "driver.py").write_text(DRIVER)
     settings = {"model": {"channels": 4}, "data": {"batch_size": 4, "num_workers": 0, "crop": "resize",
                                                    "augment_level": 0, "balanced_sampling": False},
@@ -86,6 +90,21 @@ def _fit(workspace: dict[str, Path], run: Path, fault: str = "", extra: tuple[st
     env = {**os.environ, "FAULT": fault, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     return subprocess.run([sys.executable, str(workspace["root"] / "driver.py"), str(workspace["root"]), str(run),
                            *argv], capture_output=True, text=True, timeout=600, env=env, check=False)
+
+
+def _fit_here(workspace: dict[str, Path], run: Path, *extra: str) -> int:
+    """The same command in this process (cheaper than a new interpreter): its exit status."""
+    from detectors.image.fit import IMAGE
+    from detectors.registry import list_detectors
+    from detectors.training.fit import run_fit
+
+    argv = ["--arch", "toy_image", "--data", str(workspace["data"]), "--config", str(workspace["root"] / "toy.yaml"),
+            "--output", str(run), *extra]
+    try:
+        run_fit("image", IMAGE, list_detectors("image"), "dinov3_image", argv)
+    except SystemExit as exit_info:
+        return int(exit_info.code)
+    return 0
 
 
 def _epoch_rows(run: Path) -> dict[int, int]:
@@ -109,8 +128,7 @@ def test_a_killed_fit_resumes_from_its_last_finished_epoch(workspace, fault, fin
     assert checkpoint["epoch"] == finished_before - 1  # the last finished epoch was saved, whatever its score
     assert not (run / "summary.json").exists()
 
-    resumed = _fit(workspace, run)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _fit_here(workspace, run) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["resumed"] is True and summary["epochs_completed"] == EPOCHS
     # every epoch's validation row, once: the killed epoch was logged again, the earlier ones kept
@@ -118,17 +136,15 @@ def test_a_killed_fit_resumes_from_its_last_finished_epoch(workspace, fault, fin
     assert not list((run / "checkpoints").glob(".*tmp*"))  # the killed write's temp file was removed
 
 
-def test_resuming_with_other_arguments_is_refused_before_anything_is_written(workspace):
+def test_resuming_with_other_arguments_is_refused_before_anything_is_written(workspace, capsys):
     run = workspace["root"] / "run-changed"
     assert _fit(workspace, run, "mid_epoch").returncode == -9
     config_before = (run / "config.yaml").read_bytes()
-    changed = _fit(workspace, run, extra=("--set", "model.channels=8", "--lr", "0.5"))
-    assert changed.returncode == 2
-    message = changed.stderr.strip().splitlines()[-1]
+    capsys.readouterr()
+    assert _fit_here(workspace, run, "--set", "model.channels=8", "--lr", "0.5") == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
     assert message.startswith("error: ") and "model.channels: 4 -> 8" in message and "optim.lr: 0.001 -> 0.5" in message
-    assert "Traceback" not in changed.stderr
     assert (run / "config.yaml").read_bytes() == config_before  # the saved run is untouched
-    fresh = _fit(workspace, run, extra=("--set", "model.channels=8", "--overwrite"))
-    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert _fit_here(workspace, run, "--set", "model.channels=8", "--overwrite") == 0
     assert json.loads((run / "summary.json").read_text())["resumed"] is False
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["channels"] == 8

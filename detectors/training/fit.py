@@ -213,7 +213,7 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
     if rank_zero:  # lock the run directory (DDP children re-run this script: rank 0 holds it)
         claim_directory(run.root, "fit")
     started_here = run.config.is_file() or run.last_checkpoint.is_file()
-    first_process = rank_zero and "LIGHTNING_RUN_STARTED" not in os.environ
+    first_process = rank_zero  # DDP children (LOCAL_RANK / NODE_RANK > 0) re-run this script: never twice
     if started_here and args.overwrite and first_process:
         run.clear()  # keeps the lock file
     elif run.is_finished() and not args.overwrite:
@@ -225,7 +225,6 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
             raise ConfigError(run.root, None, "an interrupted run was started here with other arguments ("
                               + "; ".join(differences) + "): rerun it with the same ones to resume, or pass "
                               "--overwrite to start afresh")
-    os.environ["LIGHTNING_RUN_STARTED"] = "1"  # DDP children re-run this script: never wipe twice
     resume = run.last_checkpoint.is_file()
     L.seed_everything(config.seed, workers=True, verbose=False)
 
