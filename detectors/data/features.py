@@ -7,7 +7,9 @@ are decoded in DataLoader workers while the main process runs the module on the 
 each item's features are stored in a :class:`~detectors.data.cache.FeatureCache` (keyed by the
 module's identity and the loader's description of the input), and the split's dataset yields
 ``features`` instead of ``x``. Training then only runs the detector's head
-(``Detector.forward_batch``), and a second run, another head or a sweep costs seconds.
+(``Detector.forward_batch``), and a second run, another head or a sweep costs seconds. Under DDP
+every item is computed by exactly one rank (round robin over the items not yet cached), and the
+ranks then exchange their rows, so N processes do 1/N of the work each.
 """
 
 from __future__ import annotations
@@ -79,7 +81,25 @@ class FeatureExtraction:
                 rows[index] = cached
             else:
                 missing.append(index)
-        if missing:
+        world, rank = _world()
+        if world > 1:
+            # under DDP each item is computed by one rank (and cached by it), then every rank gets all
+            # rows; the ranks agree on rank 0's view of the cache (another rank may look later, when
+            # part of it is being filled)
+            agreed: list[Any] = [missing]
+            torch.distributed.broadcast_object_list(agreed, src=0)
+            missing = agreed[0]
+            for index in set(range(len(paths))) - set(missing) - set(rows):
+                value = cache.load(cache.key(identities[index]))
+                if value is not None:  # (gone meanwhile: the item counts as unreadable, on this rank only)
+                    rows[index] = value
+            mine = missing[rank::world]
+            computed = self._compute([paths[i] for i in mine], mine, identities, cache, device, description) if mine else {}
+            gathered: list[Any] = [None] * world
+            torch.distributed.all_gather_object(gathered, computed)
+            for part in gathered:
+                rows.update(part)
+        elif missing:
             rows.update(self._compute([paths[i] for i in missing], missing, identities, cache, device, description))
         return _stack(rows, len(paths))
 
@@ -114,6 +134,13 @@ class FeatureExtraction:
             extractor.to(original)
             extractor.train(was_training)
         return rows
+
+
+def _world() -> tuple[int, int]:
+    """(world size, rank) of the initialised process group, ``(1, 0)`` without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
 
 
 def _stack(rows: dict[int, torch.Tensor], count: int) -> tuple[torch.Tensor, torch.Tensor]:
