@@ -68,7 +68,7 @@ def test_dataset_balanced_sampling_keeps_its_shares_on_every_rank():
     every rank sees each dataset at its configured share, not at its size."""
     from collections import Counter
 
-    from lightning.pytorch.overrides.distributed import DistributedSamplerWrapper
+    from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 
     from detectors.data.catalog import MediaItem, balanced_sample_weights
     from detectors.data.datamodule import EpochSeededSampler
