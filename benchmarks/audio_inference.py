@@ -31,7 +31,7 @@ def build_detector(args: argparse.Namespace):
     arch = dict(KNOWN_TRANSFORMERS_ARCHITECTURES["facebook/wav2vec2-xls-r-300m"])
     model: dict = {"tuning": {"mode": args.tuning}}
     if args.size == "demo":
-        demo = load_yaml(Path(__file__).resolve().parents[1] / "configs" / "audio" / "breathnet_demo.yaml")["model"]
+        demo = load_yaml(Path(__file__).resolve().parents[1] / "configs" / "audio" / "breathnet.yaml")["demo"]["model"]
         arch.update(demo["backbone"]["fallback_overrides"])
         model.update({k: v for k, v in demo.items() if k not in ("backbone", "tuning")})
     model["backbone"] = {"name": "facebook/wav2vec2-xls-r-300m", "pretrained": False, "architecture": arch}

@@ -7,7 +7,7 @@ crops of ``--size`` px at the given augment level:
 * ``naive``: main process, per file ``PIL.Image.open(...).convert("RGB")`` and torchvision v1
   transforms on PIL images (``RandomCrop(pad_if_needed)``, flips, ``ColorJitter`` for saturation and
   contrast, ``GaussianBlur`` at level 3, ``ToTensor``), then a Python list -> ``torch.stack``.
-* ``ours-main``: the library's training dataset (``build_image_dataset``: native crop taken in PIL
+* ``ours-main``: the library's training dataset (``image_recipe``: native crop taken in PIL
   before the RGB/tensor conversion, then v2 transforms on uint8 tensors) through a ``DataLoader``
   with ``num_workers=0``.
 * ``ours-workers``: the same with ``--workers`` worker processes and ``collate_skip``.
@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detectors.atomic import write_json  # noqa: E402
 from detectors.data.catalog import MediaItem  # noqa: E402
-from detectors.data.dataset import collate_skip  # noqa: E402
-from detectors.image.data import build_image_dataset  # noqa: E402
+from detectors.data.dataset import MediaDataset, collate_skip  # noqa: E402
+from detectors.image.data import ImageDataConfig, image_recipe  # noqa: E402
 
 # (width, height, format, save options)
 KINDS = [(1024, 768, "JPEG", {"quality": 90}), (512, 512, "JPEG", {"quality": 95}), (640, 480, "PNG", {}),
@@ -88,7 +88,7 @@ def run_naive(paths: list[Path], size: int, level: int, batch_size: int) -> int:
 
 def run_ours(paths: list[Path], size: int, level: int, batch_size: int, workers: int) -> Callable[[], int]:
     items = [MediaItem(str(p), 0, "real", "bench", "image") for p in paths]
-    dataset = build_image_dataset(items, "train", {"crop": "native", "augment_level": level}, size)
+    dataset = MediaDataset.from_recipe(items, image_recipe("train", ImageDataConfig(crop="native", augment_level=level), size))
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip,
                         persistent_workers=workers > 0)  # fmt: skip
 

@@ -4,9 +4,10 @@ Run from the repository root: ``python -m benchmarks.restrav_features [--videos 
 
 - ``sequential``: what the official code does per video: decode one video in the main process, embed
   its frames in one backbone pass (``no_grad``), compute the 21 features, next video.
-- ``pipeline``: ``ReStraVDetector.compute_video_features``: DataLoader workers decode the next videos
-  while the main process embeds the current batch of several videos at once, in ``inference_mode``.
-- ``cached``: the same call again with a filled ``FeatureCache`` (no decoding, no backbone).
+- ``pipeline``: the data stage's ``FeatureExtraction`` (``ReStraVDetector.feature_extraction``):
+  DataLoader workers decode the next videos while the main process embeds the current one, in
+  ``inference_mode``.
+- ``cached``: the same extraction again with a filled ``FeatureCache`` (no decoding, no backbone).
 
 All three use the same randomly initialised DINOv2-S/14 (the real ViT-S shape; no download), the same
 frame rule (benchmark sampling, 24 frames at 12/s) and the same crop/resize. Videos: synthetic demo
@@ -24,9 +25,8 @@ from pathlib import Path
 import torch
 
 from detectors.registry import create_detector
-from detectors.video.cache import FeatureCache
 from detectors.video.data import load_clip
-from detectors.video.geometry import trajectory_features
+from detectors.video.restrav import trajectory_features
 from detectors.video.sampling import FrameSampler
 
 DINOV2_SMALL = dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, mlp_ratio=4, patch_size=14,
@@ -38,7 +38,7 @@ def sequential(detector, paths: list[str], sampler: FrameSampler, size: int, dev
     with torch.no_grad():
         for path in paths:
             clip = load_clip(path, sampler, (size, size)).to(device)
-            rows.append(trajectory_features(detector.embed_frames(clip[None]))[0].cpu())
+            rows.append(trajectory_features(detector.net.embed_frames(clip[None]))[0].cpu())
     return torch.stack(rows)
 
 
@@ -85,17 +85,17 @@ def main(argv: list[str] | None = None) -> None:
         t_seq = time.perf_counter() - start
 
         start = time.perf_counter()
-        features, valid = detector.compute_video_features(paths, sampler, (size, size), batch_size=args.batch_size,
-                                                          num_workers=args.workers, device=device)
+        features, valid = detector.feature_extraction(sampler, batch_size=args.batch_size,
+                                                      num_workers=args.workers).run(paths, device)
         t_pipe = time.perf_counter() - start
         assert bool(valid.all())
         difference = float((features - reference).abs().max())
 
-        cache = FeatureCache(work / "cache", detector.model_key())
-        detector.compute_video_features(paths, sampler, (size, size), batch_size=args.batch_size,
-                                        num_workers=args.workers, cache=cache, device=device)
+        cached_extraction = detector.feature_extraction(sampler, cache_dir=work / "cache", batch_size=args.batch_size,
+                                                        num_workers=args.workers)
+        cached_extraction.run(paths, device)
         start = time.perf_counter()
-        cached, _ = detector.compute_video_features(paths, sampler, (size, size), cache=cache, device=device)
+        cached, _ = cached_extraction.run(paths, device)
         t_cache = time.perf_counter() - start
         assert torch.equal(cached, features)
 
