@@ -248,7 +248,8 @@ class SpectralBranch(nn.Module):
         self.norm = nn.BatchNorm1d(self.num_features, affine=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.features(images))
+        # features in float32; the norm in whatever dtype the host network was cast to
+        return self.norm(self.features(images).to(self.norm.running_mean.dtype))
 
 
 # --------------------------------------------------------------------------- data
