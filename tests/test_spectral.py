@@ -120,7 +120,7 @@ def test_feature_statistics_come_from_the_training_features(upsampling_sets, tmp
     np.testing.assert_allclose(detector.net.feature_mean.numpy(), features.mean(0), rtol=1e-5, atol=1e-5)
     std = features.std(0)
     np.testing.assert_allclose(detector.net.feature_std.numpy(), np.where(std < 1e-6, 1.0, std), rtol=1e-4, atol=1e-6)
-    # the cached features are the network's own on the benchmark's input (data.crop: benchmark)
+    # the cached features are the network's own on the training input (a native 64 px crop: the image)
     image = torch.from_numpy(np.array(Image.open(items[0].path).convert("RGB"))).permute(2, 0, 1)
     with torch.no_grad():
         torch.testing.assert_close(detector.net.forward_features(image[None])[0], dataset.features[0])

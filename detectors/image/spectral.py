@@ -38,12 +38,15 @@ transposed-convolution peak at Nyquist) exactly; other factors fold the peaks to
 removes energy above the source's Nyquist frequency: it looks like an upsampled fake. So the
 features of an image depend on how far the benchmark rescales it, and a detector fitted on
 native-resolution crops sees a different distribution at evaluation than one fitted on resized
-inputs. ``data.crop`` chooses the training input: ``benchmark`` (the default here: exactly what the
-exported model receives, the fingerprint as it survives the resize), ``native`` (a native-resolution
-centre crop, the fingerprint as the generator left it; right when the evaluation images are about
-``image_size`` already) or ``resize``. Validation and calibration use the benchmark's input
-(``data.eval_crop: benchmark``). ``benchmarks/spectral_resize.py`` measures the difference; the
-README's "Spectral detector" section has the numbers.
+inputs. ``data.crop`` chooses the training input: ``native`` (the default: a native-resolution
+centre crop, the fingerprint as the generator left it, as the project's image detectors train) or
+``benchmark`` (exactly what the exported model receives) or ``resize``. Validation and calibration
+use the benchmark's input (``data.eval_crop: benchmark``), so the calibrator is fitted on what the
+export sees. ``benchmarks/spectral_resize.py`` measured both: native training was as good or better
+at every resize factor, and training on the resized input can be degenerate: nearest upsampling by
+2 followed by the benchmark's bilinear downscale by 2 returns the downscaled original exactly, so
+real and fake training images become identical (the README's "Spectral detector" section has the
+numbers).
 """
 
 from __future__ import annotations
@@ -99,10 +102,10 @@ class SpectralConfig:
 
 @dataclass
 class SpectralDataConfig(ImageDataConfig):
-    crop: Literal["benchmark", "native", "resize"] = setting(
-        "benchmark",
-        help="training input: the benchmark's crop and resize (what the export receives), a "
-        "native-resolution centre crop, or a plain resize",
+    crop: Literal["native", "benchmark", "resize"] = setting(
+        "native",
+        help="training input: a native-resolution centre crop (never downscaled), the benchmark's crop and "
+        "resize (what the export receives), or a plain resize",
     )
     cache_dir: str | None = setting(None, help="feature cache (null: ~/.cache/forensic-adapters/spectral)")
     feature_cache: bool = setting(True, help="cache each image's features (retraining the head takes seconds)")

@@ -7,9 +7,9 @@ upsampling fingerprint does not, so averaging sharpens it), then z-score with th
 statistics and logistic regression / MLP. The network is the image detector's
 :class:`~detectors.image.spectral.SpectralNetwork`, which takes clips ``[B, T, 3, H, W]`` as well.
 
-Training input (``data.crop``): ``benchmark`` (default; the benchmark's frames, centre crop to
-aspect and OpenCV bilinear resize: what the exported model receives) or ``native`` (the same frames,
-a native-resolution centre crop; frames smaller than the crop are upscaled). Validation and
+Training input (``data.crop``): ``native`` (default; the benchmark's frames, a native-resolution
+centre crop of each; frames smaller than the crop are upscaled) or ``benchmark`` (the same frames,
+centre crop to aspect and OpenCV bilinear resize: what the exported model receives). Validation and
 calibration use the benchmark's clip. See the image module for what the benchmark's resize does to
 spectral features.
 """
@@ -39,10 +39,10 @@ class SpectralVideoConfig(SpectralConfig):
 
 @dataclass
 class SpectralVideoDataConfig(DataConfig):
-    crop: Literal["benchmark", "native"] = setting(
-        "benchmark",
-        help="training frames: the benchmark's crop and resize (what the export receives) or a "
-        "native-resolution centre crop",
+    crop: Literal["native", "benchmark"] = setting(
+        "native",
+        help="training frames: a native-resolution centre crop (never downscaled) or the benchmark's crop and "
+        "resize (what the export receives)",
     )
     cache_dir: str | None = setting(None, help="feature cache (null: ~/.cache/forensic-adapters/spectral)")
     feature_cache: bool = setting(True, help="cache each video's features (retraining the head takes seconds)")
