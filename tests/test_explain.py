@@ -306,21 +306,20 @@ def test_explain_command_draws_maps_for_image_video_and_audio_submissions(tmp_pa
             assert ok[0]["duration_s"] == 6.0 and ok[0]["breath_segments"]
 
 
-def test_explain_runs_as_a_module_and_rejects_a_method_of_another_modality(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def test_explain_runs_as_a_module_and_rejects_a_method_of_another_modality(tmp_path, capsys):
+    from detectors.explain.__main__ import main
+
     image = FIXTURES / "image" / "datasets" / "sdxl" / "samples" / "img_000000.png"
-    command = [
-        sys.executable,
-        "-m",
-        "detectors.explain",
-        str(image),
-        "--model",
-        str(FIXTURES / "image" / "submission"),
-        "--output",
-        str(tmp_path / "out"),
-    ]
-    done = subprocess.run(command + ["--method", "ablation"], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 2 and "not a method for image models" in done.stderr
-    done = subprocess.run(command + ["--method", "occlusion"], env=env, capture_output=True, text=True, timeout=600)
+    arguments = [str(image), "--model", str(FIXTURES / "image" / "submission"), "--output", str(tmp_path / "out")]
+    assert main([*arguments, "--method", "ablation"]) == 2
+    assert "not a method for image models" in capsys.readouterr().err
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "detectors.explain", *arguments, "--method", "occlusion"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert "(occlusion)" in done.stdout and (tmp_path / "out" / "000_img_000000.png").is_file()

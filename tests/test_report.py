@@ -63,10 +63,9 @@ def test_the_report_holds_the_numbers_plots_tables_and_worst_errors(evaluation):
     rows = results["base"]["per_dataset"]
     false_positives, false_negatives = rows["coco-real"]["n_pred_fake"], rows["sdxl"]["n_pred_real"]
     errors = len(re.findall(r"<figure>", page))
-    assert errors == min(false_positives, 6) + min(false_negatives, 6)
-    if errors:
-        assert len(list((output / "explain").glob("*_map.png"))) == errors
-        assert page.count("attribution map of") == errors
+    assert errors == min(false_positives, 6) + min(false_negatives, 6) and errors > 0  # the fixture model errs
+    assert len(list((output / "explain").glob("*_map.png"))) == errors
+    assert page.count("attribution map of") == errors
 
 
 def test_worst_errors_are_the_most_confident_mistakes():

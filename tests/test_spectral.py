@@ -4,8 +4,6 @@ export equality (image, video, DINO spectral branch), and generalisation to an u
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -18,8 +16,6 @@ from PIL import Image
 
 from detectors.image.spectral import SpectralFeatures
 from detectors.registry import create_detector
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 # --------------------------------------------------------------------------- an independent computation
@@ -237,50 +233,54 @@ def test_dino_spectral_branch_trains_its_statistics_and_exports(tmp_path):
 
 
 # --------------------------------------------------------------------------- as a new user would
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    import os
-
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
 @pytest.mark.slow
 def test_trained_on_nearest_upsampling_it_separates_bilinear_fakes_it_never_saw(upsampling_sets, tmp_path):
-    """The issue's test: fit (real vs nearest-upsampled crops of one photo) -> export -> the
-    benchmark-style evaluation on crops of another photo against bilinear-upsampled fakes."""
-    _run(
-        "-m",
-        "detectors.image.fit",
-        "--arch",
-        "spectral",
-        "--data",
-        str(upsampling_sets["train"]),
-        "--output",
-        str(tmp_path / "run"),
-        "--set",
-        "model.image_size=64",
-        "--set",
-        f"data.cache_dir={tmp_path / 'cache'}",
-        "--max-epochs",
-        "25",
-        cwd=tmp_path,
+    """The issue's test, through the commands' own entry points: fit (real vs nearest-upsampled crops
+    of one photo) -> export -> export.check (a fresh interpreter) -> the benchmark-style evaluation on
+    crops of another photo against bilinear-upsampled fakes."""
+    from detectors.evaluate import main as evaluate
+    from detectors.image.fit import IMAGE
+    from detectors.registry import default_detector, list_detectors
+    from detectors.training.fit import run_fit
+    from export.__main__ import main as export
+    from export.check import main as check
+
+    run_fit(
+        "image",
+        IMAGE,
+        list_detectors("image"),
+        default_detector("image"),
+        [
+            "--arch",
+            "spectral",
+            "--data",
+            str(upsampling_sets["train"]),
+            "--output",
+            str(tmp_path / "run"),
+            "--set",
+            "model.image_size=64",
+            "--set",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "--max-epochs",
+            "20",
+        ],
     )
-    _run("-m", "export", str(tmp_path / "run"), "--out", str(tmp_path / "sub"), cwd=tmp_path)
-    _run("-m", "export.check", str(tmp_path / "sub"), cwd=tmp_path)
-    _run(
-        "-m",
-        "detectors.evaluate",
-        "--model",
-        str(tmp_path / "sub"),
-        "--data",
-        str(upsampling_sets["holdout_bilinear"]),
-        "--output",
-        str(tmp_path / "eval"),
-        "--num-workers",
-        "0",
-        cwd=tmp_path,
+    assert export([str(tmp_path / "run"), "--out", str(tmp_path / "sub")]) == 0
+    assert check([str(tmp_path / "sub")]) == 0
+    assert (
+        evaluate(
+            [
+                "--model",
+                str(tmp_path / "sub"),
+                "--data",
+                str(upsampling_sets["holdout_bilinear"]),
+                "--output",
+                str(tmp_path / "eval"),
+                "--num-workers",
+                "0",
+            ]
+        )
+        == 0
     )
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert results["base"]["per_dataset"].keys() == {"holdout_real", "holdout_bilinear"}
