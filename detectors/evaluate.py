@@ -3,7 +3,9 @@
 The submission is loaded with the benchmark's own rules (``export.benchmark_loader``: model.py via
 ``spec_from_file_location``, ``load_model``, dtype from model_config.yaml), the media are decoded and
 resized like the benchmark (uint8 inputs), and every batch is timed. Outputs in ``--output``:
-``results.json``, ``predictions.csv``, ``summary.txt`` and ROC / PR / reliability plots.
+``results.json``, ``predictions.csv``, ``summary.txt``, ROC / PR / reliability plots and
+``report.html`` (:mod:`detectors.report`: one self-contained page; ``--explain`` adds attribution
+maps of the worst errors, ``--no-report`` skips it).
 
 What GASBench (https://github.com/BitMind-AI/gasbench, v0.8.0) does and this command follows:
 
@@ -22,6 +24,10 @@ What GASBench (https://github.com/BitMind-AI/gasbench, v0.8.0) does and this com
   ``-holdout-`` / ``gasstation``; the public corpus gets ``1 - F - G``) on score, MCC, Brier,
   accuracy and cross-entropy of both passes, with the composition reported.
 - Probabilities as the benchmark computes them from float32 logits (``metrics.benchmark_outputs``).
+
+This project's extras (not the benchmark's): TPR at 1 % and 5 % FPR beside the AUCs, and
+``--frames-per-video N --aggregate mean|max``: an image submission scores the videos of ``--data``
+frame by frame (:mod:`detectors.frame_scoring`), with video-level (headline) and frame-level metrics.
 """
 
 from __future__ import annotations
@@ -55,7 +61,8 @@ from export.benchmark_loader import SubmissionError
 from detectors.cli import command
 from detectors import cli
 
-RESULT_KEYS = ("score", "mcc", "brier", "accuracy", "roc_auc", "pr_auc", "ece", "cross_entropy")
+RESULT_KEYS = ("score", "mcc", "brier", "accuracy", "roc_auc", "pr_auc", "ece", "cross_entropy", "tpr_at_1pct_fpr",
+               "tpr_at_5pct_fpr")
 MODE_BENCHMARK = "benchmark_selection"  # N samples per dataset, the benchmark's choice
 MODE_EVERY = "every_sample"  # every scored sample augmented (this project's variant)
 MODE_NONE = "none"
@@ -177,8 +184,8 @@ def summary_text(name: str, results: dict[str, Any]) -> str:
                   "(prob_fake 'nan' in predictions.csv)\n")
     for key in RESULT_KEYS:
         value = base.get(key)
-        out.write(f"  {key:<14} {'-' if value is None else f'{value:.4f}'}\n")
-    out.write(f"  ms/sample      mean {base.get('ms_per_sample_mean', 0):.2f}  p95 {base.get('ms_per_sample_p95', 0):.2f}\n")
+        out.write(f"  {key:<16} {'-' if value is None else f'{value:.4f}'}\n")
+    out.write(f"  ms/sample        mean {base.get('ms_per_sample_mean', 0):.2f}  p95 {base.get('ms_per_sample_p95', 0):.2f}\n")
     if "score_composition" in base:
         target = ", ".join(f"{k} {v:.3f}" for k, v in base["score_composition"].items())
         realized = ", ".join(f"{k} {v:.3f}" for k, v in base["realized_composition"].items())
@@ -199,6 +206,12 @@ def summary_text(name: str, results: dict[str, Any]) -> str:
         value = extra.get("score")
         out.write("audio robustness chain (this project's extra; the benchmark has no audio augmented pass, "
                   f"so it is not in the score): score {'-' if value is None else f'{value:.4f}'} on {extra.get('n', 0)} clips\n")
+    if "frame_level" in results:
+        frame = results["frame_level"]
+        auc = frame.get("roc_auc")
+        out.write(f"image detector on videos: {results['frames_per_video']} frames per video, video p(fake) = "
+                  f"{results['aggregate']} of the frames'; the metrics above are video-level; frame-level: "
+                  f"{frame.get('n', 0)} frames, ROC-AUC {'-' if auc is None else f'{auc:.4f}'}\n")
     if "multiclass" in base:
         out.write(f"3-class extra (this project's, not a benchmark score): R_K score {base['multiclass'].get('score', 0):.4f}\n")
     out.write("per dataset:\n")
@@ -253,11 +266,12 @@ def evaluate_submission(model_path: str | Path, data: str | Path, output: str | 
                         aug_per_dataset: int | None = None, seed: int | None = None,
                         aug_weight: float = ROBUSTNESS_WEIGHT, holdout_share: float | None = None,
                         gasstation_share: float | None = None, batch_size: int = 16, num_workers: int = 2,
-                        device: str = "cpu", max_per_dataset: int | None = None) -> dict[str, Any]:
+                        device: str = "cpu", max_per_dataset: int | None = None, frames_per_video: int | None = None,
+                        aggregate: str = "mean", report: bool = True, explain: bool = False) -> dict[str, Any]:
     """Score the submission at ``model_path`` on the dataset YAML ``data`` as a benchmark run would;
-    write results.json, predictions.csv, summary.txt and plots under ``output``. See the module
-    docstring for ``robustness``, ``aug_per_dataset``, ``seed``, ``aug_weight`` and the shares."""
-    from detectors.plots import pr_curve_plot, reliability_diagram, roc_curve_plot
+    write results.json, predictions.csv, summary.txt, plots and report.html under ``output``. See the
+    module docstring for ``robustness``, ``aug_per_dataset``, ``seed``, ``aug_weight``, the shares,
+    ``frames_per_video`` / ``aggregate`` (an image detector scoring videos) and ``explain``."""
     from export.benchmark_loader import load_submission
 
     composition = check_options(aug_per_dataset, aug_weight, holdout_share, gasstation_share)
@@ -274,6 +288,18 @@ def evaluate_submission(model_path: str | Path, data: str | Path, output: str | 
     model, config = load_submission(model_path, device=device)
     modality = config.get("modality", "image")
     entries = load_dataset_config(data)
+    if frames_per_video is not None:
+        if modality != "image":
+            raise ConfigError(Path(model_path) / "model_config.yaml", "modality", f"--frames-per-video scores videos "
+                              f"with an image detector; this is a {modality} model")
+        if robustness:
+            raise ConfigError(None, "--frames-per-video", "cannot be combined with --robustness / --aug-per-dataset")
+        results, headline = _evaluate_frames(model, config, entries, output, model_path=model_path, data=data, seed=seed,
+                                             max_per_dataset=max_per_dataset, composition=composition,
+                                             frames_per_video=frames_per_video, aggregate=aggregate,
+                                             batch_size=batch_size, num_workers=num_workers, device=torch_device)
+        return _finish(output, model, config, results, headline, report=report, explain=explain,
+                       load=None, model_path=model_path)
     base_items, aug_items, selection = select_items(entries, modality, seed, max_per_dataset, aug_per_dataset)
     selection["seed_drawn"] = seed_drawn
     preprocessing = config.get("preprocessing", {})
@@ -330,14 +356,72 @@ def evaluate_submission(model_path: str | Path, data: str | Path, output: str | 
             # a pass with no scorable sample has no score, and neither has the blend
             results["score"] = None
         write_predictions(output / "predictions_augmented.csv", augmented)
-    if base["finite"].any():
-        labels = np.array([i.label for i, ok in zip(base["items"], base["finite"]) if ok])
-        prob = base["prob"][base["finite"]]
-        reliability_diagram(labels, prob, output / "reliability.png", title="reliability")
-        roc_curve_plot(labels, prob, output / "roc.png", title="ROC")
-        pr_curve_plot(labels, prob, output / "pr.png", title="precision-recall")
+    return _finish(output, model, config, results, base, report=report, explain=explain,
+                   load=benchmark_input_loader(modality, preprocessing, False), model_path=model_path)
+
+
+def _evaluate_frames(model: torch.nn.Module, config: dict[str, Any], entries: Sequence[DatasetEntry], output: Path, *,
+                     model_path: str | Path, data: str | Path, seed: int | None, max_per_dataset: int | None,
+                     composition: dict[str, float] | None, frames_per_video: int, aggregate: str, batch_size: int,
+                     num_workers: int, device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An image submission scoring the videos of ``entries`` (:mod:`detectors.frame_scoring`):
+    ``(results, the video-level pass)``."""
+    from detectors.frame_scoring import (
+        aggregate_probabilities,
+        frames_loader,
+        run_frames_pass,
+        score_frames_pass,
+        write_frame_predictions,
+    )
+
+    aggregate_probabilities(np.zeros((0, 1)), aggregate)  # an unknown --aggregate fails before decoding
+    items, _, selection = select_items(entries, "video", seed, max_per_dataset, None)
+    load = frames_loader(config.get("preprocessing") or {}, frames_per_video)
+    videos = run_frames_pass(model, items, load, batch_size=max(1, batch_size // frames_per_video),
+                             num_workers=num_workers, device=device, description="frames pass")
+    video_metrics, frame_metrics = score_frames_pass(videos, aggregate, composition)
+    results: dict[str, Any] = {"model": str(model_path), "data": str(data), "modality": "image", "media": "video",
+                               "frames_per_video": frames_per_video, "aggregate": aggregate, "selection": selection,
+                               "base": video_metrics, "frame_level": frame_metrics}
+    results.update({k: video_metrics.get(k) for k in (*RESULT_KEYS, "ms_per_sample_mean", "ms_per_sample_p95")})
+    results.update({"base_score": video_metrics.get("score"), "video_roc_auc": video_metrics.get("roc_auc"),
+                    "frame_roc_auc": frame_metrics.get("roc_auc"), "robustness": {"mode": MODE_NONE, "blended": False}})
+    write_frame_predictions(output / "predictions.csv", output / "predictions_frames.csv", videos)
+    return results, videos
+
+
+def _finish(output: Path, model: torch.nn.Module, config: dict[str, Any], results: dict[str, Any],
+            headline: dict[str, Any], *, report: bool, explain: bool, load: Callable[[str], torch.Tensor] | None,
+            model_path: str | Path) -> dict[str, Any]:
+    """Plots of the headline pass, results.json, summary.txt and report.html (with ``explain``:
+    attribution maps of the worst errors under ``output/explain``)."""
+    from detectors.plots import pr_curve_plot, reliability_diagram, roc_curve_plot
+
+    finite = headline["finite"]
+    plots = {"ROC": output / "roc.png", "precision-recall": output / "pr.png", "reliability": output / "reliability.png"}
+    if finite.any():
+        labels = np.array([i.label for i, ok in zip(headline["items"], finite) if ok])
+        prob = headline["prob"][finite]
+        reliability_diagram(labels, prob, plots["reliability"], title="reliability")
+        roc_curve_plot(labels, prob, plots["ROC"], title="ROC")
+        pr_curve_plot(labels, prob, plots["precision-recall"], title="precision-recall")
     write_json(output / "results.json", results)
     write_text(output / "summary.txt", summary_text(str(model_path), results))
+    if report:
+        from detectors.report import explain_worst, worst_errors, write_report
+
+        items = [item for item, ok in zip(headline["items"], finite) if ok]
+        prob, preds = headline["prob"][finite], np.asarray(headline["pred"])[finite]
+        explanations = {}
+        if explain:
+            if load is None:  # frames of videos: explain the first frame of each as an image
+                logger.warning("--explain: the worst videos are shown without maps when an image detector scores videos")
+            else:
+                positives, negatives = worst_errors(items, prob, preds)
+                explanations = explain_worst(model, load, results.get("modality", "image"),
+                                             [item.path for item, _ in positives + negatives], output / "explain")
+        write_report(output / "report.html", results, items=items, prob=prob, preds=preds,
+                     plots={name: path for name, path in plots.items() if path.is_file()}, explanations=explanations)
     return results
 
 
@@ -365,9 +449,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--max-per-dataset", type=cli.int_at_least(1),
                         help="cap per dataset (by default the benchmark's full-run cap with --seed, none without)")
+    parser.add_argument("--frames-per-video", type=int, metavar="N",
+                        help="score the videos of --data with an IMAGE submission: N frames spread over each video, "
+                             "scored as images; video-level and frame-level metrics")
+    parser.add_argument("--aggregate", choices=["mean", "max"], default="mean",
+                        help="--frames-per-video: a video's p(fake) is the mean (default) or max of its frames'")
+    parser.add_argument("--explain", action="store_true",
+                        help="report.html: attribution maps of the worst false positives and negatives")
+    parser.add_argument("--no-report", action="store_true", help="do not write report.html")
     args = parser.parse_args(argv)
     try:
         check_options(args.aug_per_dataset, args.aug_weight, args.holdout_share, args.gasstation_share)
+        if args.frames_per_video is not None and args.frames_per_video < 1:
+            raise ValueError(f"--frames-per-video must be >= 1, got {args.frames_per_video}")
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -378,7 +472,8 @@ def main(argv: list[str] | None = None) -> int:
                                       aug_per_dataset=args.aug_per_dataset, seed=args.seed, aug_weight=args.aug_weight,
                                       holdout_share=args.holdout_share, gasstation_share=args.gasstation_share,
                                       batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
-                                      max_per_dataset=args.max_per_dataset)
+                                      max_per_dataset=args.max_per_dataset, frames_per_video=args.frames_per_video,
+                                      aggregate=args.aggregate, report=not args.no_report, explain=args.explain)
     except (ConfigError, FileNotFoundError, SubmissionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -234,6 +234,19 @@ def equal_error_rate(labels: ArrayLike, scores: ArrayLike) -> tuple[float | None
     return float(eer), float(threshold)
 
 
+def tpr_at_fpr(labels: ArrayLike, scores: ArrayLike, max_fpr: float) -> float | None:
+    """The highest true positive rate (fakes caught) at a threshold whose false positive rate (reals
+    called fake) is at most ``max_fpr``: an operating point that exists, not one interpolated between
+    two (with 50 reals, "1 %" can only be 0 false positives). ``None`` when only one class is present.
+    """
+    y = to_binary_labels(labels)
+    s = to_probabilities(scores)
+    if y.size == 0 or y.min() == y.max():
+        return None
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)  # starts at (0, 0): always defined
+    return float(tpr[fpr <= max_fpr + 1e-12].max())
+
+
 def robustness_blend(base: float, augmented: float, weight: float = ROBUSTNESS_WEIGHT) -> float:
     """The benchmark's robustness blend: ``(1 - weight) * base + weight * augmented`` (0.8 / 0.2 by
     default; ``common.finalize_run``)."""
@@ -372,8 +385,10 @@ def binary_metrics(
             EER, ECE and the per-dataset table stay unweighted.
 
     Returns:
-        ``score, mcc, brier, accuracy, cross_entropy, roc_auc, pr_auc, eer, eer_threshold, ece, n, n_real,
-        n_fake`` (+ ``per_dataset``). AUCs and EER are ``None`` when only one class is present.
+        ``score, mcc, brier, accuracy, cross_entropy, roc_auc, pr_auc, eer, eer_threshold, tpr_at_1pct_fpr,
+        tpr_at_5pct_fpr, ece, n, n_real, n_fake`` (+ ``per_dataset``). AUCs, EER and the TPRs at a false
+        positive rate (:func:`tpr_at_fpr`, unweighted like the AUCs) are ``None`` when only one class is
+        present.
     """
     y = to_binary_labels(labels)
     p = to_probabilities(prob_fake)
@@ -407,6 +422,8 @@ def binary_metrics(
         "pr_auc": float(average_precision_score(y, p)) if both else None,
         "eer": eer,
         "eer_threshold": eer_threshold,
+        "tpr_at_1pct_fpr": tpr_at_fpr(y, p, 0.01),
+        "tpr_at_5pct_fpr": tpr_at_fpr(y, p, 0.05),
         "ece": expected_calibration_error(y, p),
         "n": int(y.size),
         "n_real": int(np.sum(y == 0)),

@@ -132,7 +132,7 @@ def test_video_fit_flags_go_into_the_config():
 
     parser = build_parser("video", VIDEO_ARCHS, "restrav")
     VIDEO.add_arguments(parser)
-    assert VIDEO_ARCHS == ["cakelens", "gend", "restrav"]  # every registered video detector, found by name
+    assert VIDEO_ARCHS == ["cakelens", "gend", "restrav", "spectral_video"]  # every registered video detector, found by name
     args = parser.parse_args(["--num-frames", "16", "--frame-rate", "8", "--sampling", "window",
                               "--window-sec", "1.5", "--cache-dir", "/tmp/x"])
     layers = ConfigLayers(detector_class("restrav"))

@@ -19,6 +19,7 @@ from detectors.base import Detector
 from detectors.config import setting
 from detectors.data.dataset import SampleRecipe
 from detectors.image.data import ImageDataConfig, image_recipe
+from detectors.image.spectral import SpectralBranch
 from detectors.networks.layers import MLP, DetectorNetwork, ImageNormalize, parameter_dtype
 from detectors.networks.vit import VisionTransformer
 from detectors.registry import register_detector
@@ -35,6 +36,9 @@ class ImageDetectorConfig:
     num_classes: Literal[2, 3] = setting(2, help="2: real/fake; 3: real/synthetic/semisynthetic")
     image_size: int = setting(224, help="the training crop and the benchmark resize it exports", ge=1)
     allow_random_backbone: bool = setting(False, help="built-in demo only: random backbone when the hub is unreachable")
+    spectral_branch: bool = setting(False, help="also feed the head the spectral detector's features (azimuthally "
+                                               "averaged log power spectrum, batch-normalised; detectors/image/spectral.py)")
+    spectral_bins: int = setting(64, help="spectral_branch: points of the radial profile", ge=2)
 
 
 class DinoImageNetwork(DetectorNetwork):
@@ -44,12 +48,13 @@ class DinoImageNetwork(DetectorNetwork):
     ``backbone``: a module returning final-norm tokens ``[B, prefix + patches, D]`` (training: the
     tuned transformers/timm model) or the arguments of :class:`VisionTransformer` (export).
     ``features``: ``"cls"``, ``"mean"`` (patch tokens start after the CLS and register tokens) or
-    ``"both"`` (concatenated, CLS first).
+    ``"both"`` (concatenated, CLS first). ``spectral_bins`` > 0 appends the spectral detector's
+    radial profile of the input (:class:`~detectors.image.spectral.SpectralBranch`) to the pooled tokens.
     """
 
     def __init__(self, backbone: nn.Module | dict, features: str = "both", head_hidden: Sequence[int] = (256,),
                  dropout: float = 0.0, num_classes: int = 2, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, activation: str = "gelu"):
+                 std: Sequence[float] = IMAGENET_STD, activation: str = "gelu", spectral_bins: int = 0):
         super().__init__()
         if features not in ("cls", "mean", "both"):
             raise ValueError(f"features must be 'cls', 'mean' or 'both', got {features!r}")
@@ -57,6 +62,9 @@ class DinoImageNetwork(DetectorNetwork):
         self.normalize = ImageNormalize(mean, std)
         self.backbone = backbone if isinstance(backbone, nn.Module) else VisionTransformer(**backbone)
         width = self.backbone.embed_dim * (2 if features == "both" else 1)
+        self.spectral = SpectralBranch(spectral_bins) if spectral_bins > 0 else None
+        if self.spectral is not None:
+            width += self.spectral.num_features
         self.head_dropout = nn.Dropout(dropout)
         self.head = MLP([width] + [int(h) for h in head_hidden] + [int(num_classes)], activation=activation)
 
@@ -69,7 +77,10 @@ class DinoImageNetwork(DetectorNetwork):
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         x = self.normalize(images).to(parameter_dtype(self.backbone))
-        return self.pool(self.backbone(x))
+        pooled = self.pool(self.backbone(x))
+        if self.spectral is None:
+            return pooled
+        return torch.cat([pooled, self.spectral(images).to(pooled.dtype)], dim=-1)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.head_dropout(features))
@@ -89,7 +100,8 @@ class DinoImageDetector(Detector):
         backbone.check_input_size(config.image_size, "model.image_size")
         self.net = self.build_network(
             DinoImageNetwork, backbone=backbone, features=config.features, head_hidden=list(config.head_hidden),
-            dropout=config.dropout, mean=list(backbone.info.mean), std=list(backbone.info.std), activation="gelu")
+            dropout=config.dropout, mean=list(backbone.info.mean), std=list(backbone.info.std), activation="gelu",
+            **({"spectral_bins": config.spectral_bins} if config.spectral_branch else {}))
 
     def data_recipe(self, stage: str, data: ImageDataConfig) -> SampleRecipe:
         return image_recipe(stage, data, self.config.image_size)
