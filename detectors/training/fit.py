@@ -301,6 +301,8 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
 # Settings a run fills in itself (the backbone's resolved architecture, the demo's random fallback):
 # they differ from a command's before the detector is built, without the command differing.
 _RESOLVED_BY_THE_RUN = ("model.backbone.architecture", "model.backbone.pretrained", "model.allow_random_backbone")
+# how long to train may change on resume: Lightning continues the saved run to the new length
+_TRAINING_LENGTH = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time")
 
 
 def invocation(args: argparse.Namespace, demo: bool) -> dict[str, Any]:
@@ -322,7 +324,9 @@ def run_differences(run: Any, config: Any, args: argparse.Namespace, demo: bool)
         # a fine-tuned run's model section comes from the --init-from run, compared below
         skipped = (*_RESOLVED_BY_THE_RUN, "model.") if args.init_from is not None else _RESOLVED_BY_THE_RUN
         for key in sorted(set(saved) | set(new)):
-            if key.startswith(skipped) or saved.get(key) == new.get(key):
+            if key.startswith(skipped) or key in _TRAINING_LENGTH or saved.get(key) == new.get(key):
+                continue
+            if new.get(key) == "auto" and key in saved:  # the run resolved it when it started
                 continue
             differences.append(f"{key}: {saved.get(key, '(unset)')!r} -> {new.get(key, '(unset)')!r}")
     saved_inputs = run.read_invocation()
