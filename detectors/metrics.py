@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from sklearn.metrics import matthews_corrcoef, average_precision_score, confusion_matrix, roc_auc_score, roc_curve
 from torchmetrics.functional.classification import binary_calibration_error
 
-ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[float]]
+ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
 
 #: Probabilities are clipped to this range before Brier and cross-entropy, as the benchmark does.
 PROB_CLIP = 1e-7

@@ -297,7 +297,7 @@ def test_pyav_sample_conversion_equals_libswresample(tmp_path: Path, monkeypatch
     import detectors.audio.io as audio_io
 
     rng = np.random.default_rng(7)
-    for subtype, width in (("PCM_U8", 1), ("PCM_16", 2), ("PCM_32", 4)):
+    for subtype in ("PCM_U8", "PCM_16", "PCM_32"):
         path = tmp_path / f"{subtype}.bin"  # an extension libsndfile is not asked about
         sf.write(tmp_path / "x.wav", rng.uniform(-1, 1, (5000, 2)), 22050, format="WAV", subtype=subtype)
         shutil.copy(tmp_path / "x.wav", path)

@@ -153,7 +153,7 @@ def test_gradient_checkpointing_gives_the_same_gradients_and_recomputes():
         model = small_model(gradient_checkpointing=enabled)
         calls = []
         block = model.seq.spacetime_conv_group.seq.main.block0.seq.main
-        block.time_conv0.register_forward_pre_hook(lambda *_: calls.append(1))
+        block.time_conv0.register_forward_pre_hook(lambda *_, calls=calls: calls.append(1))
         model(volume).square().sum().backward()
         grads[enabled] = {name: p.grad.clone() for name, p in model.named_parameters()}
         block_calls[enabled] = len(calls)

@@ -48,7 +48,7 @@ def images(tmp_path_factory) -> dict[str, object]:
     root = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(0)
     good = []
-    for i, (name, (h, w), mode) in enumerate([("real/a.png", (40, 52), "RGB"), ("real/b.jpg", (37, 33), "RGB"),
+    for name, (h, w), mode in ([("real/a.png", (40, 52), "RGB"), ("real/b.jpg", (37, 33), "RGB"),
                                               ("fake/c.png", (64, 48), "RGBA"), ("fake/d.png", (45, 45), "L"),
                                               ("real/e.webp", (33, 70), "RGB")]):
         path = root / name

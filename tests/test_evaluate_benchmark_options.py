@@ -174,7 +174,7 @@ def test_frame_folder_clip_skips_undecodable_frames_and_ignores_frame_rate(tmp_p
 def test_frame_folders_are_listed_evaluated_and_detected(tmp_path: Path, capsys) -> None:
     from detectors.detect import main as detect_main
 
-    for name, media_type in (("real", "real"), ("fake", "synthetic")):
+    for name in ("real", "fake"):
         for clip in range(2):
             _frames(tmp_path / name / f"clip{clip}", 5 + clip)
         shutil.copy(FIXTURES / "video" / "datasets" / "real-clips" / "samples" / "vid_000000.mp4", tmp_path / name)

@@ -157,7 +157,7 @@ def test_reexport_killed_at_every_step_never_leaves_a_mixed_pair(specs, tmp_path
                 calls = [0]
                 real_replace, real_exchange = os.replace, writer._exchange
 
-                def step(function):
+                def step(function, calls=calls, point=point, write_end=write_end):  # bound now (the child never loops)
                     def hooked(*args, **kwargs):
                         calls[0] += 1
                         if calls[0] == point:

@@ -164,7 +164,7 @@ def test_export_equals_in_library(dinov3_dir, tmp_path, head, mode):
     x = detector.example_input(3)
     with torch.no_grad():
         untouched = detector(x)
-        for name, parameter in detector.named_parameters():  # make the tuned weights matter
+        for parameter in detector.parameters():  # make the tuned weights matter
             if parameter.requires_grad:
                 parameter.add_(torch.randn_like(parameter) * 0.2)
     detector.calibrator.set(1.7, [0.3, -0.2])

@@ -189,7 +189,7 @@ def test_native_crop_never_downscales_and_upscales_small() -> None:
     origins = set()
     for _ in range(10):
         out = NativeCrop(64)(big)
-        hits = [(t, l) for t in range(150 - 63) for l in range(200 - 63) if torch.equal(big[:, t : t + 64, l : l + 64], out)]
+        hits = [(t, left) for t in range(150 - 63) for left in range(200 - 63) if torch.equal(big[:, t : t + 64, left : left + 64], out)]
         assert len(hits) == 1
         origins.add(hits[0])
     assert len(origins) > 1  # random position
@@ -356,6 +356,6 @@ def test_load_image_crop_equals_native_crop_of_the_full_image(tmp_path):
         if shape[0] >= 64:
             full = load_image(path)
             # the random window is a pixel-exact window of the original somewhere
-            found = any(torch.equal(full[:, t:t + 64, l:l + 64], window)
-                        for t in range(shape[0] - 63) for l in range(shape[1] - 63))
+            found = any(torch.equal(full[:, t:t + 64, left:left + 64], window)
+                        for t in range(shape[0] - 63) for left in range(shape[1] - 63))
             assert found
