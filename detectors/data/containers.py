@@ -167,6 +167,11 @@ def media_bytes(value: Any) -> tuple[bytes | None, str | None]:
     return None, name
 
 
+def _identity(path: Path) -> str:
+    stat = path.stat()
+    return f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+
+
 class _ParquetFiles(threading.local):
     """Open ``ParquetFile`` handles of this process/worker (a forked worker opens its own)."""
 
@@ -179,7 +184,7 @@ class _ParquetFiles(threading.local):
 
         if self.pid != os.getpid():  # inherited through fork: never share file offsets
             self.files, self.pid = OrderedDict(), os.getpid()
-        key = str(shard)
+        key = _identity(shard)  # a rewritten shard is opened afresh
         if key not in self.files:
             self.files[key] = pq.ParquetFile(shard)
             while len(self.files) > 8:
@@ -291,27 +296,39 @@ def list_archive(archive: Path, suffixes: Sequence[str]) -> tuple[list[str], str
 
 
 class _Archives(threading.local):
-    """Open archives of this process/worker, with their member index (a tar is scanned once)."""
+    """Open archives of this process/worker; a tar's member index is built once, tolerating a
+    truncated end (``TarFile.getmember`` would scan to the end and fail for every member)."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()
-        self.open: OrderedDict[str, Any] = OrderedDict()
+        self.open: OrderedDict[str, tuple[Any, dict[str, tarfile.TarInfo]]] = OrderedDict()
 
-    def get(self, archive: Path) -> zipfile.ZipFile | tarfile.TarFile:
+    def get(self, archive: Path) -> tuple[zipfile.ZipFile | tarfile.TarFile, dict[str, tarfile.TarInfo]]:
         if self.pid != os.getpid():
             self.open, self.pid = OrderedDict(), os.getpid()
-        key = str(archive)
+        key = _identity(archive)
         if key not in self.open:
-            self.open[key] = open_archive(archive)
+            handle = open_archive(archive)
+            index: dict[str, tarfile.TarInfo] = {}
+            if isinstance(handle, tarfile.TarFile):
+                while True:
+                    try:
+                        info = handle.next()
+                    except (tarfile.TarError, EOFError, OSError, zlib.error):
+                        break
+                    if info is None:
+                        break
+                    index[info.name] = info
+            self.open[key] = (handle, index)
             while len(self.open) > 4:
-                self.open.popitem(last=False)[1].close()
+                self.open.popitem(last=False)[1][0].close()
         self.open.move_to_end(key)
         return self.open[key]
 
     def drop(self, archive: Path) -> None:
-        handle = self.open.pop(str(archive), None)
-        if handle is not None:
-            handle.close()
+        entry = self.open.pop(_identity(archive), None)
+        if entry is not None:
+            entry[0].close()
 
 
 _ARCHIVES = _Archives()
@@ -319,15 +336,17 @@ _ARCHIVES = _Archives()
 
 def read_archive_member(archive: Path, member: str) -> bytes:
     """The bytes of one member (zip, plain tar); raises what the archive library raises."""
-    handle = _ARCHIVES.get(archive)
+    handle, index = _ARCHIVES.get(archive)
     try:
         if isinstance(handle, zipfile.ZipFile):
             return handle.read(member)
-        source = handle.extractfile(member)
+        info = index.get(member)
+        if info is None:
+            raise KeyError(f"no member {member!r} (or the archive is cut off before it)")
+        source = handle.extractfile(info)
         if source is None:
             raise KeyError(f"{member} is not a regular file")
         data = source.read()
-        info = handle.getmember(member)
         if len(data) != info.size:
             raise EOFError(f"member truncated: {len(data)} of {info.size} bytes")
         return data
