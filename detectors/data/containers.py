@@ -13,7 +13,8 @@ A medium inside a container is addressed as ``<container>::<member>`` (``MEMBER_
 The decoders of this project read files (decord, PyAV, libsndfile, Pillow), so :func:`local_path`
 writes a member once into a content-keyed cache (``member_cache_root()/<key[:2]>/<key>/media<ext>``,
 the key from the container's path, size and mtime plus the member: a changed container misses) and
-returns that file. Writes are atomic; concurrent DataLoader workers may write the same entry. A
+returns that file. Writes are atomic (temp file + rename, no fsync: the entry is a copy); concurrent
+DataLoader workers may write the same entry. A
 miss reads as little as the container allows: one row group of a parquet shard (every row of it is
 written, so the rest of the group hits), one member of a zip or plain tar, and, for a compressed tar
 (no random access), every media member of the archive in one streaming pass. Memory is bounded by
@@ -30,19 +31,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import os
 import re
 import tarfile
+import tempfile
 import threading
 import zipfile
 import zlib
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
-from detectors.atomic import atomic_open
-from detectors.data.cache import MEMBER_SEPARATOR, file_fingerprint, make_key
+from detectors.atomic import temp_prefix
+from detectors.data.cache import MEMBER_SEPARATOR, make_key
 from detectors.errors import MediaError
 
 logger = logging.getLogger(__name__)
@@ -186,7 +189,7 @@ class _ParquetFiles(threading.local):
             self.files, self.pid = OrderedDict(), os.getpid()
         key = _identity(shard)  # a rewritten shard is opened afresh
         if key not in self.files:
-            self.files[key] = pq.ParquetFile(shard)
+            self.files[key] = pq.ParquetFile(shard, pre_buffer=False)
             while len(self.files) > 8:
                 self.files.popitem(last=False)
         self.files.move_to_end(key)
@@ -207,10 +210,13 @@ def row_group_of(metadata: Any, row: int) -> tuple[int, int]:
     raise IndexError(row)
 
 
-def read_row_group_media(shard: Path, column: str, group: int) -> list[tuple[bytes | None, str | None]]:
-    """``media_bytes`` of every row of one row group (the memory one read costs)."""
-    table = _PARQUET.get(shard).read_row_group(group, columns=[column])
-    return [media_bytes(value) for value in table.column(column).to_pylist()]
+def iter_row_group_media(shard: Path, column: str, group: int) -> Iterator[tuple[bytes | None, str | None]]:
+    """``media_bytes`` of each row of one row group, one Python object at a time (the memory one
+    read costs is the row group's Arrow buffers, not a second copy of every cell)."""
+    values = _PARQUET.get(shard).read_row_group(group, columns=[column]).column(column)
+    for chunk in values.chunks:
+        for index in range(len(chunk)):
+            yield media_bytes(chunk[index].as_py())
 
 
 def list_parquet(shard: Path, modality: str, *, data_columns: Sequence[str] | None = None,
@@ -356,15 +362,19 @@ def read_archive_member(archive: Path, member: str) -> bytes:
 
 
 # ------------------------------------------------------------------------------------ member cache
-def _entry_dir(ref: str) -> Path:
-    key = make_key("member", file_fingerprint(ref))
-    return member_cache_root() / key[:2] / key
+def _entry_dir(ref: str) -> str:
+    """The member's cache folder: keyed by the container's absolute path, size and mtime and the
+    member (plain ``os`` calls: this runs for every sample of every epoch)."""
+    container, member = split_member_ref(ref)  # type: ignore[misc]  # callers pass member refs only
+    status = os.stat(container)
+    key = make_key("member", os.path.abspath(container), status.st_size, status.st_mtime_ns, member)
+    return os.path.join(member_cache_root(), key[:2], key)
 
 
 def _cached_file(ref: str) -> Path | None:
-    folder = _entry_dir(ref)
     try:
-        return next((p for p in folder.iterdir() if p.name.startswith("media")), None)
+        with os.scandir(_entry_dir(ref)) as entries:
+            return next((Path(e.path) for e in entries if e.name.startswith("media")), None)
     except OSError:
         return None
 
@@ -387,11 +397,21 @@ def _suffix_for(name: str | None, data: bytes) -> str:
 
 
 def _store(ref: str, data: bytes, name: str | None) -> Path:
-    target = _entry_dir(ref) / f"media{_suffix_for(name, data)}"
+    target = Path(_entry_dir(ref)) / f"media{_suffix_for(name, data)}"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_open(target, "wb") as handle:
-            handle.write(data)
+        # temp file + rename (a reader never sees a partial entry), without atomic_open's fsync: the
+        # entry is a copy of the container's bytes, and one fsync per member made the first epoch
+        # several times slower
+        descriptor, temp = tempfile.mkstemp(prefix=temp_prefix(target.name), dir=target.parent)
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+            os.replace(temp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
     except OSError as error:
         raise MediaError(ref, f"cannot write it to the member cache {member_cache_root()} "
                               f"({error.strerror or error}; set {MEMBER_CACHE_ENV} to a writable folder)") from error
@@ -449,7 +469,14 @@ def _materialize_parquet_rows(shard: Path, ref: str, member: str) -> Path:
         if problem:
             raise MediaError(ref, problem)
         group, first = row_group_of(handle.metadata, row)
-        rows = read_row_group_media(shard, column, group)
+        rows = iter_row_group_media(shard, column, group)
+        target = None
+        for offset, (data, name) in enumerate(rows):
+            if data is None:
+                continue
+            path = _store(row_ref(shard, column, first + offset), data, name)
+            if first + offset == row:
+                target = path
     except MediaError:
         raise
     except IndexError as error:
@@ -458,13 +485,6 @@ def _materialize_parquet_rows(shard: Path, ref: str, member: str) -> Path:
         where = "the shard" if group is None else f"row group {group} of the shard"
         raise MediaError(ref, f"{where} is unreadable "
                               f"({type(error).__name__}: {error})") from error
-    target = None
-    for offset, (data, name) in enumerate(rows):
-        if data is None:
-            continue
-        path = _store(row_ref(shard, column, first + offset), data, name)
-        if first + offset == row:
-            target = path
     if target is None:
         raise MediaError(ref, f"no media bytes in column {column!r} at this row (empty cell)")
     return target
@@ -496,4 +516,4 @@ def _materialize_compressed_tar(archive: Path, ref: str, member: str) -> Path:
 
 __all__ = ["ARCHIVE_SUFFIXES", "MEMBER_CACHE_ENV", "archive_kind", "is_container", "is_member_ref", "list_archive",
            "local_path", "media_bytes", "media_column_problem", "media_columns", "member_cache_root", "member_ref",
-           "read_archive_member", "read_row_group_media", "row_group_of", "row_ref", "split_member_ref"]
+           "iter_row_group_media", "read_archive_member", "row_group_of", "row_ref", "split_member_ref"]
