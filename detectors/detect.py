@@ -24,12 +24,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() on a DataLoader twice (double workers)
 
+from detectors import cli
+from detectors.cli import command
 from detectors.data.catalog import EXTENSIONS, MEDIA_TYPES, MODALITIES
 from detectors.data.dataset import load_media
 from detectors.errors import CheckpointError, ConfigError, MediaError
 from detectors.training.predict import resolve_device
-from detectors.cli import command
-from detectors import cli
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]  # a batch of benchmark inputs -> logits [B, C]
 
@@ -125,8 +125,13 @@ def wrong_modality(path: str | Path, modality: str) -> str | None:
     """Why ``path`` is not an input of a ``modality`` model, judged by its extension (a folder is a
     video's frames); None when it may be one. Decoding an mp3 as an image fails with a decoder's
     message at best, and an mp4 fed to an audio model would silently score its sound track."""
+    from detectors.data.containers import is_member_ref
     from detectors.video.io import split_frames_parquet_ref
 
+    if is_member_ref(path):  # <archive>::<member> or <shard>.parquet::<column>[<row>]
+        owners = [name for name, suffixes in EXTENSIONS.items() if Path(str(path)).suffix.lower() in suffixes]
+        return None if not owners or modality in owners else (
+            f"{_article(owners[0])} {owners[0]} file, but this is {_article(modality)} {modality} model")
     if split_frames_parquet_ref(path) is not None:  # <shard>.parquet::<video_id>: a video stored as frames
         return None if modality == "video" else f"a video of a frames parquet shard, but this is {_article(modality)} {modality} model"
     path = Path(path)
@@ -158,6 +163,23 @@ class _FileInputs(Dataset):
             return {"index": index, "x": load_media(self.load, path)}
         except MediaError as error:
             return {"index": index, "error": str(error)}
+
+
+def expand_containers(paths: Sequence[str | Path], modality: str) -> list[str]:
+    """``paths`` with every archive (.zip/.tar/.tar.gz) and parquet shard replaced by its media
+    (``<container>::<member>``, scored one by one)."""
+    from detectors.data.catalog import container_media
+
+    out: list[str] = []
+    for path in paths:
+        try:
+            members = container_media(path, modality)
+        except ConfigError as error:  # a shard without a usable media column: one error row
+            out.append(f"{path}::")
+            print(f"error: {error}", file=sys.stderr)
+            continue
+        out.extend(members if members is not None else [str(path)])
+    return out
 
 
 def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -198,7 +220,7 @@ def detect(model: LoadedModel, paths: Sequence[str | Path], *, batch_size: int =
     ``batch_size`` at a time; the progress bar shows when there is more than one batch."""
     if batch_size < 1:
         raise ConfigError(None, "--batch-size", f"must be >= 1, got {batch_size}")
-    paths = [str(path) for path in paths]
+    paths = expand_containers(paths, model.modality)
     loader = DataLoader(_FileInputs(paths, model.load, model.modality), batch_size=batch_size,
                         num_workers=num_workers, collate_fn=_collate)
     results: list[dict[str, Any]] = [{} for _ in paths]

@@ -86,8 +86,10 @@ def run_pass(model: torch.nn.Module, items: list[MediaItem], load: Callable[[str
                         collate_fn=collate_skip)
     logits, indices, per_sample_ms = [], [], []
     skipped = 0
+    unreadable: list[str] = []
     for batch in tqdm(loader, desc=description, unit="batch"):
         skipped += int(batch["skipped"])
+        unreadable.extend(batch["skipped_paths"])
         if is_empty_batch(batch):
             continue
         x = batch["x"].to(device)  # as the benchmark sends it: uint8 media, float32 audio
@@ -104,7 +106,8 @@ def run_pass(model: torch.nn.Module, items: list[MediaItem], load: Callable[[str
         indices.extend(batch["index"].tolist())
     kept = [items[i] for i in indices]
     logits_t = torch.cat(logits) if logits else torch.zeros(0, 2)
-    return {"items": kept, "logits": logits_t, "skipped": skipped, "ms": per_sample_ms, "requested": len(items)}
+    return {"items": kept, "logits": logits_t, "skipped": skipped, "unreadable": sorted(unreadable),
+            "ms": per_sample_ms, "requested": len(items)}
 
 
 def score_pass(result: dict[str, Any], composition: dict[str, float] | None = None,
@@ -128,7 +131,8 @@ def score_pass(result: dict[str, Any], composition: dict[str, float] | None = No
                        non_finite, ", ".join(bad[:3]))
     items: list[MediaItem] = [item for item, ok in zip(result["items"], finite) if ok]
     if not items:
-        return {"n": 0, "skipped_unreadable": result["skipped"], "non_finite_outputs": non_finite}
+        return {"n": 0, "skipped_unreadable": result["skipped"], "unreadable": result.get("unreadable", []),
+                "non_finite_outputs": non_finite}
     logits = logits_all[torch.from_numpy(finite)]
     labels = np.array([i.label for i in items])
     prob, preds = prob_fake[finite], preds_all[finite]
@@ -150,6 +154,7 @@ def score_pass(result: dict[str, Any], composition: dict[str, float] | None = No
     metrics["ms_per_sample_mean"] = float(ms.mean())
     metrics["ms_per_sample_p95"] = float(np.percentile(ms, 95))
     metrics["skipped_unreadable"] = result["skipped"]
+    metrics["unreadable"] = result.get("unreadable", [])  # their paths (<container>::<member> inside archives)
     metrics["non_finite_outputs"] = non_finite
     return metrics
 
@@ -267,11 +272,13 @@ def evaluate_submission(model_path: str | Path, data: str | Path, output: str | 
                         aug_weight: float = ROBUSTNESS_WEIGHT, holdout_share: float | None = None,
                         gasstation_share: float | None = None, batch_size: int = 16, num_workers: int = 2,
                         device: str = "cpu", max_per_dataset: int | None = None, frames_per_video: int | None = None,
-                        aggregate: str = "mean", report: bool = True, explain: bool = False) -> dict[str, Any]:
+                        aggregate: str = "mean", report: bool = True, explain: bool = False,
+                        benchmark_cache: str | Path | None = None) -> dict[str, Any]:
     """Score the submission at ``model_path`` on the dataset YAML ``data`` as a benchmark run would;
     write results.json, predictions.csv, summary.txt, plots and report.html under ``output``. See the
     module docstring for ``robustness``, ``aug_per_dataset``, ``seed``, ``aug_weight``, the shares,
-    ``frames_per_video`` / ``aggregate`` (an image detector scoring videos) and ``explain``."""
+    ``frames_per_video`` / ``aggregate`` (an image detector scoring videos) and ``explain``. With
+    ``benchmark_cache``, ``data`` is a benchmark dataset config read from that gasbench cache."""
     from export.benchmark_loader import load_submission
 
     composition = check_options(aug_per_dataset, aug_weight, holdout_share, gasstation_share)
@@ -287,7 +294,8 @@ def evaluate_submission(model_path: str | Path, data: str | Path, output: str | 
     torch_device = torch.device(device)
     model, config = load_submission(model_path, device=device)
     modality = config.get("modality", "image")
-    entries = load_dataset_config(data)
+    entries = load_dataset_config(data, benchmark_cache,
+                                  None if benchmark_cache is None else ("video" if frames_per_video else modality))
     if frames_per_video is not None:
         if modality != "image":
             raise ConfigError(Path(model_path) / "model_config.yaml", "modality", f"--frames-per-video scores videos "
@@ -431,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.ArgumentParser(prog="python -m detectors.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, type=Path, help="submission directory or zip")
     parser.add_argument("--data", required=True, type=Path, help="dataset YAML")
+    parser.add_argument("--benchmark-cache", type=Path, metavar="DIR",
+                        help="--data is a benchmark dataset config: read its datasets from this gasbench cache")
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--robustness", action="store_true",
                         help="add the augmented pass and the 0.8/0.2 blend (image, video); every scored sample "
@@ -473,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
                                       holdout_share=args.holdout_share, gasstation_share=args.gasstation_share,
                                       batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
                                       max_per_dataset=args.max_per_dataset, frames_per_video=args.frames_per_video,
-                                      aggregate=args.aggregate, report=not args.no_report, explain=args.explain)
+                                      aggregate=args.aggregate, report=not args.no_report, explain=args.explain,
+                                      benchmark_cache=args.benchmark_cache)
     except (ConfigError, FileNotFoundError, SubmissionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -14,11 +14,27 @@ and a benchmark run::
         weight: 1.0                # sampling share (> 0), independent of dataset size
         split: null                # train | val | calibration | test: pin the whole dataset
         max_items: 500             # optional cap (deterministic, evenly spaced over sorted paths)
+        media_per_archive: 100     # per archive / parquet shard (seeded choice; -1: all)
+        archives_per_dataset: 2    # archives / shards taken (seeded choice; -1: all)
+        data_columns: [image]      # parquet: the media column(s); default: the benchmark's column rule
+        filter_column: label       # parquet: keep rows whose filter_column equals filter_value
+        filter_value: fake
+        label_column: null         # parquet: per-row label (0/1, real/fake or a media type)
 
+``path`` is a folder (searched recursively for media files, frame folders, parquet shards and zip /
+tar / tar.gz archives), a .csv/.parquet manifest of paths, a parquet shard of media bytes or an
+archive (:mod:`detectors.data.containers`: media inside them are ``<container>::<member>`` items).
 Relative ``path`` values are resolved against the YAML file's folder. Manifest rows are resolved
-against the manifest's folder. Tolerated benchmark fields (``source_format``, ``content_category``,
-``notes``, ``media_per_archive``, ``archives_per_dataset``) are kept on the entry; a folder counts as
-one archive, so ``media_per_archive`` caps the number of files taken like ``max_items`` does.
+against the manifest's folder. Loose files of a folder count as one archive, so ``media_per_archive``
+caps them like ``max_items`` does. The archive and row choices follow the benchmark's download
+(``random.Random(seed).sample`` of archives and of an archive's members, pandas' ``DataFrame.sample``
+of a shard's rows), ``seed`` being the YAML's top-level ``seed`` (default 0).
+
+With ``benchmark_cache`` (``--benchmark-cache DIR``), the YAML is one of the benchmark's own dataset
+configs: each entry's ``path`` names the remote repository, and the media are read from the folder
+``gasbench download`` filled, ``DIR/datasets/<name>/samples`` (gasstation datasets: every week folder
+``DIR/datasets/<name>/<week>/samples``); the download already applied the archive, row and path
+choices. Other benchmark fields (``source``, ``generator_variant``, ``original_name``, ...) are kept.
 Unknown fields are kept in ``DatasetEntry.extra`` and logged (they usually are typos).
 """
 
@@ -28,6 +44,8 @@ import csv
 import fnmatch
 import logging
 import math
+import os
+import random
 import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
@@ -57,7 +75,11 @@ _REQUIRED = ("name", "path", "modality", "media_type")
 _OPTIONAL = (
     "include_paths", "exclude_paths", "generator_family", "weight", "split", "max_items",
     "source_format", "content_category", "notes", "media_per_archive", "archives_per_dataset",
+    "data_columns", "filter_column", "filter_value", "label_column",
 )  # fmt: skip
+# the benchmark's own fields that do not change what is read here (BenchmarkDatasetConfig)
+_BENCHMARK_ONLY = ("source", "generator_variant", "original_name")
+_TOP_LEVEL = ("datasets", "image", "video", "audio", "seed", "benchmark_size")
 _LABEL_WORDS = {"real": 0, "fake": 1, "synthetic": 1, "semisynthetic": 1, "0": 0, "1": 1}
 
 
@@ -80,6 +102,11 @@ class DatasetEntry:
     notes: str | None = None
     media_per_archive: int | None = None
     archives_per_dataset: int | None = None
+    data_columns: tuple[str, ...] = ()
+    filter_column: str | None = None
+    filter_value: str | None = None
+    label_column: str | None = None
+    seed: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
     config_file: str | None = field(default=None, compare=False)
     index: int = field(default=0, compare=False)
@@ -115,8 +142,13 @@ class MediaItem:
 
 
 # ----------------------------------------------------------------------------------------- loading
-def load_dataset_config(path: str | Path) -> list[DatasetEntry]:
-    """Read and validate a dataset YAML; every problem raises ``ConfigError`` naming the field."""
+def load_dataset_config(path: str | Path, benchmark_cache: str | Path | None = None,
+                        modality: str | None = None) -> list[DatasetEntry]:
+    """Read and validate a dataset YAML; every problem raises ``ConfigError`` naming the field.
+
+    ``benchmark_cache``: the YAML is a benchmark dataset config and its media are read from that
+    cache (module docstring); entries of another ``modality`` than the run's are left out, and
+    datasets absent from the cache are left out with a warning (an error when none is there)."""
     path = Path(path).resolve()
     if not path.is_file():
         raise ConfigError(path, None, "dataset config file does not exist")
@@ -126,27 +158,73 @@ def load_dataset_config(path: str | Path) -> list[DatasetEntry]:
     if not isinstance(doc, dict):
         raise ConfigError(path, None, f"top level must be a mapping with a 'datasets' list, got {type(doc).__name__}")
     raw = doc.get("datasets")
+    if raw is None and any(key in doc for key in MODALITIES):  # the benchmark's grouped form
+        raw = []
+        for key in MODALITIES:
+            group = doc.get(key) or []
+            if not isinstance(group, list):
+                raise ConfigError(path, key, f"must be a list of dataset entries, got {type(group).__name__}")
+            raw.extend(dict(spec, modality=spec.get("modality", key)) if isinstance(spec, dict) else spec
+                       for spec in group)
     if not isinstance(raw, list) or not raw:
         raise ConfigError(path, "datasets", "missing or empty 'datasets' list")
+    seed = doc.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(path, "seed", f"must be an integer, got {seed!r}")
+    cache = None
+    if benchmark_cache is not None:
+        cache = Path(benchmark_cache).expanduser().resolve()
+        if not cache.is_dir():
+            raise ConfigError(None, "--benchmark-cache", f"not a folder: {cache}")
 
     entries: list[DatasetEntry] = []
     seen: dict[str, int] = {}
+    absent: list[str] = []
     for index, spec in enumerate(raw):
-        entry = _parse_entry(spec, index, path)
+        if cache is not None and modality is not None and isinstance(spec, dict) \
+                and str(spec.get("modality", "")).strip().lower() != modality:
+            continue  # a benchmark config lists every modality's datasets
+        entry = _parse_entry(spec, index, path, seed, cache)
+        if entry is None:
+            absent.append(str(spec["name"]))
+            continue
         if entry.name in seen:
             raise ConfigError(path, f"{entry.where}.name", f"duplicate dataset name (also datasets[{seen[entry.name]}])")
         seen[entry.name] = index
         entries.append(entry)
+    if absent:
+        logger.warning("%s: %d dataset(s) not in the benchmark cache %s (run `gasbench download` for them), left "
+                       "out: %s", path, len(absent), cache, ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else ""))
+    if not entries:
+        raise ConfigError(path, "datasets", f"none of its {modality or ''} datasets is in the benchmark cache {cache} "
+                          "(expected DIR/datasets/<name>/samples)")
     return entries
 
 
-def _parse_entry(spec: Any, index: int, file: Path) -> DatasetEntry:
+def benchmark_cache_folder(cache: Path, name: str) -> Path | None:
+    """Where ``gasbench download`` left dataset ``name`` in ``cache`` (the cache root or its
+    ``datasets`` folder): ``<name>/samples``, or ``<name>`` itself holding week folders
+    (gasstation); None when absent."""
+    for base in (cache / "datasets", cache):
+        folder = base / name
+        if (folder / "samples").is_dir():
+            return folder / "samples"
+        if folder.is_dir() and any(p.is_dir() for p in folder.glob("*/samples")):
+            return folder
+    return None
+
+
+def _parse_entry(spec: Any, index: int, file: Path, seed: int = 0, cache: Path | None = None) -> DatasetEntry | None:
     where = f"datasets[{index}]"
     if not isinstance(spec, dict):
         raise ConfigError(file, where, f"each entry must be a mapping, got {type(spec).__name__}")
     for key in _REQUIRED:
         if spec.get(key) in (None, ""):
             raise ConfigError(file, f"{where}.{key}", f"missing required field '{key}'")
+    for key in ("name", "path"):
+        if isinstance(spec[key], (dict, list)):
+            kind = "mapping" if isinstance(spec[key], dict) else "list"
+            raise ConfigError(file, f"{where}.{key}", f"{key} must be a string, got a {kind}")
     name = str(spec["name"])
     where = f"datasets[{index}] (name {name!r})"
 
@@ -166,10 +244,11 @@ def _parse_entry(spec: Any, index: int, file: Path) -> DatasetEntry:
 
     def count(key: str) -> int | None:
         value = spec.get(key)
-        if value is None:
-            return None
+        if value is None or (value == -1 and key in ("media_per_archive", "archives_per_dataset")):
+            return None  # the benchmark's -1: all of them
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(file, f"{where}.{key}", f"{key} must be an integer >= 1, got {value!r}")
+            allowed = " (or -1: all)" if key in ("media_per_archive", "archives_per_dataset") else ""
+            raise ConfigError(file, f"{where}.{key}", f"{key} must be an integer >= 1{allowed}, got {value!r}")
         return value
 
     def patterns(key: str) -> tuple[str, ...]:
@@ -182,16 +261,37 @@ def _parse_entry(spec: Any, index: int, file: Path) -> DatasetEntry:
             return tuple(value)
         raise ConfigError(file, f"{where}.{key}", f"{key} must be a glob string or a list of them, got {value!r}")
 
-    data_path = Path(str(spec["path"])).expanduser()
-    if not data_path.is_absolute():
-        data_path = file.parent / data_path
-    data_path = data_path.resolve()
+    from detectors.data.containers import archive_kind
+
+    if cache is not None:
+        found = benchmark_cache_folder(cache, name)
+        if found is None:
+            return None
+        data_path = found
+    else:
+        data_path = Path(str(spec["path"])).expanduser()
+        if not data_path.is_absolute():
+            data_path = file.parent / data_path
+        data_path = data_path.resolve()
     if not data_path.exists():
         raise ConfigError(file, f"{where}.path", f"path does not exist: {data_path}")
-    if data_path.is_file() and data_path.suffix.lower() not in MANIFEST_SUFFIXES:
-        raise ConfigError(file, f"{where}.path", f"path must be a folder or a {'/'.join(MANIFEST_SUFFIXES)} manifest")
+    if data_path.is_file() and data_path.suffix.lower() not in MANIFEST_SUFFIXES and archive_kind(data_path) is None:
+        raise ConfigError(file, f"{where}.path", f"path must be a folder, a {'/'.join(MANIFEST_SUFFIXES)} manifest or "
+                          "parquet shard, or a .zip/.tar/.tar.gz archive")
 
-    known = set(_REQUIRED) | set(_OPTIONAL)
+    def columns(key: str) -> tuple[str, ...]:
+        value = spec.get(key)
+        if value is None:
+            return ()
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise ConfigError(file, f"{where}.{key}", f"{key} must be a column name or a list of them, got {value!r}")
+        return tuple(value)
+
+    if (spec.get("filter_column") is None) != (spec.get("filter_value") is None):
+        raise ConfigError(file, f"{where}.filter_column", "filter_column and filter_value go together")
+
+    known = set(_REQUIRED) | set(_OPTIONAL) | set(_BENCHMARK_ONLY)
     extra = {k: v for k, v in spec.items() if k not in known}
     if extra:
         logger.warning("%s: %s: ignoring unknown field(s) %s", file, where, ", ".join(map(str, extra)))
@@ -199,15 +299,22 @@ def _parse_entry(spec: Any, index: int, file: Path) -> DatasetEntry:
     def text(key: str) -> str | None:
         return None if spec.get(key) is None else str(spec[key])
 
-    return DatasetEntry(
+    entry = DatasetEntry(
         name=name, path=str(data_path), modality=modality, media_type=media_type,
         include_paths=patterns("include_paths"), exclude_paths=patterns("exclude_paths"),
         generator_family=text("generator_family"), weight=float(weight), split=split,
         max_items=count("max_items"), source_format=text("source_format"),
         content_category=text("content_category"), notes=text("notes"),
         media_per_archive=count("media_per_archive"), archives_per_dataset=count("archives_per_dataset"),
+        data_columns=columns("data_columns"), filter_column=text("filter_column"),
+        filter_value=text("filter_value"), label_column=text("label_column"), seed=seed,
         extra=extra, config_file=str(file), index=index,
     )  # fmt: skip
+    if cache is not None:
+        # the download already chose the archives, rows and paths: read every cached sample
+        entry = replace(entry, include_paths=(), exclude_paths=(), media_per_archive=None, archives_per_dataset=None,
+                        data_columns=(), filter_column=None, filter_value=None)
+    return entry
 
 
 def collect_items(entries: Iterable[DatasetEntry], modality: str | None = None) -> list[MediaItem]:
@@ -223,9 +330,10 @@ def collect_items(entries: Iterable[DatasetEntry], modality: str | None = None) 
     return items
 
 
-def load_items(yaml_path: str | Path, modality: str | None = None) -> list[MediaItem]:
-    """``collect_items(load_dataset_config(yaml_path), modality)``."""
-    return collect_items(load_dataset_config(yaml_path), modality)
+def load_items(yaml_path: str | Path, modality: str | None = None,
+               benchmark_cache: str | Path | None = None) -> list[MediaItem]:
+    """``collect_items(load_dataset_config(yaml_path, benchmark_cache, modality), modality)``."""
+    return collect_items(load_dataset_config(yaml_path, benchmark_cache, modality), modality)
 
 
 def _matches(relative: str, patterns: Sequence[str]) -> bool:
@@ -240,22 +348,37 @@ def _select(entry: DatasetEntry, relative: str) -> bool:
 
 
 def _entry_items(entry: DatasetEntry) -> list[MediaItem]:
+    from detectors.data.containers import archive_kind
+
     root = Path(entry.path)
+    containers: list[Path] = []
     if root.is_dir():
-        rows = _folder_rows(entry, root)
+        rows, containers = _folder_rows(entry, root)
+    elif archive_kind(root) is not None or (root.suffix.lower() == ".parquet" and not _is_path_manifest(root)):
+        rows, containers = [], [root]
     else:
         rows = _manifest_rows(entry, root)
+    rows.sort(key=lambda r: r[0])
+    if not containers:
+        rows = _evenly_spaced(rows, entry.cap)
+    else:
+        # loose files count as one archive; each container gets its own media_per_archive
+        rows = _evenly_spaced(rows, entry.media_per_archive)
+        chosen = sorted(containers)
+        if entry.archives_per_dataset is not None and len(chosen) > entry.archives_per_dataset:
+            chosen = sorted(random.Random(entry.seed).sample(chosen, entry.archives_per_dataset))
+        base = root if root.is_dir() else root.parent
+        for container in chosen:
+            rows.extend(_container_rows(entry, container, container.relative_to(base).as_posix()))
+        rows = _evenly_spaced(sorted(rows, key=lambda r: r[0]), entry.max_items)
     if not rows:
         searched = f"files with extensions {' '.join(EXTENSIONS[entry.modality])}" if root.is_dir() else "manifest rows"
+        if containers:
+            searched = f"{searched} and {len(containers)} archive(s) / parquet shard(s)"
         filters = ""
         if entry.include_paths or entry.exclude_paths:
             filters = f" (include_paths={list(entry.include_paths)}, exclude_paths={list(entry.exclude_paths)})"
         raise ConfigError(entry.config_file, f"{entry.where}.path", f"no media found in {root}: searched {searched}{filters}")
-    rows.sort(key=lambda r: r[0])
-    if entry.cap is not None and len(rows) > entry.cap:
-        # Evenly spaced over the sorted list, so a cap does not take only the first sub-folder.
-        keep = np.linspace(0, len(rows) - 1, entry.cap).round().astype(int)
-        rows = [rows[i] for i in keep]
     return [
         MediaItem(
             path=p, label=0 if mt == "real" else 1, media_type=mt, dataset=entry.name, modality=entry.modality,
@@ -265,39 +388,177 @@ def _entry_items(entry: DatasetEntry) -> list[MediaItem]:
     ]  # fmt: skip
 
 
-def _folder_rows(entry: DatasetEntry, root: Path) -> list[tuple[str, str]]:
+def container_media(path: str | Path, modality: str) -> list[str] | None:
+    """Every medium of an archive or parquet shard named on a command line (``detect``), as
+    ``<container>::<member>`` paths; None when ``path`` is not such a container. A frames parquet
+    shard gives its videos; an unreadable or empty container gives one ``<container>::`` path."""
+    from detectors.data.containers import is_container
+
+    file = Path(path)
+    if not is_container(file) or not file.is_file():
+        return None
+    entry = DatasetEntry(name=file.name, path=str(file.resolve()), modality=modality, media_type="real")
+    if modality == "video" and file.suffix.lower() == ".parquet":
+        from detectors.errors import MediaError
+        from detectors.video.io import frames_parquet_ref, frames_parquet_video_ids
+
+        try:
+            ids = frames_parquet_video_ids(file)
+        except MediaError:
+            ids = []  # damaged: the container reader names it
+        if ids:
+            return [frames_parquet_ref(file.resolve(), video_id) for video_id in ids]
+    return [ref for ref, _ in _container_rows(entry, file.resolve(), file.name)]
+
+
+def _evenly_spaced(rows: list[tuple[str, str]], cap: int | None) -> list[tuple[str, str]]:
+    # Evenly spaced over the sorted list, so a cap does not take only the first sub-folder.
+    if cap is None or len(rows) <= cap:
+        return rows
+    keep = np.linspace(0, len(rows) - 1, cap).round().astype(int)
+    return [rows[i] for i in keep]
+
+
+def _is_path_manifest(file: Path) -> bool:
+    """A parquet file listing media paths (a top-level ``path`` column of text), not media bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(file)
+    except Exception:  # a damaged shard: the container reader reports it
+        return False
+    if "path" not in schema.names:
+        return False
+    kind = schema.field("path").type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_dictionary(kind)
+
+
+def _container_rows(entry: DatasetEntry, container: Path, relative: str) -> list[tuple[str, str]]:
+    """The selected media of one archive or parquet shard; an unreadable or empty one is one
+    ``<container>::`` row, skipped and counted when loaded (its error says why)."""
+    from detectors.data.containers import archive_kind, list_archive, list_parquet, member_ref, row_ref
+    from detectors.errors import MediaError
+
+    unreadable = [(member_ref(container, ""), entry.media_type)]
+    if archive_kind(container) is not None:
+        members, problem = list_archive(container, EXTENSIONS[entry.modality])
+        if problem:
+            logger.warning("%s: %s%s", container, problem, f"; keeping the {len(members)} member(s) listed before it"
+                           if members else "; counted as one unreadable sample")
+        members = [m for m in members if _select_member(entry, relative, m)]
+        if not members:
+            if not problem:
+                logger.warning("%s: no %s members%s; counted as one unreadable sample", container, entry.modality,
+                               " matching include_paths/exclude_paths" if entry.include_paths or entry.exclude_paths else "")
+            return unreadable
+        if entry.media_per_archive is not None and len(members) > entry.media_per_archive:
+            members = random.Random(entry.seed).sample(members, entry.media_per_archive)
+        return [(member_ref(container, m), entry.media_type) for m in members]
+    try:
+        rows, columns = list_parquet(container, entry.modality, data_columns=entry.data_columns or None,
+                                     filter_column=entry.filter_column, filter_value=entry.filter_value,
+                                     label_column=entry.label_column)
+    except MediaError as error:
+        if entry.data_columns or entry.filter_column or entry.label_column or error.problem.startswith(("column", "no media")):
+            raise ConfigError(entry.config_file, f"{entry.where}.path", str(error)) from error
+        logger.warning("%s; counted as one unreadable sample", error)
+        return unreadable
+    if not rows:
+        logger.warning("%s: no rows%s", container, f" with {entry.filter_column} == {entry.filter_value!r}"
+                       if entry.filter_column else "")
+        return []
+    if entry.media_per_archive is not None and len(rows) > entry.media_per_archive:
+        # pandas' DataFrame.sample(n, random_state=seed), as the benchmark samples a shard's rows
+        picked = np.random.RandomState(entry.seed).choice(len(rows), size=entry.media_per_archive, replace=False)
+        rows = [rows[i] for i in picked]
+    out = []
+    for row, label in rows:
+        media_type = entry.media_type
+        if entry.label_column is not None:
+            value = None if label is None else str(label).strip().lower()
+            record = {"media_type": value} if value in MEDIA_TYPES else {"label": value}
+            media_type = _row_media_type(entry, record, container, row)
+        out.extend((row_ref(container, column, row), media_type) for column in columns)
+    return out
+
+
+def _select_member(entry: DatasetEntry, archive: str, member: str) -> bool:
+    """include_paths / exclude_paths for an archive member: a glob matches its path inside the
+    archive or that path below the archive's own (``data/train.zip/cats/1.png``)."""
+    paths = (member, f"{archive}/{member}")
+    if entry.include_paths and not any(_matches(p, entry.include_paths) for p in paths):
+        return False
+    return not (entry.exclude_paths and any(_matches(p, entry.exclude_paths) for p in paths))
+
+
+def _folder_rows(entry: DatasetEntry, root: Path) -> tuple[list[tuple[str, str]], list[Path]]:
+    """Loose media files (and frame videos) of a folder, and its archives / media parquet shards.
+    A broken or looping symbolic link with a media extension stays in the list (under its own
+    path): loading it fails, naming the link, and it is counted with the unreadable media."""
+    from detectors.data.containers import archive_kind
+
     suffixes = EXTENSIONS[entry.modality]
-    rows = []
+    rows: list[tuple[str, str]] = []
+    containers: list[Path] = []
+    dangling: list[str] = []
     for file in root.rglob("*"):
-        if file.suffix.lower() in suffixes and file.is_file() and not file.name.startswith("."):
-            if _select(entry, file.relative_to(root).as_posix()):
-                rows.append((str(file.resolve()), entry.media_type))
-    if entry.modality == "video":
-        rows.extend(_frame_video_rows(entry, root))
-    return rows
+        if file.name.startswith("."):
+            continue
+        relative = file.relative_to(root).as_posix()
+        if file.suffix.lower() in suffixes:
+            if file.is_file():
+                if _select(entry, relative):
+                    rows.append((str(file.resolve()), entry.media_type))
+            elif file.is_symlink() and _select(entry, relative):
+                dangling.append(str(file))
+                rows.append((os.path.abspath(file), entry.media_type))
+        elif archive_kind(file) is not None and file.is_file() and not (
+                entry.exclude_paths and _matches(relative, entry.exclude_paths)):
+            containers.append(file.resolve())
+    if dangling:
+        logger.warning("%s: %d broken or looping symbolic link(s), counted as unreadable: %s", root, len(dangling),
+                       ", ".join(dangling[:5]) + (" ..." if len(dangling) > 5 else ""))
+    frame_rows, shards = _parquet_and_frame_rows(entry, root)
+    return rows + frame_rows, containers + shards
 
 
-def _frame_video_rows(entry: DatasetEntry, root: Path) -> list[tuple[str, str]]:
+def _parquet_and_frame_rows(entry: DatasetEntry, root: Path) -> tuple[list[tuple[str, str]], list[Path]]:
     """Videos stored as frames below a video dataset folder, as the benchmark stores them: every
     sub-folder holding frame images (``detectors.video.io.frame_files``; the folder itself is the
     video) and every video of a ``*.parquet`` shard with a ``video_id`` column
     (``<shard>.parquet::<video_id>``). ``include_paths`` / ``exclude_paths`` match the folder or
-    shard path."""
-    from detectors.video.io import frame_files, frames_parquet_ref, frames_parquet_video_ids  # video-only
+    shard path. Other parquet shards (any modality) are returned as media containers; path
+    manifests (a text ``path`` column) inside a data folder are not read."""
     from detectors.errors import MediaError
 
-    rows = []
-    for folder in sorted(p for p in root.rglob("*") if p.is_dir() and not p.name.startswith(".")):
-        if frame_files(folder) and _select(entry, folder.relative_to(root).as_posix()):
-            rows.append((str(folder.resolve()), entry.media_type))
+    rows: list[tuple[str, str]] = []
+    shards: list[Path] = []
+    if entry.modality == "video":
+        from detectors.video.io import frame_files
+
+        for folder in sorted(p for p in root.rglob("*") if p.is_dir() and not p.name.startswith(".")):
+            if frame_files(folder) and _select(entry, folder.relative_to(root).as_posix()):
+                rows.append((str(folder.resolve()), entry.media_type))
     for shard in sorted(root.rglob("*.parquet")):
-        if shard.is_file() and not shard.name.startswith(".") and _select(entry, shard.relative_to(root).as_posix()):
+        relative = shard.relative_to(root).as_posix()
+        if not shard.is_file() or shard.name.startswith(".") or _is_path_manifest(shard):
+            continue
+        if entry.exclude_paths and _matches(relative, entry.exclude_paths):
+            continue
+        if entry.modality == "video":
+            from detectors.video.io import frames_parquet_ref, frames_parquet_video_ids
+
             try:
                 ids = frames_parquet_video_ids(shard)
-            except MediaError as error:
-                raise ConfigError(entry.config_file, f"{entry.where}.path", str(error)) from error
-            rows.extend((frames_parquet_ref(shard.resolve(), video_id), entry.media_type) for video_id in ids)
-    return rows
+            except MediaError:
+                ids = []  # a damaged shard: the container reader names and counts it
+            if ids:
+                if _select(entry, relative):
+                    rows.extend((frames_parquet_ref(shard.resolve(), video_id), entry.media_type) for video_id in ids)
+                continue
+        shards.append(shard.resolve())
+    return rows, shards
 
 
 def _manifest_rows(entry: DatasetEntry, manifest: Path) -> list[tuple[str, str]]:

@@ -17,8 +17,19 @@ logger = logging.getLogger(__name__)
 
 def load_media(load: Callable[[str], Any], path: str) -> Any:
     """``load(path)``, with whatever a decoder raises (OSError, RuntimeError, ...) turned into a
-    :class:`MediaError` naming the file."""
+    :class:`MediaError` naming the file. A medium inside an archive or a parquet shard
+    (``<container>::<member>``) is decoded from its copy in the member cache
+    (:func:`detectors.data.containers.local_path`); its errors name the container and member."""
+    from detectors.data.containers import is_member_ref, local_path
+
     try:
+        if is_member_ref(path):
+            local = str(local_path(path))
+            try:
+                return load(local)
+            except MediaError as error:
+                problem = error.problem.replace(local, path)
+                raise MediaError(path, problem if error.path == local else f"{error.path}: {problem}") from error
         return load(path)
     except MediaError:
         raise

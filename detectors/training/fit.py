@@ -55,6 +55,9 @@ def build_parser(modality: str, archs: list[str], default_arch: str) -> argparse
                     "(synthetic) demo data is used.")
     parser.add_argument("--arch", choices=archs, default=default_arch, help="detector architecture")
     parser.add_argument("--data", type=Path, help="dataset YAML (benchmark fields); omit for the demo")
+    parser.add_argument("--benchmark-cache", type=Path, metavar="DIR",
+                        help="--data is a benchmark dataset config: read its datasets from this gasbench cache "
+                             "(DIR/datasets/<name>/samples)")
     parser.add_argument("--backbone", help="hub id or local directory (transformers), or a timm model name")
     parser.add_argument("--backbone-weights", help="local weights file for a timm backbone")
     parser.add_argument("--tuning", choices=["frozen", "layernorm", "lora", "full"], help="backbone tuning mode")
@@ -204,6 +207,8 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
     from detectors.training.trainer import build_trainer
 
     demo = args.data is None
+    if demo and args.benchmark_cache is not None:
+        raise ConfigError(None, "--benchmark-cache", "needs --data: the benchmark dataset config to read from it")
     if args.init_from is not None:
         # before resolving: the defaults (data, loss, optim, trainer) must be those of the run's arch
         args.arch = init_from_arch(args, modality)
@@ -235,7 +240,7 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
     if resume and run.split.is_file():
         items = read_split(run.split)
     else:
-        items = load_items(data_yaml, modality=modality)
+        items = load_items(data_yaml, modality=modality, benchmark_cache=None if demo else args.benchmark_cache)
         split_seed = config.seed if config.split.seed is None else config.split.seed
         items = assign_splits(items, fractions={"val": config.split.val, "calibration": config.split.calibration},
                               seed=split_seed)
@@ -310,7 +315,9 @@ def invocation(args: argparse.Namespace, demo: bool) -> dict[str, Any]:
     run it fine-tunes."""
     data = None if demo else str(Path(args.data).resolve())
     digest = None if demo or not Path(args.data).is_file() else hashlib.sha256(Path(args.data).read_bytes()).hexdigest()
+    cache = getattr(args, "benchmark_cache", None)
     return {"data": data, "data_sha256": digest,
+            "benchmark_cache": None if cache is None else str(Path(cache).resolve()),
             "init_from": None if args.init_from is None else str(Path(args.init_from).resolve())}
 
 
@@ -333,7 +340,7 @@ def run_differences(run: Any, config: Any, args: argparse.Namespace, demo: bool)
     if saved_inputs:
         current = invocation(args, demo)
         for key, label in (("data", "--data"), ("data_sha256", "the --data file's content"),
-                           ("init_from", "--init-from")):
+                           ("benchmark_cache", "--benchmark-cache"), ("init_from", "--init-from")):
             if saved_inputs.get(key) != current[key]:
                 shown = (f"{saved_inputs.get(key)!r} -> {current[key]!r}" if key != "data_sha256"
                          else "changed")

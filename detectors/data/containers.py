@@ -1,0 +1,519 @@
+"""Media stored inside container files: parquet shards of media bytes and zip / tar archives.
+
+A medium inside a container is addressed as ``<container>::<member>`` (``MEMBER_SEPARATOR``):
+
+- a parquet row: ``<shard>.parquet::<column>[<row>]`` (``row``: its index in the file). Media columns
+  follow the Hugging Face layout: a struct ``{bytes, path}`` (``datasets.Image`` / ``Audio`` /
+  ``Video``) or a plain binary column (base64 text is decoded, as the benchmark does);
+- an archive member: ``<archive>::<member name>`` (``.zip``, ``.tar``, ``.tar.gz`` / ``.tgz``);
+- ``<container>::`` (empty member): a container that cannot be listed at all (truncated, corrupt,
+  no media inside); loading it raises :class:`MediaError` naming the container and the problem, so
+  it is skipped and counted like any unreadable medium.
+
+The decoders of this project read files (decord, PyAV, libsndfile, Pillow), so :func:`local_path`
+writes a member once into a content-keyed cache (``member_cache_root()/<key[:2]>/<key>/media<ext>``,
+the key from the container's path, size and mtime plus the member: a changed container misses) and
+returns that file. Writes are atomic (temp file + rename, no fsync: the entry is a copy); concurrent
+DataLoader workers may write the same entry. A
+miss reads as little as the container allows: one row group of a parquet shard (every row of it is
+written, so the rest of the group hits), one member of a zip or plain tar, and, for a compressed tar
+(no random access), every media member of the archive in one streaming pass. Memory is bounded by
+one row group or one member.
+
+Selection follows GASBench (v0.8.0 ``dataset/download/extract.py``): an archive's candidates are its
+regular members with the modality's extensions (``__MACOSX`` left out), in the archive's order; a
+parquet shard's media columns are ``data_columns`` (those present) or the modality's column rule
+(:func:`media_columns`), rows filtered by ``filter_column == filter_value``, one medium per row and
+media column.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import logging
+import os
+import re
+import tarfile
+import tempfile
+import threading
+import zipfile
+import zlib
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from detectors.atomic import temp_prefix
+from detectors.data.cache import MEMBER_SEPARATOR, make_key
+from detectors.errors import MediaError
+
+logger = logging.getLogger(__name__)
+
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+PARQUET_SUFFIX = ".parquet"
+MEMBER_CACHE_ENV = "FORENSIC_ADAPTERS_MEMBER_CACHE"
+_ROW_MEMBER = re.compile(r"^(?P<column>.+)\[(?P<row>\d+)\]$")
+# magic bytes -> extension, for parquet media without a file name (decoders pick by extension)
+_MAGIC = ((b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp"),
+          (b"fLaC", ".flac"), (b"OggS", ".ogg"), (b"ID3", ".mp3"), (b"\xff\xfb", ".mp3"), (b"\xff\xf3", ".mp3"),
+          (b"\x1aE\xdf\xa3", ".webm"), (b"II*\x00", ".tif"), (b"MM\x00*", ".tif"))
+
+
+def member_cache_root() -> Path:
+    """Where container members are written once (``$FORENSIC_ADAPTERS_MEMBER_CACHE`` or
+    ``~/.cache/forensic-adapters/members``)."""
+    configured = os.environ.get(MEMBER_CACHE_ENV)
+    return Path(configured) if configured else Path.home() / ".cache" / "forensic-adapters" / "members"
+
+
+def archive_kind(path: str | Path) -> str | None:
+    """``"zip"``, ``"tar"`` (plain) or ``"tar.gz"`` from the file name; None for anything else."""
+    name = str(path).lower()
+    if name.endswith(".zip"):
+        return "zip"
+    if name.endswith((".tar.gz", ".tgz")):
+        return "tar.gz"
+    return "tar" if name.endswith(".tar") else None
+
+
+def is_container(path: str | Path) -> bool:
+    return archive_kind(path) is not None or str(path).lower().endswith(PARQUET_SUFFIX)
+
+
+def member_ref(container: str | Path, member: str) -> str:
+    return f"{container}{MEMBER_SEPARATOR}{member}"
+
+
+def row_ref(shard: str | Path, column: str, row: int) -> str:
+    return member_ref(shard, f"{column}[{row}]")
+
+
+def split_member_ref(path: str | Path) -> tuple[Path, str] | None:
+    """``(container, member)`` of a member of an archive or a media parquet shard; None for a
+    plain path and for a video of a frames parquet shard (``<shard>.parquet::<video_id>``, read by
+    ``detectors.video.io``)."""
+    text = str(path)
+    start = 0
+    while (at := text.find(MEMBER_SEPARATOR, start)) >= 0:
+        container, member = text[:at], text[at + len(MEMBER_SEPARATOR):]
+        if archive_kind(container) is not None:
+            return Path(container), member
+        if container.lower().endswith(PARQUET_SUFFIX):
+            return (Path(container), member) if member == "" or _ROW_MEMBER.match(member) else None
+        start = at + 1
+    return None
+
+
+def is_member_ref(path: str | Path) -> bool:
+    return split_member_ref(path) is not None
+
+
+# ----------------------------------------------------------------------------------------- parquet
+_MEDIA_WORDS = {"audio": ("audio", "bytes", "content", "data", "wav", "mp3"),
+                "video": ("video", "bytes", "content", "data")}
+
+
+def media_columns(names: Sequence[str], modality: str, data_columns: Sequence[str] | None = None) -> list[str]:
+    """The media columns of a shard, as the benchmark picks them: ``data_columns`` (those present),
+    else for images ``image`` (any case), a column naming ``image`` that is not an ``_id`` column,
+    any naming ``image``; for audio every ``audio`` column, else those naming audio/bytes/content/
+    data/wav/mp3 (no ``_id``); for video the first named video/bytes/content/data, else one
+    containing such a word (preferring non-``_id``)."""
+    if data_columns:
+        return [c for c in data_columns if c in names]
+    low = {c: c.lower() for c in names}
+    if modality == "image":
+        found = (next((c for c in names if low[c] == "image"), None)
+                 or next((c for c in names if "image" in low[c] and "_id" not in low[c]), None)
+                 or next((c for c in names if "image" in low[c]), None))
+        return [found] if found else []
+    words = _MEDIA_WORDS[modality]
+    if modality == "audio":
+        exact = [c for c in names if low[c] == "audio"]
+        return exact or [c for c in names if "_id" not in low[c] and any(k in low[c] for k in words)]
+    found = (next((c for c in names if low[c] in words), None)
+             or next((c for c in names if any(k in low[c] for k in words) and "_id" not in low[c]), None)
+             or next((c for c in names if any(k in low[c] for k in words)), None))
+    return [found] if found else []
+
+
+def media_column_problem(schema: Any, column: str) -> str | None:
+    """Why ``column`` of a parquet ``schema`` cannot hold media bytes (None: it can): binary, text
+    (base64) or a struct with a binary field (the Hugging Face layout)."""
+    import pyarrow as pa
+
+    kind = schema.field(column).type
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_string(kind) \
+            or pa.types.is_large_string(kind):
+        return None
+    if pa.types.is_struct(kind) and any(pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type) for f in kind):
+        return None
+    return f"column {column!r} is {kind}, not media bytes (binary, or a struct {{bytes, path}})"
+
+
+def media_bytes(value: Any) -> tuple[bytes | None, str | None]:
+    """``(bytes, file name)`` of one cell of a media column (struct ``{bytes, path}``, binary, or
+    base64 text); ``(None, None)`` for an empty cell."""
+    name = None
+    if isinstance(value, dict):
+        name = value.get("path") if isinstance(value.get("path"), str) else None
+        value = next((v for k, v in value.items() if isinstance(v, (bytes, bytearray))
+                      and any(s in k.lower() for s in ("bytes", "image", "video", "audio", "data", "content"))), None)
+    if isinstance(value, str):
+        try:
+            value = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            return None, name
+    if isinstance(value, (bytes, bytearray)) and value:
+        return bytes(value), name
+    return None, name
+
+
+def _identity(path: Path) -> str:
+    stat = path.stat()
+    return f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+
+
+class _ParquetFiles(threading.local):
+    """Open ``ParquetFile`` handles of this process/worker (a forked worker opens its own)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.files: OrderedDict[str, Any] = OrderedDict()
+
+    def get(self, shard: Path) -> Any:
+        import pyarrow.parquet as pq
+
+        if self.pid != os.getpid():  # inherited through fork: never share file offsets
+            self.files, self.pid = OrderedDict(), os.getpid()
+        key = _identity(shard)  # a rewritten shard is opened afresh
+        if key not in self.files:
+            self.files[key] = pq.ParquetFile(shard, pre_buffer=False)
+            while len(self.files) > 8:
+                self.files.popitem(last=False)
+        self.files.move_to_end(key)
+        return self.files[key]
+
+
+_PARQUET = _ParquetFiles()
+
+
+def row_group_of(metadata: Any, row: int) -> tuple[int, int]:
+    """``(row group, first row of that group)`` holding file row ``row``."""
+    start = 0
+    for group in range(metadata.num_row_groups):
+        count = metadata.row_group(group).num_rows
+        if row < start + count:
+            return group, start
+        start += count
+    raise IndexError(row)
+
+
+def iter_row_group_media(shard: Path, column: str, group: int) -> Iterator[tuple[bytes | None, str | None]]:
+    """``media_bytes`` of each row of one row group, one Python object at a time (the memory one
+    read costs is the row group's Arrow buffers, not a second copy of every cell)."""
+    values = _PARQUET.get(shard).read_row_group(group, columns=[column]).column(column)
+    for chunk in values.chunks:
+        for index in range(len(chunk)):
+            yield media_bytes(chunk[index].as_py())
+
+
+def list_parquet(shard: Path, modality: str, *, data_columns: Sequence[str] | None = None,
+                 filter_column: str | None = None, filter_value: Any = None,
+                 label_column: str | None = None) -> tuple[list[tuple[int, Any]], list[str]]:
+    """The rows of a shard that hold media as ``(row, label cell)`` (label cell None without
+    ``label_column``), and its media columns (one medium per row and column: :func:`row_ref`). Rows are numbered in the file; only the filter and label columns are
+    read, one row group at a time (none at all without them: the footer has the row counts).
+    A row group whose filter or label column cannot be read gives one ref (its first row) that
+    fails when loaded, naming the row group. Raises ``MediaError`` naming the shard for an
+    unreadable footer, a missing or wrongly typed column."""
+    try:
+        handle = _PARQUET.get(shard)
+        schema, metadata = handle.schema_arrow, handle.metadata
+    except Exception as error:  # pyarrow: ArrowInvalid / OSError on a damaged footer
+        raise MediaError(shard, f"unreadable parquet shard ({type(error).__name__}: {error})") from error
+    names = schema.names
+    columns = media_columns(names, modality, data_columns)
+    if not columns:
+        wanted = f"data_columns {list(data_columns)}" if data_columns else f"a {modality} column (benchmark rule)"
+        raise MediaError(shard, f"no media column: needs {wanted}; the shard has {', '.join(names)}")
+    for column in columns:
+        problem = media_column_problem(schema, column)
+        if problem:
+            raise MediaError(shard, problem)
+    for key, column in (("filter_column", filter_column), ("label_column", label_column)):
+        if column is not None and column not in names:
+            raise MediaError(shard, f"{key} {column!r} is not a column of the shard ({', '.join(names)})")
+    rows: list[tuple[int, Any]] = []
+    start = 0
+    for group in range(metadata.num_row_groups):
+        count = metadata.row_group(group).num_rows
+        if filter_column is None and label_column is None:
+            rows.extend((start + i, None) for i in range(count))
+        else:
+            read = [c for c in dict.fromkeys((filter_column, label_column)) if c is not None]
+            try:
+                table = handle.read_row_group(group, columns=read)
+            except Exception as error:  # a damaged page of this row group
+                logger.warning("%s: row group %d unreadable (%s); counted as one unreadable sample", shard, group, error)
+                rows.append((start, None))
+                start += count
+                continue
+            keep = [True] * count
+            if filter_column is not None:
+                keep = [str(v) == str(filter_value) for v in table.column(filter_column).to_pylist()]
+            labels = table.column(label_column).to_pylist() if label_column is not None else [None] * count
+            rows.extend((start + i, labels[i]) for i in range(count) if keep[i])
+        start += count
+    return rows, columns
+
+
+# ---------------------------------------------------------------------------------------- archives
+def open_archive(archive: Path) -> zipfile.ZipFile | tarfile.TarFile:
+    return zipfile.ZipFile(archive) if archive_kind(archive) == "zip" else tarfile.open(archive, mode="r:*")
+
+
+def list_archive(archive: Path, suffixes: Sequence[str]) -> tuple[list[str], str | None]:
+    """Media members of an archive, in its order (regular members ending in one of ``suffixes``,
+    any case, ``MACOSX`` left out), and the problem that cut the listing short (a truncated tar
+    keeps the members read before the damage; a zip without its central directory has none)."""
+    names: list[str] = []
+    problem = None
+    try:
+        with open_archive(archive) as handle:
+            if isinstance(handle, zipfile.ZipFile):
+                names = [info.filename for info in handle.infolist() if not info.is_dir()]
+            else:
+                while True:
+                    try:
+                        info = handle.next()
+                    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+                        problem = f"truncated or corrupt archive ({type(error).__name__}: {error})"
+                        break
+                    if info is None:
+                        break
+                    if info.isreg():
+                        names.append(info.name)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error) as error:
+        problem = f"cannot read the archive ({type(error).__name__}: {error})"
+    wanted = tuple(s.lower() for s in suffixes)
+    return [n for n in names if n.lower().endswith(wanted) and "MACOSX" not in n], problem
+
+
+class _Archives(threading.local):
+    """Open archives of this process/worker; a tar's member index is built once, tolerating a
+    truncated end (``TarFile.getmember`` would scan to the end and fail for every member)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.open: OrderedDict[str, tuple[Any, dict[str, tarfile.TarInfo]]] = OrderedDict()
+
+    def get(self, archive: Path) -> tuple[zipfile.ZipFile | tarfile.TarFile, dict[str, tarfile.TarInfo]]:
+        if self.pid != os.getpid():
+            self.open, self.pid = OrderedDict(), os.getpid()
+        key = _identity(archive)
+        if key not in self.open:
+            handle = open_archive(archive)
+            index: dict[str, tarfile.TarInfo] = {}
+            if isinstance(handle, tarfile.TarFile):
+                while True:
+                    try:
+                        info = handle.next()
+                    except (tarfile.TarError, EOFError, OSError, zlib.error):
+                        break
+                    if info is None:
+                        break
+                    index[info.name] = info
+            self.open[key] = (handle, index)
+            while len(self.open) > 4:
+                self.open.popitem(last=False)[1][0].close()
+        self.open.move_to_end(key)
+        return self.open[key]
+
+    def drop(self, archive: Path) -> None:
+        entry = self.open.pop(_identity(archive), None)
+        if entry is not None:
+            entry[0].close()
+
+
+_ARCHIVES = _Archives()
+
+
+def read_archive_member(archive: Path, member: str) -> bytes:
+    """The bytes of one member (zip, plain tar); raises what the archive library raises."""
+    handle, index = _ARCHIVES.get(archive)
+    try:
+        if isinstance(handle, zipfile.ZipFile):
+            return handle.read(member)
+        info = index.get(member)
+        if info is None:
+            raise KeyError(f"no member {member!r} (or the archive is cut off before it)")
+        source = handle.extractfile(info)
+        if source is None:
+            raise KeyError(f"{member} is not a regular file")
+        data = source.read()
+        if len(data) != info.size:
+            raise EOFError(f"member truncated: {len(data)} of {info.size} bytes")
+        return data
+    except Exception:
+        _ARCHIVES.drop(archive)  # a damaged handle is not reused
+        raise
+
+
+# ------------------------------------------------------------------------------------ member cache
+def _entry_dir(ref: str) -> str:
+    """The member's cache folder: keyed by the container's absolute path, size and mtime and the
+    member (plain ``os`` calls: this runs for every sample of every epoch)."""
+    container, member = split_member_ref(ref)  # type: ignore[misc]  # callers pass member refs only
+    status = os.stat(container)
+    key = make_key("member", os.path.abspath(container), status.st_size, status.st_mtime_ns, member)
+    return os.path.join(member_cache_root(), key[:2], key)
+
+
+def _cached_file(ref: str) -> Path | None:
+    try:
+        with os.scandir(_entry_dir(ref)) as entries:
+            return next((Path(e.path) for e in entries if e.name.startswith("media")), None)
+    except OSError:
+        return None
+
+
+def _suffix_for(name: str | None, data: bytes) -> str:
+    if name:
+        lowered = name.lower()
+        for suffix in (".tar.gz",):
+            if lowered.endswith(suffix):
+                return suffix
+        suffix = Path(lowered).suffix
+        if suffix and len(suffix) <= 6:
+            return suffix
+    head = data[:16]
+    if head[:4] == b"RIFF":
+        return {b"WAVE": ".wav", b"WEBP": ".webp", b"AVI ": ".avi"}.get(head[8:12], ".bin")
+    if head[4:8] == b"ftyp":
+        return ".m4a" if head[8:11] == b"M4A" else ".mp4"
+    return next((ext for magic, ext in _MAGIC if head.startswith(magic)), ".bin")
+
+
+def _store(ref: str, data: bytes, name: str | None) -> Path:
+    target = Path(_entry_dir(ref)) / f"media{_suffix_for(name, data)}"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # temp file + rename (a reader never sees a partial entry), without atomic_open's fsync: the
+        # entry is a copy of the container's bytes, and one fsync per member made the first epoch
+        # several times slower
+        descriptor, temp = tempfile.mkstemp(prefix=temp_prefix(target.name), dir=target.parent)
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+            os.replace(temp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+    except OSError as error:
+        raise MediaError(ref, f"cannot write it to the member cache {member_cache_root()} "
+                              f"({error.strerror or error}; set {MEMBER_CACHE_ENV} to a writable folder)") from error
+    return target
+
+
+def local_path(ref: str | Path) -> Path:
+    """A file holding the medium ``ref`` (``<container>::<member>``), written once into the member
+    cache; :class:`MediaError` naming ``ref`` when the container or the member cannot be read."""
+    ref = str(ref)
+    parts = split_member_ref(ref)
+    if parts is None:
+        raise ValueError(f"not a container member: {ref}")
+    container, member = parts
+    if not container.is_file():
+        raise MediaError(ref, "container file not found")
+    if member == "":
+        raise MediaError(container, _container_problem(container))
+    cached = _cached_file(ref)
+    if cached is not None:
+        return cached
+    if archive_kind(container) is None:
+        return _materialize_parquet_rows(container, ref, member)
+    if archive_kind(container) == "tar.gz":
+        return _materialize_compressed_tar(container, ref, member)
+    try:
+        data = read_archive_member(container, member)
+    except (KeyError, EOFError, OSError, zipfile.BadZipFile, tarfile.TarError, zlib.error, RuntimeError) as error:
+        raise MediaError(ref, f"cannot read the member ({type(error).__name__}: {error})") from error
+    return _store(ref, data, member)
+
+
+def _container_problem(container: Path) -> str:
+    """Why a container yields nothing (the catalogue lists it as ``<container>::`` then)."""
+    if archive_kind(container) is not None:
+        names, problem = list_archive(container, ("",))
+        return problem or ("holds no media members" if names else "empty archive")
+    try:
+        _PARQUET.get(container).metadata  # noqa: B018 - reading the footer is the check
+    except Exception as error:  # pyarrow raises ArrowInvalid / OSError on a damaged footer
+        return f"unreadable parquet shard ({type(error).__name__}: {error})"
+    return "no media column or no rows with media"
+
+
+def _materialize_parquet_rows(shard: Path, ref: str, member: str) -> Path:
+    match = _ROW_MEMBER.match(member)
+    assert match is not None  # split_member_ref accepted it
+    column, row = match["column"], int(match["row"])
+    group: int | None = None
+    try:
+        handle = _PARQUET.get(shard)
+        if column not in handle.schema_arrow.names:
+            raise MediaError(ref, f"no column {column!r} in the shard (columns: {', '.join(handle.schema_arrow.names)})")
+        problem = media_column_problem(handle.schema_arrow, column)
+        if problem:
+            raise MediaError(ref, problem)
+        group, first = row_group_of(handle.metadata, row)
+        rows = iter_row_group_media(shard, column, group)
+        target = None
+        for offset, (data, name) in enumerate(rows):
+            if data is None:
+                continue
+            path = _store(row_ref(shard, column, first + offset), data, name)
+            if first + offset == row:
+                target = path
+    except MediaError:
+        raise
+    except IndexError as error:
+        raise MediaError(ref, f"row {row} is past the shard's end") from error
+    except Exception as error:  # pyarrow: ArrowInvalid, OSError, ... on damaged pages
+        where = "the shard" if group is None else f"row group {group} of the shard"
+        raise MediaError(ref, f"{where} is unreadable "
+                              f"({type(error).__name__}: {error})") from error
+    if target is None:
+        raise MediaError(ref, f"no media bytes in column {column!r} at this row (empty cell)")
+    return target
+
+
+def _materialize_compressed_tar(archive: Path, ref: str, member: str) -> Path:
+    """One streaming pass over a compressed tar writes every member (no random access in gzip)."""
+    target = None
+    try:
+        with tarfile.open(archive, mode="r|*") as stream:
+            for info in stream:
+                if not info.isreg():
+                    continue
+                source = stream.extractfile(info)
+                data = source.read() if source is not None else b""
+                if len(data) != info.size:
+                    break
+                path = _store(member_ref(archive, info.name), data, info.name)
+                if info.name == member:
+                    target = path
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+        if target is None:
+            raise MediaError(ref, f"the archive is truncated or corrupt before this member "
+                                  f"({type(error).__name__}: {error})") from error
+    if target is None:
+        raise MediaError(ref, "member not found in the archive (or cut off by its truncation)")
+    return target
+
+
+__all__ = ["ARCHIVE_SUFFIXES", "MEMBER_CACHE_ENV", "archive_kind", "is_container", "is_member_ref", "list_archive",
+           "local_path", "media_bytes", "media_column_problem", "media_columns", "member_cache_root", "member_ref",
+           "iter_row_group_media", "read_archive_member", "row_group_of", "row_ref", "split_member_ref"]
