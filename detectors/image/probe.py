@@ -26,7 +26,7 @@ from detectors.image.dinov3 import DinoImageDetector, ImageDetectorConfig
 from detectors.backbones import BackboneConfig
 from detectors.image.data import ImageDataConfig
 from detectors.training.finalize import (inference_device, metrics_of, plot_evaluation, print_report,
-                                         save_calibration_logits)
+                                         save_calibration_logits, write_run_predictions)
 from detectors.training.predict import predict
 from detectors.training.run import RunDir
 from detectors.tuning import TuningConfig, trainable_summary
@@ -97,6 +97,7 @@ def run_probe(data: Path, backbone: str, output: Path, *, features: str = "both"
     validation = predict(detector, datamodule.loader("val"), calibrated=True, device=device)
     metrics = metrics_of(validation, detector)
     plot_evaluation(validation, run.plots, "probe validation")
+    write_run_predictions(run.predictions, validation)
     save_detector(detector.cpu(), run.root)
     run.write_config({"arch": detector.arch, "modality": "image", "probe": {"C": c, "features": features},
                       "model": detector.config_dict(), "seed": seed})
