@@ -34,6 +34,8 @@ def metrics_of(predictions: Predictions, detector: Detector, criterion: Any = No
     if detector.num_classes == 3:
         metrics["multiclass"] = multiclass_metrics(predictions.class_index, torch.softmax(predictions.logits, -1))
     metrics["skipped_unreadable"] = predictions.skipped
+    # the model's forward only (features precomputed in the data stage are not counted)
+    metrics["ms_per_sample"] = 1000 * predictions.model_seconds / len(predictions)
     return metrics
 
 
