@@ -26,7 +26,7 @@ from torch import nn
 from calibration import LogitCalibrator
 from detectors import cli
 from detectors.cli import command
-from detectors.data.catalog import assign_splits, load_dataset_config, collect_items
+from detectors.data.catalog import assign_splits, collect_items, load_dataset_config
 from detectors.errors import ConfigError
 from detectors.locking import claim_directory, releases_claims
 
@@ -114,8 +114,14 @@ def run_baseline(model_name: str, data: Path, output: Path, *, fake_labels: Sequ
                  calibrate: bool = False, calibration_share: float = 0.3, seed: int = 0, batch_size: int = 16,
                  num_workers: int = 2, device: str = "cpu", report: bool = True) -> dict[str, Any]:
     """Score ``data`` with the classifier ``model_name``; write evaluate's outputs under ``output``."""
-    from detectors.evaluate import RESULT_KEYS, benchmark_input_loader, finish_evaluation, run_pass, score_pass, \
-        write_predictions
+    from detectors.evaluate import (
+        RESULT_KEYS,
+        benchmark_input_loader,
+        finish_evaluation,
+        run_pass,
+        score_pass,
+        write_predictions,
+    )
     from detectors.training.predict import resolve_device
 
     torch_device = resolve_device(device)
