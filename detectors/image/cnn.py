@@ -25,7 +25,7 @@ from detectors.base import Detector
 from detectors.config import setting
 from detectors.data.dataset import SampleRecipe
 from detectors.errors import ConfigError
-from detectors.image.data import ImageDataConfig, image_recipe
+from detectors.image.data import ImageDataConfig, frozen_feature_recipe, image_recipe
 from detectors.networks.cnn import build_cnn
 from detectors.networks.layers import MLP, DetectorNetwork, ImageNormalize, parameter_dtype
 from detectors.registry import register_detector
@@ -92,7 +92,9 @@ class CNNDetector(Detector):
                                       std=list(backbone.info.std))
 
     def data_recipe(self, stage: str, data: ImageDataConfig) -> SampleRecipe:
-        return image_recipe(stage, data, self.config.image_size)
+        """Native-resolution crops; with a frozen backbone (a linear probe), its features cached."""
+        return frozen_feature_recipe(self, stage, data, self.config.image_size) or image_recipe(
+            stage, data, self.config.image_size)
 
     def preprocessing(self) -> dict[str, Any]:
         return {"resize": [self.config.image_size, self.config.image_size]}
