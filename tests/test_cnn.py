@@ -35,8 +35,8 @@ def _randomise(model: torch.nn.Module, seed: int = 0) -> None:
 def test_plain_torch_cnn_equals_timm(name, kwargs):
     import timm
 
-    from export.convert import convert_cnn
     from detectors.networks.cnn import build_cnn
+    from export.convert import convert_cnn
 
     model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs).eval()
     _randomise(model)
