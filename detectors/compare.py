@@ -34,6 +34,8 @@ COLUMNS = (("score", "score"), ("mcc", "MCC"), ("brier", "Brier"), ("roc_auc", "
 def describe(directory: Path) -> dict[str, Any]:
     """One row of the table: the directory's kind, metrics and parameter count."""
     directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigError(directory, None, "no such directory")
     results_file, metrics_file, summary_file = (directory / name for name in ("results.json", "metrics.json",
                                                                                "summary.json"))
     if results_file.is_file():

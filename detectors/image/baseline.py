@@ -85,6 +85,8 @@ def load_hub_detector(model_name: str, fake_labels: Sequence[str]) -> tuple[HubC
     ``preprocessing`` (benchmark resize) it takes."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+    if model_name.startswith(("/", "./", "../", "~")) and not Path(model_name).expanduser().is_dir():
+        raise ConfigError(model_name, None, "no such model directory")
     try:
         processor = AutoImageProcessor.from_pretrained(model_name)
         model = AutoModelForImageClassification.from_pretrained(model_name)
@@ -180,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibrate", action="store_true", help="fit a LogitCalibrator on a calibration split first")
     parser.add_argument("--calibration-share", type=float, default=0.3, help="--calibrate: share of --data held out")
     parser.add_argument("--seed", type=int, default=0, help="--calibrate: split seed")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=cli.int_at_least(1), default=16)
+    parser.add_argument("--num-workers", type=cli.int_at_least(0), default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-report", action="store_true", help="skip report.html")
     args = parser.parse_args(argv)
