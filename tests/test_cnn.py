@@ -1,9 +1,8 @@
 """``--arch cnn``: the plain-torch ConvNeXt / ResNet equal timm's forward, --backbone-weights loads
-strictly, and the detector trains, exports and passes export.check with logits equal in-library."""
+strictly, timm ViTs are refused. Training, export, export.check and logits equal in-library:
+tests/test_distillation_workflow.py."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
@@ -93,33 +92,3 @@ def test_vit_names_are_refused_by_the_cnn_arch():
         create_detector("cnn", {"backbone": {"name": "vit_small_patch16_224", "pretrained": False,
                                              "timm_kwargs": {"depth": 1, "embed_dim": 32, "num_heads": 2}},
                                 "image_size": 32})
-
-
-def test_cnn_trains_exports_and_passes_the_check(tmp_path):
-    from image_fixtures import write_image_set
-
-    from detectors.base import load_detector
-    from detectors.image.fit import IMAGE
-    from detectors.registry import list_detectors
-    from detectors.training.fit import run_fit
-    from export.__main__ import export_run
-    from export.benchmark_loader import load_submission, run_model
-    from export.check import check_submission
-
-    data = write_image_set(tmp_path / "images", n_per_class=10)
-    run = run_fit("image", IMAGE, list_detectors("image"), "dinov3_image", [
-        "--arch", "cnn", "--data", str(data), "--output", str(tmp_path / "run"), "--max-epochs", "1",
-        "--num-workers", "0", "--batch-size", "8", "--set", "model.backbone.pretrained=false",
-        "--set", f"model.backbone.timm_kwargs={json.dumps(TINY_CONVNEXT)}", "--set", "model.image_size=32",
-        "--set", "trainer.enable_progress_bar=false"])
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["arch"] == "cnn" and summary["trainable_fraction"] > 0.999  # end to end (not the calibrator)
-    assert any(".stem." in name for name in summary["trainable_tensors"])
-    report = export_run(run, tmp_path / "submission")
-    assert report["max_abs_logit_difference"] <= 1e-4
-    assert check_submission(tmp_path / "submission") == []
-    assert "import timm" not in (tmp_path / "submission" / "model.py").read_text()
-    model, _ = load_submission(tmp_path / "submission")
-    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
-    with torch.no_grad():
-        torch.testing.assert_close(run_model(model, images).float(), load_detector(run)(images), atol=1e-5, rtol=0)

@@ -51,6 +51,7 @@ def _tiny_hub_classifier(directory):
 
 
 def test_baseline_probe_and_cnn_side_by_side(tiny_dinov3, tmp_path, capsys):
+    from detectors.base import load_detector
     from detectors.compare import main as compare_main
     from detectors.data.catalog import read_split
     from detectors.image.baseline import run_baseline
@@ -59,6 +60,7 @@ def test_baseline_probe_and_cnn_side_by_side(tiny_dinov3, tmp_path, capsys):
     from detectors.registry import list_detectors
     from detectors.training.fit import run_fit
     from export.__main__ import export_run
+    from export.benchmark_loader import load_submission, run_model
     from export.check import check_submission
 
     data = write_teacher_scored_set(tmp_path / "feed")
@@ -91,6 +93,14 @@ def test_baseline_probe_and_cnn_side_by_side(tiny_dinov3, tmp_path, capsys):
         report = export_run(run, tmp_path / f"{run.name}-submission")
         assert report["max_abs_logit_difference"] <= 1e-4
         assert check_submission(tmp_path / f"{run.name}-submission") == []
+    cnn_submission = tmp_path / "cnn_pos_weight-submission"
+    assert "import timm" not in (cnn_submission / "model.py").read_text()  # plain torch: any timm version loads it
+    assert any(".stem." in name for name in summaries["cnn_pos_weight"]["trainable_tensors"])  # end to end
+    model, _ = load_submission(cnn_submission)  # as the benchmark loads it
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(run_model(model, images).float(), load_detector(runs["cnn_pos_weight"])(images),
+                                   atol=1e-5, rtol=0)
 
     comparison = tmp_path / "comparison"
     assert compare_main([str(baseline), str(probe), *(str(run) for run in runs.values()),
