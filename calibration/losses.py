@@ -11,6 +11,10 @@ wrong answer is expensive. Two losses address that:
 
 Every loss takes ``(logits [N, C], target [N], sample_weight [N] | None)``. Logits with ``C = 1`` are
 a single fake-vs-real logit; for ``C >= 3`` class 0 is real and every other class counts as fake.
+A floating-point ``target`` holds soft labels: a teacher's p(fake) in [0, 1] (distillation; binary
+heads only). Class weights (``loss.pos_weight`` / ``loss.class_weights``) multiply each sample's
+loss by its class's weight, as ``BCEWithLogitsLoss(pos_weight=...)`` does; soft targets split the
+cross-entropy term between the classes in proportion to the target.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ __all__ = [
     "CompositeLoss",
     "build_loss",
     "class_logits",
+    "class_weight_vector",
     "fake_probability",
 ]
 
@@ -85,12 +90,19 @@ def _reduce(loss: Tensor, sample_weight: Tensor | None, reduction: str) -> Tenso
 class FocalBrierLoss(nn.Module):
     """Focal cross-entropy plus a Brier term on p(fake).
 
-    Per sample: ``-(1 - p_t)^gamma * log p_t + brier_weight * (p_fake - y)^2`` with ``p_t`` the softmax
-    probability of the target class (all C classes) and ``y = target != 0``; then averaged over the
-    batch (weighted by ``sample_weight`` if given).
+    Per sample: ``w_y * (-(1 - p_t)^gamma * log p_t + brier_weight * (p_fake - y)^2)`` with ``p_t`` the
+    softmax probability of the target class (all C classes), ``y = target != 0`` and ``w_y`` the
+    class weight (``class_weight``, default 1); then averaged over the batch (weighted by
+    ``sample_weight`` if given, as a weighted mean).
+
+    Soft targets ``q`` = p(fake) in [0, 1] (a float ``target``, binary heads), with ``p = p_fake``:
+    ``-(w_1 q (1 - p)^gamma log p + w_0 (1 - q) p^gamma log(1 - p)) + brier_weight (w_1 q + w_0 (1 - q))
+    (p - q)^2``, which is the hard-label loss at q = 0 or 1 and, for gamma = 0, binary cross-entropy
+    with soft targets (``BCEWithLogitsLoss(pos_weight=w_1 / w_0)`` up to the factor ``w_0``).
     """
 
-    def __init__(self, gamma: float = 2.0, brier_weight: float = 1.0, reduction: str = "mean") -> None:
+    def __init__(self, gamma: float = 2.0, brier_weight: float = 1.0, reduction: str = "mean",
+                 class_weight: Sequence[float] | Tensor | None = None) -> None:
         super().__init__()
         if gamma < 0 or brier_weight < 0:
             raise ValueError(f"gamma and brier_weight must be >= 0, got {gamma} and {brier_weight}")
@@ -99,11 +111,20 @@ class FocalBrierLoss(nn.Module):
         self.gamma = float(gamma)
         self.brier_weight = float(brier_weight)
         self.reduction = reduction
+        weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32).reshape(-1)
+        if weight is not None and (weight.numel() < 2 or not bool((weight > 0).all())):
+            raise ValueError(f"class_weight needs one positive weight per class, got {weight.tolist()}")
+        self.register_buffer("class_weight", weight, persistent=False)
 
     def forward(self, logits: Tensor, target: Tensor, sample_weight: Tensor | None = None) -> Tensor:
         logits = class_logits(logits)
+        if target.is_floating_point():
+            return _reduce(self.soft_loss(logits, target.reshape(-1).to(logits.dtype)), sample_weight, self.reduction)
         target = target.long().reshape(-1)
-        if self.gamma == 0 and self.brier_weight == 0 and sample_weight is None:
+        weight = self.class_weight
+        if weight is not None and weight.numel() != logits.shape[1]:
+            raise ValueError(f"class_weight has {weight.numel()} weights for {logits.shape[1]} classes")
+        if self.gamma == 0 and self.brier_weight == 0 and sample_weight is None and weight is None:
             # Plain cross-entropy: let PyTorch reduce, so the result is bit-identical to F.cross_entropy.
             return F.cross_entropy(logits, target, reduction=self.reduction)
         # cross_entropy works on log_softmax internally: -log p_t without overflow.
@@ -116,10 +137,30 @@ class FocalBrierLoss(nn.Module):
         if self.brier_weight != 0:
             y = (target != 0).to(logits.dtype)
             loss = loss + self.brier_weight * (fake_probability(logits) - y).square()
+        if weight is not None:
+            loss = loss * weight.to(loss.dtype)[target]
         return _reduce(loss, sample_weight, self.reduction)
 
+    def soft_loss(self, logits: Tensor, q: Tensor) -> Tensor:
+        """Per-sample loss against soft targets ``q`` = p(fake) (see the class docstring)."""
+        if logits.shape[1] != 2:
+            raise ValueError(f"soft targets need a binary head (1 or 2 logits), got {logits.shape[1]} classes")
+        margin = logits[:, 1] - logits[:, 0]
+        log_p, log_not_p = F.logsigmoid(margin), F.logsigmoid(-margin)
+        weight = self.class_weight
+        w_real, w_fake = (1.0, 1.0) if weight is None else (weight[0].to(logits.dtype), weight[1].to(logits.dtype))
+        fake_term, real_term = -log_p, -log_not_p
+        if self.gamma != 0:
+            fake_term = (-torch.expm1(log_p)).clamp_min(torch.finfo(logits.dtype).tiny).pow(self.gamma) * fake_term
+            real_term = (-torch.expm1(log_not_p)).clamp_min(torch.finfo(logits.dtype).tiny).pow(self.gamma) * real_term
+        loss = w_fake * q * fake_term + w_real * (1 - q) * real_term
+        if self.brier_weight != 0:
+            loss = loss + self.brier_weight * (w_fake * q + w_real * (1 - q)) * (torch.sigmoid(margin) - q).square()
+        return loss
+
     def extra_repr(self) -> str:
-        return f"gamma={self.gamma}, brier_weight={self.brier_weight}, reduction={self.reduction!r}"
+        weights = "" if self.class_weight is None else f", class_weight={self.class_weight.tolist()}"
+        return f"gamma={self.gamma}, brier_weight={self.brier_weight}, reduction={self.reduction!r}{weights}"
 
 
 class ScoreSurrogateLoss(nn.Module):
@@ -156,7 +197,8 @@ class ScoreSurrogateLoss(nn.Module):
     def soft_counts(self, p_fake: Tensor, target: Tensor, sample_weight: Tensor | None = None) -> dict[str, Tensor]:
         """Soft confusion matrix (fractions of the total weight), soft MCC and Brier."""
         p = p_fake.reshape(-1)
-        y = (target.reshape(-1) != 0).to(p.dtype)
+        # soft targets (a teacher's p(fake)) enter the soft confusion matrix as they are
+        y = target.reshape(-1).to(p.dtype) if target.is_floating_point() else (target.reshape(-1) != 0).to(p.dtype)
         weight = torch.ones_like(p) if sample_weight is None else sample_weight.reshape(-1).to(p.dtype)
         weight = weight / weight.sum().clamp_min(torch.finfo(p.dtype).tiny)
         tp = (weight * p * y).sum()
@@ -221,17 +263,56 @@ class LossConfig:
     brier_weight: float = setting(1.0, help="weight of the Brier term of focal_brier", ge=0)
     surrogate_weight: float = setting(1.0, help="weight of the score surrogate in focal_brier+score", ge=0)
     floor: float = setting(0.05, help="soft floor of the score surrogate's Brier term", gt=0, lt=1)
+    pos_weight: float | Literal["auto"] | None = setting(
+        None, help="weight of fake samples in the cross-entropy/focal and Brier terms (auto: negatives / "
+                   "positives of the training split; null: 1)", gt=0)
+    class_weights: list[float] | None = setting(
+        None, help="one weight per class (real, fake[, semisynthetic]) instead of pos_weight", gt=0)
 
 
-def build_loss(config: LossConfig | Mapping[str, Any] | None = None) -> nn.Module:
-    """The training loss of a ``loss:`` section (a :class:`LossConfig` or its mapping)."""
+def class_weight_vector(config: LossConfig, num_classes: int, counts: Sequence[int] | None = None) -> list[float] | None:
+    """The per-class weights of a ``loss:`` section for a head of ``num_classes``: ``class_weights``,
+    or ``[1, pos_weight, ...]`` (every fake class weighted alike); ``pos_weight: auto`` needs the
+    training split's ``counts`` (negatives, positives) and is negatives / positives."""
+    from detectors.errors import ConfigError
+
+    if config.class_weights is not None and config.pos_weight is not None:
+        raise ConfigError(None, "loss.class_weights", "set loss.pos_weight or loss.class_weights, not both")
+    if config.class_weights is not None:
+        if len(config.class_weights) != num_classes:
+            raise ConfigError(None, "loss.class_weights", f"needs {num_classes} weights (one per class), got "
+                              f"{len(config.class_weights)}")
+        return [float(w) for w in config.class_weights]
+    if config.pos_weight is None:
+        return None
+    weight = config.pos_weight
+    if weight == "auto":
+        if counts is None:
+            raise ValueError("pos_weight: auto needs the training split's (negatives, positives)")
+        negatives, positives = int(counts[0]), int(counts[1])
+        if negatives == 0 or positives == 0:
+            raise ConfigError(None, "loss.pos_weight", f"auto needs real and fake training samples, got {negatives} "
+                              f"real and {positives} fake")
+        weight = negatives / positives
+    return [1.0] + [float(weight)] * (num_classes - 1)
+
+
+def build_loss(config: LossConfig | Mapping[str, Any] | None = None,
+               class_weight: Sequence[float] | None = None) -> nn.Module:
+    """The training loss of a ``loss:`` section (a :class:`LossConfig` or its mapping), with the
+    per-class weights ``class_weight`` (resolved by :func:`class_weight_vector`) if any."""
     config = parse(LossConfig, config, "loss")
+    if class_weight is not None and config.name == "score_surrogate":
+        from detectors.errors import ConfigError
+
+        raise ConfigError(None, "loss.pos_weight", "class weights apply to focal_brier and cross_entropy; the score "
+                          "surrogate (an MCC-based loss) takes none")
     if config.name == "cross_entropy":
-        return FocalBrierLoss(gamma=0.0, brier_weight=0.0)
+        return FocalBrierLoss(gamma=0.0, brier_weight=0.0, class_weight=class_weight)
     surrogate = ScoreSurrogateLoss(floor=config.floor)
     if config.name == "score_surrogate":
         return surrogate
-    focal_brier = FocalBrierLoss(gamma=config.gamma, brier_weight=config.brier_weight)
+    focal_brier = FocalBrierLoss(gamma=config.gamma, brier_weight=config.brier_weight, class_weight=class_weight)
     if config.name == "focal_brier":
         return focal_brier
     return CompositeLoss([focal_brier, surrogate], [1.0, config.surrogate_weight])

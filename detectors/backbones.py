@@ -97,7 +97,7 @@ class BackboneConfig:
 
 @dataclass
 class BackboneInfo:
-    family: str  # dinov2 | dinov3 | wav2vec2
+    family: str  # dinov2 | dinov3 | wav2vec2 | cnn (a timm convolutional network: pooled features)
     source: str  # transformers | timm
     embed_dim: int
     patch_size: int = 0  # vision only
@@ -143,6 +143,8 @@ class Backbone(nn.Module):
             return model(input_values=inputs).last_hidden_state
         if self.info.source == "transformers":
             return model(pixel_values=inputs).last_hidden_state
+        if self.info.family == "cnn":
+            return model(inputs)  # pooled pre-logits features [B, D] (built with num_classes=0)
         return model.forward_features(inputs)
 
     def check_input_size(self, size: int | tuple[int, int], where: str = "model.image_size") -> None:
@@ -153,7 +155,7 @@ class Backbone(nn.Module):
         silently drops the remainder. The position embeddings are interpolated (or RoPE), so any
         multiple works; a timm model built without ``dynamic_img_size`` takes its one size only.
         """
-        if self.info.family == "wav2vec2":
+        if self.info.family in ("wav2vec2", "cnn"):
             return
         height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         shown = f"{height}" if height == width else f"{height}x{width}"
@@ -182,10 +184,12 @@ class Backbone(nn.Module):
         builds: :class:`~detectors.networks.vit.VisionTransformer` at ``image_size`` (H, W) for
         vision backbones, :class:`~detectors.networks.wav2vec2.Wav2Vec2Encoder` for wav2vec 2.0.
         LoRA adapters are merged (on a copy)."""
-        from export.convert import convert_backbone, convert_wav2vec2, wav2vec2_kwargs
+        from export.convert import convert_backbone, convert_cnn, convert_wav2vec2, wav2vec2_kwargs
 
         if self.info.family == "wav2vec2":
             return wav2vec2_kwargs(self.inner.config), convert_wav2vec2(self.model)
+        if self.info.family == "cnn":  # detectors.networks.cnn, any input size
+            return convert_cnn(self.model)
         if image_size is None:
             raise ValueError("a vision backbone is exported for one input size: pass image_size")
         return convert_backbone(self.model, image_size)
@@ -376,14 +380,17 @@ def _build_timm(config: BackboneConfig, local_files_only: bool = False) -> tuple
     kwargs.setdefault("num_classes", 0)
     if "dinov3" in name:
         kwargs.setdefault("global_pool", "token")
-    else:  # timm's DINOv2 defaults to a fixed 518 px input; detectors train at their own size
+    elif not is_timm_cnn(name):  # timm's DINOv2 defaults to a fixed 518 px input; detectors train at their own size
         kwargs.setdefault("dynamic_img_size", True)
     if config.pretrained and config.weights:
         weights = Path(config.weights).expanduser()
         try:
-            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}, **kwargs)
+            with _timm_load_report() as report:
+                model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}, **kwargs)
         except Exception as error:
             raise _timm_weights_error(weights, name, kwargs, error) from error
+        if report:  # timm loads non-strictly once it drops the classifier: a key that did not fit is an error
+            raise CheckpointError(f"{weights}: does not fit the timm model {name!r}: {'; '.join(report)}")
         origin = "pretrained"
     elif config.pretrained:
         if local_files_only:
@@ -395,6 +402,46 @@ def _build_timm(config: BackboneConfig, local_files_only: bool = False) -> tuple
         origin = "random"
     config.architecture = {"model_name": name, "kwargs": kwargs}
     return model, origin
+
+
+TIMM_CNN_MODULES = ("convnext", "resnet", "efficientnet", "mobilenetv3", "regnet", "densenet", "xception",
+                    "byobnet", "rexnet", "ghostnet", "resnetv2", "dla", "hrnet", "res2net", "sknet", "vgg")
+
+
+def is_timm_cnn(name: str) -> bool:
+    """Whether the timm model ``name`` is defined in one of timm's convolutional-network modules."""
+    from timm.models import get_arch_name, is_model
+
+    if not is_model(name):
+        return False
+    from timm.models._registry import _model_to_module
+
+    return _model_to_module.get(get_arch_name(name), "") in TIMM_CNN_MODULES
+
+
+@contextlib.contextmanager
+def _timm_load_report() -> Iterator[list[str]]:
+    """Collect timm's own report of missing and unexpected keys while it loads pretrained weights
+    (it logs them instead of failing when it loads non-strictly)."""
+    report: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if message.startswith(("Missing keys", "Unexpected keys")):
+                report.append(message.split(" discovered")[0].split(" found")[0])
+
+    builder_log = logging.getLogger("timm.models._builder")
+    handler, level, propagate = Collect(), builder_log.level, builder_log.propagate
+    builder_log.addHandler(handler)
+    builder_log.setLevel(logging.INFO)
+    builder_log.propagate = False  # reported once, in the error
+    try:
+        yield report
+    finally:
+        builder_log.removeHandler(handler)
+        builder_log.setLevel(level)
+        builder_log.propagate = propagate
 
 
 def _timm_weights_error(weights: Path, name: str, kwargs: dict[str, Any], error: Exception) -> CheckpointError:
@@ -433,10 +480,12 @@ def _describe(model: nn.Module, source: str) -> BackboneInfo:
             return BackboneInfo(family=family, source=source, embed_dim=cfg.hidden_size)
         return BackboneInfo(family=family, source=source, embed_dim=cfg.hidden_size,
                             patch_size=cfg.patch_size, num_registers=getattr(cfg, "num_register_tokens", 0) or 0)
+    mean = tuple(model.pretrained_cfg.get("mean", IMAGENET_MEAN)) if getattr(model, "pretrained_cfg", None) else IMAGENET_MEAN
+    std = tuple(model.pretrained_cfg.get("std", IMAGENET_STD)) if getattr(model, "pretrained_cfg", None) else IMAGENET_STD
+    if getattr(model, "patch_embed", None) is None:  # a convolutional network: pooled features, no tokens
+        return BackboneInfo(family="cnn", source=source, embed_dim=model.num_features, mean=mean, std=std)
     patch = model.patch_embed.patch_size
     patch_size = patch[0] if isinstance(patch, (tuple, list)) else int(patch)
     family = "dinov3" if type(model).__name__ == "Eva" else "dinov2"
-    mean = tuple(model.pretrained_cfg.get("mean", IMAGENET_MEAN)) if getattr(model, "pretrained_cfg", None) else IMAGENET_MEAN
-    std = tuple(model.pretrained_cfg.get("std", IMAGENET_STD)) if getattr(model, "pretrained_cfg", None) else IMAGENET_STD
     return BackboneInfo(family=family, source=source, embed_dim=model.num_features, patch_size=patch_size,
                         num_registers=model.num_prefix_tokens - 1, mean=mean, std=std)

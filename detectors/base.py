@@ -52,6 +52,7 @@ class Detector(nn.Module):
     data_config_class: ClassVar[type] = DataConfig
     supported_num_classes: ClassVar[tuple[int, ...]] = (2, 3)  # 3: real / synthetic / semisynthetic
     modality_default: ClassVar[bool] = False  # the arch a modality's fit command trains without --arch
+    gpu_precision: ClassVar[str | None] = None  # trainer.precision on a CUDA machine unless a layer sets it
 
     net: nn.Module
 

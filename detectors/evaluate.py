@@ -306,7 +306,7 @@ def evaluate_submission(model_path: str | Path, data: str | Path, output: str | 
                                              max_per_dataset=max_per_dataset, composition=composition,
                                              frames_per_video=frames_per_video, aggregate=aggregate,
                                              batch_size=batch_size, num_workers=num_workers, device=torch_device)
-        return _finish(output, model, config, results, headline, report=report, explain=explain,
+        return finish_evaluation(output, model, config, results, headline, report=report, explain=explain,
                        load=None, model_path=model_path)
     base_items, aug_items, selection = select_items(entries, modality, seed, max_per_dataset, aug_per_dataset)
     selection["seed_drawn"] = seed_drawn
@@ -364,7 +364,7 @@ def evaluate_submission(model_path: str | Path, data: str | Path, output: str | 
             # a pass with no scorable sample has no score, and neither has the blend
             results["score"] = None
         write_predictions(output / "predictions_augmented.csv", augmented)
-    return _finish(output, model, config, results, base, report=report, explain=explain,
+    return finish_evaluation(output, model, config, results, base, report=report, explain=explain,
                    load=benchmark_input_loader(modality, preprocessing, False), model_path=model_path)
 
 
@@ -398,7 +398,7 @@ def _evaluate_frames(model: torch.nn.Module, config: dict[str, Any], entries: Se
     return results, videos
 
 
-def _finish(output: Path, model: torch.nn.Module, config: dict[str, Any], results: dict[str, Any],
+def finish_evaluation(output: Path, model: torch.nn.Module, config: dict[str, Any], results: dict[str, Any],
             headline: dict[str, Any], *, report: bool, explain: bool, load: Callable[[str], torch.Tensor] | None,
             model_path: str | Path) -> dict[str, Any]:
     """Plots of the headline pass, results.json, summary.txt and report.html (with ``explain``:

@@ -26,7 +26,8 @@ from detectors.metrics import (
     expected_calibration_error,
 )
 
-__all__ = ["reliability_diagram", "roc_curve_plot", "pr_curve_plot", "temperature_sweep_plot"]
+__all__ = ["reliability_diagram", "roc_curve_plot", "pr_curve_plot", "temperature_sweep_plot", "label_histogram",
+           "curves_plot"]
 
 
 def _new_figure(size: tuple[float, float]) -> Figure:
@@ -158,4 +159,58 @@ def temperature_sweep_plot(
     extra = right.get_legend_handles_labels()
     figure.legend(handles[0] + extra[0], handles[1] + extra[1], loc="outside lower center", ncols=3, fontsize="small")
     left.set_title("Temperature sweep")
+    return _save(figure, path)
+
+
+def label_histogram(values: ArrayLike, path: str | Path, threshold: float = 0.5, title: str | None = None) -> Path:
+    """Histogram of training labels in [0, 1] (soft teacher scores or hard 0/1), with the share below
+    0.1 and at or above ``threshold`` (the seed 004 check to run on every new dataset)."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    figure = _new_figure((6.0, 4.0))
+    axes = figure.subplots()
+    axes.hist(v, bins=np.linspace(0, 1, 21), color="tab:blue", edgecolor="white")
+    axes.axvline(threshold, linestyle="--", color="tab:red", label=f"threshold {threshold:g}")
+    if v.size:
+        axes.text(0.98, 0.95, f"n={v.size}\n< 0.1: {np.mean(v < 0.1):.3f}\n>= {threshold:g}: {np.mean(v >= threshold):.3f}",
+                  ha="right", va="top", transform=axes.transAxes)
+    axes.set_xlim(0, 1)
+    axes.set_xlabel("label (p(fake))")
+    axes.set_ylabel("training samples")
+    axes.legend(loc="upper center")
+    axes.set_title(title or "Training label distribution")
+    return _save(figure, path)
+
+
+def curves_plot(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], path: str | Path, kind: str,
+                title: str | None = None) -> Path:
+    """One ROC (``kind="roc"``) or precision-recall (``kind="pr"``) plot with a curve per detector:
+    ``curves`` maps a name to its (labels, p(fake)); a detector whose labels hold one class is listed
+    without a curve."""
+    if kind not in ("roc", "pr"):
+        raise ValueError(f"kind must be 'roc' or 'pr', got {kind!r}")
+    figure = _new_figure((6.0, 6.0))
+    axes = figure.subplots()
+    if kind == "roc":
+        axes.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    for name, (labels, prob) in curves.items():
+        y, p = to_binary_labels(labels), to_probabilities(prob)
+        if not y.size or y.min() == y.max():
+            axes.plot([], [], label=f"{name} (one class only)")
+            continue
+        if kind == "roc":
+            fpr, tpr, _ = roc_curve(y, p)
+            axes.plot(fpr, tpr, label=f"{name}: AUC {roc_auc_score(y, p):.4f}")
+        else:
+            precision, recall, _ = precision_recall_curve(y, p)
+            axes.step(recall, precision, where="post", label=f"{name}: AP {average_precision_score(y, p):.4f}")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.02)
+    if kind == "roc":
+        axes.set_xlabel("false positive rate (real called fake)")
+        axes.set_ylabel("true positive rate (fake caught)")
+    else:
+        axes.set_xlabel("recall (fake)")
+        axes.set_ylabel("precision (fake)")
+    axes.legend(loc="lower right" if kind == "roc" else "lower left", fontsize="small")
+    axes.set_title(title or ("ROC" if kind == "roc" else "Precision-recall"))
     return _save(figure, path)

@@ -64,9 +64,9 @@ class FramesLoader:
 def _loader(modality: str, size: int, mode: str, frames: int) -> Any:
     if modality == "video":
         return FramesLoader(frames, size, mode)
-    from detectors.image.spectral import SpectralImageLoader
+    from detectors.image.data import ImageInputLoader
 
-    return SpectralImageLoader(mode, size)
+    return ImageInputLoader(mode, size)
 
 
 @dataclass

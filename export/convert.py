@@ -609,3 +609,113 @@ def convert_wav2vec2(model: nn.Module) -> dict[str, Tensor]:
         state[key] = value.detach().float().contiguous().clone()
     state["encoder.pos_conv_embed.conv.weight"] = folded.float().contiguous()
     return state
+
+
+# ----------------------------------------------------------------------------------------------
+# timm CNNs (``--arch cnn``) -> detectors.networks.cnn.ConvNeXt / ResNet
+
+CNN_FAMILIES = ("convnext", "resnet")
+
+
+def cnn_architecture(model: nn.Module) -> dict[str, Any]:
+    """Constructor arguments of the plain-torch equivalent of a timm ``ConvNeXt`` or ``ResNet``
+    (``{"family": ..., **kwargs}``); a ValueError naming what is not reproduced for anything else."""
+    name = type(model).__name__
+    if name == "ConvNeXt" and type(model).__module__.startswith("timm."):
+        return _convnext_architecture(model)
+    if name == "ResNet" and type(model).__module__.startswith("timm."):
+        return _resnet_architecture(model)
+    raise ValueError(f"the export reproduces timm ConvNeXt and ResNet/ResNeXt networks in plain torch; "
+                     f"{type(model).__module__}.{name} is not one of them")
+
+
+def _convnext_architecture(model: nn.Module) -> dict[str, Any]:
+    stem = model.stem
+    if not (isinstance(stem, nn.Sequential) and len(stem) == 2 and isinstance(stem[0], nn.Conv2d)
+            and stem[0].kernel_size[0] == stem[0].stride[0]):
+        raise ValueError("ConvNeXt: only the patchify stem (stem_type 'patch') is exported")
+    _require_identity(model.norm_pre, "ConvNeXt norm_pre (head_norm_first)")
+    if model.head.global_pool.pool_type != "avg" or not isinstance(model.head.pre_logits, nn.Identity):
+        raise ValueError("ConvNeXt: only the average-pool head without a pre-logits MLP is exported")
+    depths, dims, kernel, ratio, eps = [], [], None, None, None
+    for index, stage in enumerate(model.stages):
+        if index > 0 and not (isinstance(stage.downsample, nn.Sequential) and stage.downsample[1].kernel_size == (2, 2)
+                              and stage.downsample[1].stride == (2, 2)):
+            raise ValueError("ConvNeXt: only the 2x2, stride-2 downsampling is exported")
+        if index == 0 and not isinstance(stage.downsample, nn.Identity):
+            raise ValueError("ConvNeXt: the first stage must not downsample")
+        for block in stage.blocks:
+            if type(block.mlp).__name__ not in ("Mlp", "ConvMlp") or not isinstance(block.mlp.norm, nn.Identity):
+                raise ValueError(f"ConvNeXt: {type(block.mlp).__name__} blocks (ConvNeXt V2's GRN) are not exported")
+            _require_identity(block.shortcut, "ConvNeXt block shortcut")
+            # torch's GELU or timm's (F.gelu, exact); not the tanh approximation
+            if type(block.mlp.act).__name__ != "GELU" or getattr(block.mlp.act, "approximate", "none") != "none":
+                raise ValueError("ConvNeXt: only GELU blocks are exported")
+            kernel = block.conv_dw.kernel_size[0]
+            ratio = block.mlp.fc1.out_channels if isinstance(block.mlp.fc1, nn.Conv2d) else block.mlp.fc1.out_features
+            ratio = ratio / block.conv_dw.in_channels
+            eps = block.norm.eps
+        depths.append(len(stage.blocks))
+        dims.append(int(stage.blocks[0].conv_dw.in_channels) if len(stage.blocks) else int(stage.downsample[1].out_channels))
+    return {"family": "convnext", "depths": depths, "dims": dims, "in_chans": int(stem[0].in_channels),
+            "patch_size": int(stem[0].kernel_size[0]), "kernel_size": int(kernel), "mlp_ratio": float(ratio),
+            "eps": float(eps)}
+
+
+def _resnet_architecture(model: nn.Module) -> dict[str, Any]:
+    if not isinstance(model.conv1, nn.Conv2d) or model.conv1.kernel_size != (7, 7):
+        raise ValueError("ResNet: only the default 7x7 stem is exported (not the deep stems of resnet*d / *s)")
+    if not isinstance(model.maxpool, nn.MaxPool2d):
+        raise ValueError("ResNet: only the max-pool stem is exported")
+    if model.global_pool.pool_type != "avg":
+        raise ValueError("ResNet: only average pooling is exported")
+    stages = [model.layer1, model.layer2, model.layer3, model.layer4]
+    block_kind = type(stages[0][0]).__name__
+    if block_kind not in ("BasicBlock", "Bottleneck"):
+        raise ValueError(f"ResNet: {block_kind} blocks are not exported")
+    groups = 1
+    for stage in stages:
+        for block in stage:
+            if block.se is not None or not isinstance(block.aa, nn.Identity) or not isinstance(block.act1, nn.ReLU):
+                raise ValueError("ResNet: blocks with attention, anti-aliasing or another activation are not exported")
+            if block.downsample is not None and not (isinstance(block.downsample, nn.Sequential)
+                                                     and isinstance(block.downsample[0], nn.Conv2d)):
+                raise ValueError("ResNet: only the 1x1-convolution shortcut is exported (not avg_down)")
+            if block_kind == "Bottleneck":
+                groups = block.conv2.groups
+    channels = [int(stage[0].bn1.num_features) if block_kind == "BasicBlock" else int(stage[0].conv3.out_channels) // 4
+                for stage in stages]
+    kwargs: dict[str, Any] = {"family": "resnet", "block": "basic" if block_kind == "BasicBlock" else "bottleneck",
+                              "layers": [len(stage) for stage in stages], "channels": channels,
+                              "stem_width": int(model.conv1.out_channels), "in_chans": int(model.conv1.in_channels),
+                              "cardinality": int(groups), "base_width": 64}
+    if block_kind == "Bottleneck":
+        width = int(stages[0][0].conv1.out_channels)
+        kwargs["base_width"] = int(round(width / groups * 64 / channels[0]))
+    return kwargs
+
+
+def convert_cnn(model: nn.Module) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """``(architecture, state dict)`` of the plain-torch network for a timm ConvNeXt / ResNet: the
+    same keys (timm's names) without the classifier; ConvNeXt's 1x1-conv MLPs become Linear weights
+    and a missing layer scale becomes ones."""
+    from detectors.networks.cnn import build_cnn
+
+    model = merge_adapters(model)
+    architecture = cnn_architecture(model)
+    plain = build_cnn(architecture)
+    expected = plain.state_dict()
+    source = {key: value for key, value in model.state_dict().items() if not key.startswith(("head.fc.", "fc."))}
+    state: dict[str, Tensor] = {}
+    for key, reference in expected.items():
+        value = source.get(key)
+        if value is None and key.endswith(".gamma"):
+            value = torch.ones_like(reference)  # ls_init_value None: no layer scale
+        if value is None:
+            raise ValueError(f"{type(model).__name__}: no weight for {key}")
+        state[key] = value.detach().reshape(reference.shape).clone()
+    unused = sorted(set(source) - set(state))
+    if unused:
+        raise ValueError(f"{type(model).__name__}: weights the plain network has no place for: {unused[:5]}")
+    plain.load_state_dict(state, strict=True)
+    return architecture, {key: (v.float() if v.is_floating_point() else v).contiguous() for key, v in state.items()}

@@ -135,8 +135,20 @@ def _config(argv: list[str]) -> int:
     return main(argv)
 
 
+def _baseline(argv: list[str]) -> int:
+    from detectors.image.baseline import main
+
+    return main(argv)
+
+
+def _compare(argv: list[str]) -> int:
+    from detectors.compare import main
+
+    return main(argv)
+
+
 COMMANDS = {"fit": _fit, "export": _export, "check": _check, "evaluate": _evaluate, "detect": _detect,
-            "sweep": _sweep, "config": _config}
+            "sweep": _sweep, "config": _config, "baseline": _baseline, "compare": _compare}
 
 # (command, argv with {placeholders} from the workspace, text the one-line error must contain)
 CASES = [
@@ -208,6 +220,17 @@ CASES = [
      "--batch-size"),
     ("evaluate", ["--model", "{bad_resize}", "--data", "{data}", "--output", "{root}/v10"], "resize"),
     ("evaluate", ["--model", "{not_zip}", "--data", "{data}", "--output", "{root}/v11"], "not_a_submission.zip"),
+    # baseline (an HF classifier) and compare
+    ("baseline", ["--model", "{root}/no_such_model", "--data", "{data}", "--output", "{root}/b1"], "no_such_model"),
+    ("baseline", ["--model", "{root}/no_such_model", "--data", "{data}", "--output", "{root}/b2", "--batch-size", "0"],
+     "--batch-size"),
+    ("baseline", ["--model", "{root}/no_such_model", "--data", "{data}", "--output", "{root}/b3", "--device", "gpu7"],
+     "--device"),
+    ("baseline", ["--model", "{root}/no_such_model", "--data", "{data}", "--output", "{root}/b4",
+                  "--calibration-share", "2"], "--calibration-share"),
+    ("compare", ["{root}/no_such_run"], "no_such_run"),
+    ("compare", ["{not_a_run}", "--output", "{root}/c2"], "neither a run directory"),
+    ("compare", ["{run}", "{run}", "--names", "one", "--output", "{root}/c3"], "--names"),
     # detect
     ("detect", ["{a_file}", "--run", "{root}/no_such_run"], "no_such_run"),
     ("detect", ["{a_file}", "--model", "{root}/no_such_model"], "no_such_model"),

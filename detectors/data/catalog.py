@@ -20,6 +20,8 @@ and a benchmark run::
         filter_column: label       # parquet: keep rows whose filter_column equals filter_value
         filter_value: fake
         label_column: null         # parquet: per-row label (0/1, real/fake or a media type)
+        score_column: null         # manifests: a column of soft labels (a teacher's p(fake) in [0, 1])
+        score_threshold: 0.5       # with score_column: label = fake where score >= threshold
 
 ``path`` is a folder (searched recursively for media files, frame folders, parquet shards and zip /
 tar / tar.gz archives), a .csv/.parquet manifest of paths, a parquet shard of media bytes or an
@@ -69,13 +71,14 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "audio": (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus"),
 }
 MANIFEST_SUFFIXES = (".csv", ".parquet")
-SPLIT_COLUMNS = ("path", "dataset", "label", "media_type", "generator_family", "split", "modality", "weight")
+SPLIT_COLUMNS = ("path", "dataset", "label", "media_type", "generator_family", "split", "modality", "weight", "score")
 
 _REQUIRED = ("name", "path", "modality", "media_type")
 _OPTIONAL = (
     "include_paths", "exclude_paths", "generator_family", "weight", "split", "max_items",
     "source_format", "content_category", "notes", "media_per_archive", "archives_per_dataset",
     "data_columns", "filter_column", "filter_value", "label_column",
+    "score_column", "score_threshold",
 )  # fmt: skip
 # the benchmark's own fields that do not change what is read here (BenchmarkDatasetConfig)
 _BENCHMARK_ONLY = ("source", "generator_variant", "original_name")
@@ -107,6 +110,8 @@ class DatasetEntry:
     filter_value: str | None = None
     label_column: str | None = None
     seed: int = 0
+    score_column: str | None = None
+    score_threshold: float = 0.5
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
     config_file: str | None = field(default=None, compare=False)
     index: int = field(default=0, compare=False)
@@ -124,7 +129,9 @@ class DatasetEntry:
 
 @dataclass(frozen=True)
 class MediaItem:
-    """One media file with its label. ``label``: 0 real, 1 fake."""
+    """One media file with its label. ``label``: 0 real, 1 fake. ``score``: a soft label (a teacher's
+    p(fake) in [0, 1]) when the dataset has a ``score_column``; ``label`` is then the score binarised
+    at the entry's ``score_threshold``."""
 
     path: str
     label: int
@@ -134,6 +141,7 @@ class MediaItem:
     generator_family: str | None = None
     weight: float = 1.0
     split: str | None = None
+    score: float | None = None
 
     @property
     def class_index(self) -> int:
@@ -299,6 +307,14 @@ def _parse_entry(spec: Any, index: int, file: Path, seed: int = 0, cache: Path |
     def text(key: str) -> str | None:
         return None if spec.get(key) is None else str(spec[key])
 
+    score_column = text("score_column")
+    if score_column is not None and not data_path.is_file():
+        raise ConfigError(file, f"{where}.score_column", "soft labels are read from a .csv/.parquet manifest; "
+                          f"{data_path} is a folder")
+    threshold = spec.get("score_threshold", 0.5)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        raise ConfigError(file, f"{where}.score_threshold", f"must be a number in (0, 1), got {threshold!r}")
+
     entry = DatasetEntry(
         name=name, path=str(data_path), modality=modality, media_type=media_type,
         include_paths=patterns("include_paths"), exclude_paths=patterns("exclude_paths"),
@@ -308,6 +324,7 @@ def _parse_entry(spec: Any, index: int, file: Path, seed: int = 0, cache: Path |
         media_per_archive=count("media_per_archive"), archives_per_dataset=count("archives_per_dataset"),
         data_columns=columns("data_columns"), filter_column=text("filter_column"),
         filter_value=text("filter_value"), label_column=text("label_column"), seed=seed,
+        score_column=score_column, score_threshold=float(threshold),
         extra=extra, config_file=str(file), index=index,
     )  # fmt: skip
     if cache is not None:
@@ -327,6 +344,9 @@ def collect_items(entries: Iterable[DatasetEntry], modality: str | None = None) 
                 f"dataset is '{entry.modality}' but this run needs '{modality}' data",
             )  # fmt: skip
         items.extend(_entry_items(entry))
+    if any(item.score is not None for item in items) and not all(item.score is not None for item in items):
+        # datasets without soft labels train against their hard labels, as scores 0 and 1
+        items = [item if item.score is not None else replace(item, score=float(item.label)) for item in items]
     return items
 
 
@@ -383,8 +403,9 @@ def _entry_items(entry: DatasetEntry) -> list[MediaItem]:
         MediaItem(
             path=p, label=0 if mt == "real" else 1, media_type=mt, dataset=entry.name, modality=entry.modality,
             generator_family=entry.generator_family, weight=entry.weight, split=entry.split,
+            score=score[0] if score else None,
         )
-        for p, mt in rows
+        for p, mt, *score in rows  # manifests with a score_column add the soft label
     ]  # fmt: skip
 
 
@@ -561,7 +582,7 @@ def _parquet_and_frame_rows(entry: DatasetEntry, root: Path) -> tuple[list[tuple
     return rows, shards
 
 
-def _manifest_rows(entry: DatasetEntry, manifest: Path) -> list[tuple[str, str]]:
+def _manifest_rows(entry: DatasetEntry, manifest: Path) -> list[tuple[str, str, float | None]]:
     import pandas as pd
 
     where = f"{entry.where}.path"
@@ -573,7 +594,10 @@ def _manifest_rows(entry: DatasetEntry, manifest: Path) -> list[tuple[str, str]]
         raise ConfigError(
             entry.config_file, where, f"manifest {manifest} has no 'path' column (columns: {', '.join(map(str, frame.columns))})"
         )
-    rows: list[tuple[str, str]] = []
+    if entry.score_column is not None and entry.score_column not in frame.columns:
+        raise ConfigError(entry.config_file, f"{entry.where}.score_column", f"manifest {manifest} has no "
+                          f"{entry.score_column!r} column (columns: {', '.join(map(str, frame.columns))})")
+    rows: list[tuple[str, str, float | None]] = []
     missing: list[str] = []
     for number, record in enumerate(frame.to_dict("records"), start=2):  # CSV line numbers (header = 1)
         raw = str(record["path"])
@@ -584,7 +608,10 @@ def _manifest_rows(entry: DatasetEntry, manifest: Path) -> list[tuple[str, str]]
         if not file.is_file():
             missing.append(raw)
             continue
-        rows.append((str(file.resolve()), _row_media_type(entry, record, manifest, number)))
+        if entry.score_column is None:
+            rows.append((str(file.resolve()), _row_media_type(entry, record, manifest, number), None))
+        else:
+            rows.append((str(file.resolve()), *_row_score(entry, record, manifest, number)))
     if missing:
         raise ConfigError(
             entry.config_file, where,
@@ -615,6 +642,21 @@ def _row_media_type(entry: DatasetEntry, record: Mapping[str, Any], manifest: Pa
             else:
                 media_type = entry.media_type if entry.media_type != "real" else "synthetic"
     return media_type or entry.media_type
+
+
+def _row_score(entry: DatasetEntry, record: Mapping[str, Any], manifest: Path, number: int) -> tuple[str, float]:
+    """A row's (media type, soft label): the score in [0, 1], fake where it is >= the threshold."""
+    raw = _cell(record, entry.score_column)
+    where = f"{entry.where}: {manifest.name} row {number}.{entry.score_column}"
+    try:
+        score = float(raw) if raw is not None else math.nan
+    except ValueError:
+        score = math.nan
+    if not 0 <= score <= 1:
+        raise ConfigError(entry.config_file, where, f"a soft label must be a number in [0, 1], got {raw!r}")
+    fake = score >= entry.score_threshold
+    media_type = (entry.media_type if entry.media_type != "real" else "synthetic") if fake else "real"
+    return media_type, score
 
 
 def _cell(record: Mapping[str, Any], key: str) -> str | None:
@@ -712,7 +754,8 @@ def write_split(items: Sequence[MediaItem], path: str | Path) -> None:
         writer.writerow(SPLIT_COLUMNS)
         for it in items:
             writer.writerow(
-                [it.path, it.dataset, it.label, it.media_type, it.generator_family or "", it.split or "", it.modality, repr(it.weight)]
+                [it.path, it.dataset, it.label, it.media_type, it.generator_family or "", it.split or "", it.modality,
+                 repr(it.weight), "" if it.score is None else repr(it.score)]
             )
 
 
@@ -733,6 +776,7 @@ def read_split(path: str | Path) -> list[MediaItem]:
                     path=row["path"], label=int(row["label"]), media_type=row["media_type"], dataset=row["dataset"],
                     modality=row.get("modality") or "image", generator_family=row.get("generator_family") or None,
                     weight=float(row.get("weight") or 1.0), split=row["split"] or None,
+                    score=float(row["score"]) if row.get("score") else None,
                 )
             )  # fmt: skip
     return items
@@ -784,3 +828,14 @@ def summarise(items: Sequence[MediaItem]) -> dict[str, Any]:
         "by_dataset": by_dataset,
         "by_split": dict(sorted(by_split.items())),
     }
+
+
+def label_distribution(items: Sequence[MediaItem]) -> dict[str, Any]:
+    """The labels of ``items`` (soft scores where present, else the binary labels): count, share
+    below 0.1, share at or above 0.5, fake share (binarised labels) and whether they are soft."""
+    values = np.array([it.score if it.score is not None else float(it.label) for it in items], dtype=np.float64)
+    if not len(values):
+        return {"n": 0}
+    return {"n": int(len(values)), "soft_labels": any(it.score is not None for it in items),
+            "share_below_0.1": float(np.mean(values < 0.1)), "share_at_least_0.5": float(np.mean(values >= 0.5)),
+            "fake_share": float(np.mean([it.label for it in items])), "mean": float(values.mean())}

@@ -148,6 +148,8 @@ def is_empty_batch(batch: dict[str, Any] | None) -> bool:
 def labelled_sample(item: MediaItem, index: int, dataset_id: int, **payload: Any) -> dict[str, Any]:
     """The sample dict every dataset yields: ``payload`` (``x`` or ``features``, extra targets) plus
     the labels and provenance the training module and evaluation read."""
+    if item.score is not None:  # a soft label (a teacher's p(fake)) the loss trains against
+        payload["score"] = torch.tensor(item.score, dtype=torch.float32)
     return {
         **payload,
         "label": torch.tensor(item.label, dtype=torch.long),

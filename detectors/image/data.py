@@ -9,20 +9,34 @@ the exported model will see.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import weakref
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
 
 from detectors.config import setting
+from detectors.data.cache import file_fingerprint
 from detectors.data.dataset import SampleRecipe
+from detectors.data.features import FeatureExtraction
 from detectors.errors import ConfigError
 from detectors.image.io import load_image, load_image_crop, open_image
-from detectors.image.transforms import (benchmark_resize_array, build_eval_transform, build_train_transform, hwc_to_tensor,
-                                        robustness_chain_array)
+from detectors.image.transforms import (
+    benchmark_resize_array,
+    build_eval_transform,
+    build_train_transform,
+    hwc_to_tensor,
+    robustness_chain_array,
+)
 from detectors.settings import DataConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,6 +47,11 @@ class ImageDataConfig(DataConfig):
         "benchmark", help="validation/calibration input: the benchmark's crop and resize, or a crop")
     augment_level: int = setting(2, help="0..3, DeeperForensics-style augmentation levels", ge=0, le=3)
     eval_robustness: bool = setting(False, help="validation/calibration through the robustness chain")
+    feature_cache: bool = setting(True, help="frozen backbones (model.tuning: frozen, the probe): compute each "
+                                             "image's features once and cache them (training augmentation off)")
+    cache_dir: str | None = setting(None, help="feature cache (null: ~/.cache/forensic-adapters/features)")
+    feature_batch_size: int = setting(32, help="images per batch while computing features", ge=1)
+    decode_workers: int = setting(2, help="DataLoader workers decoding images while computing features", ge=0)
 
 
 def image_recipe(stage: str, data: ImageDataConfig, image_size: int) -> SampleRecipe:
@@ -46,6 +65,78 @@ def image_recipe(stage: str, data: ImageDataConfig, image_size: int) -> SampleRe
     load = load_image_rgb if data.eval_crop == "benchmark" else load_image
     return SampleRecipe(load=load, transform=build_eval_transform(image_size, crop=data.eval_crop,
                                                                   robustness=data.eval_robustness))
+
+
+@dataclass(frozen=True)
+class ImageInputLoader:
+    """Picklable ``path -> uint8 [3, size, size]`` for DataLoader workers, deterministic, so its
+    output can be cached (:meth:`cache_identity`): the benchmark's input (``benchmark``, optionally
+    through its robustness chain), a native-resolution centre crop (``native``: images smaller than
+    the crop are upscaled, bicubic) or a plain resize (``resize``)."""
+
+    mode: str
+    size: int
+    robustness: bool = False
+
+    def __call__(self, path: str) -> torch.Tensor:
+        if self.mode == "benchmark":
+            return benchmark_input_loader({"resize": [self.size, self.size]}, self.robustness)(path)
+        if self.mode == "native" and not self.robustness:  # decode only the window
+            image = load_image_crop(path, self.size, train=False)
+        else:  # the robustness chain works on the whole image, as the benchmark's does
+            image = load_image(path)
+        return build_eval_transform(self.size, crop=self.mode, robustness=self.robustness)(image)
+
+    def cache_identity(self, path: str) -> list[Any]:
+        return [file_fingerprint(path), self.mode, self.size, self.robustness]
+
+
+def default_feature_cache_dir() -> Path:
+    return Path.home() / ".cache" / "forensic-adapters" / "features"
+
+
+def frozen_feature_recipe(detector: Any, stage: str, data: ImageDataConfig, image_size: int) -> SampleRecipe | None:
+    """Samples of a detector whose backbone is frozen: the features its network computes before
+    the head (``net.forward_features``), once per image, cached under ``data.cache_dir`` keyed by
+    the file, the input preparation and :func:`frozen_feature_identity`. Training takes the
+    deterministic crop of ``data.crop`` (no augmentation: cached features would repeat it anyway).
+    None when the backbone is tuned or ``data.feature_cache`` is off: the detector trains on media."""
+    if getattr(getattr(detector.config, "tuning", None), "mode", None) != "frozen" or not data.feature_cache:
+        return None
+    if stage == "train":
+        load = ImageInputLoader(data.crop, image_size)
+        if detector not in _ANNOUNCED:
+            _ANNOUNCED.add(detector)
+            cache = Path(data.cache_dir or default_feature_cache_dir())
+            log.info("frozen backbone: features are computed once per image and cached in %s; training augmentation "
+                     "is off (training input: %s crops without augmentation; data.feature_cache: false trains on "
+                     "augmented media)", cache, data.crop)
+    else:
+        load = ImageInputLoader(data.eval_crop, image_size, robustness=data.eval_robustness)
+    return SampleRecipe(load=load, features=FeatureExtraction(
+        detector.net, load, identity=frozen_feature_identity(detector), batch_size=data.feature_batch_size,
+        cache_dir=Path(data.cache_dir or default_feature_cache_dir()), num_workers=data.decode_workers,
+        cpu_chunk=None, forward=detector.net.forward_features))
+
+
+_ANNOUNCED: weakref.WeakSet = weakref.WeakSet()  # detectors whose cached mode was announced (once per run)
+
+# network arguments that act after the cached features (the head): they do not change the features
+_HEAD_ARGUMENTS = ("head_hidden", "dropout", "activation")
+
+
+def frozen_feature_identity(detector: Any) -> str:
+    """What shapes a frozen detector's features: its architecture, the network's feature
+    arguments (pooling, normalisation) and a digest of every weight before the head."""
+    digest = hashlib.sha1()
+    arguments = {key: value for key, value in detector.network_kwargs.items() if key not in _HEAD_ARGUMENTS}
+    digest.update(json.dumps([detector.arch, arguments], sort_keys=True, default=str).encode())
+    for name, tensor in sorted(detector.net.state_dict().items()):
+        if name.startswith(("head.", "head_dropout.")):
+            continue
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return f"{detector.arch}-frozen-{digest.hexdigest()[:20]}"
 
 
 def _benchmark_pixels(path: str) -> np.ndarray:

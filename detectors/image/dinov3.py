@@ -8,6 +8,7 @@ real / synthetic / semisynthetic.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
@@ -18,12 +19,14 @@ from detectors.backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneConfig
 from detectors.base import Detector
 from detectors.config import setting
 from detectors.data.dataset import SampleRecipe
-from detectors.image.data import ImageDataConfig, image_recipe
+from detectors.image.data import ImageDataConfig, frozen_feature_recipe, image_recipe
 from detectors.image.spectral import SpectralBranch
 from detectors.networks.layers import MLP, DetectorNetwork, ImageNormalize, parameter_dtype
 from detectors.networks.vit import VisionTransformer
 from detectors.registry import register_detector
 from detectors.tuning import TuningConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -104,7 +107,15 @@ class DinoImageDetector(Detector):
             **({"spectral_bins": config.spectral_bins} if config.spectral_branch else {}))
 
     def data_recipe(self, stage: str, data: ImageDataConfig) -> SampleRecipe:
-        return image_recipe(stage, data, self.config.image_size)
+        """Media with augmentation; with a frozen backbone, its pooled features cached per image
+        (except with the spectral branch, whose normalisation trains on raw pixels)."""
+        if self.config.spectral_branch and self.config.tuning.mode == "frozen" and data.feature_cache:
+            if stage == "train":
+                log.info("spectral_branch: features are not cached (the branch's normalisation trains on the "
+                         "raw pixels); the frozen backbone runs every epoch")
+            return image_recipe(stage, data, self.config.image_size)
+        cached = frozen_feature_recipe(self, stage, data, self.config.image_size)
+        return cached or image_recipe(stage, data, self.config.image_size)
 
     def preprocessing(self) -> dict[str, Any]:
         return {"resize": [self.config.image_size, self.config.image_size]}

@@ -5,6 +5,8 @@ class_weight="balanced")``: frozen self-supervised features are a strong free ba
 (Ojha et al., CVPR 2023; Cozzolino et al., CVPRW 2024). The scaler and the regression are folded
 into the single Linear head of a frozen :class:`DinoImageDetector`, so the probe is calibrated,
 evaluated and exported exactly like every other detector (``python -m export RUN --out DIR``).
+The embeddings are cached per image (``--cache-dir``; keyed by the file, its preparation and the
+backbone's weights), so another ``--C`` or feature choice on the same data costs seconds.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from detectors.image.dinov3 import DinoImageDetector, ImageDetectorConfig
 from detectors.backbones import BackboneConfig
 from detectors.image.data import ImageDataConfig
 from detectors.training.finalize import (inference_device, metrics_of, plot_evaluation, print_report,
-                                         save_calibration_logits)
+                                         save_calibration_logits, write_run_predictions)
 from detectors.training.predict import predict
 from detectors.training.run import RunDir
 from detectors.tuning import TuningConfig, trainable_summary
@@ -46,7 +48,10 @@ def embed(detector: DinoImageDetector, loader: torch.utils.data.DataLoader) -> t
         skipped += int(batch["skipped"])
         if is_empty_batch(batch):
             continue
-        features.append(detector.forward_features(batch["x"].to(device)).float().cpu())
+        if "features" in batch:  # computed (or read from the cache) in the data stage
+            features.append(batch["features"].float().cpu())
+        else:
+            features.append(detector.forward_features(batch["x"].to(device)).float().cpu())
         labels.append(batch["label"])
     if not features:  # every sample unreadable (or an empty split): the caller says what is missing
         return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64), skipped
@@ -66,7 +71,7 @@ def fold_probe_into_head(detector: DinoImageDetector, scaler: StandardScaler, re
 
 def run_probe(data: Path, backbone: str, output: Path, *, features: str = "both", image_size: int = 224,
               batch_size: int = 32, num_workers: int = 2, seed: int = 0, c: float = 1.0,
-              overwrite: bool = False) -> Path:
+              overwrite: bool = False, cache_dir: Path | None = None, feature_cache: bool = True) -> Path:
     run = RunDir(output)
     if run.is_finished() and not overwrite:
         raise ConfigError(run.root, None, "a finished run is already here; pass --overwrite or choose another --output")
@@ -77,8 +82,11 @@ def run_probe(data: Path, backbone: str, output: Path, *, features: str = "both"
     config = ImageDetectorConfig(backbone=BackboneConfig(name=backbone), tuning=TuningConfig(mode="frozen"),
                                  features=features, head_hidden=[], dropout=0.0, image_size=image_size)
     detector = DinoImageDetector(config)
-    data = ImageDataConfig(batch_size=batch_size, num_workers=num_workers, eval_crop="benchmark")
-    # every split with the benchmark's input: the probe sees no training augmentation
+    data = ImageDataConfig(batch_size=batch_size, num_workers=num_workers, eval_crop="benchmark",
+                           feature_cache=feature_cache, cache_dir=None if cache_dir is None else str(cache_dir),
+                           decode_workers=num_workers, feature_batch_size=batch_size)
+    # every split with the benchmark's input (the probe sees no training augmentation); the frozen
+    # detector's recipe computes each image's embedding once and caches it
     datamodule = MediaDataModule(items, lambda stage, data: detector.data_recipe("eval", data), data)
     x_train, y_train, skipped_train = embed(detector, datamodule.loader("train"))
     if len(y_train) == 0:
@@ -97,6 +105,7 @@ def run_probe(data: Path, backbone: str, output: Path, *, features: str = "both"
     validation = predict(detector, datamodule.loader("val"), calibrated=True, device=device)
     metrics = metrics_of(validation, detector)
     plot_evaluation(validation, run.plots, "probe validation")
+    write_run_predictions(run.predictions, validation)
     save_detector(detector.cpu(), run.root)
     run.write_config({"arch": detector.arch, "modality": "image", "probe": {"C": c, "features": features},
                       "model": detector.config_dict(), "seed": seed})
@@ -124,11 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--C", dest="c", type=float, default=1.0, help="inverse regularisation strength")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --output")
+    parser.add_argument("--cache-dir", type=Path, help="embedding cache (default ~/.cache/forensic-adapters/features)")
+    parser.add_argument("--no-feature-cache", action="store_true", help="recompute the embeddings")
     args = parser.parse_args(argv)
     try:
         run_probe(args.data, args.backbone, args.output, features=args.features, image_size=args.image_size,
                   batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed, c=args.c,
-                  overwrite=args.overwrite)
+                  overwrite=args.overwrite, cache_dir=args.cache_dir, feature_cache=not args.no_feature_cache)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

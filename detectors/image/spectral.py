@@ -64,11 +64,10 @@ import torch.nn.functional as F
 
 from detectors.base import Detector
 from detectors.config import setting
-from detectors.data.cache import file_fingerprint
 from detectors.data.dataset import SampleRecipe
 from detectors.data.features import FeatureDataset, FeatureExtraction
 from detectors.errors import ConfigError
-from detectors.image.data import ImageDataConfig
+from detectors.image.data import ImageDataConfig, ImageInputLoader
 from detectors.networks.layers import MLP, DetectorNetwork, parameter_dtype
 from detectors.registry import register_detector
 
@@ -109,8 +108,6 @@ class SpectralDataConfig(ImageDataConfig):
     )
     cache_dir: str | None = setting(None, help="feature cache (null: ~/.cache/forensic-adapters/spectral)")
     feature_cache: bool = setting(True, help="cache each image's features (retraining the head takes seconds)")
-    feature_batch_size: int = setting(32, help="images per batch while computing features", ge=1)
-    decode_workers: int = setting(2, help="DataLoader workers decoding images while computing features", ge=0)
     refit_feature_statistics: bool = setting(
         False, help="--init-from: recompute the z-score statistics on the new data"
     )
@@ -255,35 +252,6 @@ class SpectralBranch(nn.Module):
         return self.norm(self.features(images).to(self.norm.running_mean.dtype))
 
 
-# --------------------------------------------------------------------------- data
-@dataclass(frozen=True)
-class SpectralImageLoader:
-    """Picklable ``path -> uint8 [3, size, size]`` for DataLoader workers: the benchmark's input
-    (``benchmark``, optionally through its robustness chain), a native-resolution centre crop
-    (``native``: images smaller than the crop are upscaled, bicubic) or a plain resize (``resize``)."""
-
-    mode: str
-    size: int
-    robustness: bool = False
-
-    def __call__(self, path: str) -> torch.Tensor:
-        if self.mode == "benchmark":
-            from detectors.image.data import benchmark_input_loader
-
-            return benchmark_input_loader({"resize": [self.size, self.size]}, self.robustness)(path)
-        from detectors.image.io import load_image, load_image_crop
-        from detectors.image.transforms import build_eval_transform
-
-        if self.mode == "native" and not self.robustness:  # decode only the window
-            image = load_image_crop(path, self.size, train=False)
-        else:  # the robustness chain works on the whole image, as the benchmark's does
-            image = load_image(path)
-        return build_eval_transform(self.size, crop=self.mode, robustness=self.robustness)(image)
-
-    def cache_identity(self, path: str) -> list[Any]:
-        return [file_fingerprint(path), self.mode, self.size, self.robustness]
-
-
 # --------------------------------------------------------------------------- detector
 @register_detector
 class SpectralDetector(Detector):
@@ -321,12 +289,12 @@ class SpectralDetector(Detector):
             forward=self.net.forward_features,
         )
 
-    def input_loader(self, stage: str, data: SpectralDataConfig) -> SpectralImageLoader:
+    def input_loader(self, stage: str, data: SpectralDataConfig) -> ImageInputLoader:
         """The training input (``data.crop``) or the evaluation input (``data.eval_crop``,
         ``data.eval_robustness``) whose features a stage's samples are."""
         if stage == "train":
-            return SpectralImageLoader(data.crop, self.config.image_size)
-        return SpectralImageLoader(data.eval_crop, self.config.image_size, robustness=data.eval_robustness)
+            return ImageInputLoader(data.crop, self.config.image_size)
+        return ImageInputLoader(data.eval_crop, self.config.image_size, robustness=data.eval_robustness)
 
     def data_recipe(self, stage: str, data: SpectralDataConfig) -> SampleRecipe:
         """Features of each image, computed once by the network's feature part and cached."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -33,6 +34,8 @@ def metrics_of(predictions: Predictions, detector: Detector, criterion: Any = No
     if detector.num_classes == 3:
         metrics["multiclass"] = multiclass_metrics(predictions.class_index, torch.softmax(predictions.logits, -1))
     metrics["skipped_unreadable"] = predictions.skipped
+    # the model's forward only (features precomputed in the data stage are not counted)
+    metrics["ms_per_sample"] = 1000 * predictions.model_seconds / len(predictions)
     return metrics
 
 
@@ -47,6 +50,16 @@ def save_calibration_logits(path: Path, predictions: Predictions, num_classes: i
     with atomic_path(path) as tmp:
         save_file({"logits": predictions.logits.float().contiguous(),
                    "labels": predictions.targets(num_classes).long().contiguous()}, str(tmp))
+
+
+def write_run_predictions(path: Path, predictions: Predictions) -> None:
+    """``predictions.csv`` of a run's validation split (path, dataset, label, prob_fake), the columns
+    ``detectors.evaluate`` writes, so ``detectors.compare`` draws runs and evaluations alike."""
+    from detectors.evaluate import write_predictions
+
+    items = [SimpleNamespace(path=path, dataset=dataset, label=int(label))
+             for path, dataset, label in zip(predictions.paths, predictions.datasets, predictions.labels.tolist())]
+    write_predictions(path, {"items": items, "prob": prob_fake_from_logits(predictions.logits)})
 
 
 def plot_evaluation(predictions: Predictions, directory: Path, title: str) -> None:
@@ -80,6 +93,7 @@ def finalize_run(run: RunDir, module: Any, datamodule: MediaDataModule, trainer:
     validation = predict(detector, datamodule.loader("val"), calibrated=True, device=device, description="validation")
     metrics = metrics_of(validation, detector, module.criterion)
     plot_evaluation(validation, run.plots, "validation")
+    write_run_predictions(run.predictions, validation)
     save_detector(detector.cpu(), run.root)
 
     # train: distinct unreadable files met while training (draws when the dataset does not name them)
@@ -102,6 +116,7 @@ def finalize_run(run: RunDir, module: Any, datamodule: MediaDataModule, trainer:
         "epochs_completed": trainer.current_epoch, "global_steps": trainer.global_step,
         "best_checkpoint": best or None, "skipped_unreadable": skipped, **extra_summary,
         "calibration_warnings": list((calibration_fit or {}).get("warnings", [])),
+        "loss_class_weights": module.class_weight,
     }
     run.write_summary(summary)
     print_report(run, metrics, before)

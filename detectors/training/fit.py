@@ -94,6 +94,8 @@ def resolve_config(args: argparse.Namespace, modality: str, support: ModalitySup
 
     cls = detector_class(args.arch)
     layers = base_layers(cls, demo)
+    if cls.gpu_precision and torch.cuda.is_available() and "trainer.precision" not in layers.sources:
+        layers.set("trainer.precision", cls.gpu_precision, f"{cls.arch} on a CUDA device")
     if args.config:
         overrides = load_yaml(args.config)
         for key, value in (("arch", args.arch), ("modality", modality)):
@@ -256,6 +258,7 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
                           "from both real and fake media (check each dataset's label)")
     if rank_zero and not (resume and run.split.is_file()):
         write_split(items, run.split)  # the run directory appears only once the data is known to be usable
+    labels = report_label_distribution([item for item in items if item.split == "train"], run, show=rank_zero)
 
     if args.init_from is not None:
         detector = load_detector(args.init_from)
@@ -292,7 +295,7 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
     if not trainer.is_global_zero:
         return run.root
     finalize_run(run, module, datamodule, trainer, checkpoint, config,
-                 extra_summary={"data": summarise(items), "resumed": resume, "demo": demo,
+                 extra_summary={"data": summarise(items), "label_distribution": labels, "resumed": resume, "demo": demo,
                                 "init_from": str(args.init_from) if args.init_from else None,
                                 "train_seconds": round(time.time() - started, 1)},
                  before=before)
@@ -301,6 +304,22 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
 
         export_and_evaluate_demo(run, items)
     return run.root
+
+
+def report_label_distribution(train_items: list[Any], run: Any, show: bool = True) -> dict[str, Any]:
+    """Print the training labels' distribution (share < 0.1, share >= 0.5, fake share) and plot their
+    histogram into the run's plots: how imbalanced the data is decides the loss weighting."""
+    from detectors.data.catalog import label_distribution
+    from detectors.plots import label_histogram
+
+    distribution = label_distribution(train_items)
+    if show and distribution["n"]:
+        kind = "soft labels (teacher scores)" if distribution["soft_labels"] else "labels"
+        print(f"training {kind}: n={distribution['n']}  share < 0.1: {distribution['share_below_0.1']:.3f}  "
+              f"share >= 0.5: {distribution['share_at_least_0.5']:.3f}  fake share: {distribution['fake_share']:.3f}")
+        values = [item.score if item.score is not None else float(item.label) for item in train_items]
+        label_histogram(values, run.plots / "label_distribution.png")
+    return distribution
 
 
 # Settings a run fills in itself (the backbone's resolved architecture, the demo's random fallback):

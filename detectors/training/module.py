@@ -6,8 +6,9 @@ BreathNet's contrastive and breath losses, ...); everything else is shared here.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -16,13 +17,18 @@ import torch.distributed as dist
 from lightning_utilities.core.apply_func import apply_to_collection
 
 from calibration import build_loss
-from calibration.losses import LossConfig
+from calibration.losses import LossConfig, class_weight_vector
 from detectors.config import parse
 from detectors.base import Detector
 from detectors.data.dataset import is_empty_batch
 from detectors.errors import ConfigError
 from detectors.metrics import binary_metrics, predictions_from_logits, prob_fake_from_logits
 from detectors.settings import OptimConfig
+
+
+log = logging.getLogger(__name__)
+
+IMBALANCE_SHARE = 0.2  # a fake share below this, without balanced sampling or loss weights, is warned about
 
 
 def _record_if_cuda(tensor: torch.Tensor, stream: torch.cuda.Stream) -> None:
@@ -37,7 +43,10 @@ class DetectorModule(L.LightningModule):
         self.detector = detector
         self.loss_config = parse(LossConfig, loss, "loss")
         self.optim_config = parse(OptimConfig, optim, "optim")
-        self.criterion = build_loss(self.loss_config)
+        self.class_weight: list[float] | None = None  # resolved in setup when loss.pos_weight is auto
+        if self.loss_config.pos_weight != "auto":
+            self.class_weight = class_weight_vector(self.loss_config, detector.num_classes)
+        self.criterion = build_loss(self.loss_config, self.class_weight)
         self.skipped_samples = {"train": 0, "val": 0}  # draws (balanced sampling may repeat a file)
         self.unreadable_train_files: set[str] = set()  # this process's; named by the dataset
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -52,8 +61,42 @@ class DetectorModule(L.LightningModule):
         """Before fitting, hand the detector its training data (e.g. ReStraV's feature statistics);
         the DataModule's own ``setup`` has built the datasets by then."""
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit" and datamodule is not None and hasattr(datamodule, "split_items"):
+            self.weigh_classes([item.label for item in datamodule.split_items["train"]],
+                               balanced_sampling=bool(getattr(datamodule.data, "balanced_sampling", False)))
         if stage == "fit" and datamodule is not None and hasattr(datamodule, "dataset"):
             self.detector.on_train_data(datamodule.dataset("train"), datamodule.data)
+
+    def weigh_classes(self, train_labels: Sequence[int], balanced_sampling: bool) -> None:
+        """Resolve ``loss.pos_weight: auto`` (negatives / positives of ``train_labels``, binary labels)
+        and warn once when fakes are rare and neither balanced sampling nor a loss weight corrects it."""
+        positives = sum(1 for label in train_labels if label != 0)
+        negatives = len(train_labels) - positives
+        if self.loss_config.pos_weight == "auto":
+            self.class_weight = class_weight_vector(self.loss_config, self.detector.num_classes, (negatives, positives))
+            self.criterion = build_loss(self.loss_config, self.class_weight)
+            log.info("loss.pos_weight auto: %d real / %d fake training samples -> %.4g", negatives, positives,
+                     self.class_weight[1])
+        share = positives / max(1, len(train_labels))
+        if share < IMBALANCE_SHARE and not balanced_sampling and self.class_weight is None and not _warned_imbalance:
+            _warned_imbalance.append(True)
+            log.warning("only %.1f%% of the training samples are fake and neither data.balanced_sampling nor "
+                        "loss.pos_weight / loss.class_weights is on: a model can reach a low loss by calling "
+                        "everything real. Set loss.pos_weight: auto or data.balanced_sampling: true", 100 * share)
+
+    def training_target(self, batch: dict[str, Any], logits: torch.Tensor) -> torch.Tensor:
+        """The detector's classification target, or the batch's soft labels (``score``: a teacher's
+        p(fake), from a dataset's ``score_column``) when it has them."""
+        target = self.detector.targets(batch, logits)
+        score = batch.get("score")
+        if score is None:
+            return target
+        if self.detector.num_classes != 2:
+            raise ConfigError(None, "score_column", "soft labels train binary heads (model.num_classes: 2)")
+        if score.shape != target.shape:
+            raise ConfigError(None, "score_column", f"{self.detector.arch} trains on {tuple(target.shape)} targets per "
+                              f"batch; soft labels give one per file ({tuple(score.shape)})")
+        return score.float()
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """On CUDA, copy the (pinned) batch on a side stream so the host-to-device transfer overlaps
@@ -83,7 +126,7 @@ class DetectorModule(L.LightningModule):
                 return sum(p.sum() for p in self.detector.parameters() if p.requires_grad) * 0.0
             return None
         features, logits = self.detector.forward_batch(batch)
-        target = self.detector.targets(batch, logits)
+        target = self.training_target(batch, logits)
         classification = self.criterion(logits.float(), target)
         extra = self.detector.training_losses(features, logits, batch)
         loss = classification + sum(extra.values()) if extra else classification
@@ -170,6 +213,9 @@ def _gather(outputs: list[Any]) -> list[Any]:
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, outputs)
     return [item for rank in gathered for item in rank]
+
+
+_warned_imbalance: list[bool] = []  # the imbalance warning is given once per process
 
 
 __all__ = ["DetectorModule"]

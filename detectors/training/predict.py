@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -36,6 +37,7 @@ class Predictions:
     paths: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
     skipped: int = 0
+    model_seconds: float = 0.0  # time in the model's forward (no decoding), synchronised on CUDA
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -54,16 +56,20 @@ def predict(detector: Detector, loader: DataLoader, *, calibrated: bool = True, 
     items = getattr(dataset, "items", None)
     names = getattr(dataset, "dataset_names", None)
     logits, labels, classes, paths, datasets = [], [], [], [], []
-    skipped = 0
+    skipped, model_seconds = 0, 0.0
     device = torch.device(device)
     for batch in tqdm(loader, desc=description, leave=False, disable=len(loader) < 2):
         skipped += int(batch.get("skipped", 0))
         if is_empty_batch(batch):
             continue
         batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        _synchronize(device)
+        start = time.perf_counter()
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             out = detector.forward_batch(batch)[1]
             out = detector.calibrator(out) if calibrated else out
+        _synchronize(device)
+        model_seconds += time.perf_counter() - start
         logits.append(out.float().cpu())
         labels.append(batch["label"].cpu())
         classes.append(batch["class_index"].cpu())
@@ -76,5 +82,11 @@ def predict(detector: Detector, loader: DataLoader, *, calibrated: bool = True, 
     if not logits:
         empty = torch.zeros(0, dtype=torch.long)
         return Predictions(torch.zeros(0, detector.num_classes), empty, empty, skipped=skipped)
-    return Predictions(torch.cat(logits), torch.cat(labels), torch.cat(classes), paths, datasets, skipped)
+    return Predictions(torch.cat(logits), torch.cat(labels), torch.cat(classes), paths, datasets, skipped,
+                       model_seconds)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 

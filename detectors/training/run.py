@@ -12,7 +12,8 @@ RUN_DIR/
   calibration_logits.safetensors  uncalibrated calibration-split logits + labels (for sweeps)
   summary.json                 parameter counts, trainable tensors, data counts, timings, skips
   metrics.json                 validation metrics (score, MCC, Brier, accuracy, AUCs, ECE, loss)
-  plots/                       reliability diagram, ROC, PR, temperature sweep
+  predictions.csv              validation predictions (path, dataset, label, prob_fake) for detectors.compare
+  plots/                       reliability diagram, ROC, PR, temperature sweep, training label histogram
   logs/                        TensorBoard and CSV logs
   demo_data/, submission/, evaluation/   the demo only: its data, its export, its benchmark-style pass
 ```
@@ -62,6 +63,11 @@ class RunDir:
     @property
     def calibration_logits(self) -> Path:
         return self.root / "calibration_logits.safetensors"
+
+    @property
+    def predictions(self) -> Path:
+        """Validation predictions (path, dataset, label, prob_fake), as ``detectors.evaluate`` writes them."""
+        return self.root / "predictions.csv"
 
     @property
     def plots(self) -> Path:
