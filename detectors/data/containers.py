@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import contextlib
 import functools
 import io
 import logging
 import os
 import re
+import struct
 import tarfile
 import tempfile
 import threading
@@ -206,27 +208,28 @@ class _ParquetFiles(threading.local):
 _PARQUET = _ParquetFiles()
 
 
-def row_group_start(metadata: Any, group: int) -> int:
-    """The file row of the first row of ``group``."""
-    return sum(metadata.row_group(g).num_rows for g in range(group))
+@functools.lru_cache(maxsize=64)
+def _group_starts(metadata: Any) -> list[int]:
+    starts = [0]
+    for group in range(metadata.num_row_groups):
+        starts.append(starts[-1] + metadata.row_group(group).num_rows)
+    return starts
 
 
 def row_group_of(metadata: Any, row: int) -> tuple[int, int]:
     """``(row group, first row of that group)`` holding file row ``row``."""
-    start = 0
-    for group in range(metadata.num_row_groups):
-        count = metadata.row_group(group).num_rows
-        if row < start + count:
-            return group, start
-        start += count
-    raise IndexError(row)
+    starts = _group_starts(metadata)
+    if not 0 <= row < starts[-1]:
+        raise IndexError(row)
+    group = bisect.bisect_right(starts, row) - 1
+    return group, starts[group]
 
 
 def iter_row_group_media(shard: Path, column: str, group: int) -> Iterator[tuple[bytes | None, str | None]]:
     """``media_bytes`` of each row of one row group, one Python object at a time (the memory one
     read costs is the row group's Arrow buffers, not a second copy of every cell; the group stays
     kept for the next rows: :class:`_KeptRowGroup`)."""
-    group_start = row_group_start(_PARQUET.get(shard).metadata, group)
+    group_start = _group_starts(_PARQUET.get(shard).metadata)[group]
     values = _KEPT.rows(shard, column, group, group_start)
     for chunk in values.chunks:
         for index in range(len(chunk)):
@@ -565,19 +568,115 @@ def _cached_bytes(ref: str, path: Path) -> bytes:
 
 
 def _parquet_row_bytes(shard: Path, ref: str, member: str) -> bytes:
+    """A row from the kept row group, else from the row group's cell file in the member cache,
+    else read from the shard: the group is kept and written whole as one cell file (one write per
+    row group; later epochs, in any order, read a row with two positional reads)."""
     column, row = _row_member(member)
     kept = _KEPT.get(shard, column, row)
-    if kept is None:
-        cached = _cached_file(ref)
-        if cached is not None:
-            return _cached_bytes(ref, cached)
-        path = _materialize_parquet_rows(shard, ref, member)  # reads, keeps and caches the row group
-        kept = _KEPT.get(shard, column, row)
-        if kept is None:  # the shard changed in between
-            return _cached_bytes(ref, path)
-    if kept[0] is None:
+    if kept is not None:
+        data = kept[0]
+    else:
+        group = None
+        try:
+            handle = _PARQUET.get(shard)
+            group, first = row_group_of(handle.metadata, row)
+            cells = _group_cells_path(shard, column, group)
+            data = _CELLS.read(cells, row - first)
+            if data is None:  # not cached yet
+                problem = column_problem(handle.schema_arrow, column)
+                if problem:
+                    raise MediaError(ref, problem)
+                values = _KEPT.rows(shard, column, group, first)
+                _store_cells(ref, cells, values)
+                data = media_bytes(values[row - first].as_py())[0]
+        except MediaError:
+            raise
+        except IndexError as error:
+            raise MediaError(ref, f"row {row} is past the shard's end") from error
+        except Exception as error:  # pyarrow: ArrowInvalid, OSError, ... on damaged pages
+            where = "the shard" if group is None else f"row group {group} of the shard"
+            raise MediaError(ref, f"{where} is unreadable ({type(error).__name__}: {error})") from error
+    if not data:
         raise MediaError(ref, _empty_cell(column))
-    return kept[0]
+    return data
+
+
+def column_problem(schema: Any, column: str) -> str | None:
+    """Why ``column`` of a shard's ``schema`` cannot be read as media (None: it can)."""
+    if column not in schema.names:
+        return f"no column {column!r} in the shard (columns: {', '.join(schema.names)})"
+    return media_column_problem(schema, column)
+
+
+# A row group's cells in one file: count n (uint64), n + 1 offsets into the data, the data.
+_CELL_HEADER = struct.Struct("<Q")
+
+
+def _group_cells_path(shard: Path, column: str, group: int) -> str:
+    status = os.stat(shard)
+    key = make_key("row-group", os.path.abspath(shard), status.st_size, status.st_mtime_ns, column, group)
+    return os.path.join(member_cache_root(), key[:2], f"{key}.cells")
+
+
+def _store_cells(ref: str, target: str, values: Any) -> None:
+    """Write every cell of a row group (an empty cell as 0 bytes) into ``target``, atomically, one
+    cell in memory at a time."""
+    count = len(values)
+    offsets = [0] * (count + 1)
+    try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        descriptor, temp = tempfile.mkstemp(prefix=temp_prefix(os.path.basename(target)), dir=os.path.dirname(target))
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.seek(_CELL_HEADER.size * (count + 2))
+                for index in range(count):
+                    data = media_bytes(values[index].as_py())[0] or b""
+                    handle.write(data)
+                    offsets[index + 1] = offsets[index] + len(data)
+                handle.seek(0)
+                handle.write(struct.pack(f"<{count + 2}Q", count, *offsets))
+            os.replace(temp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+    except OSError as error:
+        raise MediaError(ref, f"cannot write its row group to the member cache {member_cache_root()} "
+                              f"({error.strerror or error}; set {MEMBER_CACHE_ENV} to a writable folder)") from error
+
+
+class _CellFiles(threading.local):
+    """Open row-group cell files of this process/worker (a forked worker opens its own)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.open: OrderedDict[str, int] = OrderedDict()
+
+    def read(self, path: str, index: int) -> bytes | None:
+        """Cell ``index`` of the cell file ``path``; None when there is no such file."""
+        if self.pid != os.getpid():
+            self.open, self.pid = OrderedDict(), os.getpid()  # the parent's descriptors stay the parent's
+        descriptor = self.open.get(path)
+        if descriptor is None:
+            try:
+                descriptor = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                return None
+            self.open[path] = descriptor
+            while len(self.open) > 16:
+                os.close(self.open.popitem(last=False)[1])
+        self.open.move_to_end(path)
+        count, = _CELL_HEADER.unpack(os.pread(descriptor, _CELL_HEADER.size, 0))
+        if not 0 <= index < count:
+            raise IndexError(index)
+        start, end = struct.unpack("<2Q", os.pread(descriptor, 16, _CELL_HEADER.size * (index + 1)))
+        data = os.pread(descriptor, end - start, _CELL_HEADER.size * (count + 2) + start)
+        if len(data) != end - start:
+            raise EOFError(f"member cache file {path} is truncated")
+        return data
+
+
+_CELLS = _CellFiles()
 
 
 def _row_member(member: str) -> tuple[str, int]:
@@ -607,9 +706,7 @@ def _materialize_parquet_rows(shard: Path, ref: str, member: str) -> Path:
     group: int | None = None
     try:
         handle = _PARQUET.get(shard)
-        if column not in handle.schema_arrow.names:
-            raise MediaError(ref, f"no column {column!r} in the shard (columns: {', '.join(handle.schema_arrow.names)})")
-        problem = media_column_problem(handle.schema_arrow, column)
+        problem = column_problem(handle.schema_arrow, column)
         if problem:
             raise MediaError(ref, problem)
         group, first = row_group_of(handle.metadata, row)
@@ -661,4 +758,4 @@ def _materialize_compressed_tar(archive: Path, ref: str, member: str) -> Path:
 __all__ = ["ARCHIVE_SUFFIXES", "MEMBER_CACHE_ENV", "MediaBytes", "accepts_media_bytes", "archive_kind", "is_container",
            "is_member_ref", "iter_row_group_media", "list_archive", "local_path", "media_bytes", "media_column_problem",
            "media_columns", "member_cache_root", "member_data", "member_ref", "read_archive_member", "reads_media_bytes",
-           "row_group_of", "row_group_start", "row_ref", "split_member_ref"]
+           "row_group_of", "row_ref", "split_member_ref"]
