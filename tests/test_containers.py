@@ -13,12 +13,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 from container_fixtures import CORRUPT, write_archive
 from PIL import Image
 
 from detectors.data.catalog import collect_items, load_dataset_config, load_items
-from detectors.data.containers import local_path, media_columns, member_cache_root
+from detectors.data.containers import local_path, media_columns, member_cache_root, member_data
 from detectors.data.dataset import MediaDataset, collate_skip, load_media
 from detectors.errors import ConfigError, MediaError
 from detectors.image.io import load_image
@@ -96,7 +97,12 @@ def test_one_row_reads_its_row_group_only(tmp_path):
     shard = tmp_path / "s.parquet"
     pq.write_table(pa.table({"image": [png(i) for i in range(20)]}), shard, row_group_size=5)
     items = load_items(yaml_file(tmp_path, entry(shard)), "image")
-    load_media(load_image, next(i.path for i in items if i.path.endswith("[7]")))
+    load_media(load_image, next(i.path for i in items if i.path.endswith("[7]")))  # a decoder reading bytes
+    cells = list(member_cache_root().rglob("*.cells"))
+    assert len(cells) == 1 and not list(member_cache_root().rglob("media*"))  # one file for the group
+    assert len(cells[0].read_bytes()) == 8 * 7 + sum(len(png(i)) for i in range(5, 10))  # rows 5..9 only
+    assert member_data(f"{shard}::image[9]").data == png(9)
+    local_path(f"{shard}::image[6]")  # a decoder needing a path: one file per row of the group
     written = sorted(p for p in member_cache_root().rglob("media*"))
     assert len(written) == 5  # rows 5..9: the row group, not the file
     assert local_path(f"{shard}::image[9]") in written  # the rest of the group now hits
@@ -285,3 +291,57 @@ def test_benchmark_config_forms_and_missing_cache_entries(tmp_path):
         load_dataset_config(grouped, tmp_path / "cache", "video")
     with pytest.raises(ConfigError, match="--benchmark-cache: not a folder"):
         load_dataset_config(grouped, tmp_path / "nowhere", "image")
+
+
+def encoded(seed: int, fmt: str) -> bytes:
+    """A smooth 40x56 picture (lossy codecs keep detail to differ on) as ``fmt`` bytes."""
+    base = np.random.default_rng(seed).integers(0, 255, (5, 7, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(base).resize((56, 40), Image.BICUBIC).save(buffer, fmt, **({"quality": 85} if fmt != "PNG" else {}))
+    return buffer.getvalue()
+
+
+def test_members_decoded_from_memory_equal_the_files(tmp_path):
+    """Image decoders read container members from their bytes (no member-cache file); the pixels
+    equal decoding the same file from disk, for every image loader and container kind."""
+    from functools import partial
+
+    from detectors.data.containers import accepts_media_bytes
+    from detectors.image.data import benchmark_input_loader, load_image_rgb
+    from detectors.image.io import load_image_crop
+
+    media = {f"{fmt.lower()}{i}.{fmt.lower()}": encoded(i, fmt) for i in range(3) for fmt in ("PNG", "JPEG", "WEBP")}
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for name, data in media.items():
+        (loose / name).write_bytes(data)
+    names = list(media)
+    shard = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"image": [{"bytes": media[n], "path": n} for n in names]}), shard, row_group_size=4)
+    containers = {"tar": write_archive(tmp_path / "a.tar", media), "zip": write_archive(tmp_path / "a.zip", media),
+                  "tar.gz": write_archive(tmp_path / "a.tar.gz", media)}
+    loaders = [load_image, load_image_rgb, partial(load_image_crop, size=32, train=False),
+               benchmark_input_loader({"resize": [24, 24]})]
+    assert all(accepts_media_bytes(load) for load in loaders)
+    for load in loaders:
+        for row, name in enumerate(names):
+            expected = load(str(loose / name))
+            refs = [f"{c}::{name}" for c in containers.values()] + [f"{shard}::image[{row}]"]
+            for ref in refs:
+                assert torch.equal(load_media(load, ref), expected), (ref, load)
+    files = list(member_cache_root().rglob("media*"))
+    assert len(files) == len(media)  # the .tar.gz's members, written once; tar/zip/parquet rows left none
+
+
+def test_member_bytes_errors_name_container_and_member(tmp_path):
+    archive = write_archive(tmp_path / "a.tar", {"ok.png": png(1), "bad.png": CORRUPT, "empty.png": b""})
+    shard = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"image": [{"bytes": png(2), "path": "a.png"}, {"bytes": None, "path": None},
+                                       {"bytes": b"not an image", "path": "b.png"}]}), shard)
+    for ref, problem in ((f"{archive}::bad.png", "not an image|corrupt"), (f"{archive}::empty.png", "empty"),
+                         (f"{archive}::gone.png", "no member 'gone.png'"),
+                         (f"{shard}::image[1]", "empty cell"), (f"{shard}::image[2]", "not an image"),
+                         (f"{shard}::image[9]", "past the shard's end"), (f"{shard}::other[0]", "no column 'other'")):
+        with pytest.raises(MediaError, match=problem) as caught:
+            load_media(load_image, ref)
+        assert caught.value.path == ref

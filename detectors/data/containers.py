@@ -10,7 +10,11 @@ A medium inside a container is addressed as ``<container>::<member>`` (``MEMBER_
   no media inside); loading it raises :class:`MediaError` naming the container and the problem, so
   it is skipped and counted like any unreadable medium.
 
-The decoders of this project read files (decord, PyAV, libsndfile, Pillow), so :func:`local_path`
+Decoders that read a file object (Pillow: the image loaders, marked :func:`reads_media_bytes`) get
+the member's bytes straight from the container (:func:`member_data`, :class:`MediaBytes`): a zip
+member, a plain tar member by one positional read at its offset (the archive is indexed once per
+worker), a parquet row from the one row group each worker keeps in memory. Decoders that need a path
+(decord, PyAV, libsndfile) get a file: :func:`local_path`
 writes a member once into a content-keyed cache (``member_cache_root()/<key[:2]>/<key>/media<ext>``,
 the key from the container's path, size and mtime plus the member: a changed container misses) and
 returns that file. Writes are atomic (temp file + rename, no fsync: the entry is a copy); concurrent
@@ -31,18 +35,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import contextlib
+import functools
+import io
 import logging
 import os
 import re
+import struct
 import tarfile
 import tempfile
 import threading
 import zipfile
 import zlib
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from detectors.atomic import temp_prefix
 from detectors.data.cache import MEMBER_SEPARATOR, make_key
@@ -199,24 +208,64 @@ class _ParquetFiles(threading.local):
 _PARQUET = _ParquetFiles()
 
 
+@functools.lru_cache(maxsize=64)
+def _group_starts(metadata: Any) -> list[int]:
+    starts = [0]
+    for group in range(metadata.num_row_groups):
+        starts.append(starts[-1] + metadata.row_group(group).num_rows)
+    return starts
+
+
 def row_group_of(metadata: Any, row: int) -> tuple[int, int]:
     """``(row group, first row of that group)`` holding file row ``row``."""
-    start = 0
-    for group in range(metadata.num_row_groups):
-        count = metadata.row_group(group).num_rows
-        if row < start + count:
-            return group, start
-        start += count
-    raise IndexError(row)
+    starts = _group_starts(metadata)
+    if not 0 <= row < starts[-1]:
+        raise IndexError(row)
+    group = bisect.bisect_right(starts, row) - 1
+    return group, starts[group]
 
 
 def iter_row_group_media(shard: Path, column: str, group: int) -> Iterator[tuple[bytes | None, str | None]]:
     """``media_bytes`` of each row of one row group, one Python object at a time (the memory one
-    read costs is the row group's Arrow buffers, not a second copy of every cell)."""
-    values = _PARQUET.get(shard).read_row_group(group, columns=[column]).column(column)
+    read costs is the row group's Arrow buffers, not a second copy of every cell; the group stays
+    kept for the next rows: :class:`_KeptRowGroup`)."""
+    group_start = _group_starts(_PARQUET.get(shard).metadata)[group]
+    values = _KEPT.rows(shard, column, group, group_start)
     for chunk in values.chunks:
         for index in range(len(chunk)):
             yield media_bytes(chunk[index].as_py())
+
+
+class _KeptRowGroup(threading.local):
+    """The last row group a process/worker read from a media column (its Arrow buffers: one row
+    group, whatever the file's size), so the next rows of that group are not read again."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.key: tuple[str, str, int] | None = None
+        self.first = 0
+        self.values: Any = None
+
+    def rows(self, shard: Path, column: str, group: int, first: int) -> Any:
+        """The media column of row group ``group`` (first file row ``first``), read once."""
+        key = (_identity(shard), column, group)
+        if self.pid != os.getpid() or self.key != key:
+            self.pid, self.key, self.values = os.getpid(), None, None  # the old group is freed first
+            self.values = _PARQUET.get(shard).read_row_group(group, columns=[column]).column(column)
+            self.key, self.first = key, first
+        return self.values
+
+    def get(self, shard: Path, column: str, row: int) -> tuple[bytes | None, str | None] | None:
+        """The cell at file row ``row`` if it lies in the kept group, else None."""
+        if self.pid != os.getpid() or self.key is None or self.key[:2] != (_identity(shard), column):
+            return None
+        offset = row - self.first
+        if not 0 <= offset < len(self.values):
+            return None
+        return media_bytes(self.values[offset].as_py())
+
+
+_KEPT = _KeptRowGroup()
 
 
 def list_parquet(shard: Path, modality: str, *, data_columns: Sequence[str] | None = None,
@@ -349,12 +398,19 @@ def read_archive_member(archive: Path, member: str) -> bytes:
         info = index.get(member)
         if info is None:
             raise KeyError(f"no member {member!r} (or the archive is cut off before it)")
-        source = handle.extractfile(info)
-        if source is None:
+        if not info.isreg():
             raise KeyError(f"{member} is not a regular file")
-        data = source.read()
+        if info.sparse is None and archive_kind(archive) == "tar":
+            # a plain tar stores a member's bytes contiguously at its indexed offset: one positional
+            # read (no shared file offset, no tarfile stream objects)
+            data = os.pread(handle.fileobj.fileno(), info.size, info.offset_data)
+        else:
+            source = handle.extractfile(info)
+            if source is None:
+                raise KeyError(f"{member} is not a regular file")
+            data = source.read()
         if len(data) != info.size:
-            raise EOFError(f"member truncated: {len(data)} of {info.size} bytes")
+            raise EOFError(f"unexpected end of data: member truncated, {len(data)} of {info.size} bytes")
         return data
     except Exception:
         _ARCHIVES.drop(archive)  # a damaged handle is not reused
@@ -418,10 +474,8 @@ def _store(ref: str, data: bytes, name: str | None) -> Path:
     return target
 
 
-def local_path(ref: str | Path) -> Path:
-    """A file holding the medium ``ref`` (``<container>::<member>``), written once into the member
-    cache; :class:`MediaError` naming ``ref`` when the container or the member cannot be read."""
-    ref = str(ref)
+def _container_and_member(ref: str) -> tuple[Path, str]:
+    """``split_member_ref(ref)`` of a container that exists and a member that is named."""
     parts = split_member_ref(ref)
     if parts is None:
         raise ValueError(f"not a container member: {ref}")
@@ -430,6 +484,15 @@ def local_path(ref: str | Path) -> Path:
         raise MediaError(ref, "container file not found")
     if member == "":
         raise MediaError(container, _container_problem(container))
+    return container, member
+
+
+def local_path(ref: str | Path) -> Path:
+    """A file holding the medium ``ref`` (``<container>::<member>``), written once into the member
+    cache; :class:`MediaError` naming ``ref`` when the container or the member cannot be read.
+    For decoders that need a path (decord, PyAV, libsndfile); :func:`member_data` skips the file."""
+    ref = str(ref)
+    container, member = _container_and_member(ref)
     cached = _cached_file(ref)
     if cached is not None:
         return cached
@@ -437,11 +500,193 @@ def local_path(ref: str | Path) -> Path:
         return _materialize_parquet_rows(container, ref, member)
     if archive_kind(container) == "tar.gz":
         return _materialize_compressed_tar(container, ref, member)
+    return _store(ref, _archive_member_bytes(container, ref, member), member)
+
+
+@dataclass(frozen=True)
+class MediaBytes:
+    """A medium of a container held in memory, for decoders that read a file object
+    (:func:`reads_media_bytes`); ``ref`` (``<container>::<member>``) is what their errors name."""
+
+    ref: str
+    data: bytes
+
+    def __str__(self) -> str:
+        return self.ref
+
+    def open(self) -> io.BytesIO:
+        return io.BytesIO(self.data)
+
+
+_Decoder = TypeVar("_Decoder", bound=Callable[..., Any])
+
+
+def reads_media_bytes(decoder: _Decoder) -> _Decoder:
+    """Mark a decoder that takes :class:`MediaBytes` as well as a path: container members then reach
+    it from memory (``load_media``), without a copy in the member cache."""
+    decoder.reads_media_bytes = True  # type: ignore[attr-defined]
+    return decoder
+
+
+def accepts_media_bytes(load: Callable[..., Any]) -> bool:
+    """Whether ``load`` (or the function a ``functools.partial`` wraps) is :func:`reads_media_bytes`."""
+    while isinstance(load, functools.partial):
+        load = load.func
+    return bool(getattr(load, "reads_media_bytes", False))
+
+
+def member_data(ref: str | Path) -> MediaBytes:
+    """The bytes of the medium ``ref``, read from the container without a file in between: a zip
+    member, a plain tar member by one positional read at its indexed offset, a parquet row from the
+    row group this worker keeps (a row group read is kept and written to the member cache whole, so
+    later epochs in any order read one cached file instead of a row group per sample); a compressed
+    tar's member from the member cache (no random access in gzip). :class:`MediaError` naming
+    ``ref`` when the container or the member cannot be read."""
+    ref = str(ref)
+    container, member = _container_and_member(ref)
+    kind = archive_kind(container)
+    if kind is None:
+        return MediaBytes(ref, _parquet_row_bytes(container, ref, member))
+    if kind == "tar.gz":
+        return MediaBytes(ref, _cached_bytes(ref, local_path(ref)))
+    return MediaBytes(ref, _archive_member_bytes(container, ref, member))
+
+
+def _archive_member_bytes(archive: Path, ref: str, member: str) -> bytes:
     try:
-        data = read_archive_member(container, member)
+        return read_archive_member(archive, member)
     except (KeyError, EOFError, OSError, zipfile.BadZipFile, tarfile.TarError, zlib.error, RuntimeError) as error:
         raise MediaError(ref, f"cannot read the member ({type(error).__name__}: {error})") from error
-    return _store(ref, data, member)
+
+
+def _cached_bytes(ref: str, path: Path) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as error:
+        raise MediaError(ref, f"cannot read its copy in the member cache {path} ({error.strerror or error})") from error
+
+
+def _parquet_row_bytes(shard: Path, ref: str, member: str) -> bytes:
+    """A row from the kept row group, else from the row group's cell file in the member cache,
+    else read from the shard: the group is kept and written whole as one cell file (one write per
+    row group; later epochs, in any order, read a row with two positional reads)."""
+    column, row = _row_member(member)
+    kept = _KEPT.get(shard, column, row)
+    if kept is not None:
+        data = kept[0]
+    else:
+        group = None
+        try:
+            handle = _PARQUET.get(shard)
+            group, first = row_group_of(handle.metadata, row)
+            cells = _group_cells_path(shard, column, group)
+            data = _CELLS.read(cells, row - first)
+            if data is None:  # not cached yet
+                problem = column_problem(handle.schema_arrow, column)
+                if problem:
+                    raise MediaError(ref, problem)
+                values = _KEPT.rows(shard, column, group, first)
+                _store_cells(ref, cells, values)
+                data = media_bytes(values[row - first].as_py())[0]
+        except MediaError:
+            raise
+        except IndexError as error:
+            raise MediaError(ref, f"row {row} is past the shard's end") from error
+        except Exception as error:  # pyarrow: ArrowInvalid, OSError, ... on damaged pages
+            where = "the shard" if group is None else f"row group {group} of the shard"
+            raise MediaError(ref, f"{where} is unreadable ({type(error).__name__}: {error})") from error
+    if not data:
+        raise MediaError(ref, _empty_cell(column))
+    return data
+
+
+def column_problem(schema: Any, column: str) -> str | None:
+    """Why ``column`` of a shard's ``schema`` cannot be read as media (None: it can)."""
+    if column not in schema.names:
+        return f"no column {column!r} in the shard (columns: {', '.join(schema.names)})"
+    return media_column_problem(schema, column)
+
+
+# A row group's cells in one file: count n (uint64), n + 1 offsets into the data, the data.
+_CELL_HEADER = struct.Struct("<Q")
+
+
+def _group_cells_path(shard: Path, column: str, group: int) -> str:
+    status = os.stat(shard)
+    key = make_key("row-group", os.path.abspath(shard), status.st_size, status.st_mtime_ns, column, group)
+    return os.path.join(member_cache_root(), key[:2], f"{key}.cells")
+
+
+def _store_cells(ref: str, target: str, values: Any) -> None:
+    """Write every cell of a row group (an empty cell as 0 bytes) into ``target``, atomically, one
+    cell in memory at a time."""
+    count = len(values)
+    offsets = [0] * (count + 1)
+    try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        descriptor, temp = tempfile.mkstemp(prefix=temp_prefix(os.path.basename(target)), dir=os.path.dirname(target))
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.seek(_CELL_HEADER.size * (count + 2))
+                for index in range(count):
+                    data = media_bytes(values[index].as_py())[0] or b""
+                    handle.write(data)
+                    offsets[index + 1] = offsets[index] + len(data)
+                handle.seek(0)
+                handle.write(struct.pack(f"<{count + 2}Q", count, *offsets))
+            os.replace(temp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+    except OSError as error:
+        raise MediaError(ref, f"cannot write its row group to the member cache {member_cache_root()} "
+                              f"({error.strerror or error}; set {MEMBER_CACHE_ENV} to a writable folder)") from error
+
+
+class _CellFiles(threading.local):
+    """Open row-group cell files of this process/worker (a forked worker opens its own)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.open: OrderedDict[str, int] = OrderedDict()
+
+    def read(self, path: str, index: int) -> bytes | None:
+        """Cell ``index`` of the cell file ``path``; None when there is no such file."""
+        if self.pid != os.getpid():
+            self.open, self.pid = OrderedDict(), os.getpid()  # the parent's descriptors stay the parent's
+        descriptor = self.open.get(path)
+        if descriptor is None:
+            try:
+                descriptor = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                return None
+            self.open[path] = descriptor
+            while len(self.open) > 16:
+                os.close(self.open.popitem(last=False)[1])
+        self.open.move_to_end(path)
+        count, = _CELL_HEADER.unpack(os.pread(descriptor, _CELL_HEADER.size, 0))
+        if not 0 <= index < count:
+            raise IndexError(index)
+        start, end = struct.unpack("<2Q", os.pread(descriptor, 16, _CELL_HEADER.size * (index + 1)))
+        data = os.pread(descriptor, end - start, _CELL_HEADER.size * (count + 2) + start)
+        if len(data) != end - start:
+            raise EOFError(f"member cache file {path} is truncated")
+        return data
+
+
+_CELLS = _CellFiles()
+
+
+def _row_member(member: str) -> tuple[str, int]:
+    match = _ROW_MEMBER.match(member)
+    assert match is not None  # split_member_ref accepted it
+    return match["column"], int(match["row"])
+
+
+def _empty_cell(column: str) -> str:
+    return f"no media bytes in column {column!r} at this row (empty cell)"
 
 
 def _container_problem(container: Path) -> str:
@@ -457,15 +702,11 @@ def _container_problem(container: Path) -> str:
 
 
 def _materialize_parquet_rows(shard: Path, ref: str, member: str) -> Path:
-    match = _ROW_MEMBER.match(member)
-    assert match is not None  # split_member_ref accepted it
-    column, row = match["column"], int(match["row"])
+    column, row = _row_member(member)
     group: int | None = None
     try:
         handle = _PARQUET.get(shard)
-        if column not in handle.schema_arrow.names:
-            raise MediaError(ref, f"no column {column!r} in the shard (columns: {', '.join(handle.schema_arrow.names)})")
-        problem = media_column_problem(handle.schema_arrow, column)
+        problem = column_problem(handle.schema_arrow, column)
         if problem:
             raise MediaError(ref, problem)
         group, first = row_group_of(handle.metadata, row)
@@ -486,7 +727,7 @@ def _materialize_parquet_rows(shard: Path, ref: str, member: str) -> Path:
         raise MediaError(ref, f"{where} is unreadable "
                               f"({type(error).__name__}: {error})") from error
     if target is None:
-        raise MediaError(ref, f"no media bytes in column {column!r} at this row (empty cell)")
+        raise MediaError(ref, _empty_cell(column))
     return target
 
 
@@ -514,6 +755,7 @@ def _materialize_compressed_tar(archive: Path, ref: str, member: str) -> Path:
     return target
 
 
-__all__ = ["ARCHIVE_SUFFIXES", "MEMBER_CACHE_ENV", "archive_kind", "is_container", "is_member_ref", "list_archive",
-           "local_path", "media_bytes", "media_column_problem", "media_columns", "member_cache_root", "member_ref",
-           "iter_row_group_media", "read_archive_member", "row_group_of", "row_ref", "split_member_ref"]
+__all__ = ["ARCHIVE_SUFFIXES", "MEMBER_CACHE_ENV", "MediaBytes", "accepts_media_bytes", "archive_kind", "is_container",
+           "is_member_ref", "iter_row_group_media", "list_archive", "local_path", "media_bytes", "media_column_problem",
+           "media_columns", "member_cache_root", "member_data", "member_ref", "read_archive_member", "reads_media_bytes",
+           "row_group_of", "row_ref", "split_member_ref"]

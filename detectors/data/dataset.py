@@ -18,11 +18,15 @@ logger = logging.getLogger(__name__)
 def load_media(load: Callable[[str], Any], path: str) -> Any:
     """``load(path)``, with whatever a decoder raises (OSError, RuntimeError, ...) turned into a
     :class:`MediaError` naming the file. A medium inside an archive or a parquet shard
-    (``<container>::<member>``) is decoded from its copy in the member cache
-    (:func:`detectors.data.containers.local_path`); its errors name the container and member."""
-    from detectors.data.containers import is_member_ref, local_path
+    (``<container>::<member>``) reaches a decoder that reads bytes
+    (:func:`~detectors.data.containers.reads_media_bytes`) from memory
+    (:func:`~detectors.data.containers.member_data`), any other from its copy in the member cache
+    (:func:`~detectors.data.containers.local_path`); its errors name the container and member."""
+    from detectors.data.containers import accepts_media_bytes, is_member_ref, local_path, member_data
 
     try:
+        if is_member_ref(path) and accepts_media_bytes(load):
+            return load(member_data(path))
         if is_member_ref(path):
             local = str(local_path(path))
             try:

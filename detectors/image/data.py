@@ -23,6 +23,7 @@ import torch
 
 from detectors.config import setting
 from detectors.data.cache import file_fingerprint
+from detectors.data.containers import MediaBytes, reads_media_bytes
 from detectors.data.dataset import SampleRecipe
 from detectors.data.features import FeatureExtraction
 from detectors.errors import ConfigError
@@ -139,14 +140,15 @@ def frozen_feature_identity(detector: Any) -> str:
     return f"{detector.arch}-frozen-{digest.hexdigest()[:20]}"
 
 
-def _benchmark_pixels(path: str) -> np.ndarray:
+def _benchmark_pixels(path: str | MediaBytes) -> np.ndarray:
     """``uint8 [H, W, 3]`` exactly as the benchmark decodes: PIL ``Image.open(...).convert("RGB")``
     (alpha dropped, no EXIF rotation, 16-bit greyscale clipped rather than rescaled)."""
     with open_image(path) as image:
         return np.asarray(image.convert("RGB"))
 
 
-def load_image_rgb(path: str) -> torch.Tensor:
+@reads_media_bytes
+def load_image_rgb(path: str | MediaBytes) -> torch.Tensor:
     """:func:`_benchmark_pixels` as ``uint8 [3, H, W]``."""
     return hwc_to_tensor(_benchmark_pixels(path))
 
@@ -170,7 +172,8 @@ def preprocessing_resize(preprocessing: dict[str, Any], modality: str) -> tuple[
     return int(resize[0]), int(resize[1])
 
 
-def _benchmark_image(path: str, resize: tuple[int, int], robustness: bool) -> torch.Tensor:
+@reads_media_bytes
+def _benchmark_image(path: str | MediaBytes, resize: tuple[int, int], robustness: bool) -> torch.Tensor:
     pixels = _benchmark_pixels(path)
     if robustness:
         pixels = robustness_chain_array(pixels)

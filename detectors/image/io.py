@@ -15,13 +15,14 @@ from __future__ import annotations
 import contextlib
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as F
 
+from detectors.data.containers import MediaBytes, reads_media_bytes
 from detectors.errors import MediaError, media_access_problem
 
 #: Largest accepted image (pixels), PIL's own default bomb limit; larger files raise ``MediaError``.
@@ -29,17 +30,23 @@ MAX_PIXELS = 178_956_970
 
 
 @contextlib.contextmanager
-def open_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Iterator[Image.Image]:
-    """Open and fully decode an image; every failure becomes ``MediaError(path, problem)``."""
+def open_image(path: str | Path | MediaBytes, max_pixels: int = MAX_PIXELS) -> Iterator[Image.Image]:
+    """Open and fully decode an image (a file, or a container member's bytes); every failure
+    becomes ``MediaError(path, problem)``."""
+    if isinstance(path, MediaBytes):
+        source: str | BinaryIO = path.open()
+        problem = None if path.data else "empty file (0 bytes)"
+    else:
+        source = str(path)
+        problem = media_access_problem(source)
     path = str(path)
-    problem = media_access_problem(path)
     if problem:
         raise MediaError(path, problem)
     try:
         with warnings.catch_warnings():
             # PIL only warns between its limit and twice its limit; we want a clear error instead.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(source)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise MediaError(path, f"image too large (decompression bomb guard): {exc}") from exc
     except UnidentifiedImageError:
@@ -84,7 +91,8 @@ def _high_bit_depth_to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
     return np.clip(np.nan_to_num(scaled) + 0.5, 0, 255).astype(np.uint8)
 
 
-def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+@reads_media_bytes
+def load_image(path: str | Path | MediaBytes, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """Decode an image file to a ``uint8`` tensor ``[3, H, W]`` (RGB) at native resolution.
 
     The tensor is a channel-first view of the decoded HWC buffer (not contiguous), which saves a
@@ -96,7 +104,8 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
         return F.pil_to_tensor(rgb)
 
 
-def load_image_crop(path: str | Path, size: int, train: bool = True, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+@reads_media_bytes
+def load_image_crop(path: str | Path | MediaBytes, size: int, train: bool = True, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """A native-resolution ``size`` x ``size`` window (random in training, centred otherwise).
 
     Cropping the PIL image before the RGB conversion and the tensor copy is what makes training
