@@ -26,17 +26,17 @@ from detectors.metrics import (
     expected_calibration_error,
 )
 
-__all__ = ["reliability_diagram", "roc_curve_plot", "pr_curve_plot", "temperature_sweep_plot", "label_histogram",
+__all__ = ["new_figure", "save_figure", "reliability_diagram", "roc_curve_plot", "pr_curve_plot", "temperature_sweep_plot", "label_histogram",
            "curves_plot"]
 
 
-def _new_figure(size: tuple[float, float]) -> Figure:
+def new_figure(size: tuple[float, float]) -> Figure:
     figure = Figure(figsize=size, dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
 
 
-def _save(figure: Figure, path: str | Path) -> Path:
+def save_figure(figure: Figure, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
@@ -65,7 +65,7 @@ def reliability_diagram(
     width = edges[1] - edges[0]
     filled = counts > 0
 
-    figure = _new_figure((5.0, 6.0))
+    figure = new_figure((5.0, 6.0))
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     top.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
     top.bar(
@@ -86,13 +86,13 @@ def reliability_diagram(
     bottom.bar(centres, counts, width=width * 0.9, color="tab:gray", edgecolor="black")
     bottom.set_xlabel("predicted p(fake)")
     bottom.set_ylabel("count")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def roc_curve_plot(labels: ArrayLike, prob: ArrayLike, path: str | Path, title: str | None = None) -> Path:
     """ROC curve with its AUC; a note instead of a curve when only one class is present."""
     y, p = to_binary_labels(labels), to_probabilities(prob)
-    figure = _new_figure((5.0, 5.0))
+    figure = new_figure((5.0, 5.0))
     axes = figure.subplots()
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey")
     if y.size and y.min() != y.max():
@@ -106,13 +106,13 @@ def roc_curve_plot(labels: ArrayLike, prob: ArrayLike, path: str | Path, title: 
     axes.set_xlabel("false positive rate (real called fake)")
     axes.set_ylabel("true positive rate (fake caught)")
     axes.set_title(title or "ROC")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def pr_curve_plot(labels: ArrayLike, prob: ArrayLike, path: str | Path, title: str | None = None) -> Path:
     """Precision-recall curve for the "fake" class with its average precision."""
     y, p = to_binary_labels(labels), to_probabilities(prob)
-    figure = _new_figure((5.0, 5.0))
+    figure = new_figure((5.0, 5.0))
     axes = figure.subplots()
     if y.size and y.min() != y.max():
         precision, recall, _ = precision_recall_curve(y, p)
@@ -126,7 +126,7 @@ def pr_curve_plot(labels: ArrayLike, prob: ArrayLike, path: str | Path, title: s
     axes.set_xlabel("recall (fake)")
     axes.set_ylabel("precision (fake)")
     axes.set_title(title or "Precision-recall")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def temperature_sweep_plot(
@@ -142,7 +142,7 @@ def temperature_sweep_plot(
     def column(name: str) -> np.ndarray:
         return np.array([rows[i][name] for i in order], dtype=np.float64)
 
-    figure = _new_figure((7.0, 5.0))
+    figure = new_figure((7.0, 5.0))
     left = figure.subplots()
     left.set_xscale("log", base=2)
     left.plot(temperature, column("score"), "o-", color="tab:green", markersize=3, label="score (higher better)")
@@ -159,14 +159,14 @@ def temperature_sweep_plot(
     extra = right.get_legend_handles_labels()
     figure.legend(handles[0] + extra[0], handles[1] + extra[1], loc="outside lower center", ncols=3, fontsize="small")
     left.set_title("Temperature sweep")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def label_histogram(values: ArrayLike, path: str | Path, threshold: float = 0.5, title: str | None = None) -> Path:
     """Histogram of training labels in [0, 1] (soft teacher scores or hard 0/1), with the share below
     0.1 and at or above ``threshold`` (the seed 004 check to run on every new dataset)."""
     v = np.asarray(values, dtype=np.float64).reshape(-1)
-    figure = _new_figure((6.0, 4.0))
+    figure = new_figure((6.0, 4.0))
     axes = figure.subplots()
     axes.hist(v, bins=np.linspace(0, 1, 21), color="tab:blue", edgecolor="white")
     axes.axvline(threshold, linestyle="--", color="tab:red", label=f"threshold {threshold:g}")
@@ -178,7 +178,7 @@ def label_histogram(values: ArrayLike, path: str | Path, threshold: float = 0.5,
     axes.set_ylabel("training samples")
     axes.legend(loc="upper center")
     axes.set_title(title or "Training label distribution")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def curves_plot(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], path: str | Path, kind: str,
@@ -188,7 +188,7 @@ def curves_plot(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], path: str | P
     without a curve."""
     if kind not in ("roc", "pr"):
         raise ValueError(f"kind must be 'roc' or 'pr', got {kind!r}")
-    figure = _new_figure((6.0, 6.0))
+    figure = new_figure((6.0, 6.0))
     axes = figure.subplots()
     if kind == "roc":
         axes.plot([0, 1], [0, 1], linestyle="--", color="grey")
@@ -213,4 +213,4 @@ def curves_plot(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], path: str | P
         axes.set_ylabel("precision (fake)")
     axes.legend(loc="lower right" if kind == "roc" else "lower left", fontsize="small")
     axes.set_title(title or ("ROC" if kind == "roc" else "Precision-recall"))
-    return _save(figure, path)
+    return save_figure(figure, path)

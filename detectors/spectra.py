@@ -36,6 +36,7 @@ from detectors.data.catalog import DatasetEntry, MediaItem, collect_items, load_
 from detectors.data.dataset import MediaDataset, collate_skip, is_empty_batch
 from detectors.errors import ConfigError
 from detectors.image.spectral import azimuthal_average, grey_image, log_power_spectrum
+from detectors.plots import new_figure, save_figure
 
 logger = logging.getLogger(__name__)
 INPUTS = ("native", "benchmark")
@@ -255,20 +256,6 @@ def write_outputs(output: Path, report: dict[str, Any], sums: dict[str, Accumula
 
 
 # --------------------------------------------------------------------------- figures
-def _figure(size: tuple[float, float]) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=size, dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-
-
 def _extent(size: int) -> tuple[float, float, float, float]:
     half = size // 2
     return (-half / size, (size - half) / size, (size - half) / size, -half / size)  # cycles/pixel, DC at 0
@@ -279,7 +266,7 @@ def profile_figures(output: Path, sums: dict[str, Accumulator], frequencies: np.
     names = list(sums)
     columns = min(4, len(names))
     rows = -(-len(names) // columns)
-    figure = _figure((3.2 * columns, 3.0 * rows))
+    figure = new_figure((3.2 * columns, 3.0 * rows))
     for index, name in enumerate(names):
         axes = figure.add_subplot(rows, columns, index + 1)
         spectrum = sums[name].mean_spectrum()
@@ -288,9 +275,9 @@ def profile_figures(output: Path, sums: dict[str, Accumulator], frequencies: np.
         axes.set_title(f"{name} (n={sums[name].count})", fontsize="small")
         axes.set_xlabel("cycles/pixel", fontsize="x-small")
     figure.suptitle("mean log power spectrum (DC in the centre)")
-    _save(figure, output / "spectra_2d.png")
+    save_figure(figure, output / "spectra_2d.png")
 
-    figure = _figure((8.0, 5.0))
+    figure = new_figure((8.0, 5.0))
     axes = figure.add_subplot()
     for name in names:
         mean, std = sums[name].mean_radial(), sums[name].std_radial()
@@ -302,7 +289,7 @@ def profile_figures(output: Path, sums: dict[str, Accumulator], frequencies: np.
     axes.set_ylabel("mean log power")
     axes.set_title("azimuthally averaged log power spectrum (mean +- std)")
     axes.legend(fontsize="x-small")
-    _save(figure, output / "radial.png")
+    save_figure(figure, output / "radial.png")
 
 
 def difference_figures(
@@ -318,7 +305,7 @@ def difference_figures(
     names = list(differences)
     columns = min(4, len(names))
     rows = -(-len(names) // columns)
-    figure = _figure((3.2 * columns, 3.0 * rows))
+    figure = new_figure((3.2 * columns, 3.0 * rows))
     for index, name in enumerate(names):
         axes = figure.add_subplot(rows, columns, index + 1)
         values = differences[name]
@@ -329,9 +316,9 @@ def difference_figures(
         figure.colorbar(shown, ax=axes, shrink=0.75)
         axes.set_title(f"real - {name}", fontsize="small")
     figure.suptitle("real minus fake mean log spectrum (blue: the fake has excess energy there)")
-    _save(figure, output / "difference_2d.png")
+    save_figure(figure, output / "difference_2d.png")
 
-    figure = _figure((8.0, 4.5))
+    figure = new_figure((8.0, 4.5))
     axes = figure.add_subplot()
     for name in names:
         style = "--" if name.startswith("all ") else "-"
@@ -342,7 +329,7 @@ def difference_figures(
     axes.set_ylabel("difference of mean log power")
     axes.set_title("real minus fake radial profile (below 0: the fake has excess energy)")
     axes.legend(fontsize="x-small")
-    _save(figure, output / "difference_radial.png")
+    save_figure(figure, output / "difference_radial.png")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,24 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from detectors.atomic import atomic_path
-
-
-def _figure(size: tuple[float, float]) -> Figure:
-    figure = Figure(figsize=size, dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-    return path
+from detectors.plots import new_figure, save_figure
 
 
 def _rgb(image: torch.Tensor) -> np.ndarray:
@@ -61,19 +47,19 @@ def _signed(axes, figure: Figure, heat: torch.Tensor, title: str) -> None:
 
 def image_figure(image: torch.Tensor, heat: torch.Tensor, title: str, path: str | Path) -> Path:
     """Input with the map over it, and the map alone (signed maps: red pushes towards fake)."""
-    figure = _figure((9.0, 4.6))
+    figure = new_figure((9.0, 4.6))
     left, right = figure.subplots(1, 2)
     _overlay(left, image, heat, "input + map (peak +)")
     _signed(right, figure, heat, "attribution (fake log-odds)")
     figure.suptitle(title, fontsize="medium")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def overlay_png(image: torch.Tensor, heat: torch.Tensor, path: str | Path, title: str = "") -> Path:
     """A small single-panel overlay (report thumbnails)."""
-    figure = _figure((2.4, 2.6))
+    figure = new_figure((2.4, 2.6))
     _overlay(figure.subplots(), image, heat, title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def video_figure(
@@ -86,7 +72,7 @@ def video_figure(
 ) -> Path:
     """Frame contributions over the clip, and the top frames with their maps."""
     count = max(1, len(top))
-    figure = _figure((max(8.0, 2.6 * count), 6.4))
+    figure = new_figure((max(8.0, 2.6 * count), 6.4))
     grid = figure.add_gridspec(2, count, height_ratios=[1.0, 1.3])
     bars = figure.add_subplot(grid[0, :])
     values = contributions.detach().float().cpu().numpy()
@@ -101,7 +87,7 @@ def video_figure(
     for column, (t, heat) in enumerate(zip(top, maps)):
         _overlay(figure.add_subplot(grid[1, column]), frames[t], heat, f"frame {t} ({values[t]:+.3f})")
     figure.suptitle(title, fontsize="medium")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def audio_figure(
@@ -116,7 +102,7 @@ def audio_figure(
 ) -> Path:
     """Log-mel spectrogram, attribution over time x mel bands, and attribution over time; breath
     segments are shaded on every panel."""
-    figure = _figure((10.0, 7.5))
+    figure = new_figure((10.0, 7.5))
     spectrogram, heat, curve = figure.subplots(3, 1, sharex=True, height_ratios=[1.2, 1.2, 0.8])
     spectrogram.imshow(
         mel.detach().float().cpu().numpy(),
@@ -159,4 +145,4 @@ def audio_figure(
         title + ("   (green: breaths found by detect_breaths)" if segments else "   (no breaths found)"),
         fontsize="medium",
     )
-    return _save(figure, path)
+    return save_figure(figure, path)
