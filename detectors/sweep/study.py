@@ -43,7 +43,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     try:
         return optuna.storages.RDBStorage(url)
     except ImportError as error:  # e.g. postgresql:// without psycopg2
-        raise ConfigError(None, "--storage", f"cannot open {url!r}: {error} (pip install psycopg2-binary)") from None
+        raise ConfigError(None, "--storage", f"cannot open {url!r}: {error} (for PostgreSQL: pip install "psycopg[binary]")") from None
     except Exception as error:  # SQLAlchemy's OperationalError and friends: a server that is not there
         message = " ".join(str(error).split())[:300]
         raise ConfigError(None, "--storage", f"cannot open {url!r}: {message}") from None
