@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def sweep(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # before the heavy imports: --help and usage errors are instant
+
     from detectors.data.catalog import load_items
     from detectors.settings import resolve_run_config
     from detectors.sweep import results
@@ -63,7 +65,6 @@ def sweep(argv: list[str] | None = None) -> int:
         run_tpe,
     )
 
-    args = build_parser().parse_args(argv)
     overrides = {}
     for item in args.set:
         key, sep, raw = item.partition("=")

@@ -38,15 +38,24 @@ def default_storage(output: Path) -> str:
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """An RDB storage; SQLite waits up to a minute for a lock held by another worker of the study."""
-    if url.startswith("sqlite"):
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    try:
-        return optuna.storages.RDBStorage(url)
-    except ImportError as error:  # e.g. postgresql:// without psycopg2
-        raise ConfigError(None, "--storage", f"cannot open {url!r}: {error} (for PostgreSQL: pip install "psycopg[binary]")") from None
-    except Exception as error:  # SQLAlchemy's OperationalError and friends: a server that is not there
-        message = " ".join(str(error).split())[:300]
-        raise ConfigError(None, "--storage", f"cannot open {url!r}: {message}") from None
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    for attempt in range(10):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except (IntegrityError, ProgrammingError):
+            # workers started together race to create the schema: the loser finds it made
+            if attempt == 9:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+        except ImportError as error:  # e.g. postgresql:// without its driver
+            raise ConfigError(None, "--storage", f"cannot open {url!r}: {error} (for PostgreSQL: pip install "
+                                                 "'psycopg[binary]')") from None
+        except Exception as error:  # SQLAlchemy's OperationalError and friends: a server that is not there
+            message = " ".join(str(error).split())[:300]
+            raise ConfigError(None, "--storage", f"cannot open {url!r}: {message}") from None
+    raise AssertionError("unreachable")
 
 
 class TrialSeededSampler(optuna.samplers.BaseSampler):
