@@ -48,13 +48,22 @@ class ModalitySupport:
     apply_arguments: Callable[[argparse.Namespace, ConfigLayers, set[str]], None] | None = None
 
 
+class _ArchAction(argparse.Action):
+    """``--arch``, remembering that it was given (else a ``--config`` file's ``arch:`` chooses)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        namespace.arch = values
+        namespace.arch_given = True
+
+
 def build_parser(modality: str, archs: list[str], default_arch: str) -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(
         prog=f"python -m detectors.{modality}.fit",
         description=f"Train, calibrate and evaluate a detector for {modality}. Without --data the built-in "
                     "(synthetic) demo data is used.")
-    parser.add_argument("--arch", choices=archs, help=f"detector architecture (default: the --config file's arch:, "
-                                                      f"else {default_arch})")
+    parser.add_argument("--arch", choices=archs, default=default_arch, action=_ArchAction,
+                        help=f"detector architecture (default: the --config file's arch:, else {default_arch})")
     parser.add_argument("--data", type=Path, help="dataset YAML (benchmark fields); omit for the demo")
     parser.add_argument("--backbone", help="hub id or local directory (transformers), or a timm model name")
     parser.add_argument("--backbone-weights", help="local weights file for a timm backbone")
@@ -154,7 +163,8 @@ def run_fit(modality: str, support: ModalitySupport, archs: list[str], default_a
         support.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        args.arch = args.arch or config_arch(args.config, archs) or default_arch
+        if not getattr(args, "arch_given", False):
+            args.arch = config_arch(args.config, archs) or args.arch
         return fit(args, modality, support)
     except expected_errors() as error:  # one line, status 2 (see detectors.cli)
         parser.exit(USAGE_ERROR, f"error: {one_line(error)}\n")
