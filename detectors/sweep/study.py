@@ -30,6 +30,8 @@ from detectors.sweep.trial import TrialFailed, run_trial
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 SURPLUS = "surplus"  # user attribute of a trial asked for after the study had its --trials
+HEARTBEAT_INTERVAL_S = 30
+HEARTBEAT_GRACE_S = 120
 
 
 def default_storage(output: Path) -> str:
@@ -43,7 +45,14 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
     for attempt in range(10):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat
+                # a worker that dies leaves its trial RUNNING: after HEARTBEAT_GRACE_S without a beat
+                # the next trial's start fails it and enqueues it again with its parameters
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                    grace_period=HEARTBEAT_GRACE_S,
+                    failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
         except (IntegrityError, ProgrammingError):
             # workers started together race to create the schema: the loser finds it made
             if attempt == 9:
@@ -115,7 +124,7 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
 def open_study(space: SearchSpace, storage: str, study_name: str, seed: int, pruner: str,
                max_epochs: int) -> optuna.Study:
     """Create the study, or join it (same parameters and objectives, else a one-line error)."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the sweep prints its own line per trial
     study = optuna.create_study(storage=open_storage(storage), study_name=study_name, load_if_exists=True,
                                 directions=space.directions, sampler=tpe_sampler(seed),
                                 pruner=make_pruner(pruner, max_epochs))
@@ -152,42 +161,58 @@ def base_settings(space: SearchSpace, seed: int) -> dict[str, Any]:
 
 
 def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The study's trials, without surplus ones (asked for by a worker after the study was full)."""
-    return [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS)]
+    """The study's trials, without surplus ones (asked for by a worker after the study was full) and
+    without those of dead workers that were re-run under a new number."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.system_attrs["failed_trial"] for t in trials if "failed_trial" in t.system_attrs}
+    return [t for t in trials if not t.user_attrs.get(SURPLUS) and t.number not in retried]
 
 
 def run_one(study: optuna.Study, context: SweepContext, fixed_params: dict[str, Any] | None = None
             ) -> optuna.trial.FrozenTrial | None:
-    """Ask for a trial, run it, tell the study; ``None`` once the study holds ``total`` trials."""
+    """Run one trial of the study (``fixed_params``: enqueued settings, the coordinate strategy's);
+    ``None`` once the study holds ``total`` trials.
+
+    Through ``study.optimize(n_trials=1)``: with a heartbeat storage, trials of a worker that died
+    are failed after the grace period and re-run with the same parameters (RetryFailedTrialCallback)."""
     if len(counted(study)) >= context.total:
         return None
     if fixed_params is not None:
         study.enqueue_trial(fixed_params, skip_if_exists=False)
-    trial = study.ask()
-    if trial.number >= context.total + _surplus_count(study):
-        # another worker asked at the same moment: this one is over the budget
-        trial.set_user_attr(SURPLUS, True)
-        study.tell(trial, state=TrialState.FAIL)
+    finished: list[optuna.trial.FrozenTrial] = []
+
+    def objective(trial: optuna.Trial) -> Any:
+        started = time.time()
+        if trial.number >= context.total + _surplus_count(study) + _retried_count(study):
+            trial.set_user_attr(SURPLUS, True)  # another worker asked at the same moment: over the budget
+            raise _Surplus
+        try:
+            return run_trial(trial, context.space, context.data, context.output, context.settings,
+                             context.space.suggest(trial), prune=context.prune)
+        except optuna.TrialPruned as pruned:
+            trial.set_user_attr("note", str(pruned))
+            raise
+        except (ConfigError, TrialFailed, OSError) as error:
+            trial.set_user_attr("error", " ".join(str(error).split())[:500])
+            raise
+        finally:
+            trial.set_user_attr("seconds", round(time.time() - started, 2))
+
+    study.optimize(objective, n_trials=1, catch=(ConfigError, TrialFailed, OSError, _Surplus),
+                   callbacks=[lambda _study, trial: finished.append(trial)], gc_after_trial=False)
+    if not finished or finished[0].user_attrs.get(SURPLUS):
         return None
-    started = time.time()
-    state, values = TrialState.COMPLETE, None
-    try:
-        values = run_trial(trial, context.space, context.data, context.output, context.settings,
-                           context.space.suggest(trial), prune=context.prune)
-    except optuna.TrialPruned as pruned:
-        state = TrialState.PRUNED
-        trial.set_user_attr("note", str(pruned))
-    except (ConfigError, TrialFailed, OSError) as error:
-        state = TrialState.FAIL
-        trial.set_user_attr("error", " ".join(str(error).split())[:500])
-    except BaseException:
-        study.tell(trial, state=TrialState.FAIL)
-        raise
-    trial.set_user_attr("seconds", round(time.time() - started, 2))
-    study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
-    frozen = study.get_trials(deepcopy=False)[trial.number]
-    context.report(study, frozen)
-    return frozen
+    context.report(study, finished[0])
+    return finished[0]
+
+
+class _Surplus(Exception):
+    pass
+
+
+def _retried_count(study: optuna.Study) -> int:
+    """Trials failed by the heartbeat and re-run under a new number."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if "failed_trial" in t.system_attrs)
 
 
 def _surplus_count(study: optuna.Study) -> int:

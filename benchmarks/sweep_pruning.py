@@ -1,0 +1,98 @@
+"""Sweeps: wall time of a study with pruning vs without (goal <= 0.6x), and a trial's overhead vs the
+same bare fit (goal <= 1.1x).
+
+1. Pruning: FakeFinder's space (``configs/sweeps/fakefinder.yaml``, 4 epochs per trial) on the image
+   demo data, ``--trials 12``, median pruner vs ``--pruner none``, same seed.
+2. Overhead: ``python -m detectors.sweep`` with one trial whose only parameter has one choice (so the
+   trial is exactly the bare fit's settings) vs ``python -m detectors.image.fit`` with those settings;
+   both in this process, alternated, median of ``--repeats``. The sweep's time includes creating the
+   study, its storage, trials.csv, best.yaml and the plots.
+
+    python benchmarks/sweep_pruning.py [--trials 12] [--repeats 3] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def timed_sweep(argv: list[str]) -> tuple[float, str]:
+    from detectors.sweep.__main__ import sweep
+
+    out = io.StringIO()
+    start = time.perf_counter()
+    with redirect_stdout(out):
+        status = sweep([str(a) for a in argv])
+    if status != 0:
+        raise SystemExit(out.getvalue())
+    return time.perf_counter() - start, out.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--skip-pruning", action="store_true")
+    args = parser.parse_args()
+
+    from detectors.image.demo import write_demo_images
+    from detectors.image.fit import IMAGE
+    from detectors.registry import list_detectors
+    from detectors.sweep.space import load_space
+    from detectors.sweep.study import base_settings
+    from detectors.sweep.trial import set_flags
+    from detectors.training.fit import configure_logging, run_fit
+
+    configure_logging()
+    root = args.out or Path(tempfile.mkdtemp(prefix="sweep-bench-"))
+    data = write_demo_images(root / "demo")  # the demo's default size: 60 real + 60 fake images
+    space = ROOT / "configs" / "sweeps" / "fakefinder.yaml"
+    common = ["--data", data, "--trials", args.trials, "--seed", 0, "--set", "data.num_workers=0"]
+
+    if not args.skip_pruning:
+        pruned_s, pruned_log = timed_sweep([space, *common, "--output", root / "pruned"])
+        full_s, full_log = timed_sweep([space, *common, "--output", root / "unpruned", "--pruner", "none"])
+        count = sum(" pruned " in line for line in pruned_log.splitlines() if line.startswith("trial "))
+        best = [line for line in pruned_log.splitlines() if line.startswith("trial ")][-1].split("|")[1].strip()
+        best_full = [line for line in full_log.splitlines() if line.startswith("trial ")][-1].split("|")[1].strip()
+        print(f"pruning: {args.trials} trials, median pruner {pruned_s:.1f} s ({count} pruned; {best}) vs none "
+              f"{full_s:.1f} s ({best_full}): ratio {pruned_s / full_s:.2f}")
+
+    # overhead: one trial == one bare fit with the same settings
+    one = root / "one_choice.yaml"
+    fixed = {"trainer.max_epochs": 4, "data.num_workers": 0, "model.image_size": 32}
+    one.write_text(yaml.safe_dump({"fit": {"arch": "flexcnn"}, "fixed": fixed,
+                                   "params": {"optim.lr": {"choices": [1.0e-3]}}}))
+    settings = base_settings(load_space(one), 0)
+    settings.setdefault("optim", {})["lr"] = 1.0e-3
+    sweeps, fits = [], []
+    for repeat in range(args.repeats):
+        seconds, _ = timed_sweep([one, "--data", data, "--trials", 1, "--output", root / f"overhead-{repeat}"])
+        sweeps.append(seconds)
+        start = time.perf_counter()
+        with redirect_stdout(io.StringIO()):
+            run_fit("image", IMAGE, list_detectors("image"), "flexcnn",
+                    ["--arch", "flexcnn", "--data", str(data), "--output", str(root / f"bare-{repeat}"),
+                     *set_flags(settings), "--set", "trainer.enable_progress_bar=false"])
+        fits.append(time.perf_counter() - start)
+    sweep_s, fit_s = statistics.median(sweeps), statistics.median(fits)
+    print(f"overhead: one-trial sweep {sweep_s:.2f} s vs bare fit {fit_s:.2f} s (medians of {args.repeats}): "
+          f"ratio {sweep_s / fit_s:.3f}")
+    print(f"(runs in {root})")
+
+
+if __name__ == "__main__":
+    main()
