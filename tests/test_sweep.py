@@ -219,6 +219,8 @@ def test_two_objectives_write_a_pareto_front(tmp_path, tiny_images):
         submission = Path(row["run_dir"]) / "submission"
         size = sum(p.stat().st_size for p in submission.iterdir()) / 2**20
         assert float(row["exported_size_mb"]) == pytest.approx(size)
+    study = optuna.load_study(study_name="pareto", storage=f"sqlite:///{out / 'study.db'}")
+    assert all(t.user_attrs["ms_per_sample"] > 0 for t in study.trials)  # timed with the export
     # no trial on the front is dominated by another trial
     points = [(float(r["score"]), -float(r["exported_size_mb"])) for r in rows]
     for member in front:
@@ -327,3 +329,31 @@ def test_joining_a_study_of_another_space_is_refused(tmp_path, tiny_images):
     assert sweep([first, "--data", tiny_images, "--trials", 1, "--output", out, "--study-name", "s"])[0] == 0
     with pytest.raises(ConfigError, match="created from another search space"):
         sweep([second, "--data", tiny_images, "--trials", 2, "--output", out, "--study-name", "s"])
+
+
+def test_a_dead_workers_trial_is_rerun_with_its_parameters(tmp_path, tiny_images, monkeypatch):
+    from detectors.sweep import study as study_module
+
+    monkeypatch.setattr(study_module, "HEARTBEAT_INTERVAL_S", 1)
+    monkeypatch.setattr(study_module, "HEARTBEAT_GRACE_S", 2)
+    space = write_space(tmp_path / "crash.yaml", {"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True}})
+    out = tmp_path / "sweep"
+    out.mkdir()
+    storage = f"sqlite:///{out / 'study.db'}"
+    # a worker that asked for trial 0, drew its settings, beat once and died
+    from detectors.sweep.space import load_space
+
+    study = study_module.open_study(load_space(space), storage, "crash", seed=0, pruner="none", max_epochs=1)
+    dead = study.ask()
+    lr = dead.suggest_float("optim.lr", 1e-4, 1e-2, log=True)
+    study._storage.record_heartbeat(dead._trial_id)
+    time.sleep(3)
+    status, stdout = sweep([space, "--data", tiny_images, "--trials", 2, "--output", out, "--study-name", "crash"])
+    assert status == 0, stdout
+    trials = optuna.load_study(study_name="crash", storage=storage).get_trials()
+    assert trials[0].state == optuna.trial.TrialState.FAIL
+    rerun = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(rerun) == 1 and rerun[0].state == optuna.trial.TrialState.COMPLETE
+    assert rerun[0].params["optim.lr"] == pytest.approx(lr)
+    rows = read_csv(out / "trials.csv")
+    assert len(rows) == 2 and all(r["state"] == "complete" for r in rows)  # the dead trial is replaced, not lost

@@ -52,7 +52,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
                 return optuna.storages.RDBStorage(
                     url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_INTERVAL_S,
                     grace_period=HEARTBEAT_GRACE_S,
-                    failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
         except (IntegrityError, ProgrammingError):
             # workers started together race to create the schema: the loser finds it made
             if attempt == 9:
@@ -114,8 +114,9 @@ def tpe_sampler(seed: int) -> optuna.samplers.BaseSampler:
 
 def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     if name == "median":
-        # the first trials run to the end (a baseline); no verdict before the second epoch
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        # the first two trials run to the end (a baseline); then a trial whose validation score
+        # after any epoch is below the median of the earlier trials' at that epoch stops
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(max_epochs, 1), reduction_factor=3)
     return optuna.pruners.NopPruner()
@@ -174,7 +175,7 @@ def run_one(study: optuna.Study, context: SweepContext, fixed_params: dict[str, 
     ``None`` once the study holds ``total`` trials.
 
     Through ``study.optimize(n_trials=1)``: with a heartbeat storage, trials of a worker that died
-    are failed after the grace period and re-run with the same parameters (RetryFailedTrialCallback)."""
+    are failed after the grace period and re-run with the same parameters (RetryHeartbeatStaleTrialCallback)."""
     if len(counted(study)) >= context.total:
         return None
     if fixed_params is not None:
