@@ -257,6 +257,10 @@ def test_the_coordinate_strategy_logs_each_steps_baseline_and_winner(tmp_path, t
 def _two_workers(space: Path, data: Path, outputs: list[Path], trials: int, storage: str) -> tuple[str, str]:
     """A worker process started with the command line, and this test's process as the second worker,
     joining once the first has asked for a trial (so both really share the study)."""
+    import detectors.sweep.__main__  # noqa: F401  (this worker's imports done before the other starts)
+    import detectors.sweep.study  # noqa: F401
+    import detectors.training.fit  # noqa: F401
+
     argv = [str(space), "--data", str(data), "--trials", str(trials), "--study-name", "shared"]
     storage_flags = [] if storage.startswith("sqlite") else ["--storage", storage]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -296,18 +300,20 @@ def _check_shared_study(study: optuna.Study, outputs: list[Path], trials: int) -
 
 
 def test_two_workers_share_one_sqlite_study(tmp_path, tiny_images):
-    space = write_space(tmp_path / "shared.yaml", {"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True}})
+    space = write_space(tmp_path / "shared.yaml", {"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True}},
+                        pruner="none")
     out = tmp_path / "sweep"
     out.mkdir()
     storage = f"sqlite:///{out / 'study.db'}"
-    _two_workers(space, tiny_images, [out, out], trials=4, storage=storage)
+    _two_workers(space, tiny_images, [out, out], trials=5, storage=storage)
     study = optuna.load_study(study_name="shared", storage=storage)
-    _check_shared_study(study, [out], 4)
-    assert len(read_csv(out / "trials.csv")) == 4
+    _check_shared_study(study, [out], 5)
+    assert len(read_csv(out / "trials.csv")) == 5
 
 
 def test_two_workers_share_one_postgresql_study(tmp_path, tiny_images):
-    space = write_space(tmp_path / "shared.yaml", {"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True}})
+    space = write_space(tmp_path / "shared.yaml", {"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True}},
+                        pruner="none")
     try:
         server = postgres_server()
         url = server.__enter__()
@@ -316,8 +322,8 @@ def test_two_workers_share_one_postgresql_study(tmp_path, tiny_images):
     try:
         # two "machines": each worker has its own output directory, the study is in the server
         outputs = [tmp_path / "machine-a", tmp_path / "machine-b"]
-        _two_workers(space, tiny_images, outputs, trials=4, storage=url)
-        _check_shared_study(optuna.load_study(study_name="shared", storage=url), outputs, 4)
+        _two_workers(space, tiny_images, outputs, trials=5, storage=url)
+        _check_shared_study(optuna.load_study(study_name="shared", storage=url), outputs, 5)
     finally:
         server.__exit__(None, None, None)
 

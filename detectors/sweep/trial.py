@@ -55,7 +55,8 @@ class PruningCallback(L.Callback):
         epoch = trainer.current_epoch
         self.last_epoch = epoch
         self.trial.report(self.sign * float(value), step=epoch)
-        if self.trial.should_prune():
+        last = trainer.max_epochs is not None and trainer.max_epochs > 0 and epoch + 1 >= trainer.max_epochs
+        if not last and self.trial.should_prune():  # after the last epoch the trial is done: keep it
             raise optuna.TrialPruned(f"pruned after epoch {epoch} ({self.monitor} = {float(value):.4f})")
 
 
