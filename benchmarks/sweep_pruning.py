@@ -7,8 +7,11 @@ same bare fit (goal <= 1.1x).
    one choice (every trial is exactly the bare fit's settings) vs as many
    ``python -m detectors.image.fit`` runs with those settings; both in this process, alternated,
    median of ``--repeats``. The study's time includes creating the study and its storage,
-   trials.csv and best.yaml after every trial, and the plots; the per-trial figure is the trial's own
-   time (its fit, the pruning callback, reading its results) against one bare fit.
+   trials.csv and best.yaml after every trial, and the plots.
+
+Times are this process's CPU seconds besides wall seconds: on a shared machine the wall time of
+identical fits varied 1.4 - 20 s with the other users' load. The pruning comparison also counts the
+epochs trained, which no load changes.
 
     python benchmarks/sweep_pruning.py [--trials 12] [--repeats 2] [--overhead-trials 4] [--out DIR]
 """
@@ -16,6 +19,7 @@ same bare fit (goal <= 1.1x).
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import statistics
 import sys
@@ -30,16 +34,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def timed_sweep(argv: list[str]) -> tuple[float, str]:
+def timed_sweep(argv: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of this process, console output) of one sweep."""
     from detectors.sweep.__main__ import sweep
 
     out = io.StringIO()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with redirect_stdout(out):
         status = sweep([str(a) for a in argv])
     if status != 0:
         raise SystemExit(out.getvalue())
-    return time.perf_counter() - start, out.getvalue()
+    return time.perf_counter() - start, time.process_time() - cpu, out.getvalue()
+
+
+def epochs_trained(directory: Path, max_epochs: int) -> int:
+    """Epochs the study's trials trained: a pruned trial stops after its last reported epoch."""
+    with (directory / "trials.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return sum(max_epochs if row["state"] == "complete" else int(row["last_epoch"] or 0) + 1 for row in rows)
 
 
 def main() -> None:
@@ -66,13 +78,16 @@ def main() -> None:
     common = ["--data", data, "--trials", args.trials, "--seed", 0, "--set", "data.num_workers=0"]
 
     if not args.skip_pruning:
-        pruned_s, pruned_log = timed_sweep([space, *common, "--output", root / "pruned"])
-        full_s, full_log = timed_sweep([space, *common, "--output", root / "unpruned", "--pruner", "none"])
+        pruned_s, pruned_cpu, pruned_log = timed_sweep([space, *common, "--output", root / "pruned"])
+        full_s, full_cpu, full_log = timed_sweep([space, *common, "--output", root / "unpruned", "--pruner", "none"])
         count = sum(" pruned " in line for line in pruned_log.splitlines() if line.startswith("trial "))
         best = [line for line in pruned_log.splitlines() if line.startswith("trial ")][-1].split("|")[1].strip()
         best_full = [line for line in full_log.splitlines() if line.startswith("trial ")][-1].split("|")[1].strip()
-        print(f"pruning: {args.trials} trials, median pruner {pruned_s:.1f} s ({count} pruned; {best}) vs none "
-              f"{full_s:.1f} s ({best_full}): ratio {pruned_s / full_s:.2f}")
+        epochs, full_epochs = epochs_trained(root / "pruned", 4), epochs_trained(root / "unpruned", 4)
+        print(f"pruning: {args.trials} trials, median pruner {pruned_s:.1f} s wall / {pruned_cpu:.1f} s CPU, "
+              f"{epochs} epochs ({count} pruned; {best}) vs none {full_s:.1f} s / {full_cpu:.1f} s, {full_epochs} "
+              f"epochs ({best_full}): wall ratio {pruned_s / full_s:.2f}, CPU ratio {pruned_cpu / full_cpu:.2f}, "
+              f"epochs ratio {epochs / full_epochs:.2f}")
 
     # overhead: a study of --overhead-trials identical trials vs as many bare fits with the same settings
     one = root / "one_choice.yaml"
@@ -83,32 +98,30 @@ def main() -> None:
     settings.setdefault("optim", {})["lr"] = 1.0e-3
 
     def bare_fits(tag: str) -> list[float]:
+        """CPU seconds of each bare fit (this machine's wall time follows its other users' load)."""
         seconds = []
         for index in range(args.overhead_trials):
-            start = time.perf_counter()
+            start = time.process_time()
             with redirect_stdout(io.StringIO()):
                 run_fit("image", IMAGE, list_detectors("image"), "flexcnn",
                         ["--arch", "flexcnn", "--data", str(data), "--output", str(root / f"bare-{tag}-{index}"),
                          *set_flags(settings), "--set", "trainer.enable_progress_bar=false"])
-            seconds.append(time.perf_counter() - start)
+            seconds.append(time.process_time() - start)
         return seconds
 
-    bare_fits("warm-up")[:1]  # imports, first-call caches
+    args.overhead_trials, trials = 1, args.overhead_trials
+    bare_fits("warm-up")  # imports, first-call caches
+    args.overhead_trials = trials
     sweeps, fits, trial_seconds = [], [], []
     for repeat in range(args.repeats):
         fits.append(sum(bare_fits(str(repeat))))
-        seconds, _ = timed_sweep([one, "--data", data, "--trials", args.overhead_trials,
-                                  "--output", root / f"overhead-{repeat}"])
-        sweeps.append(seconds)
-        rows = (root / f"overhead-{repeat}" / "trials.csv").read_text().splitlines()[1:]
-        header = (root / f"overhead-{repeat}" / "trials.csv").read_text().splitlines()[0].split(",")
-        trial_seconds += [float(row.split(",")[header.index("seconds")]) for row in rows]
+        _, cpu, _ = timed_sweep([one, "--data", data, "--trials", args.overhead_trials,
+                                 "--output", root / f"overhead-{repeat}"])
+        sweeps.append(cpu)
     sweep_s, fit_s = statistics.median(sweeps), statistics.median(fits)
-    per_fit = fit_s / args.overhead_trials
-    print(f"overhead: a {args.overhead_trials}-trial study {sweep_s:.2f} s vs {args.overhead_trials} bare fits "
-          f"{fit_s:.2f} s (medians of {args.repeats}): ratio {sweep_s / fit_s:.3f}; one trial inside the study "
-          f"{statistics.median(trial_seconds):.2f} s vs one bare fit {per_fit:.2f} s: ratio "
-          f"{statistics.median(trial_seconds) / per_fit:.3f}")
+    print(f"overhead: a {args.overhead_trials}-trial study {sweep_s:.2f} s CPU vs {args.overhead_trials} bare fits "
+          f"{fit_s:.2f} s CPU (medians of {args.repeats}): ratio {sweep_s / fit_s:.3f} (identical trials: scores "
+          "equal the bare fits')")
     print(f"(runs in {root})")
 
 
