@@ -112,7 +112,7 @@ def main() -> None:
     args.overhead_trials, trials = 1, args.overhead_trials
     bare_fits("warm-up")  # imports, first-call caches
     args.overhead_trials = trials
-    sweeps, fits, trial_seconds = [], [], []
+    sweeps, fits = [], []
     for repeat in range(args.repeats):
         fits.append(sum(bare_fits(str(repeat))))
         _, cpu, _ = timed_sweep([one, "--data", data, "--trials", args.overhead_trials,
