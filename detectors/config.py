@@ -423,6 +423,28 @@ def schema_rows(cls: type, prefix: str = "", instance: Any = None) -> list[tuple
     return rows
 
 
+def find_setting(cls: type, dotted: str) -> tuple[dataclasses.Field, Any] | None:
+    """The field and annotation of the leaf setting ``dotted`` (``model.tuning.lora.rank``) of the
+    dataclass ``cls``; ``None`` when no such setting exists (a section is not a leaf)."""
+    *sections, leaf = dotted.split(".")
+    for name in sections:
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        if name not in fields:
+            return None
+        hint = typing.get_type_hints(cls)[name]
+        nested = next((a for a in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(a)), None)
+        if nested is None:
+            return None
+        cls = nested
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    if leaf not in fields:
+        return None
+    hint = typing.get_type_hints(cls)[leaf]
+    if any(dataclasses.is_dataclass(a) for a in (hint, *typing.get_args(hint))):
+        return None
+    return fields[leaf], hint
+
+
 # --------------------------------------------------------------------------- messages
 def close_match(key: str, candidates: Iterable[str]) -> str | None:
     """The candidate closest to ``key`` (difflib ratio >= 0.6), compared by the last dotted part."""

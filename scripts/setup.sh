@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure_ffmpeg.sh  # the benchmark's H.264 pass (and its bit-exact tests) run the ffmpeg program
 bash scripts/ensure_chromium.sh  # report.html is tested in a real browser (headless Chromium)
+bash scripts/ensure_postgresql.sh  # sweeps shared through PostgreSQL are tested against a real server
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv

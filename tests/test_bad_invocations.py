@@ -52,6 +52,10 @@ def ws(tmp_path_factory, tiny_dinov3) -> dict[str, Path]:
         "no_media_type": write("no_media_type.yaml", yaml.safe_dump(
             {"datasets": [{"name": "x", "path": str(root / "images"), "modality": "image"}]})),
         "a_file": write("a_file.txt", "not a directory"),
+        "space": write("space.yaml", "fit: {modality: image, arch: flexcnn}\nparams:\n  optim.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n"),
+        "space_bad_key": write("space_bad_key.yaml", "fit: {arch: flexcnn}\nparams:\n  model.fliters: {low: 8, high: 64}\n"),
+        "space_bad_range": write("space_bad_range.yaml", "fit: {arch: flexcnn}\nparams:\n  model.dropout: {low: 0.1, high: 1.5}\n"),
+        "space_bad_type": write("space_bad_type.yaml", "fit: {arch: flexcnn}\nparams:\n  model.n_layers: {low: 1, high: 2.5}\n"),
         "not_zip": write("not_a_submission.zip", b"PK\x03\x04 truncated"),
         "empty_backbone": root / "empty_backbone",
         "not_a_run": root / "not_a_run",
@@ -129,6 +133,12 @@ def _sweep(argv: list[str]) -> int:
     return main(argv)
 
 
+def _hpsweep(argv: list[str]) -> int:
+    from detectors.sweep.__main__ import main
+
+    return main(argv)
+
+
 def _config(argv: list[str]) -> int:
     from detectors.config import main
 
@@ -148,7 +158,8 @@ def _compare(argv: list[str]) -> int:
 
 
 COMMANDS = {"fit": _fit, "export": _export, "check": _check, "evaluate": _evaluate, "detect": _detect,
-            "sweep": _sweep, "config": _config, "baseline": _baseline, "compare": _compare}
+            "sweep": _sweep, "config": _config, "baseline": _baseline, "compare": _compare,
+            "hpsweep": _hpsweep}
 
 # (command, argv with {placeholders} from the workspace, text the one-line error must contain)
 CASES = [
@@ -245,6 +256,22 @@ CASES = [
     ("sweep", ["{root}/no_such_run"], "no_such_run"),
     ("sweep", ["{run}", "--grid", "abc"], "--grid"),
     ("config", ["no_such_arch"], "no_such_arch"),
+    # detectors.sweep (hyperparameter search): every problem found before the first trial
+    ("hpsweep", ["{bad_syntax}", "--data", "{data}", "--trials", "2", "--output", "{root}/h1"], "bad_syntax.yaml"),
+    ("hpsweep", ["{list}", "--data", "{data}", "--trials", "2", "--output", "{root}/h2"], "list.yaml"),
+    ("hpsweep", ["{root}/no_space.yaml", "--data", "{data}", "--trials", "2", "--output", "{root}/h3"], "no_space.yaml"),
+    ("hpsweep", ["{space_bad_key}", "--data", "{data}", "--trials", "2", "--output", "{root}/h4"],
+     "params.model.fliters: unknown key for flexcnn (did you mean 'model.filters'?)"),
+    ("hpsweep", ["{space_bad_range}", "--data", "{data}", "--trials", "2", "--output", "{root}/h5"],
+     "params.model.dropout.high: must be >= 0 and < 1, got 1.5"),
+    ("hpsweep", ["{space_bad_type}", "--data", "{data}", "--trials", "2", "--output", "{root}/h6"],
+     "params.model.n_layers.high: expected an integer"),
+    ("hpsweep", ["{space}", "--data", "{root}/missing.yaml", "--trials", "2", "--output", "{root}/h7"], "missing.yaml"),
+    ("hpsweep", ["{space}", "--data", "{data}", "--trials", "0", "--output", "{root}/h8"], "--trials"),
+    ("hpsweep", ["{space}", "--data", "{data}", "--trials", "many", "--output", "{root}/h9"], "--trials"),
+    ("hpsweep", ["{space}", "--data", "{data}", "--trials", "2"], "--output"),
+    ("hpsweep", ["{space}", "--data", "{data}", "--trials", "2", "--output", "{root}/h11", "--storage", "bogus://x"],
+     "--storage"),
 ]
 
 

@@ -16,7 +16,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,12 +48,22 @@ class ModalitySupport:
     apply_arguments: Callable[[argparse.Namespace, ConfigLayers, set[str]], None] | None = None
 
 
+class _ArchAction(argparse.Action):
+    """``--arch``, remembering that it was given (else a ``--config`` file's ``arch:`` chooses)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        namespace.arch = values
+        namespace.arch_given = True
+
+
 def build_parser(modality: str, archs: list[str], default_arch: str) -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(
         prog=f"python -m detectors.{modality}.fit",
         description=f"Train, calibrate and evaluate a detector for {modality}. Without --data the built-in "
                     "(synthetic) demo data is used.")
-    parser.add_argument("--arch", choices=archs, default=default_arch, help="detector architecture")
+    parser.add_argument("--arch", choices=archs, default=default_arch, action=_ArchAction,
+                        help=f"detector architecture (default: the --config file's arch:, else {default_arch})")
     parser.add_argument("--data", type=Path, help="dataset YAML (benchmark fields); omit for the demo")
     parser.add_argument("--benchmark-cache", type=Path, metavar="DIR",
                         help="--data is a benchmark dataset config: read its datasets from this gasbench cache "
@@ -158,9 +168,20 @@ def run_fit(modality: str, support: ModalitySupport, archs: list[str], default_a
         support.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
+        if not getattr(args, "arch_given", False):
+            args.arch = config_arch(args.config, archs) or args.arch
         return fit(args, modality, support)
     except expected_errors() as error:  # one line, status 2 (see detectors.cli)
         parser.exit(USAGE_ERROR, f"error: {one_line(error)}\n")
+
+
+def config_arch(config: Path | None, archs: list[str]) -> str | None:
+    """The ``arch:`` a ``--config`` file names (a run's config.yaml, a sweep's best.yaml), when it is
+    one of this command's; any other is left to :func:`resolve_config`'s check to name."""
+    if config is None:
+        return None
+    arch = load_yaml(config).get("arch")
+    return arch if arch in archs else None
 
 
 def init_from_arch(args: argparse.Namespace, modality: str) -> str:
@@ -190,7 +211,10 @@ def init_from_arch(args: argparse.Namespace, modality: str) -> str:
 
 
 @releases_claims  # the run directory's lock is released when fit returns or raises
-def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Path:
+def fit(args: argparse.Namespace, modality: str, support: ModalitySupport,
+        callbacks: Sequence[Any] = ()) -> Path:
+    """Train, calibrate and evaluate one run; ``callbacks`` are extra Lightning callbacks for its
+    Trainer (``detectors.sweep`` adds its pruning callback: a trial is an ordinary fit run)."""
     import lightning as L
 
     from detectors.base import load_detector
@@ -283,7 +307,8 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport) -> Pa
     if args.init_from is not None:
         detector.calibrator.reset()  # refitted on the new calibration split after training
     module = DetectorModule(detector, loss=config.loss, optim=config.optim)
-    trainer, checkpoint = build_trainer(config.trainer, run, extra_callbacks=detector.extra_callbacks(), resume=resume)
+    trainer, checkpoint = build_trainer(config.trainer, run, extra_callbacks=[*detector.extra_callbacks(), *callbacks],
+                                         resume=resume)
     started = time.time()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
