@@ -103,8 +103,9 @@ def write_decoder_clips(root: Path) -> dict[str, Path]:
         stream.bit_rate = 128_000
         samples = (rng.standard_normal((2, 44_100 * 30)) * 0.1).astype(np.float32)
         for start in range(0, samples.shape[1], 44_100):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start : start + 44_100]),
-                                               format="fltp", layout="stereo")
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(samples[:, start : start + 44_100]), format="fltp", layout="stereo"
+            )
             frame.sample_rate = 44_100
             for packet in stream.encode(frame):
                 container.mux(packet)
@@ -147,7 +148,8 @@ def time_decoders(clips: dict[str, Path], repeats: int) -> dict[str, dict[str, f
         reference = outputs.get("torchcodec", outputs["libswresample"])
         for name, out in outputs.items():
             results[clip][f"{name} max |diff| vs {'torchcodec' if torchcodec else 'libswresample'}"] = float(
-                (out - reference).abs().max())
+                (out - reference).abs().max()
+            )
     return results
 
 
@@ -257,8 +259,15 @@ def main() -> None:
             else:
                 print(f"    {name:<56} {value:.2e}")
     if args.out:
-        write_json(args.out, {"files": len(paths), "audio_minutes": total_s / 60, "clips_per_s": results,
-                              "benchmark_input": decoder_results})
+        write_json(
+            args.out,
+            {
+                "files": len(paths),
+                "audio_minutes": total_s / 60,
+                "clips_per_s": results,
+                "benchmark_input": decoder_results,
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -79,9 +79,11 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     detector = detector.to(device)
     params = sum(p.numel() for p in detector.parameters())
-    print(f"BreathNet ({'run ' + str(args.run) if args.run else args.size + ', random weights'}), "
-          f"{params / 1e6:.2f} M parameters, device {device}, torch threads {torch.get_num_threads()}, "
-          f"export max |logit diff| {report['max_abs_logit_difference']:.1e}")
+    print(
+        f"BreathNet ({'run ' + str(args.run) if args.run else args.size + ', random weights'}), "
+        f"{params / 1e6:.2f} M parameters, device {device}, torch threads {torch.get_num_threads()}, "
+        f"export max |logit diff| {report['max_abs_logit_difference']:.1e}"
+    )
     print(f"{'batch':>5} {'in-library ms/clip':>19} {'exported ms/clip':>17} {'ratio':>6}")
     generator = torch.Generator().manual_seed(0)
     for batch_size in args.batch_sizes:

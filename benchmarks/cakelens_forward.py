@@ -56,8 +56,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-channels-last", action="store_true", help="run ours in NCDHW too")
-    parser.add_argument("--bf16", action="store_true",
-                        help="run ours under bfloat16 autocast (the original keeps float32, as its tool runs)")
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="run ours under bfloat16 autocast (the original keeps float32, as its tool runs)",
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON")
     args = parser.parse_args()
 
@@ -98,18 +101,30 @@ def main() -> None:
     ratio = median["ours"] / median["original"]
 
     print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__}")
-    print(f"input {tuple(volume.shape)}, channels_last_3d={not args.no_channels_last}, bf16={args.bf16}, "
-          f"max |logit diff| {difference:.2e}")
+    print(
+        f"input {tuple(volume.shape)}, channels_last_3d={not args.no_channels_last}, bf16={args.bf16}, "
+        f"max |logit diff| {difference:.2e}"
+    )
     for name in ("original", "ours"):
         runs = ", ".join(f"{t:.3f}" for t in times[name])
         print(f"{name:>9}: median {median[name]:.3f} s per batch ({runs})")
     print(f"ratio ours/original = {ratio:.3f}")
     if args.out:
-        write_json(args.out, {
-            "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "input_shape": list(volume.shape), "channels_last_3d": not args.no_channels_last, "bf16": args.bf16,
-            "max_abs_diff": difference, "seconds": times, "median_seconds": median, "ratio": ratio,
-        })
+        write_json(
+            args.out,
+            {
+                "device": str(device),
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "input_shape": list(volume.shape),
+                "channels_last_3d": not args.no_channels_last,
+                "bf16": args.bf16,
+                "max_abs_diff": difference,
+                "seconds": times,
+                "median_seconds": median,
+                "ratio": ratio,
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -101,8 +101,14 @@ def profiled_peak_bytes(step: Callable[[], None]) -> int:
     return max(totals, default=0)
 
 
-def measure(config: CakeLensConfig, batch: int, checkpointing: bool, channels_last: bool,
-            device: torch.device, bf16: bool = False) -> dict:
+def measure(
+    config: CakeLensConfig,
+    batch: int,
+    checkpointing: bool,
+    channels_last: bool,
+    device: torch.device,
+    bf16: bool = False,
+) -> dict:
     torch.manual_seed(0)
     model = CakeLensV5(config, gradient_checkpointing=checkpointing, channels_last_3d=channels_last).to(device)
     volume = torch.randn(batch, 1, config.depth, config.crop, config.crop, device=device)
@@ -127,9 +133,12 @@ def measure(config: CakeLensConfig, batch: int, checkpointing: bool, channels_la
         step()
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) - before
-        return {"peak_bytes": peak, "parameter_grad_bytes": grad_bytes,
-                "saved_bytes": saved_activation_bytes(model, volume, bf16),
-                "method": "torch.cuda.max_memory_allocated - allocated before"}
+        return {
+            "peak_bytes": peak,
+            "parameter_grad_bytes": grad_bytes,
+            "saved_bytes": saved_activation_bytes(model, volume, bf16),
+            "method": "torch.cuda.max_memory_allocated - allocated before",
+        }
     before, peak_before = current_rss_bytes(), peak_rss_bytes()
     peak = profiled_peak_bytes(step)
     peak_after = peak_rss_bytes()
@@ -172,8 +181,18 @@ def main() -> None:
     config = SMALL if args.small else CakeLensConfig(crop=args.crop)
 
     if args.child:
-        print(json.dumps(measure(config, args.batch, args.checkpointing, args.channels_last,
-                                 torch.device(args.device), bf16=args.bf16)))
+        print(
+            json.dumps(
+                measure(
+                    config,
+                    args.batch,
+                    args.checkpointing,
+                    args.channels_last,
+                    torch.device(args.device),
+                    bf16=args.bf16,
+                )
+            )
+        )
         return
 
     results = {name: run_variant(args, flag) for name, flag in (("plain", False), ("checkpointed", True))}
@@ -190,18 +209,32 @@ def main() -> None:
         if "rss_peak_bytes" in result:
             bound = "" if result["rss_step_set_new_peak"] else ", a lower bound: no new process peak"
             rss = f"; RSS growth {result['rss_peak_bytes'] / 2**20:.1f} MiB{bound}"
-        print(f"{name:>13}: {result['peak_bytes'] / 2**20:9.1f} MiB, "
-              f"{activations[name] / 2**20:9.1f} MiB without parameter gradients{rss}")
+        print(
+            f"{name:>13}: {result['peak_bytes'] / 2**20:9.1f} MiB, "
+            f"{activations[name] / 2**20:9.1f} MiB without parameter gradients{rss}"
+        )
     print(f"ratio checkpointed/plain = {ratio:.3f} ({activation_ratio:.3f} without parameter gradients)")
     saved_ratio = results["checkpointed"]["saved_bytes"] / results["plain"]["saved_bytes"]
-    print("saved for backward (autograd, exact): "
-          + ", ".join(f"{name} {r['saved_bytes'] / 2**20:.1f} MiB" for name, r in results.items())
-          + f"; ratio = {saved_ratio:.3f}")
+    print(
+        "saved for backward (autograd, exact): "
+        + ", ".join(f"{name} {r['saved_bytes'] / 2**20:.1f} MiB" for name, r in results.items())
+        + f"; ratio = {saved_ratio:.3f}"
+    )
     if args.out:
-        write_json(args.out, {"config": vars(config), "batch": args.batch, "device": args.device,
-                              "channels_last_3d": args.channels_last, "bf16": args.bf16,
-                              "results": results, "ratio": ratio, "activation_ratio": activation_ratio,
-                              "saved_ratio": saved_ratio})
+        write_json(
+            args.out,
+            {
+                "config": vars(config),
+                "batch": args.batch,
+                "device": args.device,
+                "channels_last_3d": args.channels_last,
+                "bf16": args.bf16,
+                "results": results,
+                "ratio": ratio,
+                "activation_ratio": activation_ratio,
+                "saved_ratio": saved_ratio,
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -55,9 +55,15 @@ def timed_pass(paths: list[str], workers: int, seed: int) -> float:
 
     items = [MediaItem(p, 0, "real", "d", "image") for p in paths]
     generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(MediaDataset(items, load_image), batch_size=16, num_workers=workers, shuffle=True,
-                        generator=generator, collate_fn=lambda b: collate_skip(b)["skipped"],
-                        persistent_workers=False)
+    loader = DataLoader(
+        MediaDataset(items, load_image),
+        batch_size=16,
+        num_workers=workers,
+        shuffle=True,
+        generator=generator,
+        collate_fn=lambda b: collate_skip(b)["skipped"],
+        persistent_workers=False,
+    )
     start = time.perf_counter()
     skipped = sum(loader)
     elapsed = time.perf_counter() - start
@@ -72,15 +78,18 @@ def throughput(work: Path, count: int, size: int, workers: int, repeats: int) ->
 
     files = write_images(work / "loose", count, size)
     shard = work / "images.parquet"
-    pq.write_table(pa.table({"image": [{"bytes": f.read_bytes(), "path": f.name} for f in files]}), shard,
-                   row_group_size=64)
+    pq.write_table(
+        pa.table({"image": [{"bytes": f.read_bytes(), "path": f.name} for f in files]}), shard, row_group_size=64
+    )
     archive = work / "images.tar"
     with tarfile.open(archive, "w") as handle:
         for f in files:
             handle.add(f, arcname=f.name)
-    sources = {"loose": [str(f) for f in files],
-               "parquet": [row_ref(shard, "image", i) for i in range(count)],
-               "tar": [member_ref(archive, f.name) for f in files]}
+    sources = {
+        "loose": [str(f) for f in files],
+        "parquet": [row_ref(shard, "image", i) for i in range(count)],
+        "tar": [member_ref(archive, f.name) for f in files],
+    }
     timed_pass(sources["loose"], workers, 1)  # page cache warm for everyone
     rates: dict[str, list[float]] = {name: [] for name in sources}
     firsts = {}
@@ -96,8 +105,10 @@ def throughput(work: Path, count: int, size: int, workers: int, repeats: int) ->
     print(f"  loose files   {loose:8.1f} media/s (best of {repeats} passes)")
     for name in ("parquet", "tar"):
         first, second = firsts[name], max(rates[name])
-        print(f"  {name:<8} first pass {first:8.1f} media/s ({first / loose:.2f}x), "
-              f"cache warm {second:8.1f} media/s ({second / loose:.2f}x)")
+        print(
+            f"  {name:<8} first pass {first:8.1f} media/s ({first / loose:.2f}x), "
+            f"cache warm {second:8.1f} media/s ({second / loose:.2f}x)"
+        )
 
 
 def rss_child(mode: str, shard: str, cache: str) -> None:
@@ -139,16 +150,32 @@ def memory(work: Path, groups: int, group_mb: int) -> None:
     group_bytes = rows_per_group * per_row
     results = {}
     for mode in ("stream", "table"):
-        out = subprocess.run([sys.executable, "-m", "benchmarks.container_reading", "--rss-child", mode, str(shard),
-                              str(work / f"rss-cache-{mode}")], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.container_reading",
+                "--rss-child",
+                mode,
+                str(shard),
+                str(work / f"rss-cache-{mode}"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         growth, total = map(int, out.stdout.split())
         results[mode] = growth
     size = shard.stat().st_size
     print(f"memory: shard {size / 2**20:.0f} MiB = {groups} row groups of {group_bytes / 2**20:.0f} MiB")
-    print(f"  streamed row by row: peak RSS growth {results['stream'] / 2**20:7.1f} MiB = "
-          f"{results['stream'] / group_bytes:.2f} row groups = {results['stream'] / size:.2f} of the file")
-    print(f"  pq.read_table:       peak RSS growth {results['table'] / 2**20:7.1f} MiB = "
-          f"{results['table'] / group_bytes:.2f} row groups = {results['table'] / size:.2f} of the file")
+    print(
+        f"  streamed row by row: peak RSS growth {results['stream'] / 2**20:7.1f} MiB = "
+        f"{results['stream'] / group_bytes:.2f} row groups = {results['stream'] / size:.2f} of the file"
+    )
+    print(
+        f"  pq.read_table:       peak RSS growth {results['table'] / 2**20:7.1f} MiB = "
+        f"{results['table'] / group_bytes:.2f} row groups = {results['table'] / size:.2f} of the file"
+    )
 
 
 def _ddp_rank(rank: int, world: int, port: int, backbone: str, paths: list[str], out: str, cache: str) -> None:
@@ -166,9 +193,11 @@ def _ddp_rank(rank: int, world: int, port: int, backbone: str, paths: list[str],
         detector = create_detector("restrav", {"backbone": {"name": backbone}, "image_size": 28})
         clips: list[int] = []
         detector.backbone.model.register_forward_hook(
-            lambda module, args, output: clips.append(output.last_hidden_state.shape[0]))
-        extraction = detector.feature_extraction(FrameSampler("benchmark", 8), cache_dir=Path(out) / "features",
-                                                 num_workers=0)
+            lambda module, args, output: clips.append(output.last_hidden_state.shape[0])
+        )
+        extraction = detector.feature_extraction(
+            FrameSampler("benchmark", 8), cache_dir=Path(out) / "features", num_workers=0
+        )
         start = time.perf_counter()
         features, valid = extraction.run(paths)
         elapsed = time.perf_counter() - start
@@ -189,27 +218,36 @@ def ddp(work: Path, videos: int) -> None:
 
     torch.manual_seed(0)
     backbone = work / "tiny-dinov2"
-    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=28,
-                             patch_size=14)).save_pretrained(backbone)
+    Dinov2Model(
+        Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=28, patch_size=14)
+    ).save_pretrained(backbone)
     archive = work / "videos.tar"
     with tarfile.open(archive, "w") as handle:
         for index in range(videos):
             clip = work / f"v{index}.mp4"
-            write_mp4(clip, torch.randint(0, 256, (10, 3, 32, 32), generator=torch.Generator().manual_seed(index),
-                                          dtype=torch.uint8), fps=10)
+            write_mp4(
+                clip,
+                torch.randint(
+                    0, 256, (10, 3, 32, 32), generator=torch.Generator().manual_seed(index), dtype=torch.uint8
+                ),
+                fps=10,
+            )
             handle.add(clip, arcname=clip.name)
     paths = [member_ref(archive, f"v{index}.mp4") for index in range(videos)]
     with socket.socket() as handle:
         handle.bind(("127.0.0.1", 0))
         port = handle.getsockname()[1]
-    mp.spawn(_ddp_rank, args=(2, port, str(backbone), paths, str(work), str(work / "ddp-member-cache")), nprocs=2,
-             join=True)
+    mp.spawn(
+        _ddp_rank, args=(2, port, str(backbone), paths, str(work), str(work / "ddp-member-cache")), nprocs=2, join=True
+    )
     ranks = [torch.load(work / f"{rank}.pt") for rank in range(2)]
     embedded = [rank["frames"] // 8 for rank in ranks]
     print(f"ddp: {videos} videos in a tar, 2 gloo ranks, 8 frames per video")
     for index, (rank, count) in enumerate(zip(ranks, embedded)):
-        print(f"  rank {index}: embedded {count} videos = {count / videos:.2f} of them, "
-              f"{rank['valid']} features valid, {rank['seconds']:.1f} s")
+        print(
+            f"  rank {index}: embedded {count} videos = {count / videos:.2f} of them, "
+            f"{rank['valid']} features valid, {rank['seconds']:.1f} s"
+        )
     print(f"  total embedded {sum(embedded)} (each video once: {sum(embedded) == videos})")
 
 

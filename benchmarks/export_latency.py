@@ -31,8 +31,9 @@ def main() -> None:
     args = parser.parse_args()
     name = "facebook/dinov3-vits16-pretrain-lvd1689m"
     backbone = BackboneConfig(name=name, pretrained=False, architecture=dict(KNOWN_TRANSFORMERS_ARCHITECTURES[name]))
-    detector = DinoImageDetector(ImageDetectorConfig(backbone=backbone, tuning=TuningConfig(mode="lora"),
-                                                     image_size=args.size)).eval()
+    detector = DinoImageDetector(
+        ImageDetectorConfig(backbone=backbone, tuning=TuningConfig(mode="lora"), image_size=args.size)
+    ).eval()
     with tempfile.TemporaryDirectory() as tmp:
         report = export_detector(detector, f"{tmp}/sub")
         exported, _ = load_submission(f"{tmp}/sub", device=args.device)
@@ -58,7 +59,9 @@ def main() -> None:
     lib_ms = 1000 * statistics.median(library) / args.batch
     sub_ms = 1000 * statistics.median(submission) / args.batch
     print(f"max |logit diff| {report['max_abs_logit_difference']:.2e}")
-    print(f"in-library {lib_ms:.2f} ms/sample, exported {sub_ms:.2f} ms/sample, ratio {sub_ms / lib_ms:.3f} (target <= 1.05)")
+    print(
+        f"in-library {lib_ms:.2f} ms/sample, exported {sub_ms:.2f} ms/sample, ratio {sub_ms / lib_ms:.3f} (target <= 1.05)"
+    )
 
 
 if __name__ == "__main__":

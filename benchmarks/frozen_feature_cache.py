@@ -43,8 +43,8 @@ def write_images(root: Path, count: int, size: int) -> list[str]:
 
 def head_epoch(detector, features: torch.Tensor, labels: torch.Tensor, optimizer, batch_size: int) -> None:
     for start in range(0, len(features), batch_size):
-        logits = detector.forward_head(features[start:start + batch_size])
-        loss = torch.nn.functional.cross_entropy(logits, labels[start:start + batch_size])
+        logits = detector.forward_head(features[start : start + batch_size])
+        loss = torch.nn.functional.cross_entropy(logits, labels[start : start + batch_size])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -62,12 +62,27 @@ def main() -> None:
     from detectors.registry import create_detector
 
     torch.manual_seed(0)
-    detector = create_detector("dinov3_image", {
-        "backbone": {"name": "facebook/dinov2-small", "pretrained": False,
-                     "architecture": {"model_type": "dinov2", "hidden_size": 384, "num_hidden_layers": 12,
-                                      "num_attention_heads": 6, "mlp_ratio": 4, "patch_size": 14,
-                                      "image_size": 518}},
-        "tuning": "frozen", "image_size": args.image_size, "head_hidden": []})
+    detector = create_detector(
+        "dinov3_image",
+        {
+            "backbone": {
+                "name": "facebook/dinov2-small",
+                "pretrained": False,
+                "architecture": {
+                    "model_type": "dinov2",
+                    "hidden_size": 384,
+                    "num_hidden_layers": 12,
+                    "num_attention_heads": 6,
+                    "mlp_ratio": 4,
+                    "patch_size": 14,
+                    "image_size": 518,
+                },
+            },
+            "tuning": "frozen",
+            "image_size": args.image_size,
+            "head_hidden": [],
+        },
+    )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     detector.to(device).train()
     optimizer = torch.optim.AdamW([p for p in detector.parameters() if p.requires_grad], lr=1e-3)
@@ -75,18 +90,17 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_images(Path(tmp) / "images", args.images, args.image_size)
-        data = ImageDataConfig(cache_dir=str(Path(tmp) / "cache"), feature_batch_size=args.batch_size,
-                               decode_workers=2)
+        data = ImageDataConfig(cache_dir=str(Path(tmp) / "cache"), feature_batch_size=args.batch_size, decode_workers=2)
         recipe = detector.data_recipe("train", data)
 
         recompute = []
         for _ in range(args.epochs):  # the backbone runs on every image in every epoch
             start = time.perf_counter()
             for first in range(0, args.images, args.batch_size):
-                images = torch.stack([recipe.load(path) for path in paths[first:first + args.batch_size]]).to(device)
+                images = torch.stack([recipe.load(path) for path in paths[first : first + args.batch_size]]).to(device)
                 with torch.no_grad():
                     features = detector.forward_features(images)
-                head_epoch(detector, features, labels[first:first + args.batch_size], optimizer, args.batch_size)
+                head_epoch(detector, features, labels[first : first + args.batch_size], optimizer, args.batch_size)
             recompute.append(time.perf_counter() - start)
 
         cached = []
@@ -107,8 +121,10 @@ def main() -> None:
     later_cached = statistics.mean(cached[1:]) if args.epochs > 1 else cached[0]
     print(f"device {device}, {args.images} images at {args.image_size} px, random DINOv2-S/14, batch {args.batch_size}")
     print(f"recompute: first epoch {recompute[0]:.2f} s, later epochs {later_recompute:.3f} s")
-    print(f"cached:    first epoch {cached[0]:.2f} s (features computed and stored), later epochs "
-          f"{later_cached * 1000:.2f} ms; reading every feature back for a new run {reread:.2f} s")
+    print(
+        f"cached:    first epoch {cached[0]:.2f} s (features computed and stored), later epochs "
+        f"{later_cached * 1000:.2f} ms; reading every feature back for a new run {reread:.2f} s"
+    )
     print(f"later epochs, recompute / cached: {later_recompute / later_cached:.0f}x (goal >= 20x)")
 
 

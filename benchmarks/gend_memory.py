@@ -40,11 +40,25 @@ def measure(args: argparse.Namespace) -> dict:
     before_model = _rss_mb()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        DINOv3ViTModel(DINOv3ViTConfig(hidden_size=args.hidden, num_hidden_layers=args.layers,
-                                       num_attention_heads=args.hidden // 64, intermediate_size=4 * args.hidden,
-                                       patch_size=16, num_register_tokens=4)).save_pretrained(tmp)
-        detector = create_detector("gend", {"backbone": {"name": tmp}, "image_size": args.size,
-                                            "num_frames": args.frames, "tuning": {"mode": args.mode}})
+        DINOv3ViTModel(
+            DINOv3ViTConfig(
+                hidden_size=args.hidden,
+                num_hidden_layers=args.layers,
+                num_attention_heads=args.hidden // 64,
+                intermediate_size=4 * args.hidden,
+                patch_size=16,
+                num_register_tokens=4,
+            )
+        ).save_pretrained(tmp)
+        detector = create_detector(
+            "gend",
+            {
+                "backbone": {"name": tmp},
+                "image_size": args.size,
+                "num_frames": args.frames,
+                "tuning": {"mode": args.mode},
+            },
+        )
     detector.to(device).train()
     module = DetectorModule(detector, loss={"name": "cross_entropy"}, optim={"lr": 1e-4, "scheduler": "none"})
     optimizer = module.configure_optimizers()["optimizer"]
@@ -82,8 +96,15 @@ def measure(args: argparse.Namespace) -> dict:
         how = f"peak RSS over pre-model RSS; step transient {max_rss - baseline:.0f} MiB"
     trainable = sum(p.numel() for p in detector.parameters() if p.requires_grad)
     total = sum(p.numel() for p in detector.parameters())
-    return {"mode": args.mode, "device": device.type, "step_s": sorted(times)[len(times) // 2],
-            "peak_mb": peak, "peak_measure": how, "trainable": trainable, "total": total}
+    return {
+        "mode": args.mode,
+        "device": device.type,
+        "step_s": sorted(times)[len(times) // 2],
+        "peak_mb": peak,
+        "peak_measure": how,
+        "trainable": trainable,
+        "total": total,
+    }
 
 
 def main() -> None:
@@ -107,12 +128,16 @@ def main() -> None:
         out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
         results[mode] = json.loads(out.strip().splitlines()[-1])
         r = results[mode]
-        print(f"{mode:10s} trainable {r['trainable']:>11,d} / {r['total']:,d}  step {r['step_s']:.3f} s  "
-              f"peak {r['peak_mb']:.0f} MiB ({r['peak_measure']}, {r['device']})")
+        print(
+            f"{mode:10s} trainable {r['trainable']:>11,d} / {r['total']:,d}  step {r['step_s']:.3f} s  "
+            f"peak {r['peak_mb']:.0f} MiB ({r['peak_measure']}, {r['device']})"
+        )
     ln, full = results["layernorm"], results["full"]
-    print(f"full / layernorm: step time x{full['step_s'] / ln['step_s']:.2f}, "
-          f"peak memory x{full['peak_mb'] / max(ln['peak_mb'], 1e-6):.2f}, "
-          f"trainable parameters x{full['trainable'] / ln['trainable']:.0f}")
+    print(
+        f"full / layernorm: step time x{full['step_s'] / ln['step_s']:.2f}, "
+        f"peak memory x{full['peak_mb'] / max(ln['peak_mb'], 1e-6):.2f}, "
+        f"trainable parameters x{full['trainable'] / ln['trainable']:.0f}"
+    )
 
 
 if __name__ == "__main__":

@@ -88,7 +88,9 @@ def run_naive(paths: list[Path], size: int, level: int, batch_size: int) -> int:
 
 def run_ours(paths: list[Path], size: int, level: int, batch_size: int, workers: int) -> Callable[[], int]:
     items = [MediaItem(str(p), 0, "real", "bench", "image") for p in paths]
-    dataset = MediaDataset.from_recipe(items, image_recipe("train", ImageDataConfig(crop="native", augment_level=level), size))
+    dataset = MediaDataset.from_recipe(
+        items, image_recipe("train", ImageDataConfig(crop="native", augment_level=level), size)
+    )
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip,
                         persistent_workers=workers > 0)  # fmt: skip
 

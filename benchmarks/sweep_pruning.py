@@ -84,16 +84,19 @@ def main() -> None:
         best = [line for line in pruned_log.splitlines() if line.startswith("trial ")][-1].split("|")[1].strip()
         best_full = [line for line in full_log.splitlines() if line.startswith("trial ")][-1].split("|")[1].strip()
         epochs, full_epochs = epochs_trained(root / "pruned", 4), epochs_trained(root / "unpruned", 4)
-        print(f"pruning: {args.trials} trials, median pruner {pruned_s:.1f} s wall / {pruned_cpu:.1f} s CPU, "
-              f"{epochs} epochs ({count} pruned; {best}) vs none {full_s:.1f} s / {full_cpu:.1f} s, {full_epochs} "
-              f"epochs ({best_full}): wall ratio {pruned_s / full_s:.2f}, CPU ratio {pruned_cpu / full_cpu:.2f}, "
-              f"epochs ratio {epochs / full_epochs:.2f}")
+        print(
+            f"pruning: {args.trials} trials, median pruner {pruned_s:.1f} s wall / {pruned_cpu:.1f} s CPU, "
+            f"{epochs} epochs ({count} pruned; {best}) vs none {full_s:.1f} s / {full_cpu:.1f} s, {full_epochs} "
+            f"epochs ({best_full}): wall ratio {pruned_s / full_s:.2f}, CPU ratio {pruned_cpu / full_cpu:.2f}, "
+            f"epochs ratio {epochs / full_epochs:.2f}"
+        )
 
     # overhead: a study of --overhead-trials identical trials vs as many bare fits with the same settings
     one = root / "one_choice.yaml"
     fixed = {"trainer.max_epochs": 4, "data.num_workers": 0, "model.image_size": 32}
-    one.write_text(yaml.safe_dump({"fit": {"arch": "flexcnn"}, "fixed": fixed,
-                                   "params": {"optim.lr": {"choices": [1.0e-3]}}}))
+    one.write_text(
+        yaml.safe_dump({"fit": {"arch": "flexcnn"}, "fixed": fixed, "params": {"optim.lr": {"choices": [1.0e-3]}}})
+    )
     settings = base_settings(load_space(one), 0)
     settings.setdefault("optim", {})["lr"] = 1.0e-3
 
@@ -103,9 +106,23 @@ def main() -> None:
         for index in range(args.overhead_trials):
             start = time.process_time()
             with redirect_stdout(io.StringIO()):
-                run_fit("image", IMAGE, list_detectors("image"), "flexcnn",
-                        ["--arch", "flexcnn", "--data", str(data), "--output", str(root / f"bare-{tag}-{index}"),
-                         *set_flags(settings), "--set", "trainer.enable_progress_bar=false"])
+                run_fit(
+                    "image",
+                    IMAGE,
+                    list_detectors("image"),
+                    "flexcnn",
+                    [
+                        "--arch",
+                        "flexcnn",
+                        "--data",
+                        str(data),
+                        "--output",
+                        str(root / f"bare-{tag}-{index}"),
+                        *set_flags(settings),
+                        "--set",
+                        "trainer.enable_progress_bar=false",
+                    ],
+                )
             seconds.append(time.process_time() - start)
         return seconds
 
@@ -115,13 +132,16 @@ def main() -> None:
     sweeps, fits = [], []
     for repeat in range(args.repeats):
         fits.append(sum(bare_fits(str(repeat))))
-        _, cpu, _ = timed_sweep([one, "--data", data, "--trials", args.overhead_trials,
-                                 "--output", root / f"overhead-{repeat}"])
+        _, cpu, _ = timed_sweep(
+            [one, "--data", data, "--trials", args.overhead_trials, "--output", root / f"overhead-{repeat}"]
+        )
         sweeps.append(cpu)
     sweep_s, fit_s = statistics.median(sweeps), statistics.median(fits)
-    print(f"overhead: a {args.overhead_trials}-trial study {sweep_s:.2f} s CPU vs {args.overhead_trials} bare fits "
-          f"{fit_s:.2f} s CPU (medians of {args.repeats}): ratio {sweep_s / fit_s:.3f} (identical trials: scores "
-          "equal the bare fits')")
+    print(
+        f"overhead: a {args.overhead_trials}-trial study {sweep_s:.2f} s CPU vs {args.overhead_trials} bare fits "
+        f"{fit_s:.2f} s CPU (medians of {args.repeats}): ratio {sweep_s / fit_s:.3f} (identical trials: scores "
+        "equal the bare fits')"
+    )
     print(f"(runs in {root})")
 
 

@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> None:
         for compress in ("none", "zstd"):
             cache = FrameCache(work / f"cache_{compress}", compress=compress)
             cache.get_or_decode(large[0], sampler, size, **options)  # fill
-            read_s, _ = _best_of(args.repeats, lambda cache=cache: len(cache.get_or_decode(large[0], sampler, size, **options)))
+            read_s, _ = _best_of(
+                args.repeats, lambda cache=cache: len(cache.get_or_decode(large[0], sampler, size, **options))
+            )
             entry = cache.entry_path(cache.key(large[0], sampler, size, **options))
             print(
                 f"  cache read ({compress:<4})          {read_s * 1000:8.1f} ms   "

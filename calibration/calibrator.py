@@ -37,8 +37,14 @@ from torch import Tensor, nn
 
 from detectors.errors import ConfigError
 
-__all__ = ["LogitCalibrator", "MIN_TEMPERATURE", "MAX_TEMPERATURE", "MIN_SAMPLES_PER_CLASS",
-           "CalibrationWarning", "SmallCalibrationSetWarning"]
+__all__ = [
+    "LogitCalibrator",
+    "MIN_TEMPERATURE",
+    "MAX_TEMPERATURE",
+    "MIN_SAMPLES_PER_CLASS",
+    "CalibrationWarning",
+    "SmallCalibrationSetWarning",
+]
 
 #: Fitted temperatures are kept in this range; the ends are only reached by degenerate fits.
 MIN_TEMPERATURE = 1e-2
@@ -145,8 +151,7 @@ class LogitCalibrator(nn.Module):
     def extra_repr(self) -> str:
         bias = ", ".join(f"{b:.4g}" for b in self.bias)
         return (
-            f"num_classes={self.num_classes}, temperature={self.temperature:.4g}, bias=[{bias}], "
-            f"method={self.method!r}"
+            f"num_classes={self.num_classes}, temperature={self.temperature:.4g}, bias=[{bias}], method={self.method!r}"
         )
 
     # ------------------------------------------------------------------------------------- setting
@@ -154,7 +159,7 @@ class LogitCalibrator(nn.Module):
     @torch.no_grad()
     def set(
         self, temperature: float, bias: list[float] | Tensor | None = None, method: str = "manual"
-    ) -> "LogitCalibrator":
+    ) -> LogitCalibrator:
         """Set the temperature (and bias; None keeps the current one) directly."""
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
@@ -168,7 +173,7 @@ class LogitCalibrator(nn.Module):
         return self
 
     @torch.no_grad()
-    def reset(self) -> "LogitCalibrator":
+    def reset(self) -> LogitCalibrator:
         """Back to the identity: T = 1, bias = 0."""
         self.log_temperature.zero_()
         self.logit_bias.zero_()
@@ -178,9 +183,13 @@ class LogitCalibrator(nn.Module):
     # ----------------------------------------------------------------------------------------- fit
 
     def fit(
-        self, logits: Tensor, labels: Tensor, max_iter: int = 200, fit_bias: bool = True,
+        self,
+        logits: Tensor,
+        labels: Tensor,
+        max_iter: int = 200,
+        fit_bias: bool = True,
         regularise: bool | None = None,
-    ) -> "LogitCalibrator":
+    ) -> LogitCalibrator:
         """Fit T (and the bias) on uncalibrated held-out ``logits [N, C]`` by minimising NLL with LBFGS.
 
         Works on detached float64 CPU copies, whatever the caller's grad mode (also inside
@@ -227,10 +236,12 @@ class LogitCalibrator(nn.Module):
             present = [count for count in counts if count > 0]
             small = min(present) < MIN_SAMPLES_PER_CLASS
             if small:
-                warn(f"the calibration split holds {_counts_text(counts)} sample(s), fewer than "
-                     f"{MIN_SAMPLES_PER_CLASS} of some class: too few to trust a fitted calibration, so the fit "
-                     "is pulled towards no calibration. Use a larger calibration split.",
-                     SmallCalibrationSetWarning)
+                warn(
+                    f"the calibration split holds {_counts_text(counts)} sample(s), fewer than "
+                    f"{MIN_SAMPLES_PER_CLASS} of some class: too few to trust a fitted calibration, so the fit "
+                    "is pulled towards no calibration. Use a larger calibration split.",
+                    SmallCalibrationSetWarning,
+                )
             regularise = small if regularise is None else bool(regularise)
             prior_weight = 1.0 / z.shape[0] if regularise else 0.0
 
@@ -242,8 +253,10 @@ class LogitCalibrator(nn.Module):
             if fit_bias and self.num_classes > 2:
                 absent = sorted(set(range(self.num_classes)) - set(y.unique().tolist()))
                 if absent:
-                    warn(f"class(es) {absent} absent from the calibration set; their bias stays at the mean of "
-                         "the others (it is unidentifiable and would run off to -inf)")
+                    warn(
+                        f"class(es) {absent} absent from the calibration set; their bias stays at the mean of "
+                        "the others (it is unidentifiable and would run off to -inf)"
+                    )
 
             targets = None
             log_t, bias = self._minimise(z, y, fit_bias, max_iter, prior_weight=prior_weight)
@@ -255,25 +268,34 @@ class LogitCalibrator(nn.Module):
                 # the maximum-likelihood fit has no optimum. Platt's smoothed targets give the finite
                 # answer his method was designed for: as confident as N samples justify, no more (they
                 # are a prior already, so no second one is added).
-                warn("the calibration set is perfectly separated, so the NLL has no minimum; fitted to "
-                     "Platt's smoothed targets (N+1)/(N+2) instead. A larger or harder calibration set, or a "
-                     "temperature sweep, is more reliable.")
+                warn(
+                    "the calibration set is perfectly separated, so the NLL has no minimum; fitted to "
+                    "Platt's smoothed targets (N+1)/(N+2) instead. A larger or harder calibration set, or a "
+                    "temperature sweep, is more reliable."
+                )
                 targets = platt_targets(y, self.num_classes)
                 log_t, bias = self._minimise(z, y, fit_bias, max_iter, targets=targets)
                 method = "platt"
                 regularise = False
 
             with torch.no_grad():
-                objective = (lambda scaled: _nll(scaled, y)) if targets is None else \
-                    (lambda scaled: _soft_nll(scaled, targets))
+                objective = (
+                    (lambda scaled: _nll(scaled, y)) if targets is None else (lambda scaled: _soft_nll(scaled, targets))
+                )
                 identity_nll = float(objective(z))
                 fitted_nll = float(objective(z / log_t.exp() + bias))
 
         report: dict[str, Any] = {
-            "n": int(z.shape[0]), "per_class": counts, "min_per_class": MIN_SAMPLES_PER_CLASS,
-            "small": bool(small), "regularised": bool(regularise), "method": method,
+            "n": int(z.shape[0]),
+            "per_class": counts,
+            "min_per_class": MIN_SAMPLES_PER_CLASS,
+            "small": bool(small),
+            "regularised": bool(regularise),
+            "method": method,
             "objective": "nll" if targets is None else "nll_to_platt_targets",
-            "nll_identity": identity_nll, "nll_fitted": fitted_nll, "fallback_to_identity": False,
+            "nll_identity": identity_nll,
+            "nll_fitted": fitted_nll,
+            "fallback_to_identity": False,
             "warnings": notes,
         }
         self.last_fit = report
@@ -285,8 +307,10 @@ class LogitCalibrator(nn.Module):
         # The optimisation starts at the identity and never increases its objective, so this holds unless
         # it failed numerically; a calibrator that makes the split's NLL worse must never be kept.
         if fitted_nll > identity_nll + 1e-9 * max(1.0, abs(identity_nll)):
-            warn(f"the fitted calibration (NLL {fitted_nll:.4g}) is worse than none (NLL {identity_nll:.4g}) on "
-                 "the calibration split; calibrator reset to identity")
+            warn(
+                f"the fitted calibration (NLL {fitted_nll:.4g}) is worse than none (NLL {identity_nll:.4g}) on "
+                "the calibration split; calibrator reset to identity"
+            )
             report.update(fallback_to_identity=True, method="identity", nll_fitted=identity_nll)
             return self.reset()
         temperature = min(max(math.exp(log_t_value), MIN_TEMPERATURE), MAX_TEMPERATURE)
@@ -299,8 +323,15 @@ class LogitCalibrator(nn.Module):
     #: ``nll_identity`` / ``nll_fitted`` on the split, ``fallback_to_identity`` and ``warnings``.
     last_fit: dict[str, Any] | None = None
 
-    def _minimise(self, z: Tensor, y: Tensor, fit_bias: bool, max_iter: int,
-                  targets: Tensor | None = None, prior_weight: float = 0.0) -> tuple[Tensor, Tensor]:
+    def _minimise(
+        self,
+        z: Tensor,
+        y: Tensor,
+        fit_bias: bool,
+        max_iter: int,
+        targets: Tensor | None = None,
+        prior_weight: float = 0.0,
+    ) -> tuple[Tensor, Tensor]:
         """LBFGS on the mean NLL of ``y`` (or cross-entropy to soft ``targets``), plus ``prior_weight``
         times the negative log prior when given; returns (log T, bias).
 
@@ -312,8 +343,14 @@ class LogitCalibrator(nn.Module):
         u = torch.full((), math.atanh(-centre / half_width), dtype=torch.float64, requires_grad=True)
         free = torch.zeros(self.num_classes, dtype=torch.float64, requires_grad=fit_bias)
         params = [u, free] if fit_bias else [u]
-        optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
-                                      tolerance_grad=1e-10, tolerance_change=1e-12)
+        optimizer = torch.optim.LBFGS(
+            params,
+            lr=1.0,
+            max_iter=max_iter,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-10,
+            tolerance_change=1e-12,
+        )
         # Only classes present in the set get a bias, centred among themselves: raising all present
         # classes together against an absent one lowers the NLL without bound (with three classes, a
         # set without semisynthetic samples would otherwise learn to never predict that class).
@@ -333,8 +370,9 @@ class LogitCalibrator(nn.Module):
             scaled = z / log_t.exp() + bias
             loss = _nll(scaled, y) if targets is None else _soft_nll(scaled, targets)
             if prior_weight:
-                loss = loss + prior_weight * (log_t ** 2 / (2 * PRIOR_LOG_TEMPERATURE_STD ** 2)
-                                              + (bias ** 2).sum() / (2 * PRIOR_BIAS_STD ** 2))
+                loss = loss + prior_weight * (
+                    log_t**2 / (2 * PRIOR_LOG_TEMPERATURE_STD**2) + (bias**2).sum() / (2 * PRIOR_BIAS_STD**2)
+                )
             loss.backward()
             return loss
 
@@ -348,13 +386,15 @@ class LogitCalibrator(nn.Module):
         """Plain JSON-able state: ``{"temperature": T, "bias": [...], "method": ...}``."""
         return {"temperature": self.temperature, "bias": self.bias, "method": self.method}
 
-    def load_state(self, state: Mapping[str, Any], source: str | None = None) -> "LogitCalibrator":
+    def load_state(self, state: Mapping[str, Any], source: str | None = None) -> LogitCalibrator:
         """Set values from a :meth:`state` dict (e.g. a run's calibration.json); ``source`` names the file in errors."""
         if not isinstance(state, Mapping):
             raise ConfigError(source, None, f"calibration state must be a mapping, got {type(state).__name__}")
         temperature = state.get("temperature")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-            math.isfinite(temperature) and temperature > 0
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float))
+            or not (math.isfinite(temperature) and temperature > 0)
         ):
             raise ConfigError(source, "temperature", f"must be a finite number > 0, got {temperature!r}")
         bias = state.get("bias")
@@ -364,13 +404,16 @@ class LogitCalibrator(nn.Module):
             or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bias)
         ):
             raise ConfigError(source, "bias", f"must be a list of {self.num_classes} finite numbers, got {bias!r}")
-        return self.set(float(temperature), [0.0] * self.num_classes if bias is None else list(bias),
-                        method=str(state.get("method", "manual")))
+        return self.set(
+            float(temperature),
+            [0.0] * self.num_classes if bias is None else list(bias),
+            method=str(state.get("method", "manual")),
+        )
 
     @classmethod
     def from_state(
         cls, state: Mapping[str, Any], num_classes: int | None = None, source: str | None = None
-    ) -> "LogitCalibrator":
+    ) -> LogitCalibrator:
         """A new calibrator from a :meth:`state` dict; C is taken from the bias unless given."""
         if num_classes is None:
             bias = state.get("bias") if isinstance(state, Mapping) else None

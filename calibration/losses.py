@@ -101,8 +101,13 @@ class FocalBrierLoss(nn.Module):
     with soft targets (``BCEWithLogitsLoss(pos_weight=w_1 / w_0)`` up to the factor ``w_0``).
     """
 
-    def __init__(self, gamma: float = 2.0, brier_weight: float = 1.0, reduction: str = "mean",
-                 class_weight: Sequence[float] | Tensor | None = None) -> None:
+    def __init__(
+        self,
+        gamma: float = 2.0,
+        brier_weight: float = 1.0,
+        reduction: str = "mean",
+        class_weight: Sequence[float] | Tensor | None = None,
+    ) -> None:
         super().__init__()
         if gamma < 0 or brier_weight < 0:
             raise ValueError(f"gamma and brier_weight must be >= 0, got {gamma} and {brier_weight}")
@@ -264,13 +269,19 @@ class LossConfig:
     surrogate_weight: float = setting(1.0, help="weight of the score surrogate in focal_brier+score", ge=0)
     floor: float = setting(0.05, help="soft floor of the score surrogate's Brier term", gt=0, lt=1)
     pos_weight: float | Literal["auto"] | None = setting(
-        None, help="weight of fake samples in the cross-entropy/focal and Brier terms (auto: negatives / "
-                   "positives of the training split; null: 1)", gt=0)
+        None,
+        help="weight of fake samples in the cross-entropy/focal and Brier terms (auto: negatives / "
+        "positives of the training split; null: 1)",
+        gt=0,
+    )
     class_weights: list[float] | None = setting(
-        None, help="one weight per class (real, fake[, semisynthetic]) instead of pos_weight", gt=0)
+        None, help="one weight per class (real, fake[, semisynthetic]) instead of pos_weight", gt=0
+    )
 
 
-def class_weight_vector(config: LossConfig, num_classes: int, counts: Sequence[int] | None = None) -> list[float] | None:
+def class_weight_vector(
+    config: LossConfig, num_classes: int, counts: Sequence[int] | None = None
+) -> list[float] | None:
     """The per-class weights of a ``loss:`` section for a head of ``num_classes``: ``class_weights``,
     or ``[1, pos_weight, ...]`` (every fake class weighted alike); ``pos_weight: auto`` needs the
     training split's ``counts`` (negatives, positives) and is negatives / positives."""
@@ -280,8 +291,11 @@ def class_weight_vector(config: LossConfig, num_classes: int, counts: Sequence[i
         raise ConfigError(None, "loss.class_weights", "set loss.pos_weight or loss.class_weights, not both")
     if config.class_weights is not None:
         if len(config.class_weights) != num_classes:
-            raise ConfigError(None, "loss.class_weights", f"needs {num_classes} weights (one per class), got "
-                              f"{len(config.class_weights)}")
+            raise ConfigError(
+                None,
+                "loss.class_weights",
+                f"needs {num_classes} weights (one per class), got {len(config.class_weights)}",
+            )
         return [float(w) for w in config.class_weights]
     if config.pos_weight is None:
         return None
@@ -291,22 +305,29 @@ def class_weight_vector(config: LossConfig, num_classes: int, counts: Sequence[i
             raise ValueError("pos_weight: auto needs the training split's (negatives, positives)")
         negatives, positives = int(counts[0]), int(counts[1])
         if negatives == 0 or positives == 0:
-            raise ConfigError(None, "loss.pos_weight", f"auto needs real and fake training samples, got {negatives} "
-                              f"real and {positives} fake")
+            raise ConfigError(
+                None,
+                "loss.pos_weight",
+                f"auto needs real and fake training samples, got {negatives} real and {positives} fake",
+            )
         weight = negatives / positives
     return [1.0] + [float(weight)] * (num_classes - 1)
 
 
-def build_loss(config: LossConfig | Mapping[str, Any] | None = None,
-               class_weight: Sequence[float] | None = None) -> nn.Module:
+def build_loss(
+    config: LossConfig | Mapping[str, Any] | None = None, class_weight: Sequence[float] | None = None
+) -> nn.Module:
     """The training loss of a ``loss:`` section (a :class:`LossConfig` or its mapping), with the
     per-class weights ``class_weight`` (resolved by :func:`class_weight_vector`) if any."""
     config = parse(LossConfig, config, "loss")
     if class_weight is not None and config.name == "score_surrogate":
         from detectors.errors import ConfigError
 
-        raise ConfigError(None, "loss.pos_weight", "class weights apply to focal_brier and cross_entropy; the score "
-                          "surrogate (an MCC-based loss) takes none")
+        raise ConfigError(
+            None,
+            "loss.pos_weight",
+            "class weights apply to focal_brier and cross_entropy; the score surrogate (an MCC-based loss) takes none",
+        )
     if config.name == "cross_entropy":
         return FocalBrierLoss(gamma=0.0, brier_weight=0.0, class_weight=class_weight)
     surrogate = ScoreSurrogateLoss(floor=config.floor)

@@ -42,7 +42,9 @@ import torch
 from safetensors.torch import load_file
 
 from calibration.calibrator import LogitCalibrator
+from detectors import cli
 from detectors.atomic import atomic_open, write_json
+from detectors.cli import command
 from detectors.errors import ConfigError
 from detectors.metrics import (
     benchmark_score,
@@ -55,8 +57,6 @@ from detectors.metrics import (
 )
 from detectors.plots import temperature_sweep_plot
 from detectors.training.run import RunDir
-from detectors.cli import command
-from detectors import cli
 
 __all__ = [
     "DEFAULT_TEMPERATURES",
@@ -113,14 +113,16 @@ def temperature_sweep(
         prob = prob_fake_from_logits(scaled)
         mcc_value = mcc(y, predictions_from_logits(scaled))
         brier_value = brier(prob, y)
-        rows.append({
-            "temperature": temperature,
-            "score": benchmark_score(mcc_value, brier_value),
-            "mcc": mcc_value,
-            "brier": brier_value,
-            "ece": expected_calibration_error(y, prob),
-            "nll": nll_from_logits(scaled, y),
-        })
+        rows.append(
+            {
+                "temperature": temperature,
+                "score": benchmark_score(mcc_value, brier_value),
+                "mcc": mcc_value,
+                "brier": brier_value,
+                "ece": expected_calibration_error(y, prob),
+                "nll": nll_from_logits(scaled, y),
+            }
+        )
     return rows
 
 
@@ -159,8 +161,9 @@ def _load_calibration_set(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     logits, labels = tensors["logits"], tensors["labels"].reshape(-1)
     if logits.ndim != 2 or logits.shape[0] != labels.shape[0] or logits.shape[0] == 0:
         raise ConfigError(
-            path, "logits", f"expected logits [N, C] and labels [N] with N > 0, got {tuple(logits.shape)} and "
-            f"{tuple(labels.shape)}"
+            path,
+            "logits",
+            f"expected logits [N, C] and labels [N] with N > 0, got {tuple(logits.shape)} and {tuple(labels.shape)}",
         )
     if not torch.isfinite(logits).all():
         raise ConfigError(path, "logits", "contains NaN or inf")
@@ -276,8 +279,12 @@ def restore_fitted(run_dir: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{calibration_path}: not found; nothing to restore")
     fitted = _fitted_state(current, calibration_path)
     if fitted is None:
-        raise ConfigError(calibration_path, "fitted", "no fitted calibration recorded (the run had no calibration.json "
-                          "before its first sweep, or it was swept twice by a version that did not keep it)")
+        raise ConfigError(
+            calibration_path,
+            "fitted",
+            "no fitted calibration recorded (the run had no calibration.json "
+            "before its first sweep, or it was swept twice by a version that did not keep it)",
+        )
     LogitCalibrator.from_state(fitted, source=f"{calibration_path} (fitted)")
     calibration = {**_without_history(fitted), "fitted": fitted, "previous": _without_history(current)}
     write_json(calibration_path, calibration)
@@ -296,14 +303,18 @@ def stale_export_note(run_dir: str | Path, old: Mapping[str, Any] | None, new: M
     """What to tell the user after writing calibration.json: exports keep the calibration they were made with."""
     run_dir = Path(run_dir)
     run = shlex.quote(str(run_dir))
-    changed = old is None or float(old["temperature"]) != float(new["temperature"]) or (
-        [float(b) for b in old.get("bias") or [0.0] * len(new["bias"])] != [float(b) for b in new["bias"]]
+    changed = (
+        old is None
+        or float(old["temperature"]) != float(new["temperature"])
+        or ([float(b) for b in old.get("bias") or [0.0] * len(new["bias"])] != [float(b) for b in new["bias"]])
     )
     if changed:
         lines = [
             f"note: {run_dir / CALIBRATION_FILE} now holds {_describe(new)}; before: {_describe(old)}.",
-            ("  `detect --run` and later exports use it, but an export made before (a submission directory) keeps "
-             "the calibration folded into its weights."),
+            (
+                "  `detect --run` and later exports use it, but an export made before (a submission directory) keeps "
+                "the calibration folded into its weights."
+            ),
         ]
     else:
         lines = [
@@ -314,8 +325,10 @@ def stale_export_note(run_dir: str | Path, old: Mapping[str, Any] | None, new: M
     submission = RunDir(run_dir).demo_submission
     if (submission / "model_config.yaml").is_file():
         state = "keeps its old calibration until re-exported" if changed else "is stale if exported before that"
-        lines.append(f"  {submission} exists (the demo's export) and {state}: "
-                     f"python -m export {run} --out {shlex.quote(str(submission))}")
+        lines.append(
+            f"  {submission} exists (the demo's export) and {state}: "
+            f"python -m export {run} --out {shlex.quote(str(submission))}"
+        )
     return "\n".join(lines)
 
 
@@ -347,19 +360,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m calibration.sweep",
         description="Sweep the temperature on a run's calibration set and store the best one in calibration.json.",
         epilog="calibration.json keeps 'fitted' (the calibration training wrote, recorded by the first sweep and never "
-               "overwritten) and 'previous' (the state just before the last change); --restore-fitted puts 'fitted' "
-               "back in force. Exports made before a sweep keep their old calibration: re-export with "
-               "`python -m export RUN_DIR --out DIR` (the demo's export is RUN_DIR/submission).",
+        "overwritten) and 'previous' (the state just before the last change); --restore-fitted puts 'fitted' "
+        "back in force. Exports made before a sweep keep their old calibration: re-export with "
+        "`python -m export RUN_DIR --out DIR` (the demo's export is RUN_DIR/submission).",
     )
     parser.add_argument("run_dir", type=Path, help="run directory holding calibration_logits.safetensors")
     parser.add_argument(
         "--criterion", choices=sorted(CRITERIA), default="score", help="what to optimise (default: score)"
     )
-    parser.add_argument("--grid", type=_parse_grid, default=None,
-                        help="comma-separated temperatures (default: 65 points geometric from 1/32 to 8, plus the "
-                             "temperatures in force and fitted of calibration.json)")
-    parser.add_argument("--restore-fitted", action="store_true",
-                        help="sweep nothing: put the fitted calibration recorded in calibration.json back in force")
+    parser.add_argument(
+        "--grid",
+        type=_parse_grid,
+        default=None,
+        help="comma-separated temperatures (default: 65 points geometric from 1/32 to 8, plus the "
+        "temperatures in force and fitted of calibration.json)",
+    )
+    parser.add_argument(
+        "--restore-fitted",
+        action="store_true",
+        help="sweep nothing: put the fitted calibration recorded in calibration.json back in force",
+    )
     args = parser.parse_args(argv)
     try:
         if args.restore_fitted:

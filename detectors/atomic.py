@@ -78,8 +78,9 @@ def is_stale_temp(path: str | Path) -> bool:
     return owner is not None and owner[0] == HOST_TAG and not process_alive(owner[1])
 
 
-def remove_stale_temp_files(directory: str | Path, *, recursive: bool = False,
-                            targets: Iterable[str] | None = None) -> list[Path]:
+def remove_stale_temp_files(
+    directory: str | Path, *, recursive: bool = False, targets: Iterable[str] | None = None
+) -> list[Path]:
     """Remove temporary files and folders left in ``directory`` by dead processes; returns them.
 
     ``recursive`` descends into sub-folders (never through symbolic links); ``targets`` limits the
@@ -112,8 +113,7 @@ def remove_stale_temp_files(directory: str | Path, *, recursive: bool = False,
             elif recursive and entry.is_dir(follow_symlinks=False):
                 pending.append(path)
     if removed:
-        log.info("removed %d temporary file(s) left by processes that no longer run, e.g. %s", len(removed),
-                 removed[0])
+        log.info("removed %d temporary file(s) left by processes that no longer run, e.g. %s", len(removed), removed[0])
     return removed
 
 

@@ -35,35 +35,95 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # inert and its CLS token constant.
 KNOWN_TRANSFORMERS_ARCHITECTURES: dict[str, dict[str, Any]] = {
     "facebook/dinov3-vits16-pretrain-lvd1689m": dict(
-        model_type="dinov3_vit", hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
-        intermediate_size=1536, patch_size=16, num_register_tokens=4),
+        model_type="dinov3_vit",
+        hidden_size=384,
+        num_hidden_layers=12,
+        num_attention_heads=6,
+        intermediate_size=1536,
+        patch_size=16,
+        num_register_tokens=4,
+    ),
     "facebook/dinov3-vitb16-pretrain-lvd1689m": dict(
-        model_type="dinov3_vit", hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-        intermediate_size=3072, patch_size=16, num_register_tokens=4),
+        model_type="dinov3_vit",
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        patch_size=16,
+        num_register_tokens=4,
+    ),
     "facebook/dinov3-vitl16-pretrain-lvd1689m": dict(
-        model_type="dinov3_vit", hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-        intermediate_size=4096, patch_size=16, num_register_tokens=4),
+        model_type="dinov3_vit",
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        patch_size=16,
+        num_register_tokens=4,
+    ),
     "facebook/dinov2-small": dict(
-        model_type="dinov2", hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
-        mlp_ratio=4, patch_size=14, image_size=518),
+        model_type="dinov2",
+        hidden_size=384,
+        num_hidden_layers=12,
+        num_attention_heads=6,
+        mlp_ratio=4,
+        patch_size=14,
+        image_size=518,
+    ),
     "facebook/dinov2-base": dict(
-        model_type="dinov2", hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-        mlp_ratio=4, patch_size=14, image_size=518),
+        model_type="dinov2",
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        mlp_ratio=4,
+        patch_size=14,
+        image_size=518,
+    ),
     "facebook/dinov2-large": dict(
-        model_type="dinov2", hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-        mlp_ratio=4, patch_size=14, image_size=518),
+        model_type="dinov2",
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        mlp_ratio=4,
+        patch_size=14,
+        image_size=518,
+    ),
     "facebook/wav2vec2-xls-r-300m": dict(
-        model_type="wav2vec2", hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-        intermediate_size=4096, conv_dim=[512] * 7, conv_kernel=[10, 3, 3, 3, 3, 2, 2],
-        conv_stride=[5, 2, 2, 2, 2, 2, 2], conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True,
-        num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16, feat_extract_activation="gelu",
-        hidden_act="gelu", layer_norm_eps=1e-5),
+        model_type="wav2vec2",
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        conv_dim=[512] * 7,
+        conv_kernel=[10, 3, 3, 3, 3, 2, 2],
+        conv_stride=[5, 2, 2, 2, 2, 2, 2],
+        conv_bias=True,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        num_conv_pos_embeddings=128,
+        num_conv_pos_embedding_groups=16,
+        feat_extract_activation="gelu",
+        hidden_act="gelu",
+        layer_norm_eps=1e-5,
+    ),
     "facebook/wav2vec2-base": dict(
-        model_type="wav2vec2", hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-        intermediate_size=3072, conv_dim=[512] * 7, conv_kernel=[10, 3, 3, 3, 3, 2, 2],
-        conv_stride=[5, 2, 2, 2, 2, 2, 2], conv_bias=False, feat_extract_norm="group", do_stable_layer_norm=False,
-        num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16, feat_extract_activation="gelu",
-        hidden_act="gelu", layer_norm_eps=1e-5),
+        model_type="wav2vec2",
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        conv_dim=[512] * 7,
+        conv_kernel=[10, 3, 3, 3, 3, 2, 2],
+        conv_stride=[5, 2, 2, 2, 2, 2, 2],
+        conv_bias=False,
+        feat_extract_norm="group",
+        do_stable_layer_norm=False,
+        num_conv_pos_embeddings=128,
+        num_conv_pos_embedding_groups=16,
+        feat_extract_activation="gelu",
+        hidden_act="gelu",
+        layer_norm_eps=1e-5,
+    ),
 }
 
 SUPPORTED_TRANSFORMERS_TYPES = ("dinov2", "dinov2_with_registers", "dinov3_vit", "wav2vec2")
@@ -82,14 +142,16 @@ class BackboneConfig:
 
     shorthand: ClassVar[str] = "name"
 
-    name: str = setting("facebook/dinov3-vits16-pretrain-lvd1689m",
-                        help="transformers hub id or local directory, or a timm model name")
+    name: str = setting(
+        "facebook/dinov3-vits16-pretrain-lvd1689m", help="transformers hub id or local directory, or a timm model name"
+    )
     source: Literal["auto", "transformers", "timm"] = setting("auto", help="which library loads it (auto: guess)")
     weights: str | None = setting(None, help="local weights file for a timm backbone")
     pretrained: bool = setting(True, help="load pretrained weights (false: the architecture only)")
     timm_kwargs: dict[str, Any] = setting({}, help="extra timm.create_model arguments")
-    architecture: dict[str, Any] | None = setting(None, help="resolved architecture (written by the run; "
-                                                             "rebuilds it offline)")
+    architecture: dict[str, Any] | None = setting(
+        None, help="resolved architecture (written by the run; rebuilds it offline)"
+    )
     # demo only: architecture fields replacing the known one in the random fallback (e.g. a 2-layer,
     # 64-wide wav2vec2 stand-in so the audio demo runs in minutes on a CPU)
     fallback_overrides: dict[str, Any] = setting({}, help="demo only: architecture of the random stand-in")
@@ -167,17 +229,25 @@ class Backbone(nn.Module):
             if not getattr(self.inner, "dynamic_img_size", False) and getattr(patch_embed, "strict_img_size", False):
                 fixed = tuple(patch_embed.img_size)
                 if (height, width) != fixed:
-                    raise ConfigError(None, where, f"{shown} does not fit the timm backbone {name!r}, which takes "
-                                      f"{fixed[0]}x{fixed[1]} images only (built without dynamic_img_size); use "
-                                      f"{fixed[0]} or set model.backbone.timm_kwargs.dynamic_img_size: true")
+                    raise ConfigError(
+                        None,
+                        where,
+                        f"{shown} does not fit the timm backbone {name!r}, which takes "
+                        f"{fixed[0]}x{fixed[1]} images only (built without dynamic_img_size); use "
+                        f"{fixed[0]} or set model.backbone.timm_kwargs.dynamic_img_size: true",
+                    )
                 return
         patch = self.info.patch_size
         for side in dict.fromkeys((height, width)):
             if side % patch:
                 below, above = max(patch, side // patch * patch), (side // patch + 1) * patch
                 nearest = f"{below} or {above}" if below != above else f"{above}"
-                raise ConfigError(None, where, f"{shown} is not a multiple of the patch size {patch} of backbone "
-                                  f"{name!r}; the nearest valid sizes are {nearest}")
+                raise ConfigError(
+                    None,
+                    where,
+                    f"{shown} is not a multiple of the patch size {patch} of backbone "
+                    f"{name!r}; the nearest valid sizes are {nearest}",
+                )
 
     def export(self, image_size: tuple[int, int] | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """(constructor arguments, weights) of the plain-torch equivalent the exported model.py
@@ -194,7 +264,7 @@ class Backbone(nn.Module):
             raise ValueError("a vision backbone is exported for one input size: pass image_size")
         return convert_backbone(self.model, image_size)
 
-    def train(self, mode: bool = True) -> "Backbone":
+    def train(self, mode: bool = True) -> Backbone:
         """A fully frozen backbone always runs as at inference (no dropout, no RoPE jitter): it is a
         fixed feature extractor. Tuned backbones follow ``mode``."""
         return super().train(mode and any(p.requires_grad for p in self.parameters()))
@@ -221,7 +291,9 @@ def resolve_source(config: BackboneConfig) -> str:
     if config.source in ("transformers", "timm"):
         return config.source
     if config.source != "auto":
-        raise ConfigError(None, "model.backbone.source", f"unknown source {config.source!r}; use auto, transformers or timm")
+        raise ConfigError(
+            None, "model.backbone.source", f"unknown source {config.source!r}; use auto, transformers or timm"
+        )
     if config.name.startswith("timm/"):
         return "timm"
     if Path(config.name).is_dir() or "/" in config.name:
@@ -290,8 +362,12 @@ def _local_weights(config: BackboneConfig, source: str) -> Path | None:
         return None
     if config.weights:
         if source != "timm":
-            raise ConfigError(None, "model.backbone.weights", "a weights file is for timm backbones; for transformers "
-                              "give the local model directory as model.backbone.name")
+            raise ConfigError(
+                None,
+                "model.backbone.weights",
+                "a weights file is for timm backbones; for transformers "
+                "give the local model directory as model.backbone.name",
+            )
         weights = Path(config.weights).expanduser()
         if not weights.is_file():
             raise ConfigError(None, "model.backbone.weights", f"weights file {weights} does not exist")
@@ -302,7 +378,10 @@ def _local_weights(config: BackboneConfig, source: str) -> Path | None:
 
 def _known_architecture(config: BackboneConfig) -> dict[str, Any]:
     if resolve_source(config) == "timm":
-        return {"model_name": config.name.removeprefix("timm/"), "kwargs": {**config.timm_kwargs, **config.fallback_overrides}}
+        return {
+            "model_name": config.name.removeprefix("timm/"),
+            "kwargs": {**config.timm_kwargs, **config.fallback_overrides},
+        }
     if config.name in KNOWN_TRANSFORMERS_ARCHITECTURES:
         return {**KNOWN_TRANSFORMERS_ARCHITECTURES[config.name], **config.fallback_overrides}
     raise ConfigError(None, "model.backbone.name", f"no known architecture for {config.name!r} to fall back on")
@@ -353,8 +432,11 @@ def _build_transformers(config: BackboneConfig, local_files_only: bool = False) 
         origin = "random"
     model_type = model.config.model_type
     if model_type not in SUPPORTED_TRANSFORMERS_TYPES:
-        raise ConfigError(None, "model.backbone.name",
-                          f"{config.name!r} is a {model_type!r} model; supported: {', '.join(SUPPORTED_TRANSFORMERS_TYPES)}")
+        raise ConfigError(
+            None,
+            "model.backbone.name",
+            f"{config.name!r} is a {model_type!r} model; supported: {', '.join(SUPPORTED_TRANSFORMERS_TYPES)}",
+        )
     if getattr(model.config, "add_adapter", False):
         raise ConfigError(None, "model.backbone.name", "wav2vec2 models with an output adapter are not supported")
     config.architecture = _transformers_architecture(model.config)
@@ -363,8 +445,11 @@ def _build_transformers(config: BackboneConfig, local_files_only: bool = False) 
 
 
 def _transformers_architecture(hf_config: Any) -> dict[str, Any]:
-    keep = {k: list(v) if isinstance(v, tuple) else v for k, v in hf_config.to_dict().items()
-            if not k.startswith("_") and k not in ("transformers_version", "architectures", "id2label", "label2id")}
+    keep = {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in hf_config.to_dict().items()
+        if not k.startswith("_") and k not in ("transformers_version", "architectures", "id2label", "label2id")
+    }
     keep["model_type"] = hf_config.model_type
     return keep
 
@@ -386,7 +471,9 @@ def _build_timm(config: BackboneConfig, local_files_only: bool = False) -> tuple
         weights = Path(config.weights).expanduser()
         try:
             with _timm_load_report() as report:
-                model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}, **kwargs)
+                model = timm.create_model(
+                    name, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}, **kwargs
+                )
         except Exception as error:
             raise _timm_weights_error(weights, name, kwargs, error) from error
         if report:  # timm loads non-strictly once it drops the classifier: a key that did not fit is an error
@@ -404,8 +491,24 @@ def _build_timm(config: BackboneConfig, local_files_only: bool = False) -> tuple
     return model, origin
 
 
-TIMM_CNN_MODULES = ("convnext", "resnet", "efficientnet", "mobilenetv3", "regnet", "densenet", "xception",
-                    "byobnet", "rexnet", "ghostnet", "resnetv2", "dla", "hrnet", "res2net", "sknet", "vgg")
+TIMM_CNN_MODULES = (
+    "convnext",
+    "resnet",
+    "efficientnet",
+    "mobilenetv3",
+    "regnet",
+    "densenet",
+    "xception",
+    "byobnet",
+    "rexnet",
+    "ghostnet",
+    "resnetv2",
+    "dla",
+    "hrnet",
+    "res2net",
+    "sknet",
+    "vgg",
+)
 
 
 def is_timm_cnn(name: str) -> bool:
@@ -451,7 +554,9 @@ def _timm_weights_error(weights: Path, name: str, kwargs: dict[str, Any], error:
     try:
         shapes = _checkpoint_shapes(weights)
     except Exception as read_error:
-        return CheckpointError(f"{weights}: cannot be read as weights: {unreadable_weights_reason(weights, read_error)}")
+        return CheckpointError(
+            f"{weights}: cannot be read as weights: {unreadable_weights_reason(weights, read_error)}"
+        )
     mismatch = state_dict_mismatch(timm.create_model(name, pretrained=False, **kwargs).state_dict(), shapes)
     if mismatch:
         return CheckpointError(f"{weights}: does not fit the timm model {name!r}: {mismatch}")
@@ -478,14 +583,32 @@ def _describe(model: nn.Module, source: str) -> BackboneInfo:
         family = FAMILIES[cfg.model_type]
         if family == "wav2vec2":
             return BackboneInfo(family=family, source=source, embed_dim=cfg.hidden_size)
-        return BackboneInfo(family=family, source=source, embed_dim=cfg.hidden_size,
-                            patch_size=cfg.patch_size, num_registers=getattr(cfg, "num_register_tokens", 0) or 0)
-    mean = tuple(model.pretrained_cfg.get("mean", IMAGENET_MEAN)) if getattr(model, "pretrained_cfg", None) else IMAGENET_MEAN
-    std = tuple(model.pretrained_cfg.get("std", IMAGENET_STD)) if getattr(model, "pretrained_cfg", None) else IMAGENET_STD
+        return BackboneInfo(
+            family=family,
+            source=source,
+            embed_dim=cfg.hidden_size,
+            patch_size=cfg.patch_size,
+            num_registers=getattr(cfg, "num_register_tokens", 0) or 0,
+        )
+    mean = (
+        tuple(model.pretrained_cfg.get("mean", IMAGENET_MEAN))
+        if getattr(model, "pretrained_cfg", None)
+        else IMAGENET_MEAN
+    )
+    std = (
+        tuple(model.pretrained_cfg.get("std", IMAGENET_STD)) if getattr(model, "pretrained_cfg", None) else IMAGENET_STD
+    )
     if getattr(model, "patch_embed", None) is None:  # a convolutional network: pooled features, no tokens
         return BackboneInfo(family="cnn", source=source, embed_dim=model.num_features, mean=mean, std=std)
     patch = model.patch_embed.patch_size
     patch_size = patch[0] if isinstance(patch, (tuple, list)) else int(patch)
     family = "dinov3" if type(model).__name__ == "Eva" else "dinov2"
-    return BackboneInfo(family=family, source=source, embed_dim=model.num_features, patch_size=patch_size,
-                        num_registers=model.num_prefix_tokens - 1, mean=mean, std=std)
+    return BackboneInfo(
+        family=family,
+        source=source,
+        embed_dim=model.num_features,
+        patch_size=patch_size,
+        num_registers=model.num_prefix_tokens - 1,
+        mean=mean,
+        std=std,
+    )

@@ -60,8 +60,11 @@ class Detector(nn.Module):
         super().__init__()
         self.config = config
         if self.num_classes not in self.supported_num_classes:
-            raise ConfigError(None, "model.num_classes", f"{self.arch} supports {list(self.supported_num_classes)} "
-                                                         f"classes, got {self.num_classes}")
+            raise ConfigError(
+                None,
+                "model.num_classes",
+                f"{self.arch} supports {list(self.supported_num_classes)} classes, got {self.num_classes}",
+            )
         self.calibrator = LogitCalibrator(self.num_classes)
         self.calibrator.requires_grad_(False)
         self.network_kwargs: dict[str, Any] = {}
@@ -84,8 +87,9 @@ class Detector(nn.Module):
         :func:`load_detector` rebuilds the run offline."""
         from detectors.tuning import build_tuned_backbone
 
-        built = build_tuned_backbone(backbone, tuning,
-                                     allow_random_fallback=getattr(self.config, "allow_random_backbone", False))
+        built = build_tuned_backbone(
+            backbone, tuning, allow_random_fallback=getattr(self.config, "allow_random_backbone", False)
+        )
         self.config.backbone = built.config
         return built
 
@@ -99,8 +103,9 @@ class Detector(nn.Module):
         """
         kwargs = {"num_classes": self.num_classes, **kwargs}
         self._network_modules = {name: value for name, value in kwargs.items() if isinstance(value, nn.Module)}
-        self.network_kwargs = {name: value for name, value in kwargs.items()
-                               if name not in self._network_modules and name != "num_classes"}
+        self.network_kwargs = {
+            name: value for name, value in kwargs.items() if name not in self._network_modules and name != "num_classes"
+        }
         return network_class(**kwargs)
 
     @property
@@ -196,8 +201,12 @@ class Detector(nn.Module):
         backbone = self.backbone
         if backbone is None:
             return {}
-        return {"backbone": backbone.config.name, "backbone_weights": backbone.weights_origin,
-                "backbone_family": backbone.info.family, "backbone_source": backbone.info.source}
+        return {
+            "backbone": backbone.config.name,
+            "backbone_weights": backbone.weights_origin,
+            "backbone_family": backbone.info.family,
+            "backbone_source": backbone.info.source,
+        }
 
     # ----------------------------------------------------------------- export
     def preprocessing(self) -> dict[str, Any]:
@@ -239,17 +248,30 @@ class Detector(nn.Module):
                 kwargs[name], weights = module.export(tuple(int(v) for v in resize) if resize else None)
                 state.update({f"network.{name}.{key}": value for key, value in weights.items()})
                 converted.append(f"{name}.")
-        state.update({f"network.{key}": value for key, value in self.net.state_dict().items()
-                      if not key.startswith(tuple(converted))})
+        state.update(
+            {
+                f"network.{key}": value
+                for key, value in self.net.state_dict().items()
+                if not key.startswith(tuple(converted))
+            }
+        )
         state.update(self.calibration_export_state())
-        return ExportSpec(modality=self.modality, network_class=type(self.net), init_kwargs=to_dict(kwargs),
-                          state_dict=state, preprocessing=self.preprocessing(), num_classes=self.num_classes,
-                          name=self.export_name())
+        return ExportSpec(
+            modality=self.modality,
+            network_class=type(self.net),
+            init_kwargs=to_dict(kwargs),
+            state_dict=state,
+            preprocessing=self.preprocessing(),
+            num_classes=self.num_classes,
+            name=self.export_name(),
+        )
 
     def calibration_export_state(self, prefix: str = "calibration.") -> dict[str, torch.Tensor]:
         """The fitted calibrator as plain weights of ``LogitAffine``: x * scale + bias."""
-        return {f"{prefix}scale": torch.tensor([1.0 / self.calibrator.temperature], dtype=torch.float32),
-                f"{prefix}bias": torch.tensor(self.calibrator.bias, dtype=torch.float32)}
+        return {
+            f"{prefix}scale": torch.tensor([1.0 / self.calibrator.temperature], dtype=torch.float32),
+            f"{prefix}bias": torch.tensor(self.calibrator.bias, dtype=torch.float32),
+        }
 
 
 # --------------------------------------------------------------------------- persistence
@@ -277,8 +299,11 @@ def _upgrade_state(expected: dict[str, torch.Tensor], state: dict[str, torch.Ten
     for key, value in state.items():
         if key not in expected:
             tail = key.removeprefix("net.")
-            matches = [new for new in unclaimed if new.startswith("net.") and (new == f"net.{tail}"
-                                                                               or new.endswith(f".{tail}"))]
+            matches = [
+                new
+                for new in unclaimed
+                if new.startswith("net.") and (new == f"net.{tail}" or new.endswith(f".{tail}"))
+            ]
             if len(matches) == 1:
                 key = matches[0]
                 unclaimed.remove(key)
@@ -299,7 +324,9 @@ def load_detector(directory: str | Path, map_location: str | torch.device = "cpu
     config_path = directory / DETECTOR_CONFIG_FILE
     weights_path = directory / DETECTOR_WEIGHTS_FILE
     if not config_path.is_file():
-        raise ConfigError(config_path, None, "no trained detector here (detector.yaml missing); is this a run directory?")
+        raise ConfigError(
+            config_path, None, "no trained detector here (detector.yaml missing); is this a run directory?"
+        )
     if not weights_path.is_file():
         raise CheckpointError(f"{weights_path}: weights file missing")
     config = load_yaml(config_path)

@@ -64,8 +64,16 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     from export.benchmark_loader import SubmissionError
     from export.bundle import BundleError
 
-    return (ConfigError, CheckpointError, MediaError, SubmissionError, BundleError, OSError, UnicodeError,
-            RecursionError)
+    return (
+        ConfigError,
+        CheckpointError,
+        MediaError,
+        SubmissionError,
+        BundleError,
+        OSError,
+        UnicodeError,
+        RecursionError,
+    )
 
 
 def one_line(error: BaseException) -> str:

@@ -26,9 +26,18 @@ from detectors.atomic import atomic_open, write_text
 from detectors.cli import command
 from detectors.errors import ConfigError
 
-COLUMNS = (("score", "score"), ("mcc", "MCC"), ("brier", "Brier"), ("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"),
-           ("ece", "ECE"), ("eer", "EER"), ("trainable_parameters", "trainable params"),
-           ("ms_per_sample", "ms/sample"), ("n", "n"))
+COLUMNS = (
+    ("score", "score"),
+    ("mcc", "MCC"),
+    ("brier", "Brier"),
+    ("roc_auc", "ROC-AUC"),
+    ("pr_auc", "PR-AUC"),
+    ("ece", "ECE"),
+    ("eer", "EER"),
+    ("trainable_parameters", "trainable params"),
+    ("ms_per_sample", "ms/sample"),
+    ("n", "n"),
+)
 
 
 def describe(directory: Path) -> dict[str, Any]:
@@ -36,25 +45,34 @@ def describe(directory: Path) -> dict[str, Any]:
     directory = Path(directory)
     if not directory.is_dir():
         raise ConfigError(directory, None, "no such directory")
-    results_file, metrics_file, summary_file = (directory / name for name in ("results.json", "metrics.json",
-                                                                               "summary.json"))
+    results_file, metrics_file, summary_file = (
+        directory / name for name in ("results.json", "metrics.json", "summary.json")
+    )
     if results_file.is_file():
         results = _read_json(results_file)
         base = results.get("base") or {}
         row = {key: base.get(key) for key, _ in COLUMNS}
-        row.update(kind="evaluation", ms_per_sample=base.get("ms_per_sample_mean"),
-                   trainable_parameters=results.get("trainable_parameters"))
+        row.update(
+            kind="evaluation",
+            ms_per_sample=base.get("ms_per_sample_mean"),
+            trainable_parameters=results.get("trainable_parameters"),
+        )
         row["score"] = results.get("score", base.get("score"))
     elif metrics_file.is_file() and summary_file.is_file():
         metrics, summary = _read_json(metrics_file), _read_json(summary_file)
         validation = metrics.get("validation") or {}
         row = {key: validation.get(key) for key, _ in COLUMNS}
-        row.update(kind=f"run ({summary.get('arch', '?')}, validation)",
-                   trainable_parameters=summary.get("trainable_parameters"),
-                   ms_per_sample=validation.get("ms_per_sample"))
+        row.update(
+            kind=f"run ({summary.get('arch', '?')}, validation)",
+            trainable_parameters=summary.get("trainable_parameters"),
+            ms_per_sample=validation.get("ms_per_sample"),
+        )
     else:
-        raise ConfigError(directory, None, "neither a run directory (summary.json, metrics.json) nor an evaluation "
-                          "output (results.json)")
+        raise ConfigError(
+            directory,
+            None,
+            "neither a run directory (summary.json, metrics.json) nor an evaluation output (results.json)",
+        )
     if row.get("trainable_parameters") is None and summary_file.is_file():
         row["trainable_parameters"] = _read_json(summary_file).get("trainable_parameters")
     row["name"] = directory.name
@@ -115,7 +133,9 @@ def compare(directories: list[Path], output: Path, names: list[str] | None = Non
     from detectors.plots import curves_plot
 
     if names is not None and len(names) != len(directories):
-        raise ConfigError(None, "--names", f"one name per directory: {len(directories)} directories, {len(names)} names")
+        raise ConfigError(
+            None, "--names", f"one name per directory: {len(directories)} directories, {len(names)} names"
+        )
     rows = [describe(directory) for directory in directories]
     for index, row in enumerate(rows):
         if names is not None:
@@ -130,8 +150,14 @@ def compare(directories: list[Path], output: Path, names: list[str] | None = Non
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["detector", *(key for key, _ in COLUMNS), "source", "directory"])
         for row in rows:
-            writer.writerow([row["name"], *("" if row.get(key) is None else row[key] for key, _ in COLUMNS),
-                             row["kind"], row["directory"]])
+            writer.writerow(
+                [
+                    row["name"],
+                    *("" if row.get(key) is None else row[key] for key, _ in COLUMNS),
+                    row["kind"],
+                    row["directory"],
+                ]
+            )
     write_text(output / "comparison.md", table(rows))
     curves = {}
     for row in rows:

@@ -78,15 +78,20 @@ def read_yaml_document(path: str | Path) -> Any:
         raise ConfigError(path, None, f"cannot read it ({error.strerror or error})") from error
     if len(raw) > MAX_YAML_BYTES:
         size = max(path.stat().st_size, len(raw))
-        raise ConfigError(path, None, f"too large for a YAML configuration ({size / 2**20:.1f} MiB; the limit is "
-                          f"{MAX_YAML_BYTES / 2**20:g} MiB): is this the right file?")
+        raise ConfigError(
+            path,
+            None,
+            f"too large for a YAML configuration ({size / 2**20:.1f} MiB; the limit is "
+            f"{MAX_YAML_BYTES / 2**20:g} MiB): is this the right file?",
+        )
     if b"\x00" in raw:
         raise ConfigError(path, None, "a binary file, not YAML text: is this the right file?")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise ConfigError(path, None, f"not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start}); "
-                          "save it as UTF-8") from None
+        raise ConfigError(
+            path, None, f"not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start}); save it as UTF-8"
+        ) from None
     return _parse_yaml(text, path)
 
 
@@ -141,8 +146,12 @@ def _check_expanded_size(root: yaml.Node, path: Path) -> None:
             height[key] = 1 + max((height[id(child)] for child in below), default=0)
             on_path.discard(key)
             if size[key] > MAX_YAML_NODES:
-                raise ConfigError(path, None, f"its aliases expand to more than {MAX_YAML_NODES:,} values (an alias "
-                                  "bomb?); write the values out or use fewer aliases")
+                raise ConfigError(
+                    path,
+                    None,
+                    f"its aliases expand to more than {MAX_YAML_NODES:,} values (an alias "
+                    "bomb?); write the values out or use fewer aliases",
+                )
             if height[key] > MAX_YAML_DEPTH:
                 raise ConfigError(path, None, f"nested too deeply (more than {MAX_YAML_DEPTH} levels)")
             continue
@@ -179,12 +188,21 @@ def set_dotted(config: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 # --------------------------------------------------------------------------- declaring settings
-def setting(default: Any = dataclasses.MISSING, *, help: str, ge: float | None = None, gt: float | None = None,
-            le: float | None = None, lt: float | None = None) -> Any:
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
     """A dataclass field: its default (lists, mappings and dataclasses are copied per instance), a
     one-line ``help`` for the schema dump, and optional bounds checked by :func:`parse`."""
-    metadata = {"help": help, "bounds": {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt))
-                                         if v is not None}}
+    metadata = {
+        "help": help,
+        "bounds": {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None},
+    }
     if isinstance(default, (list, dict, set)) or dataclasses.is_dataclass(default):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -195,8 +213,9 @@ def help_of(field: dataclasses.Field) -> str:
 
 
 # --------------------------------------------------------------------------- parsing
-def parse(cls: type[T], data: Any, where: str = "", source: Source = lambda key: None,
-          file: str | Path | None = None) -> T:
+def parse(
+    cls: type[T], data: Any, where: str = "", source: Source = lambda key: None, file: str | Path | None = None
+) -> T:
     """Build dataclass ``cls`` from ``data`` (a mapping; ``None`` gives the defaults).
 
     ``where`` is the dotted key of ``data`` (``"model"``); ``source(dotted_key)`` names where a value
@@ -248,8 +267,9 @@ def _source(source: Source, dotted: str, file: str | Path | None) -> str | Path 
     return source(dotted) or file
 
 
-def convert(value: Any, hint: Any, dotted: str, source: Source = lambda key: None,
-            file: str | Path | None = None) -> Any:
+def convert(
+    value: Any, hint: Any, dotted: str, source: Source = lambda key: None, file: str | Path | None = None
+) -> Any:
     """``value`` as the annotation ``hint`` wants it (nested dataclasses built, lists of numbers as
     lists, ``"1e-3"`` as a float), or a :class:`ConfigError` saying what was expected."""
     converted = _convert(value, hint, dotted, source, file)
@@ -330,8 +350,13 @@ def check_bounds(value: Any, field: dataclasses.Field, dotted: str, where_set: s
             ok = {"ge": item >= limit, "gt": item > limit, "le": item <= limit, "lt": item < limit}[name]
             if not ok:
                 symbol = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[name]
-                raise ConfigError(where_set, dotted, f"must be {describe_bounds(bounds)}, got {value!r}"
-                                  if len(bounds) > 1 else f"must be {symbol} {_fmt(limit)}, got {value!r}")
+                raise ConfigError(
+                    where_set,
+                    dotted,
+                    f"must be {describe_bounds(bounds)}, got {value!r}"
+                    if len(bounds) > 1
+                    else f"must be {symbol} {_fmt(limit)}, got {value!r}",
+                )
 
 
 def describe_bounds(bounds: Mapping[str, float]) -> str:
@@ -363,13 +388,14 @@ def describe(hint: Any) -> str:
     if origin in (dict, Mapping) or hint is dict:
         return "a mapping"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
-        hint, getattr(hint, "__name__", str(hint)))
+        hint, getattr(hint, "__name__", str(hint))
+    )
 
 
 def _plural(text: str) -> str:
     for article in ("an ", "a "):
         if text.startswith(article):
-            return text[len(article):] + "s"
+            return text[len(article) :] + "s"
     return text
 
 
@@ -457,8 +483,9 @@ def close_match(key: str, candidates: Iterable[str]) -> str | None:
     return best
 
 
-def unknown_key_problem(key: str, known: Iterable[str], elsewhere: Iterable[str] = (), context: str = "",
-                        owners: Iterable[str] = ()) -> str:
+def unknown_key_problem(
+    key: str, known: Iterable[str], elsewhere: Iterable[str] = (), context: str = "", owners: Iterable[str] = ()
+) -> str:
     """``unknown key (did you mean 'x'?); known keys: ...`` for ``key`` (``section.name``).
 
     ``known`` are the names the section accepts; ``elsewhere`` dotted keys of other sections, offered
@@ -473,8 +500,13 @@ def unknown_key_problem(key: str, known: Iterable[str], elsewhere: Iterable[str]
     suggestion = next((other for other in elsewhere if other.rsplit(".", 1)[-1] == leaf), None)
     suggestion = suggestion or close_match(key, [*qualified, *elsewhere])
     owners = sorted(owners)
-    hint = (f" ({key} is a setting of {', '.join(owners)})" if owners
-            else f" (did you mean {suggestion!r}?)" if suggestion else "")
+    hint = (
+        f" ({key} is a setting of {', '.join(owners)})"
+        if owners
+        else f" (did you mean {suggestion!r}?)"
+        if suggestion
+        else ""
+    )
     where = f"{section} keys" if section else "top-level keys"
     return f"unknown key{context}{hint}; known {where}: {', '.join(known)}"
 

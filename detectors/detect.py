@@ -75,12 +75,19 @@ def from_run(run_dir: str | Path, device: str | torch.device = "cpu", modality: 
 
     detector = load_detector(run_dir).to(device)
     if modality is not None and detector.modality != modality:
-        raise ConfigError(run_dir, None, f"this run holds {_article(detector.modality)} {detector.modality} "
-                          f"detector, not {_article(modality)} {modality} one")
+        raise ConfigError(
+            run_dir,
+            None,
+            f"this run holds {_article(detector.modality)} {detector.modality} "
+            f"detector, not {_article(modality)} {modality} one",
+        )
     preprocessing = detector.preprocessing()  # what the export writes, without converting the backbone
-    return LoadedModel(f"{detector.arch} ({run_dir})", lambda x: detector(x.to(device)),
-                       input_loader(detector.modality, preprocessing, Path(run_dir) / "detector.yaml"),
-                       detector.modality)
+    return LoadedModel(
+        f"{detector.arch} ({run_dir})",
+        lambda x: detector(x.to(device)),
+        input_loader(detector.modality, preprocessing, Path(run_dir) / "detector.yaml"),
+        detector.modality,
+    )
 
 
 def submission_modality(path: Path) -> str | None:
@@ -112,13 +119,20 @@ def from_submission(path: str | Path, device: str | torch.device = "cpu", modali
     declared = submission_modality(path)
     if modality is not None and declared is not None and declared != modality:
         # it would only fail inside its own forward on a batch of the other modality
-        raise ConfigError(None, None, f"{path} is {_article(declared)} {declared} model (model_config.yaml "
-                          f"modality: {declared}); detect takes {modality} submissions")
+        raise ConfigError(
+            None,
+            None,
+            f"{path} is {_article(declared)} {declared} model (model_config.yaml "
+            f"modality: {declared}); detect takes {modality} submissions",
+        )
     model, config = load_submission(path, device=str(device))
     declared = str(config.get("modality", "image"))  # the benchmark's (and detectors.evaluate's) default
-    return LoadedModel(f"{config.get('name', 'submission')} ({path})", lambda x: run_model(model, x),
-                       input_loader(declared, config.get("preprocessing") or {}, path / "model_config.yaml"),
-                       declared)
+    return LoadedModel(
+        f"{config.get('name', 'submission')} ({path})",
+        lambda x: run_model(model, x),
+        input_loader(declared, config.get("preprocessing") or {}, path / "model_config.yaml"),
+        declared,
+    )
 
 
 def wrong_modality(path: str | Path, modality: str) -> str | None:
@@ -130,18 +144,27 @@ def wrong_modality(path: str | Path, modality: str) -> str | None:
 
     if is_member_ref(path):  # <archive>::<member> or <shard>.parquet::<column>[<row>]
         owners = [name for name, suffixes in EXTENSIONS.items() if Path(str(path)).suffix.lower() in suffixes]
-        return None if not owners or modality in owners else (
-            f"{_article(owners[0])} {owners[0]} file, but this is {_article(modality)} {modality} model")
+        return (
+            None
+            if not owners or modality in owners
+            else (f"{_article(owners[0])} {owners[0]} file, but this is {_article(modality)} {modality} model")
+        )
     if split_frames_parquet_ref(path) is not None:  # <shard>.parquet::<video_id>: a video stored as frames
-        return None if modality == "video" else f"a video of a frames parquet shard, but this is {_article(modality)} {modality} model"
+        return (
+            None
+            if modality == "video"
+            else f"a video of a frames parquet shard, but this is {_article(modality)} {modality} model"
+        )
     path = Path(path)
     if path.is_dir():
         return None if modality == "video" else f"a folder, but this is {_article(modality)} {modality} model"
     suffix = path.suffix.lower()
     owners = [name for name, suffixes in EXTENSIONS.items() if suffix in suffixes]
     if owners and modality not in owners:
-        return (f"{_article(owners[0])} {owners[0]} file ({suffix}), but this is {_article(modality)} {modality} "
-                f"model: give it {modality} files ({' '.join(EXTENSIONS[modality])})")
+        return (
+            f"{_article(owners[0])} {owners[0]} file ({suffix}), but this is {_article(modality)} {modality} "
+            f"model: give it {modality} files ({' '.join(EXTENSIONS[modality])})"
+        )
     return None
 
 
@@ -184,9 +207,11 @@ def expand_containers(paths: Sequence[str | Path], modality: str) -> list[str]:
 
 def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     readable = [s for s in samples if "x" in s]
-    return {"index": [s["index"] for s in readable],
-            "x": torch.stack([s["x"] for s in readable]) if readable else None,
-            "errors": [(s["index"], s["error"]) for s in samples if "error" in s]}
+    return {
+        "index": [s["index"] for s in readable],
+        "x": torch.stack([s["x"] for s in readable]) if readable else None,
+        "errors": [(s["index"], s["error"]) for s in samples if "error" in s],
+    }
 
 
 def describe_logits(logits: torch.Tensor) -> list[dict[str, Any]]:
@@ -213,16 +238,26 @@ def non_finite_row(path: str) -> dict[str, Any]:
     return {"path": path, "error": f"{path}: {NON_FINITE}", "prob_fake": None, "label": None}
 
 
-def detect(model: LoadedModel, paths: Sequence[str | Path], *, batch_size: int = 1, num_workers: int = 0,
-           progress: bool | None = None) -> list[dict[str, Any]]:
+def detect(
+    model: LoadedModel,
+    paths: Sequence[str | Path],
+    *,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    progress: bool | None = None,
+) -> list[dict[str, Any]]:
     """One result per path, in order: ``{"path", "prob_fake", "label"[, "class_probs"]}`` or
     ``{"path", "error"}`` (non-finite model outputs: also ``prob_fake`` and ``label`` None). Files are decoded (in ``num_workers`` processes) and scored
     ``batch_size`` at a time; the progress bar shows when there is more than one batch."""
     if batch_size < 1:
         raise ConfigError(None, "--batch-size", f"must be >= 1, got {batch_size}")
     paths = expand_containers(paths, model.modality)
-    loader = DataLoader(_FileInputs(paths, model.load, model.modality), batch_size=batch_size,
-                        num_workers=num_workers, collate_fn=_collate)
+    loader = DataLoader(
+        _FileInputs(paths, model.load, model.modality),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_collate,
+    )
     results: list[dict[str, Any]] = [{} for _ in paths]
     show = len(loader) > 1 if progress is None else progress
     with tqdm(total=len(paths), unit="file", desc="detect", disable=not show) as bar:
@@ -250,29 +285,45 @@ def format_result(row: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------- CLI
-def add_detect_arguments(parser: argparse.ArgumentParser, *, metavar: str = "FILE", files_help: str = "media files",
-                         required_source: bool = True,
-                         batch_help: str = "files per forward pass (default: 16 images, 8 audio clips, 1 video)",
-                         ) -> argparse._MutuallyExclusiveGroup:
+def add_detect_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    metavar: str = "FILE",
+    files_help: str = "media files",
+    required_source: bool = True,
+    batch_help: str = "files per forward pass (default: 16 images, 8 audio clips, 1 video)",
+) -> argparse._MutuallyExclusiveGroup:
     """The options every detect command shares; returns the model-source group so a modality can
     add its own sources (video: ``--weights`` with ``--arch cakelens``)."""
     parser.add_argument("files", nargs="+", metavar=metavar, help=files_help)
     source = parser.add_mutually_exclusive_group(required=required_source)
-    source.add_argument("--run", type=Path, metavar="RUN_DIR", help="run directory written by python -m detectors.<modality>.fit")
+    source.add_argument(
+        "--run", type=Path, metavar="RUN_DIR", help="run directory written by python -m detectors.<modality>.fit"
+    )
     source.add_argument("--model", type=Path, metavar="SUBMISSION", help="exported submission directory or zip")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON here")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:N or mps")
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:N or mps"
+    )
     parser.add_argument("--batch-size", type=int, metavar="N", help=batch_help)
-    parser.add_argument("--num-workers", type=int, default=0, metavar="N", help="decode files in this many worker processes")
+    parser.add_argument(
+        "--num-workers", type=int, default=0, metavar="N", help="decode files in this many worker processes"
+    )
     return source
 
 
 def build_parser(prog: str = "python -m detectors.detect", modality: str | None = None) -> argparse.ArgumentParser:
     what = f"{modality} file" if modality else "image, video or audio file"
-    parser = cli.ArgumentParser(prog=prog, description=f"Fake probability of each {what} with a trained "
-                                     "detector (a run directory or an exported submission), as the benchmark scores it.")
-    add_detect_arguments(parser, metavar=(modality or "file").upper(),
-                         files_help=f"{modality} files" if modality else "image, video or audio files (the model's modality)")
+    parser = cli.ArgumentParser(
+        prog=prog,
+        description=f"Fake probability of each {what} with a trained "
+        "detector (a run directory or an exported submission), as the benchmark scores it.",
+    )
+    add_detect_arguments(
+        parser,
+        metavar=(modality or "file").upper(),
+        files_help=f"{modality} files" if modality else "image, video or audio files (the model's modality)",
+    )
     return parser
 
 
@@ -313,19 +364,31 @@ def run_detection(args: argparse.Namespace, modality: str | None = None) -> int:
     failed = sum("error" in row for row in results)
     non_finite = sum("error" in row and "prob_fake" in row for row in results)
     if args.json is not None:
-        write_json(args.json, {"model": model.name, "modality": model.modality, "results": results, "failed": failed,
-                               "non_finite": non_finite})
+        write_json(
+            args.json,
+            {
+                "model": model.name,
+                "modality": model.modality,
+                "results": results,
+                "failed": failed,
+                "non_finite": non_finite,
+            },
+        )
     noun = FILE_NOUN.get(model.modality, "file(s)")
     if failed - non_finite:
         print(f"{failed - non_finite} of {len(results)} {noun} could not be read", file=sys.stderr)
     if non_finite:
-        print(f"{non_finite} of {len(results)} {noun} got non-finite model outputs (NaN or inf): not scored",
-              file=sys.stderr)
+        print(
+            f"{non_finite} of {len(results)} {noun} got non-finite model outputs (NaN or inf): not scored",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 
 @command
-def main(argv: list[str] | None = None, *, modality: str | None = None, prog: str = "python -m detectors.detect") -> int:
+def main(
+    argv: list[str] | None = None, *, modality: str | None = None, prog: str = "python -m detectors.detect"
+) -> int:
     """The detect command; ``modality`` restricts it to models of one modality (the aliases)."""
     parser = build_parser(prog, modality)
     args = parser.parse_args(argv)

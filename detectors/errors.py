@@ -47,15 +47,23 @@ def format_key_list(what: str, keys: Sequence[str], limit: int = 5) -> str:
     return f"{len(keys)} {what}: {shown}{more}"
 
 
-def format_key_mismatch(missing: Sequence[str], unexpected: Sequence[str] = (),
-                        wrong_shape: Sequence[str] = (), limit: int = 5) -> str:
+def format_key_mismatch(
+    missing: Sequence[str], unexpected: Sequence[str] = (), wrong_shape: Sequence[str] = (), limit: int = 5
+) -> str:
     """One short line for a state dict that does not fit a model (empty when everything fits).
 
     ``wrong_shape`` entries are pre-formatted, e.g. ``"head.weight: checkpoint (2, 8) vs model (3, 8)"``.
     Only the first ``limit`` names of each kind are listed: a wrong file can differ in hundreds of keys.
     """
-    parts = [format_key_list(what, list(keys), limit) for what, keys in
-             (("missing keys", missing), ("unexpected keys", unexpected), ("wrong-shape keys", wrong_shape)) if keys]
+    parts = [
+        format_key_list(what, list(keys), limit)
+        for what, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("wrong-shape keys", wrong_shape),
+        )
+        if keys
+    ]
     return "; ".join(parts)
 
 
@@ -65,13 +73,17 @@ def state_dict_mismatch(expected: Mapping[str, Any], found: Mapping[str, Any], l
     Values are tensors or shapes (anything with ``.shape``, or a sequence of ints), so a checkpoint's
     key list can be checked without reading its tensors.
     """
+
     def shape(value: Any) -> tuple[int, ...]:
         return tuple(getattr(value, "shape", value))
 
     missing = [key for key in expected if key not in found]
     unexpected = [key for key in found if key not in expected]
-    wrong_shape = [f"{key}: checkpoint {shape(found[key])} vs model {shape(value)}"
-                   for key, value in expected.items() if key in found and shape(found[key]) != shape(value)]
+    wrong_shape = [
+        f"{key}: checkpoint {shape(found[key])} vs model {shape(value)}"
+        for key, value in expected.items()
+        if key in found and shape(found[key]) != shape(value)
+    ]
     return format_key_mismatch(missing, unexpected, wrong_shape, limit)
 
 
@@ -99,8 +111,10 @@ def unreadable_weights_reason(path: str | Path, error: BaseException) -> str:
     if not head:
         return "an empty file"
     if not head.startswith((b"PK", b"\x80")):  # torch writes a zip archive, or (legacy) a protocol-2+ pickle
-        return (f"not a PyTorch checkpoint: neither a zip archive nor a pickle (the file starts with {head!r}; "
-                f"the unpickler gave up with {kind})")
+        return (
+            f"not a PyTorch checkpoint: neither a zip archive nor a pickle (the file starts with {head!r}; "
+            f"the unpickler gave up with {kind})"
+        )
     if "WeightsUnpickler" in str(error):
         return f"a pickle holding objects other than tensors, which the safe loader refuses ({detail})"
     if head.startswith(b"PK"):

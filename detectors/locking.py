@@ -54,13 +54,18 @@ class DirectoryBusyError(ConfigError):
         self.holder = holder
         pid = holder.get("pid")
         who = f"process {pid}" if pid else "another process"
-        details = ", ".join(str(part) for part in (holder.get("command"), holder.get("since") and
-                                                      f"since {holder['since']}") if part)
+        details = ", ".join(
+            str(part) for part in (holder.get("command"), holder.get("since") and f"since {holder['since']}") if part
+        )
         host = holder.get("host")
         if host and host != socket.gethostname():
             who += f" on {host}"
-        super().__init__(directory, None, f"in use by {who}{f' ({details})' if details else ''}; wait for it to "
-                         "finish or stop it, or choose another directory")
+        super().__init__(
+            directory,
+            None,
+            f"in use by {who}{f' ({details})' if details else ''}; wait for it to "
+            "finish or stop it, or choose another directory",
+        )
 
 
 def _holder_info(purpose: str) -> dict[str, Any]:
@@ -68,8 +73,13 @@ def _holder_info(purpose: str) -> dict[str, Any]:
     command = " ".join(" ".join([Path(argv[0]).name, *argv[1:]]).split())  # one line, whatever -c held
     if len(command) > 100:
         command = command[:100] + " ..."
-    return {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose,
-            "command": f"{purpose}: {command}", "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "purpose": purpose,
+        "command": f"{purpose}: {command}",
+        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
 
 def _read_holder(fd: int) -> dict[str, Any]:
@@ -95,7 +105,7 @@ class DirectoryLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self) -> "DirectoryLock":
+    def acquire(self) -> DirectoryLock:
         if self._fd is not None:
             raise RuntimeError(f"{self.path}: already held by this DirectoryLock")
         self._created_directory = not self.directory.exists()
@@ -116,8 +126,11 @@ class DirectoryLock:
         except OSError as error:
             if isinstance(error, FileExistsError):
                 raise
-            raise ConfigError(self.directory, None, f"cannot create the lock file {self.path.name} "
-                              f"({error.strerror}); is the directory writable?") from error
+            raise ConfigError(
+                self.directory,
+                None,
+                f"cannot create the lock file {self.path.name} ({error.strerror}); is the directory writable?",
+            ) from error
 
     def _acquire_flock(self) -> int:
         for _ in range(100):  # only a holder releasing at this very moment makes us go round again
@@ -140,8 +153,9 @@ class DirectoryLock:
                 continue
             previous = _read_holder(fd)
             if previous.get("pid") and previous.get("pid") != os.getpid():
-                log.info("%s: took over the lock of process %s, which is no longer running", self.directory,
-                         previous["pid"])
+                log.info(
+                    "%s: took over the lock of process %s, which is no longer running", self.directory, previous["pid"]
+                )
             self._write_holder(fd)
             return fd
         raise ConfigError(self.directory, None, "could not take its lock (it keeps changing hands)")
@@ -191,7 +205,7 @@ class DirectoryLock:
             with contextlib.suppress(OSError):
                 self.directory.rmdir()  # only if empty
 
-    def __enter__(self) -> "DirectoryLock":
+    def __enter__(self) -> DirectoryLock:
         return self.acquire()
 
     def __exit__(self, *exc: Any) -> None:
@@ -242,4 +256,3 @@ def releases_claims(function: F) -> F:
                 lock.release()
 
     return wrapper  # type: ignore[return-value]
-

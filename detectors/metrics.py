@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import matthews_corrcoef, average_precision_score, confusion_matrix, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, confusion_matrix, matthews_corrcoef, roc_auc_score, roc_curve
 from torchmetrics.functional.classification import binary_calibration_error
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
@@ -148,17 +148,25 @@ def multiclass_metrics(class_index: ArrayLike, probabilities: ArrayLike) -> dict
         return {"n": 0}
     if y.min() < 0 or y.max() >= classes:
         # np.eye(K)[y] would wrap a negative label around and fail on one >= K with a bare IndexError.
-        raise ValueError(f"class indices must lie in 0..{classes - 1} for {classes} probabilities, "
-                         f"got {sorted(set(y.tolist()) - set(range(classes)))}")
+        raise ValueError(
+            f"class indices must lie in 0..{classes - 1} for {classes} probabilities, "
+            f"got {sorted(set(y.tolist()) - set(range(classes)))}"
+        )
     one_hot = np.eye(classes)[y]
     brier_k = float(np.mean(np.sum((np.clip(p, PROB_CLIP, 1.0 - PROB_CLIP) - one_hot) ** 2, axis=1)))
     preds = p.argmax(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         mcc_k = float(matthews_corrcoef(y, preds)) if len(np.unique(np.concatenate([y, preds]))) > 1 else 0.0
     baseline = (classes - 1) / classes
-    return {"score": benchmark_score(mcc_k, brier_k, baseline), "mcc": mcc_k, "brier": brier_k,
-            "brier_baseline": baseline, "accuracy": float(np.mean(preds == y)), "n": int(y.size),
-            "per_class_n": [int(np.sum(y == k)) for k in range(classes)]}
+    return {
+        "score": benchmark_score(mcc_k, brier_k, baseline),
+        "mcc": mcc_k,
+        "brier": brier_k,
+        "brier_baseline": baseline,
+        "accuracy": float(np.mean(preds == y)),
+        "n": int(y.size),
+        "per_class_n": [int(np.sum(y == k)) for k in range(classes)],
+    }
 
 
 def binary_cross_entropy(prob: ArrayLike, labels: ArrayLike, sample_weight: ArrayLike | None = None) -> float | None:
@@ -311,10 +319,15 @@ def score_composition(holdout_share: float | None, gasstation_share: float | Non
     if holdout_share is None and gasstation_share is None:
         return None
     holdout, gasstation = float(holdout_share or 0.0), float(gasstation_share or 0.0)
-    if not (math.isfinite(holdout) and math.isfinite(gasstation)) or holdout < 0 or gasstation < 0 \
-            or holdout + gasstation > 1:
-        raise ValueError(f"--holdout-share and --gasstation-share must be >= 0 and sum to <= 1, "
-                         f"got {holdout} and {gasstation}")
+    if (
+        not (math.isfinite(holdout) and math.isfinite(gasstation))
+        or holdout < 0
+        or gasstation < 0
+        or holdout + gasstation > 1
+    ):
+        raise ValueError(
+            f"--holdout-share and --gasstation-share must be >= 0 and sum to <= 1, got {holdout} and {gasstation}"
+        )
     return {"public": 1.0 - holdout - gasstation, "holdout": holdout, "gasstation": gasstation}
 
 
@@ -342,7 +355,9 @@ def provenance_weights(datasets: Sequence[str], composition: Mapping[str, float]
     return np.array([weights[c] for c in classes], dtype=np.float64), report
 
 
-def augmentation_metrics(base_score: float, augmented_score: float, pairs: Sequence[tuple[float, float]]) -> dict[str, Any]:
+def augmentation_metrics(
+    base_score: float, augmented_score: float, pairs: Sequence[tuple[float, float]]
+) -> dict[str, Any]:
     """The benchmark's robustness figures beside the blend: ``augmentation_robustness`` (augmented /
     base score; 0 when the base score is 0) and, over samples scored in both passes, the degradation
     of the probability given to the true class (``prob_correct_base - prob_correct_aug``: mean and
@@ -351,8 +366,13 @@ def augmentation_metrics(base_score: float, augmented_score: float, pairs: Seque
     out: dict[str, Any] = {"augmentation_robustness": augmented_score / base_score if base_score > 0 else 0.0}
     if pairs:
         degradation = np.array([b - a for b, a in pairs], dtype=np.float64)
-        out.update({"paired_samples": len(pairs), "mean_prob_degradation": float(degradation.mean()),
-                    "p95_prob_degradation": float(np.percentile(degradation, 95))})
+        out.update(
+            {
+                "paired_samples": len(pairs),
+                "mean_prob_degradation": float(degradation.mean()),
+                "p95_prob_degradation": float(np.percentile(degradation, 95)),
+            }
+        )
     return out
 
 
@@ -398,8 +418,10 @@ def binary_metrics(
     bad = ~np.isfinite(p)
     if bad.any():
         # sklearn would stop at the ROC curve with a bare "Input contains NaN"; say what and where.
-        raise ValueError(f"prob_fake holds {int(bad.sum())} non-finite value(s) of {p.size} (first at index "
-                         f"{int(np.argmax(bad))}): NaN logits, or an infinite one under softmax, give NaN")
+        raise ValueError(
+            f"prob_fake holds {int(bad.sum())} non-finite value(s) of {p.size} (first at index "
+            f"{int(np.argmax(bad))}): NaN logits, or an infinite one under softmax, give NaN"
+        )
 
     w = None if sample_weight is None else to_probabilities(sample_weight)
     if w is not None and w.shape != y.shape:

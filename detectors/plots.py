@@ -20,14 +20,22 @@ from detectors.atomic import atomic_path
 from detectors.metrics import (
     ECE_BINS,
     ArrayLike,
-    to_binary_labels,
-    to_probabilities,
     calibration_bins,
     expected_calibration_error,
+    to_binary_labels,
+    to_probabilities,
 )
 
-__all__ = ["new_figure", "save_figure", "reliability_diagram", "roc_curve_plot", "pr_curve_plot", "temperature_sweep_plot", "label_histogram",
-           "curves_plot"]
+__all__ = [
+    "new_figure",
+    "save_figure",
+    "reliability_diagram",
+    "roc_curve_plot",
+    "pr_curve_plot",
+    "temperature_sweep_plot",
+    "label_histogram",
+    "curves_plot",
+]
 
 
 def new_figure(size: tuple[float, float]) -> Figure:
@@ -45,8 +53,12 @@ def save_figure(figure: Figure, path: str | Path) -> Path:
 
 def _one_class_note(axes: Any, y: np.ndarray) -> None:
     axes.text(
-        0.5, 0.5, f"undefined: only one class present (n={y.size})",
-        ha="center", va="center", transform=axes.transAxes,
+        0.5,
+        0.5,
+        f"undefined: only one class present (n={y.size})",
+        ha="center",
+        va="center",
+        transform=axes.transAxes,
     )
 
 
@@ -69,12 +81,20 @@ def reliability_diagram(
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     top.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
     top.bar(
-        centres[filled], stats["fake_rate"][filled], width=width * 0.9,
-        color="tab:blue", alpha=0.7, edgecolor="black", label="observed fake frequency",
+        centres[filled],
+        stats["fake_rate"][filled],
+        width=width * 0.9,
+        color="tab:blue",
+        alpha=0.7,
+        edgecolor="black",
+        label="observed fake frequency",
     )
     top.plot(
-        stats["mean_prob"][filled], stats["fake_rate"][filled], "o-",
-        color="tab:red", label="observed at bin mean p(fake)",
+        stats["mean_prob"][filled],
+        stats["fake_rate"][filled],
+        "o-",
+        color="tab:red",
+        label="observed at bin mean p(fake)",
     )
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
@@ -129,9 +149,7 @@ def pr_curve_plot(labels: ArrayLike, prob: ArrayLike, path: str | Path, title: s
     return save_figure(figure, path)
 
 
-def temperature_sweep_plot(
-    rows: Sequence[Mapping[str, float]], path: str | Path, chosen: float | None = None
-) -> Path:
+def temperature_sweep_plot(rows: Sequence[Mapping[str, float]], path: str | Path, chosen: float | None = None) -> Path:
     """Score, Brier, ECE and NLL against temperature (log axis); marks the chosen temperature."""
     if not rows:
         raise ValueError("temperature_sweep_plot needs at least one row")
@@ -171,8 +189,14 @@ def label_histogram(values: ArrayLike, path: str | Path, threshold: float = 0.5,
     axes.hist(v, bins=np.linspace(0, 1, 21), color="tab:blue", edgecolor="white")
     axes.axvline(threshold, linestyle="--", color="tab:red", label=f"threshold {threshold:g}")
     if v.size:
-        axes.text(0.98, 0.95, f"n={v.size}\n< 0.1: {np.mean(v < 0.1):.3f}\n>= {threshold:g}: {np.mean(v >= threshold):.3f}",
-                  ha="right", va="top", transform=axes.transAxes)
+        axes.text(
+            0.98,
+            0.95,
+            f"n={v.size}\n< 0.1: {np.mean(v < 0.1):.3f}\n>= {threshold:g}: {np.mean(v >= threshold):.3f}",
+            ha="right",
+            va="top",
+            transform=axes.transAxes,
+        )
     axes.set_xlim(0, 1)
     axes.set_xlabel("label (p(fake))")
     axes.set_ylabel("training samples")
@@ -181,8 +205,9 @@ def label_histogram(values: ArrayLike, path: str | Path, threshold: float = 0.5,
     return save_figure(figure, path)
 
 
-def curves_plot(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], path: str | Path, kind: str,
-                title: str | None = None) -> Path:
+def curves_plot(
+    curves: Mapping[str, tuple[ArrayLike, ArrayLike]], path: str | Path, kind: str, title: str | None = None
+) -> Path:
     """One ROC (``kind="roc"``) or precision-recall (``kind="pr"``) plot with a curve per detector:
     ``curves`` maps a name to its (labels, p(fake)); a detector whose labels hold one class is listed
     without a curve."""

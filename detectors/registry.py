@@ -40,8 +40,10 @@ def register_detector(cls: type[Detector]) -> type[Detector]:
     """Class decorator: make ``cls.arch`` available to :func:`create_detector` and the CLIs."""
     existing = _REGISTRY.get(cls.arch)
     if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
-        raise ValueError(f"detector architecture {cls.arch!r} is defined twice: {existing.__module__}.{existing.__name__} "
-                         f"and {cls.__module__}.{cls.__name__}")
+        raise ValueError(
+            f"detector architecture {cls.arch!r} is defined twice: {existing.__module__}.{existing.__name__} "
+            f"and {cls.__module__}.{cls.__name__}"
+        )
     _REGISTRY[cls.arch] = cls
     return cls
 
@@ -58,9 +60,11 @@ def _declared() -> dict[str, _Declared]:
                 if isinstance(node, ast.ClassDef) and any(_is_register(d) for d in node.decorator_list):
                     values = _class_constants(node)
                     if isinstance(values.get("arch"), str):
-                        found[values["arch"]] = _Declared(f"detectors.{package}.{path.stem}",
-                                                          str(values.get("modality", package)),
-                                                          bool(values.get("modality_default", False)))
+                        found[values["arch"]] = _Declared(
+                            f"detectors.{package}.{path.stem}",
+                            str(values.get("modality", package)),
+                            bool(values.get("modality_default", False)),
+                        )
     return found
 
 
@@ -74,14 +78,20 @@ def _load_plugins() -> None:
 def _is_register(decorator: ast.expr) -> bool:
     target = decorator.func if isinstance(decorator, ast.Call) else decorator
     return (isinstance(target, ast.Name) and target.id == "register_detector") or (
-        isinstance(target, ast.Attribute) and target.attr == "register_detector")
+        isinstance(target, ast.Attribute) and target.attr == "register_detector"
+    )
 
 
 def _class_constants(node: ast.ClassDef) -> dict[str, Any]:
     values = {}
     for statement in node.body:
-        targets = statement.targets if isinstance(statement, ast.Assign) else \
-            [statement.target] if isinstance(statement, ast.AnnAssign) and statement.value is not None else []
+        targets = (
+            statement.targets
+            if isinstance(statement, ast.Assign)
+            else [statement.target]
+            if isinstance(statement, ast.AnnAssign) and statement.value is not None
+            else []
+        )
         for target in targets:
             if isinstance(target, ast.Name):
                 try:
@@ -117,10 +127,14 @@ def list_detectors(modality: str | None = None) -> list[str]:
 
 def default_detector(modality: str) -> str:
     """The architecture a modality's fit command trains without ``--arch`` (``modality_default = True``)."""
-    defaults = [arch for arch, declared in _declared().items() if declared.modality == modality
-                and declared.modality_default]
-    defaults += [arch for arch, cls in _REGISTRY.items() if cls.modality == modality
-                 and getattr(cls, "modality_default", False) and arch not in defaults]
+    defaults = [
+        arch for arch, declared in _declared().items() if declared.modality == modality and declared.modality_default
+    ]
+    defaults += [
+        arch
+        for arch, cls in _REGISTRY.items()
+        if cls.modality == modality and getattr(cls, "modality_default", False) and arch not in defaults
+    ]
     if len(defaults) != 1:
         available = list_detectors(modality)
         if len(available) == 1:

@@ -112,5 +112,12 @@ def benchmark_order(entry: DatasetEntry, items: Sequence[MediaItem], seed: int) 
     return DatasetOrder([by_name[name] for name in shuffle_names(names, entry.name, seed)], listing)
 
 
-__all__ = ["DatasetOrder", "FULL_RUN_TOTAL", "benchmark_order", "dataset_caps", "is_gasstation", "list_folder",
-           "shuffle_names"]
+__all__ = [
+    "DatasetOrder",
+    "FULL_RUN_TOTAL",
+    "benchmark_order",
+    "dataset_caps",
+    "is_gasstation",
+    "list_folder",
+    "shuffle_names",
+]

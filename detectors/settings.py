@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from calibration.losses import LossConfig
+from detectors import cli
 from detectors.config import (
     CONFIG_ROOT,
     deep_merge,
@@ -38,7 +39,6 @@ from detectors.config import (
     unknown_key_problem,
 )
 from detectors.errors import ConfigError
-from detectors import cli
 
 if typing.TYPE_CHECKING:
     from detectors.base import Detector
@@ -64,8 +64,9 @@ class SplitConfig:
 
     def __post_init__(self) -> None:
         if self.val + self.calibration >= 1:
-            raise ConfigError(None, "calibration", f"val + calibration must leave a train share, got "
-                                                   f"{self.val} + {self.calibration}")
+            raise ConfigError(
+                None, "calibration", f"val + calibration must leave a train share, got {self.val} + {self.calibration}"
+            )
 
 
 @dataclass
@@ -77,7 +78,8 @@ class OptimConfig:
     betas: tuple[float, float] = setting((0.9, 0.999), help="AdamW/Adam betas", ge=0, lt=1)
     momentum: float = setting(0.9, help="SGD momentum", ge=0, lt=1)
     scheduler: Literal["cosine", "cosine_restarts", "none"] = setting(
-        "cosine", help="cosine (with warmup), cosine_restarts (GenD) or none")
+        "cosine", help="cosine (with warmup), cosine_restarts (GenD) or none"
+    )
     warmup_fraction: float = setting(0.05, help="cosine: share of the steps spent warming up", ge=0, le=1)
     restart_period: int | None = setting(None, help="cosine_restarts: steps per cycle (null: half the steps)", ge=1)
 
@@ -89,12 +91,29 @@ class CalibrationConfig:
 
 # Trainer arguments the run directory owns (checkpoints, loggers, atomic writes; barebones and
 # fast_dev_run switch those off): every other lightning.Trainer argument is a trainer setting.
-RUN_OWNED_TRAINER_ARGUMENTS = frozenset({"callbacks", "logger", "plugins", "default_root_dir", "enable_checkpointing",
-                                         "enable_model_summary", "barebones", "fast_dev_run"})
+RUN_OWNED_TRAINER_ARGUMENTS = frozenset(
+    {
+        "callbacks",
+        "logger",
+        "plugins",
+        "default_root_dir",
+        "enable_checkpointing",
+        "enable_model_summary",
+        "barebones",
+        "fast_dev_run",
+    }
+)
 _TRAINER_DEFAULTS = {"max_epochs": 10, "log_every_n_steps": 5, "precision": "32-true"}
-_TRAINER_BOUNDS = {"max_epochs": {"ge": 1}, "num_nodes": {"ge": 1}, "accumulate_grad_batches": {"ge": 1},
-                   "log_every_n_steps": {"ge": 1}, "limit_train_batches": {"gt": 0}, "limit_val_batches": {"ge": 0},
-                   "gradient_clip_val": {"ge": 0}, "check_val_every_n_epoch": {"ge": 1}}
+_TRAINER_BOUNDS = {
+    "max_epochs": {"ge": 1},
+    "num_nodes": {"ge": 1},
+    "accumulate_grad_batches": {"ge": 1},
+    "log_every_n_steps": {"ge": 1},
+    "limit_train_batches": {"gt": 0},
+    "limit_val_batches": {"ge": 0},
+    "gradient_clip_val": {"ge": 0},
+    "check_val_every_n_epoch": {"ge": 1},
+}
 
 
 @functools.cache
@@ -107,10 +126,18 @@ def trainer_config_class() -> type:
     hints = typing.get_type_hints(L.Trainer.__init__)
     docs = _argument_docs(L.Trainer.__init__.__doc__ or "")
     fields: list[tuple[str, Any, Any]] = [
-        ("monitor", str, setting("val/score", help="validation metric that picks the best checkpoint "
-                                                   "(modes: min for *loss, else max)")),
-        ("early_stopping_patience", int | None, setting(None, help="stop after this many validations without "
-                                                                   "improvement (null: never)", ge=1)),
+        (
+            "monitor",
+            str,
+            setting(
+                "val/score", help="validation metric that picks the best checkpoint (modes: min for *loss, else max)"
+            ),
+        ),
+        (
+            "early_stopping_patience",
+            int | None,
+            setting(None, help="stop after this many validations without improvement (null: never)", ge=1),
+        ),
         ("early_stopping_min_delta", float, setting(0.0, help="smallest change that counts as improvement", ge=0)),
     ]
     for name, parameter in signature.parameters.items():
@@ -118,8 +145,9 @@ def trainer_config_class() -> type:
             continue
         default = _TRAINER_DEFAULTS.get(name, parameter.default)
         bounds = _TRAINER_BOUNDS.get(name, {})
-        fields.append((name, hints[name], setting(default, help=f"lightning.Trainer: {docs.get(name, name)}",
-                                                  **bounds)))
+        fields.append(
+            (name, hints[name], setting(default, help=f"lightning.Trainer: {docs.get(name, name)}", **bounds))
+        )
     cls = dataclasses.make_dataclass("TrainerConfig", fields)
     cls.__module__ = __name__
     return cls
@@ -131,8 +159,9 @@ def parse_trainer_config(values: Any) -> Any:
         return parse(trainer_config_class(), values, "trainer")
     except ConfigError as error:
         if (error.where or "").rpartition(".")[2] in RUN_OWNED_TRAINER_ARGUMENTS:
-            raise ConfigError(error.file, error.where, "is owned by the run directory (checkpoints, loggers, "
-                                                       "callbacks); remove it") from None
+            raise ConfigError(
+                error.file, error.where, "is owned by the run directory (checkpoints, loggers, callbacks); remove it"
+            ) from None
         raise
 
 
@@ -155,21 +184,37 @@ def _argument_docs(doc: str) -> dict[str, str]:
 @functools.cache
 def run_config_class(detector_cls: type[Detector]) -> type:
     """The ``RunConfig`` dataclass of one architecture (its model and data sections typed)."""
-    cls = dataclasses.make_dataclass(f"RunConfig_{detector_cls.arch}", [
-        ("arch", Literal[detector_cls.arch], setting(detector_cls.arch, help="detector architecture")),
-        ("modality", Literal[detector_cls.modality], setting(detector_cls.modality, help="image, video or audio")),
-        ("seed", int, setting(0, help="seed of the run (weights, sampling, augmentation, split)", ge=0)),
-        ("model", detector_cls.config_class, field(default_factory=detector_cls.config_class,
-                                                   metadata={"help": "the detector"})),
-        ("data", detector_cls.data_config_class, field(default_factory=detector_cls.data_config_class,
-                                                       metadata={"help": "data loading"})),
-        ("split", SplitConfig, field(default_factory=SplitConfig, metadata={"help": "held-out splits"})),
-        ("loss", LossConfig, field(default_factory=LossConfig, metadata={"help": "classification loss"})),
-        ("optim", OptimConfig, field(default_factory=OptimConfig, metadata={"help": "optimiser"})),
-        ("calibration", CalibrationConfig, field(default_factory=CalibrationConfig, metadata={"help": "calibration"})),
-        ("trainer", trainer_config_class(), field(default_factory=trainer_config_class(),
-                                                  metadata={"help": "lightning.Trainer"})),
-    ])
+    cls = dataclasses.make_dataclass(
+        f"RunConfig_{detector_cls.arch}",
+        [
+            ("arch", Literal[detector_cls.arch], setting(detector_cls.arch, help="detector architecture")),
+            ("modality", Literal[detector_cls.modality], setting(detector_cls.modality, help="image, video or audio")),
+            ("seed", int, setting(0, help="seed of the run (weights, sampling, augmentation, split)", ge=0)),
+            (
+                "model",
+                detector_cls.config_class,
+                field(default_factory=detector_cls.config_class, metadata={"help": "the detector"}),
+            ),
+            (
+                "data",
+                detector_cls.data_config_class,
+                field(default_factory=detector_cls.data_config_class, metadata={"help": "data loading"}),
+            ),
+            ("split", SplitConfig, field(default_factory=SplitConfig, metadata={"help": "held-out splits"})),
+            ("loss", LossConfig, field(default_factory=LossConfig, metadata={"help": "classification loss"})),
+            ("optim", OptimConfig, field(default_factory=OptimConfig, metadata={"help": "optimiser"})),
+            (
+                "calibration",
+                CalibrationConfig,
+                field(default_factory=CalibrationConfig, metadata={"help": "calibration"}),
+            ),
+            (
+                "trainer",
+                trainer_config_class(),
+                field(default_factory=trainer_config_class(), metadata={"help": "lightning.Trainer"}),
+            ),
+        ],
+    )
     cls.__module__ = __name__
     return cls
 
@@ -210,8 +255,9 @@ class ConfigLayers:
         for part in dotted.split(".")[:-1]:  # ``--set data=5`` then ``--set data.x=1``: say which is wrong
             node = node.get(part) if isinstance(node, dict) else None
             if node is not None and not isinstance(node, dict):
-                raise ConfigError(self.source(part) or label, dotted, f"cannot set it: {part} holds {node!r}, "
-                                                                      "not a mapping")
+                raise ConfigError(
+                    self.source(part) or label, dotted, f"cannot set it: {part} holds {node!r}, not a mapping"
+                )
         self.add(values, label)
 
     def source(self, dotted: str) -> str | None:
@@ -247,12 +293,15 @@ def explain_unknown_key(detector_cls: type[Detector], error: ConfigError) -> Con
     dotted = error.where or ""
     section, _, leaf = dotted.rpartition(".")
     rows = {row[0] for row in schema_rows(run_config_class(detector_cls))}
-    top = {name: {key.split(".")[1] for key in rows if key.startswith(f"{name}.")} for name in
-           {key.split(".")[0] for key in rows if "." in key}}
+    top = {
+        name: {key.split(".")[1] for key in rows if key.startswith(f"{name}.")}
+        for name in {key.split(".")[0] for key in rows if "." in key}
+    }
     known = top.get(section) if section else {key.split(".")[0] for key in rows}
     if section == "trainer" and leaf in RUN_OWNED_TRAINER_ARGUMENTS:
-        return ConfigError(error.file, dotted, "is owned by the run directory (checkpoints, loggers, callbacks); "
-                                               "remove it")
+        return ConfigError(
+            error.file, dotted, "is owned by the run directory (checkpoints, loggers, callbacks); remove it"
+        )
     if known is None:  # deeper than a section (model.tuning.lora.rank): the parser's message stands
         return error
     elsewhere = [f"{name}.{key}" for name, keys in top.items() if name != section for key in keys]
@@ -268,7 +317,7 @@ def explain_unknown_key(detector_cls: type[Detector], error: ConfigError) -> Con
     flag = str(error.file or "")
     if flag.startswith("--") and flag != "--set":
         # the user typed a flag, not the key: a guess at a similar key would only confuse
-        known_part = problem[problem.find("; known"):]
+        known_part = problem[problem.find("; known") :]
         note = f" (a setting of {', '.join(owners)})" if owners else ""
         problem = f"{detector_cls.arch} does not use this setting{note}, so {flag} does not apply to it{known_part}"
     return ConfigError(error.file, dotted, problem)
@@ -283,8 +332,10 @@ def run_config_dict(config: Any) -> dict[str, Any]:
 def schema_main(argv: list[str] | None = None) -> int:
     from detectors.registry import detector_class, list_detectors
 
-    parser = cli.ArgumentParser(prog="python -m detectors.config",
-                                     description="Every setting of a detector architecture: key, type, value, help.")
+    parser = cli.ArgumentParser(
+        prog="python -m detectors.config",
+        description="Every setting of a detector architecture: key, type, value, help.",
+    )
     parser.add_argument("arch", nargs="?", help=f"one of: {', '.join(list_detectors())}")
     parser.add_argument("--demo", action="store_true", help="with the built-in demo's overrides")
     parser.add_argument("--section", help="only this section (model, data, split, loss, optim, calibration, trainer)")
@@ -302,8 +353,10 @@ def schema_main(argv: list[str] | None = None) -> int:
     rows = schema_rows(type(config), "", config)
     if args.section:
         rows = [row for row in rows if row[0].startswith(f"{args.section}.")]
-    print(f"# {cls.arch} ({cls.modality}): every setting, with the value this architecture starts from. "
-          f"* = set by {arch_config_file(cls).relative_to(CONFIG_ROOT.parent)}; override with --config or --set.")
+    print(
+        f"# {cls.arch} ({cls.modality}): every setting, with the value this architecture starts from. "
+        f"* = set by {arch_config_file(cls).relative_to(CONFIG_ROOT.parent)}; override with --config or --set."
+    )
     width = max(len(row[0]) for row in rows) + 2
     for key, type_text, value, help_text in rows:
         marker = "*" if key in layers.sources else " "

@@ -18,15 +18,27 @@ from detectors.backbones import Backbone, BackboneConfig
 from detectors.config import setting
 from detectors.errors import ConfigError
 
-
 # Attention/MLP linear layers per (source, family), by the module-name suffix inside a block.
 LORA_TARGET_PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
     "transformers": {
         "qv": ("q_proj", "v_proj", "query", "value"),
         "qkv": ("q_proj", "k_proj", "v_proj", "query", "key", "value"),
         "attention": ("q_proj", "k_proj", "v_proj", "o_proj", "query", "key", "value", "attention.output.dense"),
-        "all": ("q_proj", "k_proj", "v_proj", "o_proj", "query", "key", "value", "attention.output.dense",
-                "up_proj", "down_proj", "gate_proj", "fc1", "fc2"),
+        "all": (
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "query",
+            "key",
+            "value",
+            "attention.output.dense",
+            "up_proj",
+            "down_proj",
+            "gate_proj",
+            "fc1",
+            "fc2",
+        ),
     },
     "timm": {
         "qv": ("attn.qkv",),
@@ -38,8 +50,14 @@ LORA_TARGET_PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
         "qv": ("attention.q_proj", "attention.v_proj"),
         "qkv": ("attention.q_proj", "attention.k_proj", "attention.v_proj"),
         "attention": ("attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.out_proj"),
-        "all": ("attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.out_proj",
-                "feed_forward.intermediate_dense", "feed_forward.output_dense"),
+        "all": (
+            "attention.q_proj",
+            "attention.k_proj",
+            "attention.v_proj",
+            "attention.out_proj",
+            "feed_forward.intermediate_dense",
+            "feed_forward.output_dense",
+        ),
     },
 }
 
@@ -84,23 +102,35 @@ def resolve_lora_targets(backbone: Backbone, targets: str | list[str]) -> list[s
     presets = LORA_TARGET_PRESETS["wav2vec2" if backbone.info.family == "wav2vec2" else backbone.info.source]
     suffixes = presets.get(targets) if isinstance(targets, str) else tuple(targets)
     if suffixes is None:
-        raise ConfigError(None, "model.tuning.lora.targets",
-                          f"unknown preset {targets!r}; use one of {sorted(presets)} or a list of module-name suffixes")
+        raise ConfigError(
+            None,
+            "model.tuning.lora.targets",
+            f"unknown preset {targets!r}; use one of {sorted(presets)} or a list of module-name suffixes",
+        )
     blocks = BLOCK_PREFIXES.get(backbone.info.family)
-    found = [name for name, module in backbone.model.named_modules()
-             if isinstance(module, nn.Linear) and any(name == s or name.endswith("." + s) for s in suffixes)
-             and "patch_embed" not in name and (blocks is None or name.startswith(blocks))]
+    found = [
+        name
+        for name, module in backbone.model.named_modules()
+        if isinstance(module, nn.Linear)
+        and any(name == s or name.endswith("." + s) for s in suffixes)
+        and "patch_embed" not in name
+        and (blocks is None or name.startswith(blocks))
+    ]
     if backbone.info.source == "timm" and _fused_qkv_bias(backbone.model):
         # timm's Eva (DINOv3) applies attn.qkv with F.linear(x, qkv.weight, q/v bias): a LoRA wrapper
         # around attn.qkv would never run, so refuse it rather than train nothing.
         if any(name.endswith("attn.qkv") for name in found):
-            raise ConfigError(None, "model.tuning.lora.targets",
-                              "this timm model applies attn.qkv through F.linear with separate q/v biases, so LoRA "
-                              "on attn.qkv would have no effect; use the transformers DINOv3 (q_proj/v_proj) or "
-                              "targets [attn.proj, mlp.fc1, mlp.fc2]")
+            raise ConfigError(
+                None,
+                "model.tuning.lora.targets",
+                "this timm model applies attn.qkv through F.linear with separate q/v biases, so LoRA "
+                "on attn.qkv would have no effect; use the transformers DINOv3 (q_proj/v_proj) or "
+                "targets [attn.proj, mlp.fc1, mlp.fc2]",
+            )
     if not found:
-        raise ConfigError(None, "model.tuning.lora.targets",
-                          f"no nn.Linear module of the backbone matches {list(suffixes)}")
+        raise ConfigError(
+            None, "model.tuning.lora.targets", f"no nn.Linear module of the backbone matches {list(suffixes)}"
+        )
     return found
 
 
@@ -108,8 +138,9 @@ def _fused_qkv_bias(model: nn.Module) -> bool:
     return any(getattr(module, "q_bias", None) is not None for module in model.modules())
 
 
-def build_tuned_backbone(backbone: BackboneConfig, tuning: TuningConfig, *,
-                         allow_random_fallback: bool = False) -> Backbone:
+def build_tuned_backbone(
+    backbone: BackboneConfig, tuning: TuningConfig, *, allow_random_fallback: bool = False
+) -> Backbone:
     """``build_backbone`` + ``apply_tuning``: what every detector's constructor starts with."""
     from detectors.backbones import build_backbone
 
@@ -129,8 +160,9 @@ def apply_tuning(backbone: Backbone, config: TuningConfig) -> Backbone:
 
         lora = config.lora
         targets = resolve_lora_targets(backbone, lora.targets)
-        peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                 target_modules=targets, bias="none")
+        peft_config = LoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, bias="none"
+        )
         # inject in place (no PeftModel wrapper): forward signatures and module paths stay the same.
         inject_adapter_in_model(peft_config, backbone.model)
         for name, parameter in backbone.named_parameters():

@@ -15,18 +15,19 @@ from typing import Any
 
 import torch
 
+from detectors import cli
 from detectors.base import Detector, load_detector
+from detectors.cli import command
 from detectors.errors import CheckpointError, ConfigError
 from export.benchmark_loader import SubmissionError
-from detectors.cli import command
-from detectors import cli
 
 EQUALITY_TOLERANCE = 1e-4  # float32: max |logit difference|
 BF16_PROBABILITY_TOLERANCE = 0.05  # bf16 weights: max |p(fake) difference|
 
 
-def export_detector(detector: Detector, out: str | Path, *, dtype: str = "float32", zip_file: bool = False,
-                    verify: bool = True) -> dict[str, Any]:
+def export_detector(
+    detector: Detector, out: str | Path, *, dtype: str = "float32", zip_file: bool = False, verify: bool = True
+) -> dict[str, Any]:
     """Write ``detector`` as a submission; return the path and the max |logit difference| measured."""
     from export.benchmark_loader import load_submission, run_model
     from export.writer import write_submission
@@ -46,15 +47,21 @@ def export_detector(detector: Detector, out: str | Path, *, dtype: str = "float3
         report["max_abs_logit_difference"] = difference
         report["max_abs_prob_difference"] = prob_difference
         if dtype in ("float32", "fp32") and difference > EQUALITY_TOLERANCE:
-            raise RuntimeError(f"exported logits differ from the in-library model by {difference:.2e} "
-                               f"(> {EQUALITY_TOLERANCE}); please report this as a bug")
+            raise RuntimeError(
+                f"exported logits differ from the in-library model by {difference:.2e} "
+                f"(> {EQUALITY_TOLERANCE}); please report this as a bug"
+            )
         if dtype not in ("float32", "fp32") and prob_difference > BF16_PROBABILITY_TOLERANCE:
-            raise RuntimeError(f"the {dtype} export moves p(fake) by up to {prob_difference:.3f} "
-                               f"(> {BF16_PROBABILITY_TOLERANCE}); export in float32 instead")
+            raise RuntimeError(
+                f"the {dtype} export moves p(fake) by up to {prob_difference:.3f} "
+                f"(> {BF16_PROBABILITY_TOLERANCE}); export in float32 instead"
+            )
     return report
 
 
-def export_run(run_dir: str | Path, out: str | Path, *, dtype: str = "float32", zip_file: bool = False) -> dict[str, Any]:
+def export_run(
+    run_dir: str | Path, out: str | Path, *, dtype: str = "float32", zip_file: bool = False
+) -> dict[str, Any]:
     return export_detector(load_detector(run_dir), out, dtype=dtype, zip_file=zip_file)
 
 
@@ -73,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"submission written: {report['submission']}")
     if "max_abs_logit_difference" in report:
-        print(f"max |logit difference| vs the in-library model: {report['max_abs_logit_difference']:.2e} "
-              f"(p(fake): {report['max_abs_prob_difference']:.2e})")
+        print(
+            f"max |logit difference| vs the in-library model: {report['max_abs_logit_difference']:.2e} "
+            f"(p(fake): {report['max_abs_prob_difference']:.2e})"
+        )
     print(f"next: python -m export.check {report['submission']}")
     return 0
 

@@ -28,8 +28,20 @@ from types import ModuleType
 # Packages whose definitions are copied into model.py (everything else must be an allowed import).
 PROJECT_PACKAGES = ("detectors", "calibration", "export")
 # Modules model.py may import (the benchmark's allow-list; see export.check.ALLOWED_IMPORTS).
-ALLOWED_IMPORT_ROOTS = ("torch", "torchvision", "torchaudio", "math", "functools", "typing", "collections",
-                        "dataclasses", "enum", "abc", "numpy", "safetensors")
+ALLOWED_IMPORT_ROOTS = (
+    "torch",
+    "torchvision",
+    "torchaudio",
+    "math",
+    "functools",
+    "typing",
+    "collections",
+    "dataclasses",
+    "enum",
+    "abc",
+    "numpy",
+    "safetensors",
+)
 
 
 class BundleError(ValueError):
@@ -90,7 +102,7 @@ class _ModuleSource:
         start = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))]) - 1
         while start > 0 and self.lines[start - 1].lstrip().startswith("#"):
             start -= 1
-        return "\n".join(self.lines[start:node.end_lineno])
+        return "\n".join(self.lines[start : node.end_lineno])
 
 
 def _binds(target: ast.expr, name: str) -> bool:
@@ -126,14 +138,28 @@ class _FreeNames(ast.NodeVisitor):
             if not isinstance(node, ast.Lambda):
                 for decorator in node.decorator_list:
                     self._visit(decorator, local)
-                for argument in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs,
-                                 arguments.vararg, arguments.kwarg]:
+                for argument in [
+                    *arguments.posonlyargs,
+                    *arguments.args,
+                    *arguments.kwonlyargs,
+                    arguments.vararg,
+                    arguments.kwarg,
+                ]:
                     if argument is not None and argument.annotation is not None:
                         self._visit(argument.annotation, local)
                 if node.returns is not None:
                     self._visit(node.returns, local)
-            names = {a.arg for a in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs,
-                                     arguments.vararg, arguments.kwarg] if a is not None}
+            names = {
+                a.arg
+                for a in [
+                    *arguments.posonlyargs,
+                    *arguments.args,
+                    *arguments.kwonlyargs,
+                    arguments.vararg,
+                    arguments.kwarg,
+                ]
+                if a is not None
+            }
             body = node.body if isinstance(node.body, list) else [node.body]
             self.visit_scope(body, local | names)
             return
@@ -143,12 +169,14 @@ class _FreeNames(ast.NodeVisitor):
             # the class body sees the enclosing scope; its own names are not visible to its methods
             class_local = set(local) | _assigned(node.body)
             for statement in node.body:
-                self._visit(statement, local if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef))
-                            else class_local)
+                self._visit(
+                    statement, local if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)) else class_local
+                )
             return
         if isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
-            targets = {n.id for generator in node.generators for n in ast.walk(generator.target)
-                       if isinstance(n, ast.Name)}
+            targets = {
+                n.id for generator in node.generators for n in ast.walk(generator.target) if isinstance(n, ast.Name)
+            }
             for child in ast.iter_child_nodes(node):
                 self._visit(child, local | targets)
             return
@@ -233,8 +261,10 @@ class _Bundler:
             raise BundleError(f"{self.origin}: cannot find the definition of {name} in {src.path}")
         clash = self.emitted_names.get(name)
         if clash is not None and clash != key:
-            raise BundleError(f"{self.origin}: two definitions named {name} ({clash[0]} and {module}) would meet in "
-                              "model.py; rename one")
+            raise BundleError(
+                f"{self.origin}: two definitions named {name} ({clash[0]} and {module}) would meet in "
+                "model.py; rename one"
+            )
         self.emitted_names[name] = key
         self._visiting.add(key)
         definition = _Definition(module, name, src.segment(node), node.lineno)
@@ -259,14 +289,18 @@ class _Bundler:
         statement = src.import_of(free)
         if statement is None:
             if free in namespace or not hasattr(builtins, free):
-                raise BundleError(f"{self.origin}: {user} ({src.path}) uses {free!r}, which is neither defined "
-                                  "nor imported at the top level of its module")
+                raise BundleError(
+                    f"{self.origin}: {user} ({src.path}) uses {free!r}, which is neither defined "
+                    "nor imported at the top level of its module"
+                )
             return None  # a builtin
         if isinstance(statement, ast.Import):
             alias = next(a for a in statement.names if (a.asname or a.name.split(".")[0]) == free)
             if not _is_allowed(alias.name):
-                raise BundleError(f"{self.origin}: {user} ({src.path}) uses the module {alias.name}, which a "
-                                  "submission's model.py may not import")
+                raise BundleError(
+                    f"{self.origin}: {user} ({src.path}) uses the module {alias.name}, which a "
+                    "submission's model.py may not import"
+                )
             line = f"import {alias.name}" + (f" as {alias.asname}" if alias.asname else "")
             self.imports.setdefault(line, [])
             return None
@@ -281,13 +315,21 @@ class _Bundler:
         if _is_project(origin_module):
             value = namespace.get(free)
             defined_in = getattr(value, "__module__", None) or origin_module
-            target = (defined_in, alias.name) if self.source(defined_in).top_level(alias.name) else (origin_module, alias.name)
+            target = (
+                (defined_in, alias.name)
+                if self.source(defined_in).top_level(alias.name)
+                else (origin_module, alias.name)
+            )
             if alias.asname and alias.asname != alias.name:
-                raise BundleError(f"{self.origin}: {user} imports {alias.name} as {alias.asname}; network code must "
-                                  "use project names unaliased")
+                raise BundleError(
+                    f"{self.origin}: {user} imports {alias.name} as {alias.asname}; network code must "
+                    "use project names unaliased"
+                )
             return target
-        raise BundleError(f"{self.origin}: {user} ({src.path}) uses {free!r} from {origin_module}, which a "
-                          "submission's model.py may not import (network code may use torch, math and typing)")
+        raise BundleError(
+            f"{self.origin}: {user} ({src.path}) uses {free!r} from {origin_module}, which a "
+            "submission's model.py may not import (network code may use torch, math and typing)"
+        )
 
     def import_lines(self) -> list[str]:
         lines = []
@@ -319,8 +361,10 @@ def _module_order(bundler: _Bundler) -> list[tuple[str, list[tuple[str, str]]]]:
     groups: dict[str, list[tuple[str, str]]] = {}
     for key in bundler.order:
         groups.setdefault(key[0], []).append(key)
-    uses = {module: {dep[0] for key in keys for dep in bundler.definitions[key].dependencies} - {module}
-            for module, keys in groups.items()}
+    uses = {
+        module: {dep[0] for key in keys for dep in bundler.definitions[key].dependencies} - {module}
+        for module, keys in groups.items()
+    }
     ordered: list[str] = []
     state: dict[str, str] = {}
 
@@ -355,4 +399,3 @@ def defined_names(source: str) -> set[str]:
 
 
 __all__ = ["BundleError", "bundle", "defined_names"]
-

@@ -37,10 +37,10 @@ from typing import Any
 import yaml
 from safetensors import safe_open
 
+from detectors import cli
+from detectors.cli import command
 from export.benchmark_loader import DEFAULT_BLOCKED
 from export.manifest import pair_problems, verify_directory, verify_zip
-from detectors.cli import command
-from detectors import cli
 
 LOADER = Path(__file__).resolve().parent / "benchmark_loader.py"
 
@@ -77,8 +77,21 @@ BLOCKED_MODULES = frozenset(
 BLOCKED_SUBMODULES = ("numpy.ctypeslib", "torch.utils.cpp_extension")
 # Attribute chains are followed on the real modules for these roots (already imported here or cheap
 # and side-effect free); other roots fall back to matching attribute names against BLOCKED_MODULES.
-_RESOLVABLE_ROOTS = frozenset({"torch", "numpy", "safetensors", "math", "functools", "typing", "collections",
-                               "dataclasses", "enum", "abc", "pathlib"})
+_RESOLVABLE_ROOTS = frozenset(
+    {
+        "torch",
+        "numpy",
+        "safetensors",
+        "math",
+        "functools",
+        "typing",
+        "collections",
+        "dataclasses",
+        "enum",
+        "abc",
+        "pathlib",
+    }
+)
 VALID_DTYPES = ("float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
 MODALITIES = ("image", "video", "audio")
 
@@ -90,7 +103,8 @@ MODALITIES = ("image", "video", "audio")
 def is_blocked_module_name(name: str) -> bool:
     """``os``, ``os.path``, ``numpy.ctypeslib`` ...: a module the sandbox refuses."""
     return name.split(".")[0] in BLOCKED_MODULES or any(
-        name == blocked or name.startswith(blocked + ".") for blocked in BLOCKED_SUBMODULES)
+        name == blocked or name.startswith(blocked + ".") for blocked in BLOCKED_SUBMODULES
+    )
 
 
 def _module_bindings(tree: ast.AST) -> dict[str, str]:
@@ -151,8 +165,9 @@ def blocked_module_reached(dotted: str) -> str | None:
                 continue
             if obj is not None:
                 return None  # a class, function or value: not a module any more
-        if (index > 1 and parts[index - 1] in BLOCKED_MODULES and prefix not in ALLOWED_IMPORTS) or \
-                any(prefix == blocked for blocked in BLOCKED_SUBMODULES):
+        if (index > 1 and parts[index - 1] in BLOCKED_MODULES and prefix not in ALLOWED_IMPORTS) or any(
+            prefix == blocked for blocked in BLOCKED_SUBMODULES
+        ):
             return parts[index - 1] if parts[index - 1] in BLOCKED_MODULES else prefix
     return None
 
@@ -166,12 +181,17 @@ def _attribute_chain_problems(tree: ast.AST, source: str, filename: str) -> list
         if isinstance(node, ast.Attribute):
             dotted = _dotted(node, bindings)
             # the first blocked link only: torch.os.system and torch.os are one finding
-            if dotted and (not isinstance(node.value, ast.Attribute) or
-                           blocked_module_reached(_dotted(node.value, bindings) or "") is None):
+            if dotted and (
+                not isinstance(node.value, ast.Attribute)
+                or blocked_module_reached(_dotted(node.value, bindings) or "") is None
+            ):
                 chains = [(ast.unparse(node), dotted)]
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            chains = [(f"from {node.module} import {alias.name}", f"{node.module}.{alias.name}")
-                      for alias in node.names if alias.name != "*"]
+            chains = [
+                (f"from {node.module} import {alias.name}", f"{node.module}.{alias.name}")
+                for alias in node.names
+                if alias.name != "*"
+            ]
         for written, dotted in chains:
             if dotted.split(".")[0] in BLOCKED_MODULES:
                 continue  # a blocked module imported or used directly: the import rule reports it
@@ -185,8 +205,10 @@ def _attribute_chain_problems(tree: ast.AST, source: str, filename: str) -> list
     problems = []
     for line, written, dotted, blocked in sorted(set(found)):
         via = "" if written == dotted else f" ({dotted})"
-        problems.append(f"{filename}:{line}: `{written}`{via} reaches the blocked module {blocked} through an "
-                        "allowed module's attribute; remove it")
+        problems.append(
+            f"{filename}:{line}: `{written}`{via} reaches the blocked module {blocked} through an "
+            "allowed module's attribute; remove it"
+        )
     return problems
 
 
@@ -206,9 +228,7 @@ def check_model_source(source: str, filename: str = "model.py") -> list[str]:
                     problems.append(f"{filename}:{node.lineno}: import of {alias.name!r} is not allowed; remove it")
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                problems.append(
-                    f"{filename}:{node.lineno}: relative import; model.py must be one self-contained file"
-                )
+                problems.append(f"{filename}:{node.lineno}: relative import; model.py must be one self-contained file")
             elif node.module not in ALLOWED_IMPORTS:
                 problems.append(f"{filename}:{node.lineno}: import from {node.module!r} is not allowed; remove it")
     problems += _attribute_chain_problems(tree, source, filename)
@@ -403,7 +423,9 @@ def check_submission(
             with zipfile.ZipFile(path) as archive:
                 archive.extractall(tmp)
             # name the files inside the zip, not the temporary folder that is gone once this returns
-            problems = integrity + [problem.replace(str(Path(tmp)), str(path)) for problem in _check_directory(Path(tmp))]
+            problems = integrity + [
+                problem.replace(str(Path(tmp)), str(path)) for problem in _check_directory(Path(tmp))
+            ]
     elif path.is_dir():
         problems, folder_files = verify_directory(path)
         zip_path = path.with_name(path.name + ".zip")

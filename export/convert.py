@@ -155,7 +155,10 @@ def _prefix_rows(table: Tensor, num_prefix: int, fill: float) -> Tensor:
 
 def _rope_tables(cos: Tensor, sin: Tensor, num_prefix: int) -> dict[str, Tensor]:
     # Prefix tokens (CLS, registers) are not rotated: cos = 1, sin = 0 is the identity rotation.
-    return {"rope_cos": _prefix_rows(cos.float(), num_prefix, 1.0), "rope_sin": _prefix_rows(sin.float(), num_prefix, 0.0)}
+    return {
+        "rope_cos": _prefix_rows(cos.float(), num_prefix, 1.0),
+        "rope_sin": _prefix_rows(sin.float(), num_prefix, 0.0),
+    }
 
 
 def _act_name(module: nn.Module) -> str:
@@ -199,7 +202,12 @@ def _dinov2_attention_names(sd: dict[str, Tensor], prefix: str) -> tuple[str, st
     if f"{prefix}attention.q_proj.weight" in sd:  # transformers >= 5.18
         return ("attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj")
     if f"{prefix}attention.attention.query.weight" in sd:  # transformers <= 5.17
-        return ("attention.attention.query", "attention.attention.key", "attention.attention.value", "attention.output.dense")
+        return (
+            "attention.attention.query",
+            "attention.attention.key",
+            "attention.attention.value",
+            "attention.output.dense",
+        )
     found = sorted(key for key in sd if key.startswith(prefix + "attention."))
     raise ValueError(f"unknown Dinov2 attention layout under {prefix!r}: {found}")
 
@@ -582,16 +590,31 @@ __all__ = [
 
 
 # Fields of transformers' Wav2Vec2Config that detectors.networks.wav2vec2.Wav2Vec2Encoder takes.
-WAV2VEC2_FIELDS = ("conv_dim", "conv_kernel", "conv_stride", "conv_bias", "feat_extract_norm",
-                   "feat_extract_activation", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                   "intermediate_size", "hidden_act", "layer_norm_eps", "num_conv_pos_embeddings",
-                   "num_conv_pos_embedding_groups", "do_stable_layer_norm")
+WAV2VEC2_FIELDS = (
+    "conv_dim",
+    "conv_kernel",
+    "conv_stride",
+    "conv_bias",
+    "feat_extract_norm",
+    "feat_extract_activation",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "layer_norm_eps",
+    "num_conv_pos_embeddings",
+    "num_conv_pos_embedding_groups",
+    "do_stable_layer_norm",
+)
 
 
 def wav2vec2_kwargs(config: Any) -> dict[str, Any]:
     """Constructor arguments of the plain-torch ``Wav2Vec2Encoder`` for a transformers ``Wav2Vec2Config``."""
     values = config.to_dict()
-    return {key: list(values[key]) if isinstance(values[key], (tuple, list)) else values[key] for key in WAV2VEC2_FIELDS}
+    return {
+        key: list(values[key]) if isinstance(values[key], (tuple, list)) else values[key] for key in WAV2VEC2_FIELDS
+    }
 
 
 def convert_wav2vec2(model: nn.Module) -> dict[str, Tensor]:
@@ -625,22 +648,31 @@ def cnn_architecture(model: nn.Module) -> dict[str, Any]:
         return _convnext_architecture(model)
     if name == "ResNet" and type(model).__module__.startswith("timm."):
         return _resnet_architecture(model)
-    raise ValueError(f"the export reproduces timm ConvNeXt and ResNet/ResNeXt networks in plain torch; "
-                     f"{type(model).__module__}.{name} is not one of them")
+    raise ValueError(
+        f"the export reproduces timm ConvNeXt and ResNet/ResNeXt networks in plain torch; "
+        f"{type(model).__module__}.{name} is not one of them"
+    )
 
 
 def _convnext_architecture(model: nn.Module) -> dict[str, Any]:
     stem = model.stem
-    if not (isinstance(stem, nn.Sequential) and len(stem) == 2 and isinstance(stem[0], nn.Conv2d)
-            and stem[0].kernel_size[0] == stem[0].stride[0]):
+    if not (
+        isinstance(stem, nn.Sequential)
+        and len(stem) == 2
+        and isinstance(stem[0], nn.Conv2d)
+        and stem[0].kernel_size[0] == stem[0].stride[0]
+    ):
         raise ValueError("ConvNeXt: only the patchify stem (stem_type 'patch') is exported")
     _require_identity(model.norm_pre, "ConvNeXt norm_pre (head_norm_first)")
     if model.head.global_pool.pool_type != "avg" or not isinstance(model.head.pre_logits, nn.Identity):
         raise ValueError("ConvNeXt: only the average-pool head without a pre-logits MLP is exported")
     depths, dims, kernel, ratio, eps = [], [], None, None, None
     for index, stage in enumerate(model.stages):
-        if index > 0 and not (isinstance(stage.downsample, nn.Sequential) and stage.downsample[1].kernel_size == (2, 2)
-                              and stage.downsample[1].stride == (2, 2)):
+        if index > 0 and not (
+            isinstance(stage.downsample, nn.Sequential)
+            and stage.downsample[1].kernel_size == (2, 2)
+            and stage.downsample[1].stride == (2, 2)
+        ):
             raise ValueError("ConvNeXt: only the 2x2, stride-2 downsampling is exported")
         if index == 0 and not isinstance(stage.downsample, nn.Identity):
             raise ValueError("ConvNeXt: the first stage must not downsample")
@@ -656,10 +688,19 @@ def _convnext_architecture(model: nn.Module) -> dict[str, Any]:
             ratio = ratio / block.conv_dw.in_channels
             eps = block.norm.eps
         depths.append(len(stage.blocks))
-        dims.append(int(stage.blocks[0].conv_dw.in_channels) if len(stage.blocks) else int(stage.downsample[1].out_channels))
-    return {"family": "convnext", "depths": depths, "dims": dims, "in_chans": int(stem[0].in_channels),
-            "patch_size": int(stem[0].kernel_size[0]), "kernel_size": int(kernel), "mlp_ratio": float(ratio),
-            "eps": float(eps)}
+        dims.append(
+            int(stage.blocks[0].conv_dw.in_channels) if len(stage.blocks) else int(stage.downsample[1].out_channels)
+        )
+    return {
+        "family": "convnext",
+        "depths": depths,
+        "dims": dims,
+        "in_chans": int(stem[0].in_channels),
+        "patch_size": int(stem[0].kernel_size[0]),
+        "kernel_size": int(kernel),
+        "mlp_ratio": float(ratio),
+        "eps": float(eps),
+    }
 
 
 def _resnet_architecture(model: nn.Module) -> dict[str, Any]:
@@ -678,17 +719,26 @@ def _resnet_architecture(model: nn.Module) -> dict[str, Any]:
         for block in stage:
             if block.se is not None or not isinstance(block.aa, nn.Identity) or not isinstance(block.act1, nn.ReLU):
                 raise ValueError("ResNet: blocks with attention, anti-aliasing or another activation are not exported")
-            if block.downsample is not None and not (isinstance(block.downsample, nn.Sequential)
-                                                     and isinstance(block.downsample[0], nn.Conv2d)):
+            if block.downsample is not None and not (
+                isinstance(block.downsample, nn.Sequential) and isinstance(block.downsample[0], nn.Conv2d)
+            ):
                 raise ValueError("ResNet: only the 1x1-convolution shortcut is exported (not avg_down)")
             if block_kind == "Bottleneck":
                 groups = block.conv2.groups
-    channels = [int(stage[0].bn1.num_features) if block_kind == "BasicBlock" else int(stage[0].conv3.out_channels) // 4
-                for stage in stages]
-    kwargs: dict[str, Any] = {"family": "resnet", "block": "basic" if block_kind == "BasicBlock" else "bottleneck",
-                              "layers": [len(stage) for stage in stages], "channels": channels,
-                              "stem_width": int(model.conv1.out_channels), "in_chans": int(model.conv1.in_channels),
-                              "cardinality": int(groups), "base_width": 64}
+    channels = [
+        int(stage[0].bn1.num_features) if block_kind == "BasicBlock" else int(stage[0].conv3.out_channels) // 4
+        for stage in stages
+    ]
+    kwargs: dict[str, Any] = {
+        "family": "resnet",
+        "block": "basic" if block_kind == "BasicBlock" else "bottleneck",
+        "layers": [len(stage) for stage in stages],
+        "channels": channels,
+        "stem_width": int(model.conv1.out_channels),
+        "in_chans": int(model.conv1.in_channels),
+        "cardinality": int(groups),
+        "base_width": 64,
+    }
     if block_kind == "Bottleneck":
         width = int(stages[0][0].conv1.out_channels)
         kwargs["base_width"] = int(round(width / groups * 64 / channels[0]))

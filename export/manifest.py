@@ -56,8 +56,11 @@ def parse_manifest(text: str, source: str) -> dict[str, str]:
 
 def directory_digests(directory: str | Path) -> dict[str, str]:
     """Digest of every regular file directly in ``directory`` except the manifest."""
-    return {path.name: file_digest(path) for path in sorted(Path(directory).iterdir())
-            if path.is_file() and path.name != MANIFEST_FILE}
+    return {
+        path.name: file_digest(path)
+        for path in sorted(Path(directory).iterdir())
+        if path.is_file() and path.name != MANIFEST_FILE
+    }
 
 
 def zip_digests(archive: zipfile.ZipFile) -> dict[str, str]:
@@ -88,8 +91,9 @@ def compare(expected: dict[str, str], actual: dict[str, str], where: str, manife
         if name not in actual:
             problems.append(f"{where}{name}: listed in {manifest} but missing; re-export")
         elif actual[name] != expected[name]:
-            problems.append(f"{where}{name}: sha256 differs from {manifest} (changed or corrupted after export); "
-                            "re-export")
+            problems.append(
+                f"{where}{name}: sha256 differs from {manifest} (changed or corrupted after export); re-export"
+            )
     for name in sorted(set(actual) - set(expected)):
         problems.append(f"{where}{name}: not listed in {manifest} (added after export?); remove it or re-export")
     return problems
@@ -119,20 +123,25 @@ def verify_zip(path: str | Path) -> tuple[list[str], dict[str, str] | None]:
             digests = zip_digests(archive)
             expected = zip_manifest(archive, f"{path} (archive comment)")
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as error:
-        return [f"{path}: corrupt zip ({str(error).splitlines()[0] if str(error) else type(error).__name__}); "
-                "re-export with --zip"], None
+        return [
+            f"{path}: corrupt zip ({str(error).splitlines()[0] if str(error) else type(error).__name__}); "
+            "re-export with --zip"
+        ], None
     if expected is None:
         return [], digests
     return compare(expected, digests, f"{path}:", "its SHA256SUMS comment"), digests
 
 
-def pair_problems(directory: Path, directory_files: dict[str, str], zip_path: Path,
-                  zip_files: dict[str, str]) -> list[str]:
+def pair_problems(
+    directory: Path, directory_files: dict[str, str], zip_path: Path, zip_files: dict[str, str]
+) -> list[str]:
     """A folder and its zip of the same name must hold the same files (the zip has no manifest member)."""
     folder = {name: digest for name, digest in directory_files.items()}
     differing = sorted(name for name in set(folder) | set(zip_files) if folder.get(name) != zip_files.get(name))
     if not differing:
         return []
     shown = ", ".join(differing[:5]) + (f" ... and {len(differing) - 5} more" if len(differing) > 5 else "")
-    return [f"{directory} and {zip_path} come from different exports ({shown} differ); re-export with --zip "
-            "so that both are written again"]
+    return [
+        f"{directory} and {zip_path} come from different exports ({shown} differ); re-export with --zip "
+        "so that both are written again"
+    ]

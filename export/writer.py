@@ -287,8 +287,10 @@ def write_submission(spec: ExportSpec, out_dir: str | Path, dtype: str = "float3
         raise ValueError("invalid model_config.yaml:\n" + "\n".join(problems))
     for name in spec.extra_files:
         if Path(name).name != name or name in (*SUBMISSION_FILES, MANIFEST_FILE):
-            raise ValueError(f"ExportSpec.extra_files: {name!r} must be a plain file name other than "
-                             f"{(*SUBMISSION_FILES, MANIFEST_FILE)}")
+            raise ValueError(
+                f"ExportSpec.extra_files: {name!r} must be a plain file name other than "
+                f"{(*SUBMISSION_FILES, MANIFEST_FILE)}"
+            )
     tensors = cast_state_dict(spec.state_dict, dtype)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -300,8 +302,15 @@ def write_submission(spec: ExportSpec, out_dir: str | Path, dtype: str = "float3
     return zip_path if zip else out_dir
 
 
-def _write_locked(spec: ExportSpec, out_dir: Path, zip_path: Path, source: str, config: dict,
-                  tensors: dict[str, torch.Tensor], zip: bool) -> None:
+def _write_locked(
+    spec: ExportSpec,
+    out_dir: Path,
+    zip_path: Path,
+    source: str,
+    config: dict,
+    tensors: dict[str, torch.Tensor],
+    zip: bool,
+) -> None:
     # staging folders and zips of killed exports of this submission (named with their PID)
     remove_stale_temp_files(out_dir.parent, targets={out_dir.name, zip_path.name})
     _check_replaceable(out_dir)

@@ -21,8 +21,16 @@ def make_tiny_dinov3(directory: Path) -> Path:
     from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
     torch.manual_seed(0)
-    config = DINOv3ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                             image_size=32, patch_size=16, num_register_tokens=4, layerscale_value=1.0)
+    config = DINOv3ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=16,
+        num_register_tokens=4,
+        layerscale_value=1.0,
+    )
     DINOv3ViTModel(config).save_pretrained(directory)
     return directory
 
@@ -31,8 +39,9 @@ def make_tiny_dinov2(directory: Path) -> Path:
     from transformers import Dinov2Config, Dinov2Model
 
     torch.manual_seed(0)
-    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=28,
-                             patch_size=14)).save_pretrained(directory)
+    Dinov2Model(
+        Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=28, patch_size=14)
+    ).save_pretrained(directory)
     return directory
 
 

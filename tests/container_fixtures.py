@@ -21,8 +21,15 @@ def media_files(root: Path, suffixes: Sequence[str]) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
 
 
-def write_parquet_shard(path: Path, files: Sequence[Path], labels: Sequence[str], *, corrupt: Iterable[int] = (),
-                        row_group_size: int = 8, column: str = "image") -> Path:
+def write_parquet_shard(
+    path: Path,
+    files: Sequence[Path],
+    labels: Sequence[str],
+    *,
+    corrupt: Iterable[int] = (),
+    row_group_size: int = 8,
+    column: str = "image",
+) -> Path:
     """One row per file: ``column`` a struct {bytes, path}, ``label`` text; rows in ``corrupt``
     hold bytes that are not media."""
     bad = set(corrupt)
@@ -57,8 +64,9 @@ def pack_files(path: Path, files: Sequence[Path], root: Path, *, corrupt: Iterab
     return write_archive(path, members)
 
 
-def write_benchmark_cache(cache: Path, name: str, files: Sequence[Path], modality: str, media_type: str,
-                          prefix: str = "img") -> Path:
+def write_benchmark_cache(
+    cache: Path, name: str, files: Sequence[Path], modality: str, media_type: str, prefix: str = "img"
+) -> Path:
     """A dataset as ``gasbench download`` leaves it: ``cache/datasets/<name>/samples/<prefix>_<n>.<ext>``
     with ``sample_metadata.json`` and ``dataset_info.json`` beside ``samples``."""
     folder = cache / "datasets" / name
@@ -70,6 +78,7 @@ def write_benchmark_cache(cache: Path, name: str, files: Sequence[Path], modalit
         target.write_bytes(file.read_bytes())
         metadata[target.name] = {"source_file": file.name}
     (folder / "sample_metadata.json").write_text(json.dumps(metadata))
-    (folder / "dataset_info.json").write_text(json.dumps({"name": name, "modality": modality, "media_type": media_type,
-                                                          "sample_count": len(files)}))
+    (folder / "dataset_info.json").write_text(
+        json.dumps({"name": name, "modality": modality, "media_type": media_type, "sample_count": len(files)})
+    )
     return folder

@@ -46,7 +46,8 @@ def write_image_set(root: Path, holdout: bool = False, n_per_class: int = 32, se
         "datasets:\n"
         f"  - {{name: {'holdout-' if holdout else ''}real, path: real, modality: image, media_type: real}}\n"
         f"  - {{name: {'holdout-' if holdout else ''}fake, path: fake, modality: image, media_type: synthetic,"
-        " generator_family: test-gen}\n")
+        " generator_family: test-gen}\n"
+    )
     return yaml_path
 
 
@@ -64,7 +65,11 @@ def write_three_class_set(root: Path, n_per_class: int = 16, seed: int = 3) -> P
                 pixels[:, : w // 2] = _fake(rng, h, w, 1.0, (22, 0, -16), 1.6)[:, : w // 2]
             Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(root / name / f"{i:03d}.png")
     yaml_path = root / "data.yaml"
-    yaml_path.write_text("datasets:\n" + "".join(
-        f"  - {{name: {name}, path: {name}, modality: image, media_type: {name}}}\n"
-        for name in ("real", "synthetic", "semisynthetic")))
+    yaml_path.write_text(
+        "datasets:\n"
+        + "".join(
+            f"  - {{name: {name}, path: {name}, modality: image, media_type: {name}}}\n"
+            for name in ("real", "synthetic", "semisynthetic")
+        )
+    )
     return yaml_path

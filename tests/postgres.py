@@ -25,8 +25,10 @@ def _bin(name: str) -> str | None:
     found = shutil.which(name)
     if found:
         return found
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
-                        key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0)
+    candidates = sorted(
+        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+        key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0,
+    )
     return candidates[-1] if candidates else None
 
 
@@ -41,8 +43,10 @@ def postgres_server(database: str = "optuna") -> Iterator[str]:
     """Yield the SQLAlchemy URL of a fresh database on a server started for the ``with`` block."""
     initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
     if not (initdb and pg_ctl):
-        raise NoServer("no PostgreSQL server programs (initdb, pg_ctl): install Debian's postgresql package "
-                       "(bash scripts/ensure_postgresql.sh)")
+        raise NoServer(
+            "no PostgreSQL server programs (initdb, pg_ctl): install Debian's postgresql package "
+            "(bash scripts/ensure_postgresql.sh)"
+        )
     as_user: list[str] = []
     root = tempfile.mkdtemp(prefix="sweep-pg-")  # under /tmp: pytest's own tmp dirs are private to root
     if os.geteuid() == 0:
@@ -69,8 +73,9 @@ def postgres_server(database: str = "optuna") -> Iterator[str]:
         if result.returncode != 0:
             raise NoServer(f"initdb failed: {' '.join(result.stderr.split())[:300]}")
         options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        result = run(pg_ctl, "-D", data, "-l", os.path.join(root, "server.log"), "-w", "-t", "60", "-o", options,
-                     "start")
+        result = run(
+            pg_ctl, "-D", data, "-l", os.path.join(root, "server.log"), "-w", "-t", "60", "-o", options, "start"
+        )
         if result.returncode != 0:
             log = Path(root, "server.log").read_text() if Path(root, "server.log").is_file() else ""
             raise NoServer(f"pg_ctl start failed: {' '.join((result.stderr + log).split())[:300]}")

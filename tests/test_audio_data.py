@@ -11,10 +11,10 @@ import soundfile as sf
 import torch
 
 from detectors.audio.data import AudioDataConfig, audio_recipe, benchmark_input_loader, project_robustness_loader
-from detectors.config import parse
-from detectors.data.dataset import MediaDataset
 from detectors.audio.io import load_audio
+from detectors.config import parse
 from detectors.data.catalog import MediaItem
+from detectors.data.dataset import MediaDataset
 from detectors.errors import ConfigError
 
 
@@ -38,11 +38,11 @@ def test_training_window_zero_pads_short_clips_like_the_benchmark(tmp_path: Path
     assert x.shape == (96000,)
     # what the benchmark will feed: the clip, then silence to 6 s
     assert torch.equal(x, benchmark)
-    assert torch.equal(x[: clip.numel()], clip) and not x[clip.numel():].any()
+    assert torch.equal(x[: clip.numel()], clip) and not x[clip.numel() :].any()
 
     # the ASVspoof convention stays available: the clip repeats instead of silence
     tiled = build_audio_dataset([item], "train", {"augment_level": 0, "train_short_clips": "tile"})[0]["x"]
-    assert bool((tiled[clip.numel():].abs() > 0).float().mean() > 0.99)
+    assert bool((tiled[clip.numel() :].abs() > 0).float().mean() > 0.99)
     with pytest.raises(ConfigError, match="train_short_clips"):
         build_audio_dataset([item], "train", {"train_short_clips": "loop"})
 

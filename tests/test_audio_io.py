@@ -218,7 +218,12 @@ def test_the_default_audio_stream_is_read_not_the_first(tmp_path: Path) -> None:
 
 # (fixture, file rate): the reference is `ffmpeg -i <fixture> -ac 1 -ar 16000 -f f32le`, which is
 # what torchcodec's AudioDecoder(..., sample_rate=16000, num_channels=1) returns too.
-BENCHMARK_FIXTURES = [("stereo-44k.wav", 44100), ("5.1-48k.wav", 48000), ("mono-22k.wav", 22050), ("stereo-44k.mp3", 44100)]
+BENCHMARK_FIXTURES = [
+    ("stereo-44k.wav", 44100),
+    ("5.1-48k.wav", 48000),
+    ("mono-22k.wav", 22050),
+    ("stereo-44k.mp3", 44100),
+]
 
 
 def _ffmpeg_16k(fixture: str) -> np.ndarray:
@@ -372,7 +377,9 @@ def _encode_with_pyav(path: Path, x: np.ndarray, rate: int, fmt: str, codec: str
             container.mux(packet)
 
 
-@pytest.mark.parametrize(("suffix", "fmt", "codec", "rate"), [(".mp3", "mp3", "libmp3lame", 44100), (".m4a", "mp4", "aac", 48000)])
+@pytest.mark.parametrize(
+    ("suffix", "fmt", "codec", "rate"), [(".mp3", "mp3", "libmp3lame", 44100), (".m4a", "mp4", "aac", 48000)]
+)
 def test_compressed_formats_decode_through_pyav(tmp_path: Path, suffix: str, fmt: str, codec: str, rate: int) -> None:
     x = _sine(440, rate, 1.0, amplitude=0.4)
     path = tmp_path / f"clip{suffix}"
@@ -488,8 +495,9 @@ def test_load_audio_window_survives_an_overstated_header(tmp_path: Path, monkeyp
     real = audio_info(tmp_path / "ramp.wav")
     monkeypatch.setattr(audio_io, "audio_info", lambda path: real._replace(num_frames=real.num_frames * 4))
     for seed in range(8):
-        window = load_audio_window(tmp_path / "ramp.wav", 32000, mode="random",
-                                   generator=torch.Generator().manual_seed(seed), tile_short=False).numpy()
+        window = load_audio_window(
+            tmp_path / "ramp.wav", 32000, mode="random", generator=torch.Generator().manual_seed(seed), tile_short=False
+        ).numpy()
         start = int(round(window[0] * x.size))
         np.testing.assert_array_equal(window, x[start : start + 32000])  # inside the file, unpadded
     centre = load_audio_window(tmp_path / "ramp.wav", 32000, mode="centre").numpy()
@@ -551,8 +559,9 @@ def test_load_audio_benchmark_matches_benchmark_rules(tmp_path: Path) -> None:
 def test_cached_resampler_matches_functional_resample() -> None:
     assert get_resampler(44100, 16000) is get_resampler(44100, 16000)
     x = torch.randn(44100, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(resample(x, 44100, 16000), torchaudio.functional.resample(x, 44100, 16000),
-                               atol=5e-5, rtol=1e-4)  # float32 convolution order differs with thread count
+    torch.testing.assert_close(
+        resample(x, 44100, 16000), torchaudio.functional.resample(x, 44100, 16000), atol=5e-5, rtol=1e-4
+    )  # float32 convolution order differs with thread count
     assert resample(x, 16000, 16000) is x
 
 

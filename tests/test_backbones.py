@@ -8,7 +8,13 @@ import torch
 from detectors.backbones import BackboneConfig, build_backbone
 from detectors.config import parse
 from detectors.errors import ConfigError
-from detectors.tuning import TuningConfig, apply_tuning, layernorm_parameter_names, resolve_lora_targets, trainable_summary
+from detectors.tuning import (
+    TuningConfig,
+    apply_tuning,
+    layernorm_parameter_names,
+    resolve_lora_targets,
+    trainable_summary,
+)
 
 
 def test_transformers_local_directory_loads_saved_weights(tiny_dinov3, tiny_dinov2):
@@ -28,8 +34,11 @@ def test_transformers_local_directory_loads_saved_weights(tiny_dinov3, tiny_dino
 
 def test_rebuild_from_stored_architecture_without_weights(tiny_dinov3):
     backbone = build_backbone(BackboneConfig(name=str(tiny_dinov3)))
-    rebuilt = build_backbone(BackboneConfig(name="not-needed", source="transformers", pretrained=False,
-                                            architecture=backbone.config.architecture))
+    rebuilt = build_backbone(
+        BackboneConfig(
+            name="not-needed", source="transformers", pretrained=False, architecture=backbone.config.architecture
+        )
+    )
     rebuilt.load_state_dict(backbone.state_dict())
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
@@ -71,8 +80,13 @@ def test_tuning_modes_select_exactly_the_right_tensors(tiny_dinov3):
 
 
 def test_lora_targets_never_hit_patch_embedding():
-    backbone = build_backbone(BackboneConfig(name="vit_small_patch14_dinov2", pretrained=False,
-                                             timm_kwargs=dict(img_size=28, embed_dim=32, depth=2, num_heads=2)))
+    backbone = build_backbone(
+        BackboneConfig(
+            name="vit_small_patch14_dinov2",
+            pretrained=False,
+            timm_kwargs=dict(img_size=28, embed_dim=32, depth=2, num_heads=2),
+        )
+    )
     targets = resolve_lora_targets(backbone, ["proj"])  # a bare suffix that also names patch_embed.proj
     assert targets and not any("patch_embed" in t for t in targets)
 
@@ -97,7 +111,9 @@ def test_errors_name_the_problem(tmp_path):
         build_backbone(BackboneConfig(name=str(tmp_path / "missing")))
     with pytest.raises(ConfigError, match="cannot load backbone"):  # user data: no silent random fallback
         build_backbone(BackboneConfig(name="facebook/dinov2-small"))
-    with pytest.raises(ConfigError, match=r"model\.tuning\.mode: expected one of 'frozen', 'layernorm', 'lora', 'full'"):
+    with pytest.raises(
+        ConfigError, match=r"model\.tuning\.mode: expected one of 'frozen', 'layernorm', 'lora', 'full'"
+    ):
         parse(TuningConfig, {"mode": "bitfit"}, "model.tuning")
 
 
@@ -110,8 +126,13 @@ def test_demo_fallback_is_random_and_recorded():
 
 def test_lora_on_timm_eva_fused_qkv_bias_is_refused():
     # timm's DINOv3 "_qkvb" variants apply attn.qkv through F.linear: a LoRA wrapper would never run
-    backbone = build_backbone(BackboneConfig(name="vit_small_patch16_dinov3_qkvb", pretrained=False,
-                                             timm_kwargs=dict(img_size=32, embed_dim=32, depth=1, num_heads=2)))
+    backbone = build_backbone(
+        BackboneConfig(
+            name="vit_small_patch16_dinov3_qkvb",
+            pretrained=False,
+            timm_kwargs=dict(img_size=32, embed_dim=32, depth=1, num_heads=2),
+        )
+    )
     with pytest.raises(ConfigError, match="no effect"):
         resolve_lora_targets(backbone, "qkv")
     assert resolve_lora_targets(backbone, ["attn.proj", "mlp.fc1"])

@@ -5,13 +5,10 @@ names the file or key and the problem, never a traceback."""
 from __future__ import annotations
 
 import io
-import os
-import zipfile
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 
@@ -25,8 +22,9 @@ def ws(tmp_path_factory, tiny_dinov3) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("bad_invocations")
     run = root / "run"
-    detector = create_detector("dinov3_image", {"backbone": {"name": str(tiny_dinov3)}, "image_size": 32,
-                                                "tuning": {"mode": "frozen"}})
+    detector = create_detector(
+        "dinov3_image", {"backbone": {"name": str(tiny_dinov3)}, "image_size": 32, "tuning": {"mode": "frozen"}}
+    )
     save_detector(detector, run)
     (run / "summary.json").write_text("{}")
     submission = root / "submission"
@@ -39,23 +37,43 @@ def ws(tmp_path_factory, tiny_dinov3) -> dict[str, Path]:
         return path
 
     files = {
-        "run": run, "submission": submission, "data": data, "root": root,
+        "run": run,
+        "submission": submission,
+        "data": data,
+        "root": root,
         "binary": write("binary.yaml", bytes(range(256)) * 4),
         "latin1": write("latin1.yaml", "datasets:\n  - name: caf\xe9\n".encode("latin-1")),
         "nested": write("nested.yaml", "a: " + "[" * 5000 + "]" * 5000 + "\n"),
-        "bomb": write("bomb.yaml", "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-            f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
-            f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(9))),
+        "bomb": write(
+            "bomb.yaml",
+            "a: &a [x, x, x, x, x, x, x, x, x]\n"
+            + "".join(
+                f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+                f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+                for i in range(9)
+            ),
+        ),
         "huge": write("huge.yaml", "# " + "x" * (2 << 20) + "\n"),
         "list": write("list.yaml", "- a\n- b\n"),
         "bad_syntax": write("bad_syntax.yaml", "model: {image_size: 32\n"),
-        "no_media_type": write("no_media_type.yaml", yaml.safe_dump(
-            {"datasets": [{"name": "x", "path": str(root / "images"), "modality": "image"}]})),
+        "no_media_type": write(
+            "no_media_type.yaml",
+            yaml.safe_dump({"datasets": [{"name": "x", "path": str(root / "images"), "modality": "image"}]}),
+        ),
         "a_file": write("a_file.txt", "not a directory"),
-        "space": write("space.yaml", "fit: {modality: image, arch: flexcnn}\nparams:\n  optim.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n"),
-        "space_bad_key": write("space_bad_key.yaml", "fit: {arch: flexcnn}\nparams:\n  model.fliters: {low: 8, high: 64}\n"),
-        "space_bad_range": write("space_bad_range.yaml", "fit: {arch: flexcnn}\nparams:\n  model.dropout: {low: 0.1, high: 1.5}\n"),
-        "space_bad_type": write("space_bad_type.yaml", "fit: {arch: flexcnn}\nparams:\n  model.n_layers: {low: 1, high: 2.5}\n"),
+        "space": write(
+            "space.yaml",
+            "fit: {modality: image, arch: flexcnn}\nparams:\n  optim.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n",
+        ),
+        "space_bad_key": write(
+            "space_bad_key.yaml", "fit: {arch: flexcnn}\nparams:\n  model.fliters: {low: 8, high: 64}\n"
+        ),
+        "space_bad_range": write(
+            "space_bad_range.yaml", "fit: {arch: flexcnn}\nparams:\n  model.dropout: {low: 0.1, high: 1.5}\n"
+        ),
+        "space_bad_type": write(
+            "space_bad_type.yaml", "fit: {arch: flexcnn}\nparams:\n  model.n_layers: {low: 1, high: 2.5}\n"
+        ),
         "not_zip": write("not_a_submission.zip", b"PK\x03\x04 truncated"),
         "empty_backbone": root / "empty_backbone",
         "not_a_run": root / "not_a_run",
@@ -157,9 +175,18 @@ def _compare(argv: list[str]) -> int:
     return main(argv)
 
 
-COMMANDS = {"fit": _fit, "export": _export, "check": _check, "evaluate": _evaluate, "detect": _detect,
-            "sweep": _sweep, "config": _config, "baseline": _baseline, "compare": _compare,
-            "hpsweep": _hpsweep}
+COMMANDS = {
+    "fit": _fit,
+    "export": _export,
+    "check": _check,
+    "evaluate": _evaluate,
+    "detect": _detect,
+    "sweep": _sweep,
+    "config": _config,
+    "baseline": _baseline,
+    "compare": _compare,
+    "hpsweep": _hpsweep,
+}
 
 # (command, argv with {placeholders} from the workspace, text the one-line error must contain)
 CASES = [
@@ -194,7 +221,11 @@ CASES = [
     ("fit", ["--data", "{data}", "--config", "{list}", "--output", "{root}/f27"], "list.yaml"),
     ("fit", ["--data", "{data}", "--config", "{bad_syntax}", "--output", "{root}/f28"], "bad_syntax.yaml"),
     ("fit", ["--data", "{data}", "--config", "{root}/missing_config.yaml", "--output", "{root}/f29"], "missing_config"),
-    ("fit", ["--data", "{data}", "--backbone", "{root}/no_such_backbone", "--output", "{root}/f30"], "no_such_backbone"),
+    (
+        "fit",
+        ["--data", "{data}", "--backbone", "{root}/no_such_backbone", "--output", "{root}/f30"],
+        "no_such_backbone",
+    ),
     ("fit", ["--data", "{data}", "--backbone", "{empty_backbone}", "--output", "{root}/f31"], "empty_backbone"),
     ("fit", ["--data", "{data}", "--init-from", "{root}/no_such_run", "--output", "{root}/f32"], "no_such_run"),
     ("fit", ["--data", "{data}", "--init-from", "{not_a_run}", "--output", "{root}/f33"], "not_a_run"),
@@ -219,26 +250,47 @@ CASES = [
     ("evaluate", ["--model", "{root}/no_such_model", "--data", "{data}", "--output", "{root}/v1"], "no_such_model"),
     ("evaluate", ["--model", "{submission}", "--data", "{root}/missing.yaml", "--output", "{root}/v2"], "missing.yaml"),
     ("evaluate", ["--model", "{submission}", "--data", "{bad_syntax}", "--output", "{root}/v3"], "bad_syntax.yaml"),
-    ("evaluate", ["--model", "{submission}", "--data", "{data}", "--output", "{root}/v4", "--aug-per-dataset", "-1"],
-     "--aug-per-dataset"),
+    (
+        "evaluate",
+        ["--model", "{submission}", "--data", "{data}", "--output", "{root}/v4", "--aug-per-dataset", "-1"],
+        "--aug-per-dataset",
+    ),
     ("evaluate", ["--model", "{submission}", "--data", "{data}", "--output", "{root}/v5", "--seed", "abc"], "--seed"),
-    ("evaluate", ["--model", "{submission}", "--data", "{data}", "--output", "{root}/v6", "--holdout-share", "2"],
-     "--holdout-share"),
+    (
+        "evaluate",
+        ["--model", "{submission}", "--data", "{data}", "--output", "{root}/v6", "--holdout-share", "2"],
+        "--holdout-share",
+    ),
     ("evaluate", ["--model", "{submission}", "--data", "{data}", "--output", "{a_file}"], "a_file.txt"),
-    ("evaluate", ["--model", "{submission}", "--data", "{data}", "--output", "{root}/v8", "--device", "gpu7"],
-     "--device"),
-    ("evaluate", ["--model", "{submission}", "--data", "{data}", "--output", "{root}/v9", "--batch-size", "0"],
-     "--batch-size"),
+    (
+        "evaluate",
+        ["--model", "{submission}", "--data", "{data}", "--output", "{root}/v8", "--device", "gpu7"],
+        "--device",
+    ),
+    (
+        "evaluate",
+        ["--model", "{submission}", "--data", "{data}", "--output", "{root}/v9", "--batch-size", "0"],
+        "--batch-size",
+    ),
     ("evaluate", ["--model", "{bad_resize}", "--data", "{data}", "--output", "{root}/v10"], "resize"),
     ("evaluate", ["--model", "{not_zip}", "--data", "{data}", "--output", "{root}/v11"], "not_a_submission.zip"),
     # baseline (an HF classifier) and compare
     ("baseline", ["--model", "{root}/no_such_model", "--data", "{data}", "--output", "{root}/b1"], "no_such_model"),
-    ("baseline", ["--model", "{root}/no_such_model", "--data", "{data}", "--output", "{root}/b2", "--batch-size", "0"],
-     "--batch-size"),
-    ("baseline", ["--model", "{root}/no_such_model", "--data", "{data}", "--output", "{root}/b3", "--device", "gpu7"],
-     "--device"),
-    ("baseline", ["--model", "{root}/no_such_model", "--data", "{data}", "--output", "{root}/b4",
-                  "--calibration-share", "2"], "--calibration-share"),
+    (
+        "baseline",
+        ["--model", "{root}/no_such_model", "--data", "{data}", "--output", "{root}/b2", "--batch-size", "0"],
+        "--batch-size",
+    ),
+    (
+        "baseline",
+        ["--model", "{root}/no_such_model", "--data", "{data}", "--output", "{root}/b3", "--device", "gpu7"],
+        "--device",
+    ),
+    (
+        "baseline",
+        ["--model", "{root}/no_such_model", "--data", "{data}", "--output", "{root}/b4", "--calibration-share", "2"],
+        "--calibration-share",
+    ),
     ("compare", ["{root}/no_such_run"], "no_such_run"),
     ("compare", ["{not_a_run}", "--output", "{root}/c2"], "neither a run directory"),
     ("compare", ["{run}", "{run}", "--names", "one", "--output", "{root}/c3"], "--names"),
@@ -259,19 +311,35 @@ CASES = [
     # detectors.sweep (hyperparameter search): every problem found before the first trial
     ("hpsweep", ["{bad_syntax}", "--data", "{data}", "--trials", "2", "--output", "{root}/h1"], "bad_syntax.yaml"),
     ("hpsweep", ["{list}", "--data", "{data}", "--trials", "2", "--output", "{root}/h2"], "list.yaml"),
-    ("hpsweep", ["{root}/no_space.yaml", "--data", "{data}", "--trials", "2", "--output", "{root}/h3"], "no_space.yaml"),
-    ("hpsweep", ["{space_bad_key}", "--data", "{data}", "--trials", "2", "--output", "{root}/h4"],
-     "params.model.fliters: unknown key for flexcnn (did you mean 'model.filters'?)"),
-    ("hpsweep", ["{space_bad_range}", "--data", "{data}", "--trials", "2", "--output", "{root}/h5"],
-     "params.model.dropout.high: must be >= 0 and < 1, got 1.5"),
-    ("hpsweep", ["{space_bad_type}", "--data", "{data}", "--trials", "2", "--output", "{root}/h6"],
-     "params.model.n_layers.high: expected an integer"),
+    (
+        "hpsweep",
+        ["{root}/no_space.yaml", "--data", "{data}", "--trials", "2", "--output", "{root}/h3"],
+        "no_space.yaml",
+    ),
+    (
+        "hpsweep",
+        ["{space_bad_key}", "--data", "{data}", "--trials", "2", "--output", "{root}/h4"],
+        "params.model.fliters: unknown key for flexcnn (did you mean 'model.filters'?)",
+    ),
+    (
+        "hpsweep",
+        ["{space_bad_range}", "--data", "{data}", "--trials", "2", "--output", "{root}/h5"],
+        "params.model.dropout.high: must be >= 0 and < 1, got 1.5",
+    ),
+    (
+        "hpsweep",
+        ["{space_bad_type}", "--data", "{data}", "--trials", "2", "--output", "{root}/h6"],
+        "params.model.n_layers.high: expected an integer",
+    ),
     ("hpsweep", ["{space}", "--data", "{root}/missing.yaml", "--trials", "2", "--output", "{root}/h7"], "missing.yaml"),
     ("hpsweep", ["{space}", "--data", "{data}", "--trials", "0", "--output", "{root}/h8"], "--trials"),
     ("hpsweep", ["{space}", "--data", "{data}", "--trials", "many", "--output", "{root}/h9"], "--trials"),
     ("hpsweep", ["{space}", "--data", "{data}", "--trials", "2"], "--output"),
-    ("hpsweep", ["{space}", "--data", "{data}", "--trials", "2", "--output", "{root}/h11", "--storage", "bogus://x"],
-     "--storage"),
+    (
+        "hpsweep",
+        ["{space}", "--data", "{data}", "--trials", "2", "--output", "{root}/h11", "--storage", "bogus://x"],
+        "--storage",
+    ),
 ]
 
 

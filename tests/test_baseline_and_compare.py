@@ -12,8 +12,16 @@ def _classifier(directory, labels):
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
     torch.manual_seed(0)
-    config = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32,
-                       patch_size=16, id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    config = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=16,
+        id2label=dict(enumerate(labels)),
+        label2id={n: i for i, n in enumerate(labels)},
+    )
     ViTForImageClassification(config).save_pretrained(directory)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(directory)
     return directory
@@ -28,8 +36,9 @@ def test_baseline_p_fake_is_the_fake_labels_softmax_mass(tmp_path):
 
     model_dir = _classifier(tmp_path / "hub", ["Real", "AI-generated", "Artificial"])
     data = write_image_set(tmp_path / "set", n_per_class=4)
-    results = run_baseline(str(model_dir), data, tmp_path / "out", fake_labels=["ai-generated", "artificial"],
-                           num_workers=0, report=False)
+    results = run_baseline(
+        str(model_dir), data, tmp_path / "out", fake_labels=["ai-generated", "artificial"], num_workers=0, report=False
+    )
     assert results["baseline"]["fake_labels"] == ["AI-generated", "Artificial"]
     with open(tmp_path / "out" / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -42,8 +51,16 @@ def test_baseline_p_fake_is_the_fake_labels_softmax_mass(tmp_path):
             probs = torch.softmax(reference(pixel_values=pixels).logits, -1)[0]
         assert float(row["prob_fake"]) == pytest.approx(float(probs[1] + probs[2]), abs=1e-5)
 
-    calibrated = run_baseline(str(model_dir), data, tmp_path / "calibrated", fake_labels=["artificial"], calibrate=True,
-                              calibration_share=0.5, num_workers=0, report=False)
+    calibrated = run_baseline(
+        str(model_dir),
+        data,
+        tmp_path / "calibrated",
+        fake_labels=["artificial"],
+        calibrate=True,
+        calibration_share=0.5,
+        num_workers=0,
+        report=False,
+    )
     assert calibrated["calibration"]["n"] == 4 and calibrated["base"]["n"] == 4  # half held out to calibrate
     assert calibrated["uncalibrated"]["n"] == 4 and calibrated["trainable_parameters"] == 3
 

@@ -36,7 +36,7 @@ def benchmark_resize_reference(hwc: np.ndarray, target_h: int, target_w: int) ->
     crop_h = min(int(round(scale * target_h)), h)
     crop_w = min(int(round(scale * target_w)), w)
     i, j = (h - crop_h) // 2, (w - crop_w) // 2
-    return cv2.resize(hwc[i:i + crop_h, j:j + crop_w, :], (target_w, target_h), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(hwc[i : i + crop_h, j : j + crop_w, :], (target_w, target_h), interpolation=cv2.INTER_LINEAR)
 
 
 def pil_round_trip(hwc: np.ndarray, fmt: str, **options) -> np.ndarray:
@@ -69,12 +69,15 @@ def smooth_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------- image
-@pytest.mark.parametrize("size,target", [((101, 157), (64, 48)), ((90, 90), (32, 32)), ((50, 200), (40, 56)),
-                                         ((64, 48), (64, 48))])
+@pytest.mark.parametrize(
+    "size,target", [((101, 157), (64, 48)), ((90, 90), (32, 32)), ((50, 200), (40, 56)), ((64, 48), (64, 48))]
+)
 def test_image_input_is_pil_rgb_then_centre_crop_and_opencv_bilinear(tmp_path: Path, size, target) -> None:
     from detectors.image.data import benchmark_input_loader
 
-    rgba = np.concatenate([smooth_rgb(*size), np.random.default_rng(1).integers(0, 256, (*size, 1), dtype=np.uint8)], -1)
+    rgba = np.concatenate(
+        [smooth_rgb(*size), np.random.default_rng(1).integers(0, 256, (*size, 1), dtype=np.uint8)], -1
+    )
     path = tmp_path / "image.png"
     PIL.Image.fromarray(rgba, "RGBA").save(path)
     expected = benchmark_resize_reference(np.array(PIL.Image.open(path).convert("RGB")), *target)
@@ -138,7 +141,7 @@ def write_video(path: Path, frames: np.ndarray, fps: int = 24) -> Path:
 
 def moving_clip(num_frames: int, height: int, width: int) -> np.ndarray:
     base = smooth_rgb(height, width + num_frames * 3)
-    return np.stack([base[:, 3 * t:3 * t + width] for t in range(num_frames)])
+    return np.stack([base[:, 3 * t : 3 * t + width] for t in range(num_frames)])
 
 
 def decord_frames(path: Path, num_frames: int, frame_rate: float | None) -> np.ndarray:
@@ -160,11 +163,14 @@ def test_video_input_is_decord_frames_resized_frame_by_frame_with_opencv(tmp_pat
     from detectors.video.data import benchmark_input_loader
 
     path = write_video(tmp_path / "clip.mp4", moving_clip(30, 70, 90))
-    for preprocessing in ({"resize": [32, 48], "num_frames": 8, "frame_rate": 8.0},
-                          {"resize": [40, 40], "num_frames": 40},  # longer than the clip: last frame repeated
-                          {"resize": [36, 36], "max_frames": 5}):  # v0.8 reads max_frames when num_frames is absent
-        frames = decord_frames(path, preprocessing.get("num_frames", preprocessing.get("max_frames")),
-                               preprocessing.get("frame_rate"))
+    for preprocessing in (
+        {"resize": [32, 48], "num_frames": 8, "frame_rate": 8.0},
+        {"resize": [40, 40], "num_frames": 40},  # longer than the clip: last frame repeated
+        {"resize": [36, 36], "max_frames": 5},
+    ):  # v0.8 reads max_frames when num_frames is absent
+        frames = decord_frames(
+            path, preprocessing.get("num_frames", preprocessing.get("max_frames")), preprocessing.get("frame_rate")
+        )
         expected = np.stack([benchmark_resize_reference(f, *preprocessing["resize"]) for f in frames])
         out = benchmark_input_loader(preprocessing)(str(path))
         assert out.dtype == torch.uint8
@@ -182,9 +188,34 @@ def video_robustness_reference(video: np.ndarray, workdir: Path) -> np.ndarray:
         video = video[:, :even_h, :even_w, :]
         t, h, w, _ = video.shape
     out = workdir / "reference.mp4"
-    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
-                    "-r", "25", "-i", "-", "-c:v", "libx264", "-crf", "23", "-pix_fmt", "yuv420p", str(out)],
-                   input=np.ascontiguousarray(video).tobytes(), capture_output=True, check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            f"{w}x{h}",
+            "-r",
+            "25",
+            "-i",
+            "-",
+            "-c:v",
+            "libx264",
+            "-crf",
+            "23",
+            "-pix_fmt",
+            "yuv420p",
+            str(out),
+        ],
+        input=np.ascontiguousarray(video).tobytes(),
+        capture_output=True,
+        check=True,
+    )
     capture = cv2.VideoCapture(str(out))
     decoded = []
     while len(decoded) < t:
@@ -208,7 +239,9 @@ def test_video_robustness_pass_matches_the_benchmark_ffmpeg_chain(tmp_path: Path
         path = write_video(tmp_path / f"clip_{height}.mp4", moving_clip(6, height, width))
         preprocessing = {"resize": [32, 40], "num_frames": 4}
         frames = decord_frames(path, 4, None)
-        expected = np.stack([benchmark_resize_reference(f, 32, 40) for f in video_robustness_reference(frames, tmp_path)])
+        expected = np.stack(
+            [benchmark_resize_reference(f, 32, 40) for f in video_robustness_reference(frames, tmp_path)]
+        )
         out = benchmark_input_loader(preprocessing, robustness=True)(str(path))
         assert torch.equal(out, torch.from_numpy(expected).permute(0, 3, 1, 2))
 
@@ -245,7 +278,7 @@ def test_project_audio_robustness_chain_is_reproducible_and_follows_its_spec() -
 
     rng = np.random.default_rng(3)
     t = np.arange(96000) / 16000
-    clip = (0.6 * np.sin(2 * np.pi * 440 * t) + 0.3 * np.sin(2 * np.pi * 6000 * t) + 0.05 * rng.standard_normal(96000))
+    clip = 0.6 * np.sin(2 * np.pi * 440 * t) + 0.3 * np.sin(2 * np.pi * 6000 * t) + 0.05 * rng.standard_normal(96000)
     clip = clip.astype(np.float32)
     clip[90000:] = 0  # zero padding at the end counts in the RMS
     for seed in (43, 1042):

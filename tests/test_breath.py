@@ -86,7 +86,9 @@ def test_frame_features_match_closed_forms() -> None:
     feats = frame_features(sine, rate)
     assert len(feats) == 1 + rate // 160  # 10 ms hop, centred frames
     inner = slice(5, -5)
-    torch.testing.assert_close(feats.rms_db[inner].mean(), torch.tensor(20 * math.log10(0.5 / math.sqrt(2))), atol=0.05, rtol=0)
+    torch.testing.assert_close(
+        feats.rms_db[inner].mean(), torch.tensor(20 * math.log10(0.5 / math.sqrt(2))), atol=0.05, rtol=0
+    )
     torch.testing.assert_close(feats.zcr[inner].mean(), torch.tensor(2 * 1000 / rate), atol=0.01, rtol=0)
     assert feats.flatness[inner].max() < 0.05
     assert abs(float(feats.centroid_hz[inner].mean()) - 1000) < 50
@@ -146,7 +148,9 @@ def test_breath_statistics_hand_computed() -> None:
     stats = breath_statistics([(6.0, 6.6), (1.0, 1.5), (3.0, 3.2)], duration_s=30.0)
     assert stats["breaths_per_minute"] == pytest.approx(6.0)
     assert stats["mean_duration"] == pytest.approx(1.3 / 3)
-    assert stats["std_duration"] == pytest.approx(math.sqrt(((0.5 - 1.3 / 3) ** 2 + (0.2 - 1.3 / 3) ** 2 + (0.6 - 1.3 / 3) ** 2) / 3))
+    assert stats["std_duration"] == pytest.approx(
+        math.sqrt(((0.5 - 1.3 / 3) ** 2 + (0.2 - 1.3 / 3) ** 2 + (0.6 - 1.3 / 3) ** 2) / 3)
+    )
     assert stats["mean_spacing"] == pytest.approx(2.5)  # onsets 1, 3, 6
     assert stats["std_spacing"] == pytest.approx(0.5)
     assert stats["breath_fraction"] == pytest.approx(1.3 / 30)

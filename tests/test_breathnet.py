@@ -12,21 +12,31 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
-from detectors.audio.breathnet import BreathNet, centre_loss, pscl_loss
-from export.convert import convert_wav2vec2
-from detectors.registry import create_detector
-from detectors.tuning import trainable_summary
-from detectors.audio.breathnet import BreathFiLM
-from detectors.networks.wav2vec2 import Wav2Vec2Encoder, normalize_waveform
-
 from helpers import stage_dataset
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            conv_dim=(32, 32, 32), conv_kernel=(10, 8, 4), conv_stride=(10, 8, 4),
-            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
-SMALL_HEAD = {"spectral": {"channels": [8, 16], "embed_dim": 16}, "fusion_dim": 32, "head_hidden": [16],
-              "film_hidden": 16}
+from detectors.audio.breathnet import BreathFiLM, BreathNet, centre_loss, pscl_loss
+from detectors.networks.wav2vec2 import Wav2Vec2Encoder, normalize_waveform
+from detectors.registry import create_detector
+from detectors.tuning import trainable_summary
+from export.convert import convert_wav2vec2
+
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    conv_dim=(32, 32, 32),
+    conv_kernel=(10, 8, 4),
+    conv_stride=(10, 8, 4),
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=2,
+)
+SMALL_HEAD = {
+    "spectral": {"channels": [8, 16], "embed_dim": 16},
+    "fusion_dim": 32,
+    "head_hidden": [16],
+    "film_hidden": 16,
+}
 
 
 def _tiny_checkpoint(directory, **overrides):
@@ -40,12 +50,15 @@ def _tiny_checkpoint(directory, **overrides):
 @pytest.fixture(scope="module")
 def tiny_backbone(tmp_path_factory):
     """XLS-R layout (LayerNorm convs, pre-norm encoder) at toy size."""
-    return _tiny_checkpoint(tmp_path_factory.mktemp("w2v_stable"), feat_extract_norm="layer",
-                            do_stable_layer_norm=True, conv_bias=True)
+    return _tiny_checkpoint(
+        tmp_path_factory.mktemp("w2v_stable"), feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True
+    )
 
 
 def _detector(backbone: str, mode: str, **extra) -> BreathNet:
-    return create_detector("breathnet", {"backbone": {"name": backbone}, "tuning": {"mode": mode}, **SMALL_HEAD, **extra})
+    return create_detector(
+        "breathnet", {"backbone": {"name": backbone}, "tuning": {"mode": mode}, **SMALL_HEAD, **extra}
+    )
 
 
 # --------------------------------------------------------------------------------------------- tuning
@@ -53,27 +66,43 @@ def test_tuning_modes_trainable_sets(tiny_backbone):
     frozen = trainable_summary(_detector(tiny_backbone, "frozen"))["trainable_tensors"]
     assert frozen and not any(n.startswith("net.backbone.") for n in frozen)
 
-    layernorm = [n for n in trainable_summary(_detector(tiny_backbone, "layernorm"))["trainable_tensors"]
-                 if n.startswith("net.backbone.")]
+    layernorm = [
+        n
+        for n in trainable_summary(_detector(tiny_backbone, "layernorm"))["trainable_tensors"]
+        if n.startswith("net.backbone.")
+    ]
     detector = _detector(tiny_backbone, "layernorm")
-    expected = {f"net.backbone.{m}.{p}" for m, mod in detector.backbone.named_modules()
-                if isinstance(mod, torch.nn.LayerNorm) for p in ("weight", "bias")}
+    expected = {
+        f"net.backbone.{m}.{p}"
+        for m, mod in detector.backbone.named_modules()
+        if isinstance(mod, torch.nn.LayerNorm)
+        for p in ("weight", "bias")
+    }
     assert set(layernorm) == expected
     assert any("feature_extractor" in n for n in layernorm)  # the conv LayerNorms (XLS-R layout)
     assert not any(n.endswith("conv.weight") or "_proj." in n or "dense" in n for n in layernorm)
 
-    lora = [n for n in trainable_summary(_detector(tiny_backbone, "lora"))["trainable_tensors"]
-            if n.startswith("net.backbone.")]
+    lora = [
+        n
+        for n in trainable_summary(_detector(tiny_backbone, "lora"))["trainable_tensors"]
+        if n.startswith("net.backbone.")
+    ]
     assert lora and all("lora_" in n for n in lora)
     adapted = {n.split(".lora_")[0] for n in lora}
-    assert adapted == {f"net.backbone.model.encoder.layers.{i}.attention.{p}" for i in range(2)
-                       for p in ("q_proj", "k_proj", "v_proj")}
+    assert adapted == {
+        f"net.backbone.model.encoder.layers.{i}.attention.{p}" for i in range(2) for p in ("q_proj", "k_proj", "v_proj")
+    }
     assert not any("feature_extractor" in n or "feature_projection" in n for n in lora)
 
 
 # --------------------------------------------------------------------------------------------- standalone wav2vec2
-@pytest.mark.parametrize("variant", [dict(feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False),
-                                     dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        dict(feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False),
+        dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True),
+    ],
+)
 def test_standalone_wav2vec2_matches_transformers(variant):
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
@@ -84,10 +113,28 @@ def test_standalone_wav2vec2_matches_transformers(variant):
         for name, parameter in model.named_parameters():
             if "norm" in name or "original0" in name:
                 parameter.add_(torch.randn_like(parameter) * 0.3)
-    standalone = Wav2Vec2Encoder(**{k: getattr(config, k) for k in (
-        "conv_dim", "conv_kernel", "conv_stride", "conv_bias", "feat_extract_norm", "feat_extract_activation",
-        "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
-        "layer_norm_eps", "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "do_stable_layer_norm")})
+    standalone = Wav2Vec2Encoder(
+        **{
+            k: getattr(config, k)
+            for k in (
+                "conv_dim",
+                "conv_kernel",
+                "conv_stride",
+                "conv_bias",
+                "feat_extract_norm",
+                "feat_extract_activation",
+                "hidden_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "intermediate_size",
+                "hidden_act",
+                "layer_norm_eps",
+                "num_conv_pos_embeddings",
+                "num_conv_pos_embedding_groups",
+                "do_stable_layer_norm",
+            )
+        }
+    )
     standalone.load_state_dict(convert_wav2vec2(model), strict=True)
     x = normalize_waveform(torch.randn(2, 16000))
     with torch.no_grad():
@@ -126,11 +173,14 @@ def test_pscl_and_centre_loss_against_independent_computation():
 
     centres = rng.normal(size=(3, 5))
     expected = 0.5 * np.mean([np.sum((z[i] - centres[y[i]]) ** 2) for i in range(len(z))])
-    assert float(centre_loss(torch.tensor(z), torch.tensor(y), torch.tensor(centres))) == pytest.approx(expected, rel=1e-6)
+    assert float(centre_loss(torch.tensor(z), torch.tensor(y), torch.tensor(centres))) == pytest.approx(
+        expected, rel=1e-6
+    )
     real = y == 0
     expected_real = 0.5 * np.mean(np.sum((z[real] - centres[0]) ** 2, axis=1))
-    assert float(centre_loss(torch.tensor(z), torch.tensor(y), torch.tensor(centres), real_only=True)) == \
-        pytest.approx(expected_real, rel=1e-6)
+    assert float(centre_loss(torch.tensor(z), torch.tensor(y), torch.tensor(centres), real_only=True)) == pytest.approx(
+        expected_real, rel=1e-6
+    )
 
 
 def test_film_amplifies_breath_frames():
@@ -201,8 +251,11 @@ def test_export_matches_in_library_model(tiny_backbone, tmp_path):
     assert check_submission(tmp_path / "sub") == []
     config = yaml.safe_load((tmp_path / "sub" / "model_config.yaml").read_text())
     assert config["preprocessing"] == {"sample_rate": 16000, "duration_seconds": 6.0}
-    imports = [line for line in (tmp_path / "sub" / "model.py").read_text().splitlines()
-               if line.startswith(("import ", "from "))]
+    imports = [
+        line
+        for line in (tmp_path / "sub" / "model.py").read_text().splitlines()
+        if line.startswith(("import ", "from "))
+    ]
     assert imports and not any("transformers" in line or "torchaudio" in line for line in imports)
     model, _ = load_submission(tmp_path / "sub", device="cpu")
     x = torch.randn(3, 96000) * 0.3
@@ -221,13 +274,44 @@ def test_fit_export_evaluate_on_holdout(tiny_backbone, tmp_path):
 
     data = write_demo_audio(tmp_path / "data", n_per_class=30, seconds=(3, 5))
     holdout = write_holdout_audio(tmp_path / "holdout", n_per_class=8, seconds=(3, 5))
-    run = run_fit("audio", AUDIO, ["breathnet"], "breathnet", [
-        "--data", str(data), "--backbone", tiny_backbone, "--tuning", "full", "--output", str(tmp_path / "run"),
-        "--max-epochs", "10", "--batch-size", "8", "--num-workers", "0", "--lr", "3e-3",
-        "--set", "optim.backbone_lr=1e-3", "--set", "model.spectral={channels: [8, 16, 32], embed_dim: 32}",
-        "--set", "model.fusion_dim=32",
-        "--set", "model.head_hidden=[16]", "--set", "data.augment_level=0", "--set", "split.val=0.2",
-        "--set", "split.calibration=0.2"])
+    run = run_fit(
+        "audio",
+        AUDIO,
+        ["breathnet"],
+        "breathnet",
+        [
+            "--data",
+            str(data),
+            "--backbone",
+            tiny_backbone,
+            "--tuning",
+            "full",
+            "--output",
+            str(tmp_path / "run"),
+            "--max-epochs",
+            "10",
+            "--batch-size",
+            "8",
+            "--num-workers",
+            "0",
+            "--lr",
+            "3e-3",
+            "--set",
+            "optim.backbone_lr=1e-3",
+            "--set",
+            "model.spectral={channels: [8, 16, 32], embed_dim: 32}",
+            "--set",
+            "model.fusion_dim=32",
+            "--set",
+            "model.head_hidden=[16]",
+            "--set",
+            "data.augment_level=0",
+            "--set",
+            "split.val=0.2",
+            "--set",
+            "split.calibration=0.2",
+        ],
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"eer", "eer_threshold"} <= set(metrics["validation"])
     summary = json.loads((run / "summary.json").read_text())

@@ -113,7 +113,9 @@ def functional_reference(params: dict[str, torch.Tensor], x: torch.Tensor) -> to
     h = F.max_pool3d(h, 5).flatten(1)
     assert h.shape[1] == SMALL.flatten_size
     for i, name in enumerate(("linear0", "linear1", "linear2", "relu3")):
-        h = F.linear(h, params[f"seq.fully_connected.seq.{name}.weight"], params[f"seq.fully_connected.seq.{name}.bias"])
+        h = F.linear(
+            h, params[f"seq.fully_connected.seq.{name}.weight"], params[f"seq.fully_connected.seq.{name}.bias"]
+        )
         h = act(h) if i < 3 else h
     return h
 
@@ -165,8 +167,9 @@ def test_gradient_checkpointing_gives_the_same_gradients_and_recomputes():
 def test_same_outputs_and_gradients_as_the_original_package():
     original = pytest.importorskip("cakelens.model", reason="cakelens-v5 package not installed")
     torch.manual_seed(0)
-    reference = original.Model(initial_channels=SMALL.width, spacetime_block_count=SMALL.num_blocks,
-                               channels_step=SMALL.channel_step).double()
+    reference = original.Model(
+        initial_channels=SMALL.width, spacetime_block_count=SMALL.num_blocks, channels_step=SMALL.channel_step
+    ).double()
     x = random_volume(2).double()
     reference(x)  # materialise its LazyLinear layers
     model = load_cakelens_checkpoint(reference.state_dict(), CakeLensV5(SMALL).double())
@@ -217,7 +220,9 @@ def test_checkpoint_errors_name_the_keys(tmp_path):
     wrong = dict(state, **{"seq.fully_connected.seq.linear0.weight": torch.zeros(512, 517_888 // 1000)})
     path = tmp_path / "wrong.pth"
     torch.save(wrong, path)
-    with pytest.raises(CheckpointError, match=r"wrong\.pth.*linear0\.weight: checkpoint \(512, 517\) vs model \(512, 384\)"):
+    with pytest.raises(
+        CheckpointError, match=r"wrong\.pth.*linear0\.weight: checkpoint \(512, 517\) vs model \(512, 384\)"
+    ):
         load_cakelens_checkpoint(path, small_model())
 
     corrupt = tmp_path / "corrupt.pth"
@@ -442,8 +447,13 @@ def test_fused_activation_norm_under_mixed_precision_runs_the_norm_in_float32():
         torch.testing.assert_close(value, reference, rtol=1e-2, atol=1e-2)
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")),
+    ],
+)
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_bf16_autocast_training_step_follows_the_float32_gradients(device, channels_last):
     """bf16-mixed training with checkpointing (on CUDA: the dtypes its group-norm kernel accepts)."""

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from helpers import stage_dataset
 
 from detectors.data.catalog import MediaItem
 from detectors.video.cakelens import LABELS, predict_video
@@ -18,7 +19,6 @@ from detectors.video.cakelens_detector import (
     generator_targets,
     masked_label_bce,
 )
-from helpers import stage_dataset
 
 SMALL = dict(crop=32, width=4, channel_step=2, num_blocks=1, hidden=[8])
 
@@ -127,20 +127,47 @@ def test_train_one_epoch_export_and_check(tmp_path):
         path = tmp_path / f"v{i}.mp4"
         write_mp4(path, torch.randint(0, 256, (12, 3, 32, 32), generator=g, dtype=torch.uint8), fps=10)
         label = i % 2
-        items.append(MediaItem(str(path), label, "synthetic" if label else "real", "demo", "video",
-                               generator_family="SORA" if label else None, split="train" if i < 4 else "val"))
+        items.append(
+            MediaItem(
+                str(path),
+                label,
+                "synthetic" if label else "real",
+                "demo",
+                "video",
+                generator_family="SORA" if label else None,
+                split="train" if i < 4 else "val",
+            )
+        )
     detector = small_detector(tensorboard_every_n_steps=1, gradient_checkpointing=True)
     dataset = stage_dataset(detector, items, "train", {})
     sample = dataset[1]
     assert sample["x"].shape == (9, 3, 32, 32) and sample["label_mask"][LABELS.index("SORA")] == 1
-    datamodule = MediaDataModule(items, detector.data_recipe, detector.data_config(
-        {"batch_size": 2, "eval_batch_size": 2, "num_workers": 0, "balanced_sampling": False, "val_framesets": "benchmark"}))
+    datamodule = MediaDataModule(
+        items,
+        detector.data_recipe,
+        detector.data_config(
+            {
+                "batch_size": 2,
+                "eval_batch_size": 2,
+                "num_workers": 0,
+                "balanced_sampling": False,
+                "val_framesets": "benchmark",
+            }
+        ),
+    )
     module = DetectorModule(detector, loss={"name": "focal_brier"}, optim={"lr": 1e-3, "scheduler": "none"})
     before = {k: v.clone() for k, v in detector.cnn.state_dict().items()}
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=TensorBoardLogger(tmp_path / "tb"),
-                        callbacks=detector.extra_callbacks(), enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
-                        num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=TensorBoardLogger(tmp_path / "tb"),
+        callbacks=detector.extra_callbacks(),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+    )
     forward_calls = []
     original_forward_batch = detector.forward_batch
     detector.forward_batch = lambda batch: forward_calls.append(trainer.state.stage) or original_forward_batch(batch)
@@ -151,8 +178,9 @@ def test_train_one_epoch_export_and_check(tmp_path):
     assert forward_calls.count("validate") == 1  # 2 val videos, batch size 2
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(next((tmp_path / "tb").rglob("events.out.tfevents*"))),
-                              size_guidance={"histograms": 0, "tensors": 0}).Reload()
+    events = EventAccumulator(
+        str(next((tmp_path / "tb").rglob("events.out.tfevents*"))), size_guidance={"histograms": 0, "tensors": 0}
+    ).Reload()
     assert "gradients/detector.net.cnn.seq.input_conv0.weight" in events.Tags()["histograms"]
     pr_curve = events.Tensors("val/pr_curve_ai_gen")[-1]
     assert pr_curve.step == trainer.global_step
@@ -174,8 +202,9 @@ def test_detect_keeps_going_past_unreadable_videos(tmp_path):
     good, bad = tmp_path / "good.mp4", tmp_path / "bad.mp4"
     write_mp4(good, torch.randint(0, 256, (9, 3, 32, 48), dtype=torch.uint8), fps=10)
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
-    results = detect_cakelens([bad, good], weights, json_out=tmp_path / "out.json", progress=False,
-                              config=detector.cnn.config)
+    results = detect_cakelens(
+        [bad, good], weights, json_out=tmp_path / "out.json", progress=False, config=detector.cnn.config
+    )
     assert "error" in results[0] and str(bad) in results[0]["error"]
     assert results[1]["frame_count"] == 9
     assert len(json.loads((tmp_path / "out.json").read_text())) == 2
@@ -197,16 +226,36 @@ def test_fit_cli_trains_exports_and_checks(tmp_path):
     from detectors.training.fit import run_fit
     from detectors.video.demo import write_demo_videos
     from detectors.video.fit import VIDEO, VIDEO_ARCHS
-    from export.check import check_submission
     from export.__main__ import export_run
+    from export.check import check_submission
 
     data = write_demo_videos(tmp_path / "videos", n_per_class=5, num_frames=12, size=(40, 48))
     demo_settings = tmp_path / "demo_settings.yaml"  # the demo's small network, on user data
     demo_settings.write_text(yaml.safe_dump(load_yaml(CONFIG_ROOT / "video" / "cakelens.yaml")["demo"]))
-    run = run_fit("video", VIDEO, VIDEO_ARCHS, "cakelens", [
-        "--arch", "cakelens", "--data", str(data), "--output", str(tmp_path / "run"),
-        "--config", str(demo_settings), "--max-epochs", "1",
-        "--num-workers", "0", "--set", "split.val=0.3", "--set", "split.calibration=0.3"])
+    run = run_fit(
+        "video",
+        VIDEO,
+        VIDEO_ARCHS,
+        "cakelens",
+        [
+            "--arch",
+            "cakelens",
+            "--data",
+            str(data),
+            "--output",
+            str(tmp_path / "run"),
+            "--config",
+            str(demo_settings),
+            "--max-epochs",
+            "1",
+            "--num-workers",
+            "0",
+            "--set",
+            "split.val=0.3",
+            "--set",
+            "split.calibration=0.3",
+        ],
+    )
     summary = json.loads((run / "summary.json").read_text())
     assert summary["arch"] == "cakelens" and summary["epochs_completed"] == 1
     report = export_run(run, tmp_path / "submission")
@@ -236,9 +285,17 @@ def test_validation_judges_whole_videos_calibration_the_benchmark_input(tmp_path
     expected = torch.sigmoid(per_frameset[:, 0]).mean()  # the original verdict: mean AI_GEN probability
     assert torch.softmax(logits, -1)[0, 1].item() == pytest.approx(expected.item(), abs=1e-6)
 
-    assert stage_dataset(detector, [item], "calibration", data)[0]["x"].shape == (9, 3, 32, 32)  # what the benchmark feeds
+    assert stage_dataset(detector, [item], "calibration", data)[0]["x"].shape == (
+        9,
+        3,
+        32,
+        32,
+    )  # what the benchmark feeds
     assert stage_dataset(detector, [item], "val", {**data, "val_max_framesets": 1})[0]["x"].shape[0] == 9
-    assert stage_dataset(detector, [item], "val", {"val_framesets": "benchmark", "eval_batch_size": 4})[0]["x"].shape[0] == 9
+    assert (
+        stage_dataset(detector, [item], "val", {"val_framesets": "benchmark", "eval_batch_size": 4})[0]["x"].shape[0]
+        == 9
+    )
     with pytest.raises(ConfigError, match="eval_batch_size"):
         stage_dataset(detector, [item], "val", {"eval_batch_size": 4})
 

@@ -78,7 +78,15 @@ def test_a_batch_size_below_one_is_named(batch_size, tmp_path, capsys):
 
     from detectors.video.detect import main
 
-    argv = ["clip.mp4", "--arch", "cakelens", "--weights", str(tmp_path / "absent.pth"), "--batch-size", str(batch_size)]
+    argv = [
+        "clip.mp4",
+        "--arch",
+        "cakelens",
+        "--weights",
+        str(tmp_path / "absent.pth"),
+        "--batch-size",
+        str(batch_size),
+    ]
     assert main(argv) == 2
     assert "batch_size" in capsys.readouterr().err
 
@@ -121,13 +129,17 @@ def test_detect_equals_the_original_packages_detector(tmp_path, monkeypatch):
     torch.save({"model_state_dict": reference.state_dict()}, weights)
 
     video = tmp_path / "clip.mp4"  # wider than 512 (cropped), lower than 512 (padded), 2 framesets
-    write_mp4(video, torch.randint(0, 256, (11, 3, 200, 520), generator=torch.Generator().manual_seed(0),
-                                   dtype=torch.uint8), fps=10)
+    write_mp4(
+        video,
+        torch.randint(0, 256, (11, 3, 200, 520), generator=torch.Generator().manual_seed(0), dtype=torch.uint8),
+        fps=10,
+    )
     verdict = Detector(reference, batch_size=1, device="cpu").detect(video)
 
     config = CakeLensConfig(width=4, channel_step=2, num_blocks=1)  # published crop, framing and head
-    results = detect_cakelens([video], weights, batch_size=2, json_out=tmp_path / "out.json", progress=False,
-                              config=config)
+    results = detect_cakelens(
+        [video], weights, batch_size=2, json_out=tmp_path / "out.json", progress=False, config=config
+    )
     saved = json.loads((tmp_path / "out.json").read_text())
     assert saved == results[0] and saved["frame_count"] == verdict.frame_count == 11
     assert list(saved["predictions"]) == list(LABELS)

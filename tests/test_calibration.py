@@ -472,8 +472,12 @@ def test_sweep_cli_rejects_bad_contents(tmp_path, capsys) -> None:
 
 @pytest.mark.parametrize(
     ("previous", "field"),
-    [({"temperature": -1.0, "bias": [0.0, 0.0]}, "temperature"), ({"temperature": True}, "temperature"),
-     ({"temperature": 1.5, "bias": ["a", 0.0]}, "bias"), ({"temperature": 1.5, "bias": [0.0, float("nan")]}, "bias")],
+    [
+        ({"temperature": -1.0, "bias": [0.0, 0.0]}, "temperature"),
+        ({"temperature": True}, "temperature"),
+        ({"temperature": 1.5, "bias": ["a", 0.0]}, "bias"),
+        ({"temperature": 1.5, "bias": [0.0, float("nan")]}, "bias"),
+    ],
 )
 def test_sweep_cli_names_an_invalid_previous_calibration(tmp_path, capsys, previous, field) -> None:
     # these used to escape as a bare ValueError (or sweep T = 1.0 for `true`) instead of naming the file

@@ -25,8 +25,9 @@ from calibration.calibrator import (
 # The case: 5 calibration samples whose logits are nearly constant (a detector that has not
 # learnt much). The old fit clamped T at 0.01 but kept the bias fitted for a smaller T: T = 0.01,
 # bias -+30, NLL 23.5 against 0.68 uncalibrated, p(fake) ~ 1e-20 for every sample.
-NEAR_CONSTANT = torch.tensor([[0.0979, -0.1138], [0.0995, -0.0955], [0.1079, -0.1109],
-                              [0.0944, -0.1093], [0.1005, -0.1008]])
+NEAR_CONSTANT = torch.tensor(
+    [[0.0979, -0.1138], [0.0995, -0.0955], [0.1079, -0.1109], [0.0944, -0.1093], [0.1005, -0.1008]]
+)
 NEAR_CONSTANT_LABELS = torch.tensor([0, 1, 0, 1, 0])
 
 
@@ -80,8 +81,9 @@ def test_a_fit_worse_than_identity_falls_back_to_identity_with_a_warning(monkeyp
     # fault injection: an optimiser returning the old inconsistent pair (T clamped at 0.01, bias fitted
     # for a far smaller T) must not reach the exported model
     def broken(self, z, y, fit_bias, max_iter, targets=None, prior_weight=0.0):
-        return torch.tensor(float(torch.log(torch.tensor(MIN_TEMPERATURE)))), torch.tensor([30.11, -30.11],
-                                                                                            dtype=torch.float64)
+        return torch.tensor(float(torch.log(torch.tensor(MIN_TEMPERATURE)))), torch.tensor(
+            [30.11, -30.11], dtype=torch.float64
+        )
 
     monkeypatch.setattr(LogitCalibrator, "_minimise", broken)
     with pytest.warns(CalibrationWarning, match="worse than none"):
@@ -123,10 +125,34 @@ def test_fit_run_records_calibration_warnings(tmp_path, tiny_dinov3) -> None:
     from detectors.training.fit import run_fit
 
     data = write_image_set(tmp_path / "data", n_per_class=12)
-    run = run_fit("image", IMAGE, ["dinov3_image"], "dinov3_image", [
-        "--data", str(data), "--backbone", str(tiny_dinov3), "--tuning", "frozen", "--output", str(tmp_path / "run"),
-        "--max-epochs", "1", "--num-workers", "0", "--batch-size", "8", "--set", "data.crop=resize",
-        "--set", "model.image_size=32", "--set", "model.head_hidden=[8]"])
+    run = run_fit(
+        "image",
+        IMAGE,
+        ["dinov3_image"],
+        "dinov3_image",
+        [
+            "--data",
+            str(data),
+            "--backbone",
+            str(tiny_dinov3),
+            "--tuning",
+            "frozen",
+            "--output",
+            str(tmp_path / "run"),
+            "--max-epochs",
+            "1",
+            "--num-workers",
+            "0",
+            "--batch-size",
+            "8",
+            "--set",
+            "data.crop=resize",
+            "--set",
+            "model.image_size=32",
+            "--set",
+            "model.head_hidden=[8]",
+        ],
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     fit = metrics["calibration_fit"]
     assert fit["small"] and fit["n"] == sum(fit["per_class"]) and fit["nll_fitted"] <= fit["nll_identity"]

@@ -66,10 +66,16 @@ def test_folder_dataset_collects_by_extension_and_filters(tree: Path) -> None:
     assert names == ["fake/f0.png", "fake/f1.png", "fake/f2.png", "real/a0.jpg", "real/a1.jpg", "real/a2.jpg",
                      "real/a3.jpg", "real/sub/b0.PNG"]  # fmt: skip
     fake = [it for it in items if it.dataset == "fake"]
-    assert all(it.label == 1 and it.class_index == 1 and it.generator_family == "gan" and it.weight == 2.0 for it in fake)
+    assert all(
+        it.label == 1 and it.class_index == 1 and it.generator_family == "gan" and it.weight == 2.0 for it in fake
+    )
     assert all(Path(it.path).is_absolute() for it in items)
 
-    only_sub = write_yaml(tree, [{"name": "r", "path": "real", "modality": "image", "media_type": "real", "include_paths": "sub/*"}], "b.yaml")
+    only_sub = write_yaml(
+        tree,
+        [{"name": "r", "path": "real", "modality": "image", "media_type": "real", "include_paths": "sub/*"}],
+        "b.yaml",
+    )
     assert [Path(it.path).name for it in load_items(only_sub)] == ["b0.PNG"]
 
 
@@ -78,7 +84,11 @@ def test_cap_is_deterministic_and_spread(tree: Path) -> None:
     got = [Path(it.path).relative_to(tree).as_posix() for it in load_items(cfg)]
     # sorted: a0 a1 a2 a3 sub/b0 -> evenly spaced indices 0, 2, 4
     assert got == ["real/a0.jpg", "real/a2.jpg", "real/sub/b0.PNG"]
-    cfg2 = write_yaml(tree, [{"name": "r", "path": "real", "modality": "image", "media_type": "real", "media_per_archive": 1}], "c.yaml")
+    cfg2 = write_yaml(
+        tree,
+        [{"name": "r", "path": "real", "modality": "image", "media_type": "real", "media_per_archive": 1}],
+        "c.yaml",
+    )
     assert len(load_items(cfg2)) == 1
 
 
@@ -97,7 +107,9 @@ def test_manifest_with_labels(tmp_path: Path) -> None:
 
     pq = tmp_path / "m" / "list.parquet"
     pd.DataFrame({"path": ["x.png", "y.png"], "label": [0, 1]}).to_parquet(pq)
-    cfg2 = write_yaml(tmp_path, [{"name": "p", "path": "m/list.parquet", "modality": "image", "media_type": "real"}], "p.yaml")
+    cfg2 = write_yaml(
+        tmp_path, [{"name": "p", "path": "m/list.parquet", "modality": "image", "media_type": "real"}], "p.yaml"
+    )
     assert sorted((Path(it.path).name, it.label, it.media_type) for it in load_items(cfg2)) == [
         ("x.png", 0, "real"), ("y.png", 1, "synthetic")]  # fmt: skip
 
@@ -164,7 +176,9 @@ def test_manifest_errors(tmp_path: Path) -> None:
     cfg = write_yaml(tmp_path, [{"name": "m", "path": "nopath.csv", "modality": "image", "media_type": "real"}])
     with pytest.raises(ConfigError, match="no 'path' column"):
         load_items(cfg)
-    pd.DataFrame({"path": ["a.png", "gone1.png", "gone2.png", "gone3.png", "gone4.png"]}).to_csv(tmp_path / "miss.csv", index=False)
+    pd.DataFrame({"path": ["a.png", "gone1.png", "gone2.png", "gone3.png", "gone4.png"]}).to_csv(
+        tmp_path / "miss.csv", index=False
+    )
     cfg = write_yaml(tmp_path, [{"name": "m", "path": "miss.csv", "modality": "image", "media_type": "real"}], "m.yaml")
     with pytest.raises(ConfigError, match=r"4 manifest row\(s\).*gone1.png, gone2.png, gone3.png$"):
         load_items(cfg)

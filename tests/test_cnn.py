@@ -25,8 +25,11 @@ def _randomise(model: torch.nn.Module, seed: int = 0) -> None:
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             if tensor.is_floating_point():
-                values = torch.rand(tensor.shape, generator=generator) * 0.5 + 0.5 if "running_var" in name else \
-                    torch.randn(tensor.shape, generator=generator) * 0.2
+                values = (
+                    torch.rand(tensor.shape, generator=generator) * 0.5 + 0.5
+                    if "running_var" in name
+                    else torch.randn(tensor.shape, generator=generator) * 0.2
+                )
                 tensor.copy_(values)
 
 
@@ -76,7 +79,10 @@ def test_backbone_weights_that_do_not_fit_are_an_error_naming_the_file(tmp_path)
     broken.pop("stem.0.bias")
     broken["extra.weight"] = torch.zeros(2)
     save_file(broken, str(bad))
-    config = {"backbone": {"name": "convnext_tiny", "weights": str(good), "timm_kwargs": TINY_CONVNEXT}, "image_size": 32}
+    config = {
+        "backbone": {"name": "convnext_tiny", "weights": str(good), "timm_kwargs": TINY_CONVNEXT},
+        "image_size": 32,
+    }
     detector = create_detector("cnn", config)
     torch.testing.assert_close(detector.backbone.inner.stem[0].weight, model.stem[0].weight)  # loaded, not random
     config["backbone"]["weights"] = str(bad)
@@ -89,6 +95,14 @@ def test_vit_names_are_refused_by_the_cnn_arch():
     from detectors.registry import create_detector
 
     with pytest.raises(ConfigError, match="not a timm CNN"):
-        create_detector("cnn", {"backbone": {"name": "vit_small_patch16_224", "pretrained": False,
-                                             "timm_kwargs": {"depth": 1, "embed_dim": 32, "num_heads": 2}},
-                                "image_size": 32})
+        create_detector(
+            "cnn",
+            {
+                "backbone": {
+                    "name": "vit_small_patch16_224",
+                    "pretrained": False,
+                    "timm_kwargs": {"depth": 1, "embed_dim": 32, "num_heads": 2},
+                },
+                "image_size": 32,
+            },
+        )

@@ -7,10 +7,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import typing
 import subprocess
 import sys
 import textwrap
+import typing
 from pathlib import Path
 
 import pytest
@@ -149,11 +149,38 @@ def test_valid_settings_of_every_section_pass_and_reach_the_run(guarded, tmp_pat
     from detectors.training.fit import build_parser, resolve_config
     from detectors.video.fit import VIDEO, VIDEO_ARCHS
 
-    argv = ["--arch", "gend", "--set", "data.batch_size=8", "--set", "optim.lr=1e-3", "--set", "split.val=0.2",
-            "--set", "calibration.fit=false", "--set", "seed=3", "--set", "trainer.max_epochs=2",
-            "--set", "loss.gamma=1", "--set", "model.image_size=64", "--set", "optim.restart_period=5",
-            "--set", "data.cache_dir=/tmp/frames", "--set", "split.seed=7", "--precision", "16",
-            "--limit-train-batches", "0.5", "--set", "trainer.gradient_clip_val=1e-2"]
+    argv = [
+        "--arch",
+        "gend",
+        "--set",
+        "data.batch_size=8",
+        "--set",
+        "optim.lr=1e-3",
+        "--set",
+        "split.val=0.2",
+        "--set",
+        "calibration.fit=false",
+        "--set",
+        "seed=3",
+        "--set",
+        "trainer.max_epochs=2",
+        "--set",
+        "loss.gamma=1",
+        "--set",
+        "model.image_size=64",
+        "--set",
+        "optim.restart_period=5",
+        "--set",
+        "data.cache_dir=/tmp/frames",
+        "--set",
+        "split.seed=7",
+        "--precision",
+        "16",
+        "--limit-train-batches",
+        "0.5",
+        "--set",
+        "trainer.gradient_clip_val=1e-2",
+    ]
     parser = build_parser("video", VIDEO_ARCHS, "restrav")
     VIDEO.add_arguments(parser)
     config = resolve_config(parser.parse_args(argv), "video", VIDEO, demo=False)
@@ -206,14 +233,31 @@ def test_every_shipped_config_validates_and_only_overrides(modality, arch, demo)
     assert flatten(config) == flatten(expected)
 
 
-@pytest.mark.parametrize("value, hint, ok", [
-    (3, float, True), (3.5, int, False), (True, int, False), ("abc", int, False), (None, int, False),
-    (None, int | None, True), ("anything", typing.Any, True), ([1], list[float], True), ("x", list[int], False),
-    ("yes", bool, False), (False, bool, True), (1, str, False), ({"a": 1}, dict[str, typing.Any], True),
-    ("1e-3", float, True), ("cls", typing.Literal["cls", "mean"], True), ("CLS", typing.Literal["cls"], False),
-    (2, typing.Literal[2, 3], True), (2.0, typing.Literal[2, 3], False), ([0.9, 0.999], tuple[float, float], True),
-    ([0.9], tuple[float, float], False),
-])
+@pytest.mark.parametrize(
+    "value, hint, ok",
+    [
+        (3, float, True),
+        (3.5, int, False),
+        (True, int, False),
+        ("abc", int, False),
+        (None, int, False),
+        (None, int | None, True),
+        ("anything", typing.Any, True),
+        ([1], list[float], True),
+        ("x", list[int], False),
+        ("yes", bool, False),
+        (False, bool, True),
+        (1, str, False),
+        ({"a": 1}, dict[str, typing.Any], True),
+        ("1e-3", float, True),
+        ("cls", typing.Literal["cls", "mean"], True),
+        ("CLS", typing.Literal["cls"], False),
+        (2, typing.Literal[2, 3], True),
+        (2.0, typing.Literal[2, 3], False),
+        ([0.9, 0.999], tuple[float, float], True),
+        ([0.9], tuple[float, float], False),
+    ],
+)
 def test_values_are_checked_against_the_annotation(value, hint, ok):
     if ok:
         convert(value, hint, "key")
@@ -245,8 +289,15 @@ def test_lightning_info_lines_appear_once_and_ours_stay_visible():
         logging.getLogger("detectors.video").warning("our warning line")
         logging.getLogger("some.library").warning("a library warning")
     """)
-    result = subprocess.run([sys.executable, "-c", script], check=False, cwd=REPO, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     assert output.count("GPU available") == 1, output

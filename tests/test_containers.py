@@ -44,8 +44,13 @@ def yaml_file(tmp_path: Path, *entries: dict, **top) -> Path:
 
 
 def entry(path: Path, **fields) -> dict:
-    return {"name": fields.pop("name", "d"), "path": str(path), "modality": "image", "media_type": "synthetic",
-            **fields}
+    return {
+        "name": fields.pop("name", "d"),
+        "path": str(path),
+        "modality": "image",
+        "media_type": "synthetic",
+        **fields,
+    }
 
 
 def relative(items) -> list[str]:
@@ -64,16 +69,23 @@ def test_media_columns_follow_the_benchmark_rule():
 
 def test_hf_struct_and_binary_columns_filter_labels_and_data_columns(tmp_path):
     rows = 10
-    table = pa.table({
-        "src": [{"bytes": png(i), "path": f"{i}.png"} for i in range(rows)],  # the HF Image struct
-        "tgt": [png(100 + i) for i in range(rows)],  # a plain binary column
-        "kind": ["keep" if i % 3 else "drop" for i in range(rows)],
-        "label": ["real" if i % 2 else "1" for i in range(rows)],
-    })
+    table = pa.table(
+        {
+            "src": [{"bytes": png(i), "path": f"{i}.png"} for i in range(rows)],  # the HF Image struct
+            "tgt": [png(100 + i) for i in range(rows)],  # a plain binary column
+            "kind": ["keep" if i % 3 else "drop" for i in range(rows)],
+            "label": ["real" if i % 2 else "1" for i in range(rows)],
+        }
+    )
     shard = tmp_path / "pairs.parquet"
     pq.write_table(table, shard, row_group_size=4)
-    items = load_items(yaml_file(tmp_path, entry(shard, data_columns=["src", "tgt"], filter_column="kind",
-                                                 filter_value="keep", label_column="label")), "image")
+    items = load_items(
+        yaml_file(
+            tmp_path,
+            entry(shard, data_columns=["src", "tgt"], filter_column="kind", filter_value="keep", label_column="label"),
+        ),
+        "image",
+    )
     kept = [i for i in range(rows) if i % 3]
     assert relative(items) == sorted(f"pairs.parquet::{c}[{i}]" for i in kept for c in ("src", "tgt"))
     assert {i.path.split("::")[1]: i.label for i in items}["src[1]"] == 0
@@ -124,7 +136,7 @@ def corrupt_row_group(shard: Path, group: int) -> None:
     meta = pq.ParquetFile(shard).metadata.row_group(group).column(0)
     data = bytearray(shard.read_bytes())
     start = meta.data_page_offset
-    data[start:start + 64] = b"\xff" * 64
+    data[start : start + 64] = b"\xff" * 64
     shard.write_bytes(bytes(data))
 
 
@@ -137,27 +149,35 @@ def test_a_corrupt_row_group_is_named_and_counted_the_others_load(tmp_path):
     dataset = MediaDataset(items, load_image)
     batch = collate_skip([dataset[i] for i in range(len(items))])
     assert batch["skipped"] == 4
-    assert sorted(relative([type(items[0])(p, 1, "synthetic", "d", "image") for p in batch["skipped_paths"]])) == \
-        sorted(f"s.parquet::image[{r}]" for r in range(4, 8))
+    assert sorted(
+        relative([type(items[0])(p, 1, "synthetic", "d", "image") for p in batch["skipped_paths"]])
+    ) == sorted(f"s.parquet::image[{r}]" for r in range(4, 8))
     with pytest.raises(MediaError, match=r"s\.parquet::image\[5\]: row group 1 of the shard is unreadable"):
         load_media(load_image, f"{shard}::image[5]")
 
 
 def test_a_corrupt_row_group_while_filtering_is_one_counted_sample(tmp_path):
     shard = tmp_path / "s.parquet"
-    pq.write_table(pa.table({"label": ["fake"] * 9, "image": [png(i) for i in range(9)]}), shard,
-                   row_group_size=3, compression="none")
+    pq.write_table(
+        pa.table({"label": ["fake"] * 9, "image": [png(i) for i in range(9)]}),
+        shard,
+        row_group_size=3,
+        compression="none",
+    )
     corrupt_row_group(shard, 2)  # column 0 is the filter column
     items = load_items(yaml_file(tmp_path, entry(shard, filter_column="label", filter_value="fake")), "image")
     assert relative(items) == sorted([f"s.parquet::image[{r}]" for r in range(6)] + ["s.parquet::image[6]"])
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"data_columns": ["picture"]}, r"s\.parquet: no media column: needs data_columns \['picture'\]"),
-    ({"data_columns": ["size"]}, r"s\.parquet: column 'size' is int64, not media bytes"),
-    ({"filter_column": "kind", "filter_value": "x"}, r"s\.parquet: filter_column 'kind' is not a column"),
-    ({"label_column": "truth"}, r"s\.parquet: label_column 'truth' is not a column"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"data_columns": ["picture"]}, r"s\.parquet: no media column: needs data_columns \['picture'\]"),
+        ({"data_columns": ["size"]}, r"s\.parquet: column 'size' is int64, not media bytes"),
+        ({"filter_column": "kind", "filter_value": "x"}, r"s\.parquet: filter_column 'kind' is not a column"),
+        ({"label_column": "truth"}, r"s\.parquet: label_column 'truth' is not a column"),
+    ],
+)
 def test_missing_or_wrongly_typed_columns_are_one_line_errors_naming_the_shard(tmp_path, fields, message):
     shard = tmp_path / "s.parquet"
     pq.write_table(pa.table({"image": [png(0)], "size": [3]}), shard)
@@ -172,8 +192,12 @@ def test_an_unreadable_shard_in_a_folder_is_counted_not_fatal(tmp_path):
     pq.write_table(pa.table({"image": [png(i) for i in range(3)]}), folder / "good.parquet")
     (folder / "bad.parquet").write_bytes(b"PAR1 truncated")
     items = load_items(yaml_file(tmp_path, entry(folder)), "image")
-    assert relative(items) == ["bad.parquet::", "good.parquet::image[0]", "good.parquet::image[1]",
-                               "good.parquet::image[2]"]
+    assert relative(items) == [
+        "bad.parquet::",
+        "good.parquet::image[0]",
+        "good.parquet::image[1]",
+        "good.parquet::image[2]",
+    ]
     with pytest.raises(MediaError, match=r"bad\.parquet: unreadable parquet shard"):
         load_media(load_image, items[0].path)
 
@@ -186,8 +210,9 @@ def test_archive_members_caps_and_globs(tmp_path, name):
     archive = write_archive(tmp_path / name, members)
     every = load_items(yaml_file(tmp_path, entry(archive)), "image")
     assert len(every) == 13  # media members only, __MACOSX left out
-    capped = load_items(yaml_file(tmp_path, entry(archive, media_per_archive=4, include_paths=["train/*"]),
-                                  seed=5), "image")
+    capped = load_items(
+        yaml_file(tmp_path, entry(archive, media_per_archive=4, include_paths=["train/*"]), seed=5), "image"
+    )
     candidates = [f"train/{i:02d}.png" for i in range(12)]
     assert relative(capped) == sorted(f"{name}::{m}" for m in random.Random(5).sample(candidates, 4))
     excluded = load_items(yaml_file(tmp_path, entry(archive, exclude_paths=["train"])), "image")
@@ -210,7 +235,7 @@ def test_truncated_tar_keeps_what_precedes_the_damage_and_names_the_cut_member(t
     data = archive.read_bytes()
     with tarfile.open(archive) as handle:
         last = handle.getmembers()[-1]
-    archive.write_bytes(data[:last.offset_data + 100])  # cut inside the last member
+    archive.write_bytes(data[: last.offset_data + 100])  # cut inside the last member
     items = load_items(yaml_file(tmp_path, entry(archive)), "image")
     assert relative(items) == [f"a.tar::{i}.png" for i in range(4)]
     batch = collate_skip([MediaDataset(items, load_image)[i] for i in range(4)])
@@ -279,10 +304,23 @@ def test_benchmark_config_forms_and_missing_cache_entries(tmp_path):
     cache.mkdir(parents=True)
     (cache / "img_000000.png").write_bytes(png(0))
     grouped = tmp_path / "grouped.yaml"
-    grouped.write_text(yaml.safe_dump({"image": [
-        {"name": "A", "path": "org/a", "media_type": "real", "media_per_archive": -1, "data_columns": ["image"]},
-        {"name": "B", "path": "org/b", "media_type": "synthetic"}],
-        "video": [{"name": "V", "path": "org/v", "media_type": "real"}]}))
+    grouped.write_text(
+        yaml.safe_dump(
+            {
+                "image": [
+                    {
+                        "name": "A",
+                        "path": "org/a",
+                        "media_type": "real",
+                        "media_per_archive": -1,
+                        "data_columns": ["image"],
+                    },
+                    {"name": "B", "path": "org/b", "media_type": "synthetic"},
+                ],
+                "video": [{"name": "V", "path": "org/v", "media_type": "real"}],
+            }
+        )
+    )
     entries = load_dataset_config(grouped, tmp_path / "cache", "image")
     assert [e.name for e in entries] == ["A"] and entries[0].path == str(cache)
     assert entries[0].data_columns == () and entries[0].media_per_archive is None  # the download applied them
@@ -318,10 +356,17 @@ def test_members_decoded_from_memory_equal_the_files(tmp_path):
     names = list(media)
     shard = tmp_path / "s.parquet"
     pq.write_table(pa.table({"image": [{"bytes": media[n], "path": n} for n in names]}), shard, row_group_size=4)
-    containers = {"tar": write_archive(tmp_path / "a.tar", media), "zip": write_archive(tmp_path / "a.zip", media),
-                  "tar.gz": write_archive(tmp_path / "a.tar.gz", media)}
-    loaders = [load_image, load_image_rgb, partial(load_image_crop, size=32, train=False),
-               benchmark_input_loader({"resize": [24, 24]})]
+    containers = {
+        "tar": write_archive(tmp_path / "a.tar", media),
+        "zip": write_archive(tmp_path / "a.zip", media),
+        "tar.gz": write_archive(tmp_path / "a.tar.gz", media),
+    }
+    loaders = [
+        load_image,
+        load_image_rgb,
+        partial(load_image_crop, size=32, train=False),
+        benchmark_input_loader({"resize": [24, 24]}),
+    ]
     assert all(accepts_media_bytes(load) for load in loaders)
     for load in loaders:
         for row, name in enumerate(names):
@@ -336,12 +381,27 @@ def test_members_decoded_from_memory_equal_the_files(tmp_path):
 def test_member_bytes_errors_name_container_and_member(tmp_path):
     archive = write_archive(tmp_path / "a.tar", {"ok.png": png(1), "bad.png": CORRUPT, "empty.png": b""})
     shard = tmp_path / "s.parquet"
-    pq.write_table(pa.table({"image": [{"bytes": png(2), "path": "a.png"}, {"bytes": None, "path": None},
-                                       {"bytes": b"not an image", "path": "b.png"}]}), shard)
-    for ref, problem in ((f"{archive}::bad.png", "not an image|corrupt"), (f"{archive}::empty.png", "empty"),
-                         (f"{archive}::gone.png", "no member 'gone.png'"),
-                         (f"{shard}::image[1]", "empty cell"), (f"{shard}::image[2]", "not an image"),
-                         (f"{shard}::image[9]", "past the shard's end"), (f"{shard}::other[0]", "no column 'other'")):
+    pq.write_table(
+        pa.table(
+            {
+                "image": [
+                    {"bytes": png(2), "path": "a.png"},
+                    {"bytes": None, "path": None},
+                    {"bytes": b"not an image", "path": "b.png"},
+                ]
+            }
+        ),
+        shard,
+    )
+    for ref, problem in (
+        (f"{archive}::bad.png", "not an image|corrupt"),
+        (f"{archive}::empty.png", "empty"),
+        (f"{archive}::gone.png", "no member 'gone.png'"),
+        (f"{shard}::image[1]", "empty cell"),
+        (f"{shard}::image[2]", "not an image"),
+        (f"{shard}::image[9]", "past the shard's end"),
+        (f"{shard}::other[0]", "no column 'other'"),
+    ):
         with pytest.raises(MediaError, match=problem) as caught:
             load_media(load_image, ref)
         assert caught.value.path == ref

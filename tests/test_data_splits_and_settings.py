@@ -27,18 +27,24 @@ def test_a_file_listed_twice_is_refused_before_it_can_leak_across_splits(tmp_pat
     # a manifest repeating a row, written two ways that resolve to the same file
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("path,label\n" + "".join(f"fake/{i:02d}.png,1\n" for i in range(20)) + "./fake/03.png,1\n")
-    (tmp_path / "dup.yaml").write_text("datasets:\n"
-                                       "  - {name: real, path: real, modality: image, media_type: real}\n"
-                                       "  - {name: listed, path: manifest.csv, modality: image, media_type: synthetic}\n")
+    (tmp_path / "dup.yaml").write_text(
+        "datasets:\n"
+        "  - {name: real, path: real, modality: image, media_type: real}\n"
+        "  - {name: listed, path: manifest.csv, modality: image, media_type: synthetic}\n"
+    )
     items = load_items(tmp_path / "dup.yaml")
     # what went wrong before: the two copies were shuffled independently into different splits
-    with pytest.raises(ConfigError, match=r"1 file\(s\) are listed more than once.*03\.png \(datasets 'listed', 'listed'\)"):
+    with pytest.raises(
+        ConfigError, match=r"1 file\(s\) are listed more than once.*03\.png \(datasets 'listed', 'listed'\)"
+    ):
         assign_splits(items, seed=3)
 
     # overlapping dataset folders: the parent folder also holds the fakes
-    (tmp_path / "overlap.yaml").write_text("datasets:\n"
-                                           "  - {name: everything, path: ., modality: image, media_type: real}\n"
-                                           "  - {name: fakes, path: fake, modality: image, media_type: synthetic}\n")
+    (tmp_path / "overlap.yaml").write_text(
+        "datasets:\n"
+        "  - {name: everything, path: ., modality: image, media_type: real}\n"
+        "  - {name: fakes, path: fake, modality: image, media_type: synthetic}\n"
+    )
     with pytest.raises(ConfigError, match=r"20 file\(s\) are listed more than once.*'everything', 'fakes'"):
         assign_splits(load_items(tmp_path / "overlap.yaml"), seed=0)
 
@@ -51,7 +57,9 @@ def test_a_file_listed_twice_is_refused_before_it_can_leak_across_splits(tmp_pat
 def test_semisynthetic_rows_of_a_mixed_dataset_reach_the_validation_split():
     synthetic = [MediaItem(f"/d/s{i:03d}.png", 1, "synthetic", "mixed", "image") for i in range(40)]
     semi = [MediaItem(f"/d/m{i:03d}.png", 1, "semisynthetic", "mixed", "image") for i in range(4)]
-    real = [MediaItem(f"/d/r{i:03d}.png", 0, "real", "cam", "image") for i in range(30)]  # 15 % of 30: 5 (4.5 rounds up)
+    real = [
+        MediaItem(f"/d/r{i:03d}.png", 0, "real", "cam", "image") for i in range(30)
+    ]  # 15 % of 30: 5 (4.5 rounds up)
     for seed in range(12):  # before: 7 of these 12 seeds left the 3-class val split without class 2
         split = assign_splits(synthetic + semi + real, seed=seed)
         val = [item.media_type for item in split if item.split == "val"]
@@ -129,6 +137,8 @@ def test_a_failing_transform_names_the_file(tmp_path):
         raise ValueError("bad crop size")
 
     dataset = MediaDataset([item], load=lambda p: [1.0, 2.0], transform=broken)
-    with pytest.raises(RuntimeError, match=r"a\.png: function failed on the decoded sample \(ValueError: bad crop size\)"):
+    with pytest.raises(
+        RuntimeError, match=r"a\.png: function failed on the decoded sample \(ValueError: bad crop size\)"
+    ):
         dataset[0]
     assert MediaDataset([item], load=lambda p: [1.0, 2.0], transform=lambda x: x)[0]["x"].tolist() == [1.0, 2.0]

@@ -212,7 +212,7 @@ def test_sweep_says_exports_are_stale_and_the_printed_command_refreshes_the_demo
     assert "keeps" in out and f"python -m export {run_dir} --out DIR" in out
     command = next(line for line in out.splitlines() if str(run_dir / "submission") in line)
     assert "demo" in command
-    argv = shlex.split(command[command.index("python -m export") + len("python -m export"):])
+    argv = shlex.split(command[command.index("python -m export") + len("python -m export") :])
     assert argv == [str(run_dir), "--out", str(run_dir / "submission")]
     assert export_main(argv) == 0
     assert submission_matches_run()

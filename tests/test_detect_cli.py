@@ -32,8 +32,9 @@ def image_model(tiny_dinov3, tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("image_model")
     torch.manual_seed(0)
-    detector = create_detector("dinov3_image", {"backbone": {"name": str(tiny_dinov3)}, "image_size": 32,
-                                                "head_hidden": [8], "num_classes": 3})
+    detector = create_detector(
+        "dinov3_image", {"backbone": {"name": str(tiny_dinov3)}, "image_size": 32, "head_hidden": [8], "num_classes": 3}
+    )
     detector.calibrator.fit(torch.randn(64, 3) * 3, torch.randint(0, 3, (64,)))  # a non-trivial calibrator
     run = save_detector(detector, root / "run")
     report = export_detector(load_detector(run), root / "submission")
@@ -48,9 +49,13 @@ def images(tmp_path_factory) -> dict[str, object]:
     root = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(0)
     good = []
-    for name, (h, w), mode in ([("real/a.png", (40, 52), "RGB"), ("real/b.jpg", (37, 33), "RGB"),
-                                              ("fake/c.png", (64, 48), "RGBA"), ("fake/d.png", (45, 45), "L"),
-                                              ("real/e.webp", (33, 70), "RGB")]):
+    for name, (h, w), mode in [
+        ("real/a.png", (40, 52), "RGB"),
+        ("real/b.jpg", (37, 33), "RGB"),
+        ("fake/c.png", (64, 48), "RGBA"),
+        ("fake/d.png", (45, 45), "L"),
+        ("real/e.webp", (33, 70), "RGB"),
+    ]:
         path = root / name
         path.parent.mkdir(exist_ok=True)
         pixels = rng.integers(0, 256, (h, w, len(mode) if mode != "L" else 1), dtype=np.uint8).squeeze()
@@ -62,9 +67,11 @@ def images(tmp_path_factory) -> dict[str, object]:
     soundfile.write(root / "speech.wav", rng.uniform(-0.5, 0.5, 16000).astype(np.float32), 16000)
     sound.write_bytes((root / "speech.wav").read_bytes())  # any bytes: the extension decides
     data = root / "data.yaml"
-    data.write_text("datasets:\n"
-                    "  - {name: r, path: real, modality: image, media_type: real}\n"
-                    "  - {name: f, path: fake, modality: image, media_type: synthetic}\n")
+    data.write_text(
+        "datasets:\n"
+        "  - {name: r, path: real, modality: image, media_type: real}\n"
+        "  - {name: f, path: fake, modality: image, media_type: synthetic}\n"
+    )
     return {"good": good, "broken": str(broken), "sound": str(sound), "data": data}
 
 
@@ -77,12 +84,30 @@ def audio_submission(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("audio_model")
     torch.manual_seed(0)
-    Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                                 conv_dim=(32, 32, 32), conv_kernel=(10, 8, 4), conv_stride=(10, 8, 4),
-                                 num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)).save_pretrained(root / "w2v")
-    detector = create_detector("breathnet", {"backbone": {"name": str(root / "w2v")}, "tuning": {"mode": "frozen"},
-                                             "spectral": {"channels": [8, 16], "embed_dim": 16}, "fusion_dim": 32,
-                                             "head_hidden": [16], "film_hidden": 16})
+    Wav2Vec2Model(
+        Wav2Vec2Config(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            conv_dim=(32, 32, 32),
+            conv_kernel=(10, 8, 4),
+            conv_stride=(10, 8, 4),
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=2,
+        )
+    ).save_pretrained(root / "w2v")
+    detector = create_detector(
+        "breathnet",
+        {
+            "backbone": {"name": str(root / "w2v")},
+            "tuning": {"mode": "frozen"},
+            "spectral": {"channels": [8, 16], "embed_dim": 16},
+            "fusion_dim": 32,
+            "head_hidden": [16],
+            "film_hidden": 16,
+        },
+    )
     detector.calibrator.fit(torch.randn(32, 2) * 3, torch.randint(0, 2, (32,)))
     return Path(export_detector(detector, root / "submission", verify=False)["submission"])
 
@@ -145,7 +170,9 @@ def test_image_run_and_export_score_like_the_benchmark(image_model, images, tmp_
         logits = torch.cat([detector(load(path)[None]) for path in good])
     assert [row["prob_fake"] for row in by_run] == pytest.approx(prob_fake_3class(logits).tolist(), abs=1e-6)
     # and the run agrees with its export, file by file, to the export tolerance
-    assert [row["prob_fake"] for row in by_run] == pytest.approx([expected[str(Path(p).resolve())] for p in good], abs=1e-5)
+    assert [row["prob_fake"] for row in by_run] == pytest.approx(
+        [expected[str(Path(p).resolve())] for p in good], abs=1e-5
+    )
 
     # 3-class heads: class probabilities, p(fake) = 1 - p(real), the decision is argmax != real
     probs = torch.softmax(logits.double(), -1)
@@ -177,7 +204,12 @@ def test_corrupt_and_wrong_modality_files_are_reported_and_the_others_scored(ima
     assert "broken.png" in captured.err and "speech.mp3" in captured.err
     assert "2 of 5 image(s) could not be read" in captured.err
     # the readable files score as they do alone
-    assert main([good[0], good[1], good[2], "--model", str(image_model["submission"]), "--json", str(tmp_path / "ok.json")]) == 0
+    assert (
+        main(
+            [good[0], good[1], good[2], "--model", str(image_model["submission"]), "--json", str(tmp_path / "ok.json")]
+        )
+        == 0
+    )
     alone = json.loads((tmp_path / "ok.json").read_text())["results"]
     mixed = [results["results"][i] for i in (0, 2, 4)]
     assert [row["prob_fake"] for row in mixed] == pytest.approx([row["prob_fake"] for row in alone], abs=1e-6)
@@ -227,8 +259,14 @@ def test_audio_model_refuses_images_and_videos_per_file(audio_submission, clips,
     assert main([*files, "--model", str(audio_submission), "--json", str(report)]) == 1
     rows = json.loads(report.read_text())["results"]
     assert "prob_fake" in rows[1]
-    assert rows[0]["error"].startswith(images["good"][0]) and "an image file (.png), but this is an audio model" in rows[0]["error"]
-    assert rows[2]["error"].startswith(str(video)) and "a video file (.mp4), but this is an audio model" in rows[2]["error"]
+    assert (
+        rows[0]["error"].startswith(images["good"][0])
+        and "an image file (.png), but this is an audio model" in rows[0]["error"]
+    )
+    assert (
+        rows[2]["error"].startswith(str(video))
+        and "a video file (.mp4), but this is an audio model" in rows[2]["error"]
+    )
     assert "2 of 3 audio file(s) could not be read" in capsys.readouterr().err
 
 
@@ -246,8 +284,10 @@ def test_modality_aliases(image_model, images, audio_submission, clips, tmp_path
     capsys.readouterr()
     # ... restricted to its modality, like detectors.video.detect
     assert audio_main([clips[0], "--model", str(image_model["submission"])]) == 2
-    assert capsys.readouterr().err.strip() == (f"error: {image_model['submission']} is an image model "
-                                               "(model_config.yaml modality: image); detect takes audio submissions")
+    assert capsys.readouterr().err.strip() == (
+        f"error: {image_model['submission']} is an image model "
+        "(model_config.yaml modality: image); detect takes audio submissions"
+    )
     assert image_main([clips[0], "--model", str(audio_submission)]) == 2
     assert "is an audio model" in capsys.readouterr().err
     assert video_main([clips[0], "--run", str(image_model["run"])]) == 2
@@ -255,11 +295,30 @@ def test_modality_aliases(image_model, images, audio_submission, clips, tmp_path
 
     # python -m detectors.audio.detect: the module runs as a command
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "detectors.audio.detect", clips[0], "--model", str(audio_submission),
-                           "--device", "cpu", "--json", str(tmp_path / "cli.json")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "detectors.audio.detect",
+            clips[0],
+            "--model",
+            str(audio_submission),
+            "--device",
+            "cpu",
+            "--json",
+            str(tmp_path / "cli.json"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert main([clips[0], "--model", str(audio_submission), "--json", str(tmp_path / "in.json")]) == 0
     from_cli = json.loads((tmp_path / "cli.json").read_text())["results"][0]
-    assert from_cli["prob_fake"] == pytest.approx(json.loads((tmp_path / "in.json").read_text())["results"][0]["prob_fake"], abs=1e-6)
+    assert from_cli["prob_fake"] == pytest.approx(
+        json.loads((tmp_path / "in.json").read_text())["results"][0]["prob_fake"], abs=1e-6
+    )
     assert from_cli["path"] in done.stdout

@@ -38,8 +38,9 @@ def test_nan_and_inf_outputs_are_error_rows_with_null_and_exit_1(tmp_path, monke
         logits[x[:, 0] == 2, 1] = float("inf")
         return logits
 
-    monkeypatch.setattr(detect_module, "load_model",
-                        lambda args, modality=None: LoadedModel("fake", predict, load, "image"))
+    monkeypatch.setattr(
+        detect_module, "load_model", lambda args, modality=None: LoadedModel("fake", predict, load, "image")
+    )
     report = tmp_path / "out.json"
     code = main([*files, "--run", str(tmp_path), "--json", str(report), "--batch-size", "3"])
     captured = capsys.readouterr()
@@ -49,7 +50,9 @@ def test_nan_and_inf_outputs_are_error_rows_with_null_and_exit_1(tmp_path, monke
     rows = results["results"]
     for row in (rows[1], rows[2]):
         assert row["prob_fake"] is None and row["label"] is None
-        assert row["error"] == f"{row['path']}: the model's output is not finite (NaN or inf logits), so there is no score"
+        assert (
+            row["error"] == f"{row['path']}: the model's output is not finite (NaN or inf logits), so there is no score"
+        )
     assert rows[0]["label"] == "real" and rows[3]["label"] == "fake"
     assert rows[0]["prob_fake"] == pytest.approx(1 / (1 + np.exp(1.5)), rel=1e-5)
     scored = captured.out.splitlines()

@@ -34,8 +34,10 @@ def write_teacher_scored_set(root, n_real=32, n_fake=4, seed=0):
         writer.writerow(["path", "ai_score"])
         writer.writerows(rows)
     yaml_path = root / "data.yaml"
-    yaml_path.write_text("datasets:\n  - {name: feed, path: teacher.csv, modality: image, media_type: synthetic, "
-                         "score_column: ai_score}\n")
+    yaml_path.write_text(
+        "datasets:\n  - {name: feed, path: teacher.csv, modality: image, media_type: synthetic, "
+        "score_column: ai_score}\n"
+    )
     return yaml_path
 
 
@@ -43,8 +45,16 @@ def _tiny_hub_classifier(directory):
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
     torch.manual_seed(0)
-    config = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32,
-                       patch_size=16, id2label={0: "artificial", 1: "human"}, label2id={"artificial": 0, "human": 1})
+    config = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=16,
+        id2label={0: "artificial", 1: "human"},
+        label2id={"artificial": 0, "human": 1},
+    )
     ViTForImageClassification(config).save_pretrained(directory)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(directory)
     return directory
@@ -68,15 +78,42 @@ def test_baseline_probe_and_cnn_side_by_side(tiny_dinov3, tmp_path, capsys):
     results = run_baseline(str(_tiny_hub_classifier(tmp_path / "hub")), data, baseline, num_workers=0, report=False)
     assert results["base"]["n"] == 36 and results["baseline"]["fake_labels"] == ["artificial"]
 
-    probe = run_probe(data, str(tiny_dinov3), tmp_path / "probe", image_size=32, num_workers=0,
-                      cache_dir=tmp_path / "cache")
+    probe = run_probe(
+        data, str(tiny_dinov3), tmp_path / "probe", image_size=32, num_workers=0, cache_dir=tmp_path / "cache"
+    )
     runs = {}
     for name, extra in (("cnn", []), ("cnn_pos_weight", ["--set", "loss.pos_weight=auto"])):
-        runs[name] = run_fit("image", IMAGE, list_detectors("image"), "dinov3_image", [
-            "--arch", "cnn", "--data", str(data), "--output", str(tmp_path / name), "--max-epochs", "1",
-            "--num-workers", "0", "--batch-size", "8", "--set", "model.backbone.pretrained=false",
-            "--set", f"model.backbone.timm_kwargs={TINY_CONVNEXT}", "--set", "model.image_size=32",
-            "--set", "data.balanced_sampling=false", "--set", "trainer.enable_progress_bar=false", *extra])
+        runs[name] = run_fit(
+            "image",
+            IMAGE,
+            list_detectors("image"),
+            "dinov3_image",
+            [
+                "--arch",
+                "cnn",
+                "--data",
+                str(data),
+                "--output",
+                str(tmp_path / name),
+                "--max-epochs",
+                "1",
+                "--num-workers",
+                "0",
+                "--batch-size",
+                "8",
+                "--set",
+                "model.backbone.pretrained=false",
+                "--set",
+                f"model.backbone.timm_kwargs={TINY_CONVNEXT}",
+                "--set",
+                "model.image_size=32",
+                "--set",
+                "data.balanced_sampling=false",
+                "--set",
+                "trainer.enable_progress_bar=false",
+                *extra,
+            ],
+        )
     out = capsys.readouterr().out
     assert "training soft labels (teacher scores): n=24" in out and "share >= 0.5: 0.083" in out
     assert (runs["cnn"] / "plots" / "label_distribution.png").is_file()
@@ -99,12 +136,15 @@ def test_baseline_probe_and_cnn_side_by_side(tiny_dinov3, tmp_path, capsys):
     model, _ = load_submission(cnn_submission)  # as the benchmark loads it
     images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
     with torch.no_grad():
-        torch.testing.assert_close(run_model(model, images).float(), load_detector(runs["cnn_pos_weight"])(images),
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            run_model(model, images).float(), load_detector(runs["cnn_pos_weight"])(images), atol=1e-5, rtol=0
+        )
 
     comparison = tmp_path / "comparison"
-    assert compare_main([str(baseline), str(probe), *(str(run) for run in runs.values()),
-                         "--output", str(comparison)]) == 0
+    assert (
+        compare_main([str(baseline), str(probe), *(str(run) for run in runs.values()), "--output", str(comparison)])
+        == 0
+    )
     table = capsys.readouterr().out
     for name in ("baseline", "probe", "cnn", "cnn_pos_weight"):
         assert f"| {name} |" in table

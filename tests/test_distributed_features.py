@@ -23,7 +23,8 @@ def _rank_main(rank: int, world: int, port: int, backbone: str, paths: list[str]
         detector = create_detector("restrav", {"backbone": {"name": backbone}, "image_size": 28})
         frames: list[int] = []
         detector.backbone.model.register_forward_hook(
-            lambda module, args, output: frames.append(output.last_hidden_state.shape[0]))
+            lambda module, args, output: frames.append(output.last_hidden_state.shape[0])
+        )
         results = {}
         for name, cache_dir in (("cached", Path(cache)), ("uncached", None)):
             frames.clear()
@@ -49,11 +50,18 @@ def test_each_video_is_embedded_by_one_rank(tmp_path, tiny_dinov2):
     paths = []
     for index in range(5):
         path = tmp_path / f"v{index}.mp4"
-        write_mp4(path, torch.randint(0, 256, (10, 3, 32, 32), generator=torch.Generator().manual_seed(index),
-                                      dtype=torch.uint8), fps=10)
+        write_mp4(
+            path,
+            torch.randint(0, 256, (10, 3, 32, 32), generator=torch.Generator().manual_seed(index), dtype=torch.uint8),
+            fps=10,
+        )
         paths.append(str(path))
-    mp.spawn(_rank_main, args=(2, _free_port(), str(tiny_dinov2), paths, str(tmp_path / "cache"), str(tmp_path)),
-             nprocs=2, join=True)
+    mp.spawn(
+        _rank_main,
+        args=(2, _free_port(), str(tiny_dinov2), paths, str(tmp_path / "cache"), str(tmp_path)),
+        nprocs=2,
+        join=True,
+    )
     ranks = [torch.load(tmp_path / f"{rank}.pt") for rank in range(2)]
     for name in ("cached", "uncached"):  # with a feature cache and without one
         # 8 frames per video: every video through the backbone exactly once over both ranks (3 + 2)
@@ -73,9 +81,11 @@ def test_dataset_balanced_sampling_keeps_its_shares_on_every_rank():
     from detectors.data.catalog import MediaItem, balanced_sample_weights
     from detectors.data.datamodule import EpochSeededSampler
 
-    items = ([MediaItem(f"r{i}.png", 0, "real", "big-real", "image") for i in range(300)]
-             + [MediaItem(f"a{i}.png", 1, "synthetic", "small-fake", "image") for i in range(20)]
-             + [MediaItem(f"b{i}.png", 1, "synthetic", "other-fake", "image", weight=3.0) for i in range(80)])
+    items = (
+        [MediaItem(f"r{i}.png", 0, "real", "big-real", "image") for i in range(300)]
+        + [MediaItem(f"a{i}.png", 1, "synthetic", "small-fake", "image") for i in range(20)]
+        + [MediaItem(f"b{i}.png", 1, "synthetic", "other-fake", "image", weight=3.0) for i in range(80)]
+    )
     sampler = EpochSeededSampler(balanced_sample_weights(items), num_samples=40_000, seed=0)
     expected = {"big-real": 0.5, "small-fake": 0.5 * 1 / 4, "other-fake": 0.5 * 3 / 4}
     for rank in range(2):

@@ -38,15 +38,18 @@ def _image_data(root: Path, names=("coco-real", "sdxl")) -> Path:
 
 
 def test_robustness_without_a_count_augments_every_scored_sample(tmp_path: Path) -> None:
-    results = evaluate_submission(IMAGE_SUBMISSION, _image_data(tmp_path), tmp_path / "out", robustness=True,
-                                  num_workers=0)
+    results = evaluate_submission(
+        IMAGE_SUBMISSION, _image_data(tmp_path), tmp_path / "out", robustness=True, num_workers=0
+    )
     robustness = results["robustness"]
     assert robustness["mode"] == "every_sample" and robustness["seed"] is None and robustness["blended"]
     assert results["selection"]["mode"] == "every_sample"
     # 6 + 6 files, one of them unreadable: every readable one is augmented too
     assert results["base"]["n"] == 11 and results["augmented"]["n"] == 11
-    assert robustness["augmented_per_dataset"] == {"coco-real": {"selected": 6, "scored": 6},
-                                                   "sdxl": {"selected": 6, "scored": 5}}
+    assert robustness["augmented_per_dataset"] == {
+        "coco-real": {"selected": 6, "scored": 6},
+        "sdxl": {"selected": 6, "scored": 5},
+    }
     assert results["score"] == pytest.approx(0.8 * results["base"]["score"] + 0.2 * results["augmented"]["score"])
     summary = (tmp_path / "out" / "summary.txt").read_text()
     assert "robustness (every scored sample)" in summary and "augmented=5" in summary
@@ -58,8 +61,9 @@ def test_aug_per_dataset_without_seed_draws_and_reports_one(tmp_path: Path) -> N
     seed = first["robustness"]["seed"]
     assert first["selection"]["seed_drawn"] and first["selection"]["seed"] == seed and isinstance(seed, int)
     assert first["robustness"]["mode"] == "benchmark_selection"  # --aug-per-dataset implies --robustness
-    again = evaluate_submission(IMAGE_SUBMISSION, data, tmp_path / "b", robustness=True, aug_per_dataset=3, seed=seed,
-                                num_workers=0)
+    again = evaluate_submission(
+        IMAGE_SUBMISSION, data, tmp_path / "b", robustness=True, aug_per_dataset=3, seed=seed, num_workers=0
+    )
     assert not again["selection"]["seed_drawn"]
     assert again["score"] == first["score"] and again["augmented"]["n"] == first["augmented"]["n"]
     # the augmented samples are the first 3 of each dataset's seeded order, the same folder listing
@@ -72,8 +76,16 @@ def test_aug_per_dataset_without_seed_draws_and_reports_one(tmp_path: Path) -> N
 
 
 def test_seed_caps_the_base_pass_and_aug_weight_zero_does_not_blend(tmp_path: Path) -> None:
-    results = evaluate_submission(IMAGE_SUBMISSION, _image_data(tmp_path), tmp_path / "out", aug_per_dataset=2, seed=3,
-                                  aug_weight=0.0, max_per_dataset=4, num_workers=0)
+    results = evaluate_submission(
+        IMAGE_SUBMISSION,
+        _image_data(tmp_path),
+        tmp_path / "out",
+        aug_per_dataset=2,
+        seed=3,
+        aug_weight=0.0,
+        max_per_dataset=4,
+        num_workers=0,
+    )
     per_dataset = results["selection"]["per_dataset"]
     assert per_dataset["coco-real"] == {"available": 6, "cap": 4, "selected": 4, "listing": "listing"}
     assert results["robustness"]["blended"] is False and "augmented" in results
@@ -83,15 +95,27 @@ def test_seed_caps_the_base_pass_and_aug_weight_zero_does_not_blend(tmp_path: Pa
     assert results["selection"]["per_dataset"]["sdxl"]["cap"] == 2000 and "augmented" not in results
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--holdout-share", "0.7", "--gasstation-share", "0.4"], "sum to <= 1"),
-    (["--holdout-share", "-0.1"], "must be >= 0"),
-    (["--aug-per-dataset", "0"], "--aug-per-dataset must be >= 1"),
-    (["--aug-weight", "1.5"], "--aug-weight must lie in [0, 1]"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--holdout-share", "0.7", "--gasstation-share", "0.4"], "sum to <= 1"),
+        (["--holdout-share", "-0.1"], "must be >= 0"),
+        (["--aug-per-dataset", "0"], "--aug-per-dataset must be >= 1"),
+        (["--aug-weight", "1.5"], "--aug-weight must lie in [0, 1]"),
+    ],
+)
 def test_bad_benchmark_options_are_one_line_errors(tmp_path: Path, capsys, argv, message) -> None:
-    code = main(["--model", str(IMAGE_SUBMISSION), "--data", str(tmp_path / "none.yaml"), "--output",
-                 str(tmp_path / "out"), *argv])
+    code = main(
+        [
+            "--model",
+            str(IMAGE_SUBMISSION),
+            "--data",
+            str(tmp_path / "none.yaml"),
+            "--output",
+            str(tmp_path / "out"),
+            *argv,
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()  # refused before anything ran
@@ -115,8 +139,9 @@ def _entry(tmp_path: Path, name: str, files: list[str], nested: bool = False):
     (folder / ".hidden.png").write_bytes(b"")  # dot files are never listed
     (folder / "notes.txt").write_text("not media")
     config = tmp_path / f"{name}.yaml"
-    config.write_text(yaml.safe_dump({"datasets": [{"name": name, "path": name, "modality": "image",
-                                                    "media_type": "real"}]}))
+    config.write_text(
+        yaml.safe_dump({"datasets": [{"name": name, "path": name, "modality": "image", "media_type": "real"}]})
+    )
     return load_dataset_config(config)[0], load_items(config)
 
 
@@ -180,19 +205,36 @@ def test_frame_folders_are_listed_evaluated_and_detected(tmp_path: Path, capsys)
         shutil.copy(FIXTURES / "video" / "datasets" / "real-clips" / "samples" / "vid_000000.mp4", tmp_path / name)
     (tmp_path / "real" / "empty_dir").mkdir()  # not a video: no frames
     config = tmp_path / "data.yaml"
-    config.write_text(yaml.safe_dump({"datasets": [
-        {"name": "real", "path": "real", "modality": "video", "media_type": "real"},
-        {"name": "fake", "path": "fake", "modality": "video", "media_type": "synthetic",
-         "exclude_paths": ["clip1"]}]}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "datasets": [
+                    {"name": "real", "path": "real", "modality": "video", "media_type": "real"},
+                    {
+                        "name": "fake",
+                        "path": "fake",
+                        "modality": "video",
+                        "media_type": "synthetic",
+                        "exclude_paths": ["clip1"],
+                    },
+                ]
+            }
+        )
+    )
     items = load_items(config)
     assert sorted(Path(i.path).name for i in items) == ["clip0", "clip0", "clip1", "vid_000000.mp4", "vid_000000.mp4"]
-    results = evaluate_submission(VIDEO_SUBMISSION, config, tmp_path / "out", robustness=True, aug_per_dataset=1,
-                                  seed=2, num_workers=0)
+    results = evaluate_submission(
+        VIDEO_SUBMISSION, config, tmp_path / "out", robustness=True, aug_per_dataset=1, seed=2, num_workers=0
+    )
     assert results["base"]["n"] == 5 and results["augmented"]["n"] == 2
-    assert json.loads((tmp_path / "out" / "results.json").read_text())["selection"]["per_dataset"]["real"]["listing"] == "listing"
+    assert (
+        json.loads((tmp_path / "out" / "results.json").read_text())["selection"]["per_dataset"]["real"]["listing"]
+        == "listing"
+    )
     # detect scores a frame folder like the evaluation did
-    code = detect_main([str(tmp_path / "real" / "clip0"), "--model", str(VIDEO_SUBMISSION), "--json",
-                        str(tmp_path / "detect.json")])
+    code = detect_main(
+        [str(tmp_path / "real" / "clip0"), "--model", str(VIDEO_SUBMISSION), "--json", str(tmp_path / "detect.json")]
+    )
     assert code == 0
     detected = json.loads((tmp_path / "detect.json").read_text())
     rows = detected if isinstance(detected, list) else detected["results"]

@@ -20,7 +20,7 @@ from detectors.evaluate import evaluate_submission, main
 
 # A tiny image submission: p(fake) from the mean brightness through Linear(1, 2); an almost white image
 # gives NaN logits (the kind of numerical bug an evaluation has to survive and report).
-MODEL_PY = '''
+MODEL_PY = """
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file
@@ -42,7 +42,7 @@ def load_model(weights_path, num_classes=2, **kwargs):
     model.load_state_dict(load_file(weights_path))
     model.train(False)
     return model
-'''
+"""
 WEIGHT, BIAS = torch.tensor([[-4.0], [4.0]]), torch.tensor([1.0, -1.0])
 
 
@@ -51,8 +51,14 @@ def _submission(root: Path) -> Path:
     directory.mkdir()
     (directory / "model.py").write_text(textwrap.dedent(MODEL_PY))
     save_file({"linear.weight": WEIGHT, "linear.bias": BIAS}, str(directory / "model.safetensors"))
-    config = {"name": "brightness", "version": "1.0.0", "modality": "image", "dtype": "float32",
-              "preprocessing": {"resize": [16, 16]}, "model": {"num_classes": 2, "weights_file": "model.safetensors"}}
+    config = {
+        "name": "brightness",
+        "version": "1.0.0",
+        "modality": "image",
+        "dtype": "float32",
+        "preprocessing": {"resize": [16, 16]},
+        "model": {"num_classes": 2, "weights_file": "model.safetensors"},
+    }
     (directory / "model_config.yaml").write_text(yaml.safe_dump(config))
     return directory
 
@@ -119,8 +125,9 @@ def test_evaluate_cli_names_a_missing_submission(tmp_path, capsys) -> None:
 def test_evaluate_cli_names_a_device_this_machine_lacks(tmp_path, capsys) -> None:
     data, submission = _dataset(tmp_path, {"real": [10], "synthetic": [200]}), _submission(tmp_path)
     for device, message in (("cuda", "no such device on this machine"), ("gpu0", "not a device name")):
-        code = main(["--model", str(submission), "--data", str(data), "--output", str(tmp_path / "eval"),
-                     "--device", device])
+        code = main(
+            ["--model", str(submission), "--data", str(data), "--output", str(tmp_path / "eval"), "--device", device]
+        )
         assert code == 2 and message in capsys.readouterr().err
 
 
@@ -165,8 +172,10 @@ def test_each_sample_is_decoded_once_with_worker_processes(tmp_path) -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.zeros(x.shape[0], 2)
 
-    items = [MediaItem(str(tmp_path / f"{i}.png"), i % 2, "synthetic" if i % 2 else "real", "d", "image")
-             for i in range(6)]
-    result = run_pass(Constant(), items, load, batch_size=2, num_workers=1, device=torch.device("cpu"),
-                      description="test")
+    items = [
+        MediaItem(str(tmp_path / f"{i}.png"), i % 2, "synthetic" if i % 2 else "real", "d", "image") for i in range(6)
+    ]
+    result = run_pass(
+        Constant(), items, load, batch_size=2, num_workers=1, device=torch.device("cpu"), description="test"
+    )
     assert len(result["items"]) == 6 and calls.value == 6

@@ -17,11 +17,11 @@ from safetensors.torch import load_file, save_file
 from torchvision.transforms.v2 import functional as TF
 from transformers import Dinov2Config, Dinov2Model, DINOv3ViTConfig, DINOv3ViTModel
 
+from detectors.image.dinov3 import DinoImageNetwork
 from export import benchmark_loader as loader
 from export.check import check_model_source, check_submission, validate_config
 from export.convert import convert_backbone
 from export.spec import ExportSpec
-from detectors.image.dinov3 import DinoImageNetwork
 from export.writer import build_model_source, write_submission
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -30,7 +30,9 @@ MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 def _backbone(kind: str) -> tuple[torch.nn.Module, tuple[int, int]]:
     torch.manual_seed(0)
     if kind == "dinov2":
-        model = Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=28, patch_size=14))
+        model = Dinov2Model(
+            Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=28, patch_size=14)
+        )
         size = (28, 42)
     else:
         config = DINOv3ViTConfig(
@@ -47,8 +49,14 @@ def _backbone(kind: str) -> tuple[torch.nn.Module, tuple[int, int]]:
 def _image_spec(kind: str, features: str = "both") -> tuple[ExportSpec, torch.nn.Module]:
     backbone, size = _backbone(kind)
     vit_kwargs, vit_state = convert_backbone(backbone, size)
-    init = {"backbone": vit_kwargs, "features": features, "head_hidden": [16], "mean": tuple(MEAN), "std": STD,
-            "activation": "relu"}
+    init = {
+        "backbone": vit_kwargs,
+        "features": features,
+        "head_hidden": [16],
+        "mean": tuple(MEAN),
+        "std": STD,
+        "activation": "relu",
+    }
     network = DinoImageNetwork(num_classes=2, **init)
     state = {f"network.{key}": value for key, value in network.state_dict().items() if not key.startswith("backbone.")}
     state.update({f"network.backbone.{key}": value for key, value in vit_state.items()})
@@ -106,8 +114,9 @@ def _copy(directory: Path, tmp_path: Path) -> Path:
 def test_valid_submission_passes_and_matches_the_library(fixture: str, request) -> None:
     directory, spec, backbone = request.getfixturevalue(fixture)
     # the three submission files and the export's SHA256SUMS manifest
-    assert sorted(p.name for p in directory.iterdir()) == sorted(["model.py", "model_config.yaml", "model.safetensors",
-                                                                  "SHA256SUMS"])
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        ["model.py", "model_config.yaml", "model.safetensors", "SHA256SUMS"]
+    )
     assert check_submission(directory) == []  # includes the fresh-interpreter load and run
 
     model, config = loader.load_submission(directory)
@@ -204,7 +213,11 @@ def test_missing_weights_file_is_reported(dinov2_export, tmp_path) -> None:
 
 def test_wrong_output_shape_is_reported(dinov2_export, tmp_path) -> None:
     directory = _copy(dinov2_export[0], tmp_path)
-    _edit(directory / "model.py", "return self.calibration(self.network(x))", "return self.calibration(self.network(x)).repeat(1, 2)")
+    _edit(
+        directory / "model.py",
+        "return self.calibration(self.network(x))",
+        "return self.calibration(self.network(x)).repeat(1, 2)",
+    )
     problems = check_submission(directory)
     assert problems and all("output shape [2, 4]" in p for p in problems), problems
 
@@ -221,15 +234,33 @@ def test_zip_with_parent_folder_is_reported(dinov2_export, tmp_path) -> None:
 
 
 def test_validate_config_rules() -> None:
-    good = {"dtype": "bf16", "modality": "video", "preprocessing": {"resize": [224, 224], "num_frames": 16}, "model": {"num_classes": 2}}
+    good = {
+        "dtype": "bf16",
+        "modality": "video",
+        "preprocessing": {"resize": [224, 224], "num_frames": 16},
+        "model": {"num_classes": 2},
+    }
     assert validate_config(good) == []
     assert any("dtype 'float64' is invalid" in p for p in validate_config({**good, "dtype": "float64"}))
-    assert any("num_frames" in p for p in validate_config({**good, "preprocessing": {"resize": [224, 224], "num_frames": 65}}))
+    assert any(
+        "num_frames" in p for p in validate_config({**good, "preprocessing": {"resize": [224, 224], "num_frames": 65}})
+    )
     assert any("resize" in p for p in validate_config({**good, "preprocessing": {"resize": [224]}}))
-    audio = {"dtype": "float32", "modality": "audio", "preprocessing": {"sample_rate": 16000, "duration_seconds": 6.0}, "model": {}}
+    audio = {
+        "dtype": "float32",
+        "modality": "audio",
+        "preprocessing": {"sample_rate": 16000, "duration_seconds": 6.0},
+        "model": {},
+    }
     assert validate_config(audio) == []
-    assert any("sample_rate" in p for p in validate_config({**audio, "preprocessing": {"sample_rate": 22050, "duration_seconds": 6.0}}))
-    assert any("duration_seconds" in p for p in validate_config({**audio, "preprocessing": {"sample_rate": 16000, "duration_seconds": 4}}))
+    assert any(
+        "sample_rate" in p
+        for p in validate_config({**audio, "preprocessing": {"sample_rate": 22050, "duration_seconds": 6.0}})
+    )
+    assert any(
+        "duration_seconds" in p
+        for p in validate_config({**audio, "preprocessing": {"sample_rate": 16000, "duration_seconds": 4}})
+    )
 
 
 def test_load_model_signature_rule() -> None:
@@ -286,7 +317,7 @@ def test_build_model_source_defaults_make_the_retry_path_work(tmp_path) -> None:
 # benchmark loader rules
 
 
-RETRY_MODEL = '''
+RETRY_MODEL = """
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file
@@ -312,14 +343,16 @@ def load_model(weights_path, num_classes=2, **kwargs):
     model.calls = CALLS
     model.module_name = __name__
     return model
-'''
+"""
 
 
 def _retry_submission(tmp_path: Path, dtype: str = "bf16") -> Path:
     directory = tmp_path / "retry"
     directory.mkdir()
     (directory / "model.py").write_text(textwrap.dedent(RETRY_MODEL))
-    save_file({"linear.weight": torch.randn(3, 3), "linear.bias": torch.randn(3)}, str(directory / "weights.safetensors"))
+    save_file(
+        {"linear.weight": torch.randn(3, 3), "linear.bias": torch.randn(3)}, str(directory / "weights.safetensors")
+    )
     config = {
         "dtype": dtype,
         "modality": "image",
@@ -421,7 +454,9 @@ def test_zip_problems_name_the_zip_not_a_temporary_folder(dinov2_export, tmp_pat
     problems = check_submission(archive, run=False)
     assert any(p.startswith(f"{archive / 'model.safetensors'}: weights file missing") for p in problems), problems
     assert any(p.startswith(f"{archive / 'model.py'}:1: import of 'os'") for p in problems), problems
-    with pytest.raises(loader.SubmissionError, match=re.escape(f"{archive / 'model.safetensors'}: weights file missing")):
+    with pytest.raises(
+        loader.SubmissionError, match=re.escape(f"{archive / 'model.safetensors'}: weights file missing")
+    ):
         loader.load_submission(archive)
 
 
@@ -429,8 +464,10 @@ def test_undecodable_files_and_bad_yaml_are_reported_not_raised(dinov2_export, t
     directory = _copy(dinov2_export[0], tmp_path)
     (directory / "model.py").write_bytes((directory / "model.py").read_bytes() + b"\n# caf\xe9\n")
     problems = check_submission(directory, run=False)
-    assert problems == [f"{directory / 'model.py'}: not UTF-8 text (invalid continuation byte at byte "
-                        f"{len((dinov2_export[0] / 'model.py').read_bytes()) + 6}); save it as UTF-8"]
+    assert problems == [
+        f"{directory / 'model.py'}: not UTF-8 text (invalid continuation byte at byte "
+        f"{len((dinov2_export[0] / 'model.py').read_bytes()) + 6}); save it as UTF-8"
+    ]
 
     directory = _copy(dinov2_export[0], tmp_path / "yaml")
     config_path = directory / "model_config.yaml"
@@ -442,5 +479,6 @@ def test_undecodable_files_and_bad_yaml_are_reported_not_raised(dinov2_export, t
     config_path.write_bytes(b"name: caf\xe9\n")
     assert check_submission(directory, run=False)[0].startswith(f"{config_path}: not UTF-8 text")
     config_path.write_text("dtype: float32\nmodality: image\npreprocessing: {resize: [28, 42]}\nmodel: 3\n")
-    assert check_submission(directory, run=False) == [f"{config_path}: model: must be a mapping (num_classes, "
-                                                      "weights_file, ...), got 3"]
+    assert check_submission(directory, run=False) == [
+        f"{config_path}: model: must be a mapping (num_classes, weights_file, ...), got 3"
+    ]

@@ -37,8 +37,9 @@ def specs():
     first, _ = _image_spec("dinov2")
     second, _ = _image_spec("dinov2")
     second.name = "second"
-    second.state_dict = {key: value + 0.5 if value.is_floating_point() else value
-                         for key, value in second.state_dict.items()}
+    second.state_dict = {
+        key: value + 0.5 if value.is_floating_point() else value for key, value in second.state_dict.items()
+    }
     return first, second
 
 
@@ -77,8 +78,9 @@ def test_a_flipped_weight_byte_fails_export_check(specs, tmp_path, capsys) -> No
     weights = copy / "model.safetensors"
     flip_byte(weights, weights.stat().st_size // 2)  # inside tensor data: safetensors still parses it
     problems = check_submission(copy, run=False)
-    assert problems == [f"{weights}: sha256 differs from {copy / MANIFEST_FILE} (changed or corrupted after "
-                        "export); re-export"]
+    assert problems == [
+        f"{weights}: sha256 differs from {copy / MANIFEST_FILE} (changed or corrupted after export); re-export"
+    ]
     assert check_main([str(copy), "--static-only"]) == 1
     assert "model.safetensors: sha256 differs" in capsys.readouterr().out
 
@@ -97,9 +99,11 @@ def test_added_and_missing_files_are_named(specs, tmp_path) -> None:
     (directory / "notes.txt").write_text("mine")
     (directory / "model.py").unlink()
     problems, _ = verify_directory(directory)
-    assert problems == [f"{directory}/model.py: listed in {directory / MANIFEST_FILE} but missing; re-export",
-                        f"{directory}/notes.txt: not listed in {directory / MANIFEST_FILE} (added after export?); "
-                        "remove it or re-export"]
+    assert problems == [
+        f"{directory}/model.py: listed in {directory / MANIFEST_FILE} but missing; re-export",
+        f"{directory}/notes.txt: not listed in {directory / MANIFEST_FILE} (added after export?); "
+        "remove it or re-export",
+    ]
 
 
 def test_a_folder_and_a_zip_of_different_exports_are_reported(specs, tmp_path) -> None:
@@ -164,6 +168,7 @@ def test_reexport_killed_at_every_step_never_leaves_a_mixed_pair(specs, tmp_path
                             os.write(write_end, b"stopped")
                             signal.pause()  # until killed
                         return function(*args, **kwargs)
+
                     return hooked
 
                 os.replace = step(real_replace)
@@ -220,8 +225,13 @@ def test_reexport_killed_while_writing_the_zip_keeps_the_old_pair(specs, tmp_pat
     spec_file = tmp_path / "spec.pt"
     torch.save(dict(vars(specs[1])), spec_file)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.Popen([sys.executable, "-c", KILL_WHILE_ZIPPING, str(spec_file), str(directory)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILL_WHILE_ZIPPING, str(spec_file), str(directory)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         line = child.stdout.readline()
         assert line.strip() == "zipping", child.stderr.read()

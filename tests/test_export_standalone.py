@@ -19,16 +19,18 @@ from transformers import (
     DINOv3ViTModel,
 )
 
-from export.convert import convert_backbone, detect_family
 from detectors.image.dinov3 import DinoImageNetwork
 from detectors.networks.layers import MLP, CalibratedNetwork, ImageNormalize, LinearNorm, LogitAffine
 from detectors.networks.vit import VisionTransformer
+from export.convert import convert_backbone, detect_family
 
 ATOL = 1e-5
 
 
 def _hf_dinov2(size, **extra):
-    return Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=28, patch_size=14, **extra))
+    return Dinov2Model(
+        Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=28, patch_size=14, **extra)
+    )
 
 
 def _hf_dinov2_registers(size):
@@ -60,13 +62,16 @@ BUILDERS = {
     "hf_dinov3": (lambda size: _hf_dinov3(size), 16),
     "hf_dinov3_gated": (lambda size: _hf_dinov3(size, use_gated_mlp=True, hidden_act="silu"), 16),
     "timm_vit_dinov2": (
-        lambda size: _timm("vit_small_patch14_dinov2", size, num_heads=4, img_size=28, dynamic_img_size=True), 14
+        lambda size: _timm("vit_small_patch14_dinov2", size, num_heads=4, img_size=28, dynamic_img_size=True),
+        14,
     ),
     "timm_vit_dinov2_reg4_fixed": (
-        lambda size: _timm("vit_small_patch14_reg4_dinov2", size, num_heads=4, img_size=list(size)), 14
+        lambda size: _timm("vit_small_patch14_reg4_dinov2", size, num_heads=4, img_size=list(size)),
+        14,
     ),
     "timm_vit_dinov2_swiglu": (
-        lambda size: _timm("vit_giant_patch14_dinov2", size, num_heads=4, img_size=28, dynamic_img_size=True), 14
+        lambda size: _timm("vit_giant_patch14_dinov2", size, num_heads=4, img_size=28, dynamic_img_size=True),
+        14,
     ),
     "timm_eva_dinov3_qkvb": (lambda size: _timm("vit_small_patch16_dinov3_qkvb", size, num_heads=2, img_size=32), 16),
     "timm_eva_dinov3_swiglu": (lambda size: _timm("vit_huge_plus_patch16_dinov3", size, num_heads=2, img_size=32), 16),

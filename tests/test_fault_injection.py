@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import TOY_DETECTOR
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,21 +74,40 @@ def workspace(tmp_path_factory) -> dict[str, Path]:
     sys.path.insert(0, str(root))  # the resumed fits run in this process (only the killed ones need their own)
     importlib.import_module("toy_detector")
     (root / "driver.py").write_text(DRIVER)
-    settings = {"model": {"channels": 4}, "data": {"batch_size": 4, "num_workers": 0, "crop": "resize",
-                                                   "augment_level": 0, "balanced_sampling": False},
-                "optim": {"scheduler": "none"},
-                "trainer": {"max_epochs": EPOCHS, "enable_progress_bar": False, "log_every_n_steps": 1}}
+    settings = {
+        "model": {"channels": 4},
+        "data": {"batch_size": 4, "num_workers": 0, "crop": "resize", "augment_level": 0, "balanced_sampling": False},
+        "optim": {"scheduler": "none"},
+        "trainer": {"max_epochs": EPOCHS, "enable_progress_bar": False, "log_every_n_steps": 1},
+    }
     (root / "toy.yaml").write_text(yaml.safe_dump(settings))
     data = write_demo_images(root / "images", n_per_class=6, size=(40, 48))
     return {"root": root, "data": data}
 
 
-def _fit(workspace: dict[str, Path], run: Path, fault: str = "", extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    argv = ["--arch", "toy_image", "--data", str(workspace["data"]), "--config", str(workspace["root"] / "toy.yaml"),
-            "--output", str(run), *extra]
+def _fit(
+    workspace: dict[str, Path], run: Path, fault: str = "", extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    argv = [
+        "--arch",
+        "toy_image",
+        "--data",
+        str(workspace["data"]),
+        "--config",
+        str(workspace["root"] / "toy.yaml"),
+        "--output",
+        str(run),
+        *extra,
+    ]
     env = {**os.environ, "FAULT": fault, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.run([sys.executable, str(workspace["root"] / "driver.py"), str(workspace["root"]), str(run),
-                           *argv], capture_output=True, text=True, timeout=600, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, str(workspace["root"] / "driver.py"), str(workspace["root"]), str(run), *argv],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        check=False,
+    )
 
 
 def _fit_here(workspace: dict[str, Path], run: Path, *extra: str) -> int:
@@ -98,8 +116,17 @@ def _fit_here(workspace: dict[str, Path], run: Path, *extra: str) -> int:
     from detectors.registry import list_detectors
     from detectors.training.fit import run_fit
 
-    argv = ["--arch", "toy_image", "--data", str(workspace["data"]), "--config", str(workspace["root"] / "toy.yaml"),
-            "--output", str(run), *extra]
+    argv = [
+        "--arch",
+        "toy_image",
+        "--data",
+        str(workspace["data"]),
+        "--config",
+        str(workspace["root"] / "toy.yaml"),
+        "--output",
+        str(run),
+        *extra,
+    ]
     try:
         run_fit("image", IMAGE, list_detectors("image"), "dinov3_image", argv)
     except SystemExit as exit_info:

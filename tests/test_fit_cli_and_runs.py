@@ -40,8 +40,13 @@ def test_init_from_reads_the_defaults_of_the_runs_arch(tmp_path, monkeypatch):
 
     monkeypatch.setattr(fit_module, "base_layers", base_layers)
     with pytest.raises(Resolved):
-        run_fit("video", VIDEO, VIDEO_ARCHS, DEFAULT_ARCH,
-                ["--init-from", str(previous), "--data", str(tmp_path / "data.yaml"), "--output", str(tmp_path / "out")])
+        run_fit(
+            "video",
+            VIDEO,
+            VIDEO_ARCHS,
+            DEFAULT_ARCH,
+            ["--init-from", str(previous), "--data", str(tmp_path / "data.yaml"), "--output", str(tmp_path / "out")],
+        )
     assert requested == [("video", "gend")]  # not ReStraV's data/loss/optim/trainer defaults
 
 
@@ -55,8 +60,16 @@ def test_init_from_refuses_another_modality_and_architecture_flags(tmp_path):
         handle.write("model:\n  backbone: {name: /models/dinov3}\n  tuning: {mode: lora}\n")
 
     def args(**flags):
-        return argparse.Namespace(**{"init_from": image_run, "arch": "dinov3_image", "backbone": None,
-                                     "backbone_weights": None, "tuning": None, **flags})
+        return argparse.Namespace(
+            **{
+                "init_from": image_run,
+                "arch": "dinov3_image",
+                "backbone": None,
+                "backbone_weights": None,
+                "tuning": None,
+                **flags,
+            }
+        )
 
     assert init_from_arch(args(), "image") == "dinov3_image"
     assert init_from_arch(args(tuning="lora", backbone="/models/dinov3"), "image") == "dinov3_image"  # agree
@@ -73,8 +86,10 @@ def module(tiny_dinov3):
     from detectors.registry import create_detector
     from detectors.training.module import DetectorModule
 
-    detector = create_detector("dinov3_image", {"backbone": {"name": str(tiny_dinov3)}, "image_size": 32,
-                                                "tuning": {"mode": "frozen"}, "head_hidden": [8]})
+    detector = create_detector(
+        "dinov3_image",
+        {"backbone": {"name": str(tiny_dinov3)}, "image_size": 32, "tuning": {"mode": "frozen"}, "head_hidden": [8]},
+    )
     return DetectorModule(detector, loss={"name": "cross_entropy"})
 
 
@@ -99,8 +114,12 @@ def test_all_unreadable_validation_split_is_a_clear_error(module):
     # one readable batch is enough: metrics as usual, and the per-epoch count starts again
     module.validation_step({"skipped": 1}, 0)
     module.detector.eval()
-    batch = {"x": torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), "label": torch.tensor([0, 1]),
-             "class_index": torch.tensor([0, 1]), "skipped": 0}
+    batch = {
+        "x": torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8),
+        "label": torch.tensor([0, 1]),
+        "class_index": torch.tensor([0, 1]),
+        "skipped": 0,
+    }
     module.log = lambda *args, **kwargs: None  # no trainer loop to log into
     module.validation_step(batch, 1)
     module.on_validation_epoch_end()
@@ -117,9 +136,11 @@ def test_probe_on_an_all_unreadable_train_split_is_a_clear_error(tiny_dinov3, tm
         for i in range(6):
             (tmp_path / name / f"{i}.png").write_bytes(b"")  # zero-byte files: every sample unreadable
     data = tmp_path / "data.yaml"
-    data.write_text("datasets:\n"
-                    "  - {name: real, path: real, modality: image, media_type: real}\n"
-                    "  - {name: fake, path: fake, modality: image, media_type: synthetic}\n")
+    data.write_text(
+        "datasets:\n"
+        "  - {name: real, path: real, modality: image, media_type: real}\n"
+        "  - {name: fake, path: fake, modality: image, media_type: synthetic}\n"
+    )
     with pytest.raises(ConfigError, match=r"no readable image in the train split \(8 unreadable\)"):
         run_probe(data, str(tiny_dinov3), tmp_path / "probe", image_size=32, num_workers=0)
 
@@ -133,10 +154,17 @@ def test_a_train_split_with_one_class_only_is_refused(tmp_path, capsys):
     for i in range(12):
         (tmp_path / "fake").mkdir(exist_ok=True)
         Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / "fake" / f"{i}.png")
-    (tmp_path / "data.yaml").write_text("datasets:\n  - {name: gen, path: fake, modality: image, media_type: synthetic}\n")
+    (tmp_path / "data.yaml").write_text(
+        "datasets:\n  - {name: gen, path: fake, modality: image, media_type: synthetic}\n"
+    )
     with pytest.raises(SystemExit) as exit_info:
-        run_fit("image", IMAGE, ["dinov3_image"], "dinov3_image",
-                ["--data", str(tmp_path / "data.yaml"), "--output", str(tmp_path / "run")])
+        run_fit(
+            "image",
+            IMAGE,
+            ["dinov3_image"],
+            "dinov3_image",
+            ["--data", str(tmp_path / "data.yaml"), "--output", str(tmp_path / "run")],
+        )
     assert exit_info.value.code == 2
     assert "fake samples only" in capsys.readouterr().err
     assert not (tmp_path / "run" / "split.csv").exists()  # nothing written for an unusable data set
@@ -147,8 +175,9 @@ def test_export_cli_reports_a_non_empty_output_directory(tmp_path, capsys):
     from detectors.registry import create_detector
     from export.__main__ import main as export_main
 
-    detector = create_detector("cakelens", {"crop": 64, "width": 8, "channel_step": 4, "num_blocks": 2,
-                                            "hidden": [8, 8, 8]})
+    detector = create_detector(
+        "cakelens", {"crop": 64, "width": 8, "channel_step": 4, "num_blocks": 2, "hidden": [8, 8, 8]}
+    )
     save_detector(detector, tmp_path / "run")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("someone's file")
@@ -231,10 +260,12 @@ def test_demo_evaluation_yaml_survives_moving_the_run(tmp_path):
     for name in ("a.png", "b.png"):
         (run / "demo_data" / name).write_bytes(b"x")
     outside.write_bytes(b"x")
-    items = [MediaItem(str(run / "demo_data" / "a.png"), 0, "real", "demo", "image", split="val"),
-             MediaItem(str(run / "demo_data" / "b.png"), 1, "synthetic", "demo-fake", "image", split="val"),
-             MediaItem(str(outside), 1, "synthetic", "demo-fake", "image", split="val"),
-             MediaItem(str(run / "demo_data" / "a.png"), 0, "real", "demo", "image", split="train")]
+    items = [
+        MediaItem(str(run / "demo_data" / "a.png"), 0, "real", "demo", "image", split="val"),
+        MediaItem(str(run / "demo_data" / "b.png"), 1, "synthetic", "demo-fake", "image", split="val"),
+        MediaItem(str(outside), 1, "synthetic", "demo-fake", "image", split="val"),
+        MediaItem(str(run / "demo_data" / "a.png"), 0, "real", "demo", "image", split="train"),
+    ]
     write_split_dataset_yaml(items, "val", run / "evaluation" / "val.yaml", relative_to=run)
     moved = tmp_path / "renamed"
     run.rename(moved)
@@ -250,10 +281,14 @@ def test_runs_saved_before_the_networks_moved_under_net_still_load(tmp_path, tin
     from detectors.registry import create_detector
 
     cases = {
-        "image": (create_detector("dinov3_image", {"backbone": {"name": str(tiny_dinov3)}, "image_size": 32}),
-                  lambda key: key.removeprefix("net.")),
-        "cakelens": (create_detector("cakelens", {"crop": 32, "width": 4, "channel_step": 2, "num_blocks": 1,
-                                                  "hidden": [8]}), lambda key: key.replace("net.cnn.", "net.")),
+        "image": (
+            create_detector("dinov3_image", {"backbone": {"name": str(tiny_dinov3)}, "image_size": 32}),
+            lambda key: key.removeprefix("net."),
+        ),
+        "cakelens": (
+            create_detector("cakelens", {"crop": 32, "width": 4, "channel_step": 2, "num_blocks": 1, "hidden": [8]}),
+            lambda key: key.replace("net.cnn.", "net."),
+        ),
     }
     for name, (detector, old_name) in cases.items():
         with torch.no_grad():

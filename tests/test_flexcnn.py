@@ -30,18 +30,27 @@ def _functional_forward(state: dict[str, torch.Tensor], images: torch.Tensor, la
     for i in range(layers):
         weight = state[f"features.{i}.0.weight"]
         x = F.conv2d(x, weight, state[f"features.{i}.0.bias"], padding=weight.shape[-1] // 2)
-        x = F.batch_norm(x, state[f"features.{i}.1.running_mean"], state[f"features.{i}.1.running_var"],
-                         state[f"features.{i}.1.weight"], state[f"features.{i}.1.bias"], eps=1e-5)
+        x = F.batch_norm(
+            x,
+            state[f"features.{i}.1.running_mean"],
+            state[f"features.{i}.1.running_var"],
+            state[f"features.{i}.1.weight"],
+            state[f"features.{i}.1.bias"],
+            eps=1e-5,
+        )
         x = F.max_pool2d(F.relu(x), 2)
     x = F.relu(F.linear(x.flatten(1), state["classifier.1.weight"], state["classifier.1.bias"]))
     return F.linear(x, state["classifier.4.weight"], state["classifier.4.bias"])
 
 
-@pytest.mark.parametrize("settings", [
-    {"n_layers": 1, "filters": [8], "kernel_sizes": [3], "image_size": 16, "fc_size": 64},
-    {"n_layers": 2, "filters": [32, 24], "kernel_sizes": [5, 3], "image_size": 32, "fc_size": 384},
-    {"n_layers": 3, "filters": [16, 8, 64], "kernel_sizes": [5, 5, 3], "image_size": 20, "fc_size": 128},
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"n_layers": 1, "filters": [8], "kernel_sizes": [3], "image_size": 16, "fc_size": 64},
+        {"n_layers": 2, "filters": [32, 24], "kernel_sizes": [5, 3], "image_size": 32, "fc_size": 384},
+        {"n_layers": 3, "filters": [16, 8, 64], "kernel_sizes": [5, 5, 3], "image_size": 20, "fc_size": 128},
+    ],
+)
 def test_the_network_matches_fakefinders_definition(settings):
     detector = _detector(**settings)
     images = torch.randint(0, 256, (3, 3, settings["image_size"], settings["image_size"]), dtype=torch.uint8)
@@ -60,12 +69,18 @@ def test_the_network_matches_fakefinders_definition(settings):
     assert sum(p.numel() for p in detector.parameters() if p.requires_grad) == total
 
 
-@pytest.mark.parametrize("settings, problem", [
-    ({"n_layers": 3}, "model.filters: needs one value per layer (n_layers = 3), got 2"),
-    ({"n_layers": 1, "filters": [8], "kernel_sizes": [3, 5]}, "model.kernel_sizes: needs one value per layer"),
-    ({"n_layers": 3, "filters": [8, 8, 8], "kernel_sizes": [3, 3, 3], "image_size": 4}, "model.n_layers: 3 poolings"),
-    ({"dropout": 1.0}, "model.dropout: must be >= 0 and < 1"),
-])
+@pytest.mark.parametrize(
+    "settings, problem",
+    [
+        ({"n_layers": 3}, "model.filters: needs one value per layer (n_layers = 3), got 2"),
+        ({"n_layers": 1, "filters": [8], "kernel_sizes": [3, 5]}, "model.kernel_sizes: needs one value per layer"),
+        (
+            {"n_layers": 3, "filters": [8, 8, 8], "kernel_sizes": [3, 3, 3], "image_size": 4},
+            "model.n_layers: 3 poolings",
+        ),
+        ({"dropout": 1.0}, "model.dropout: must be >= 0 and < 1"),
+    ],
+)
 def test_inconsistent_settings_are_named(settings, problem):
     from detectors.registry import create_detector
 

@@ -12,8 +12,9 @@ import torch
 def _frozen_detector(backbone, **model):
     from detectors.registry import create_detector
 
-    return create_detector("dinov3_image", {"backbone": str(backbone), "tuning": "frozen", "image_size": 32,
-                                            "head_hidden": [8], **model})
+    return create_detector(
+        "dinov3_image", {"backbone": str(backbone), "tuning": "frozen", "image_size": 32, "head_hidden": [8], **model}
+    )
 
 
 @pytest.fixture()
@@ -50,8 +51,9 @@ def test_cached_features_give_the_uncached_logits_and_are_computed_once(tiny_din
         uncached = detector.net(torch.stack([recipe.load(path) for path in paths]))
         torch.testing.assert_close(detector.forward_head(features), uncached, atol=1e-5, rtol=1e-5)
     backbone_images.clear()
-    again, _ = detector.data_recipe("val", ImageDataConfig(cache_dir=str(tmp_path / "cache"), decode_workers=0,
-                                                           eval_crop="native")).features.run(paths)
+    again, _ = detector.data_recipe(
+        "val", ImageDataConfig(cache_dir=str(tmp_path / "cache"), decode_workers=0, eval_crop="native")
+    ).features.run(paths)
     assert backbone_images == []  # the same crops, the same weights: read back from the cache
     torch.testing.assert_close(again, features)
     other = _frozen_detector(tiny_dinov3, features="cls")  # other features: other cache entries
@@ -80,10 +82,28 @@ def test_a_frozen_fit_runs_the_backbone_once_per_image(tiny_dinov3, tmp_path, ba
     from detectors.training.fit import run_fit
 
     data = write_image_set(tmp_path / "set", n_per_class=6)
-    arguments = ["--arch", "dinov3_image", "--data", str(data), "--backbone", str(tiny_dinov3), "--tuning", "frozen",
-                 "--max-epochs", "3", "--num-workers", "0", "--set", "model.image_size=32",
-                 "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "data.decode_workers=0",
-                 "--set", "trainer.enable_progress_bar=false"]
+    arguments = [
+        "--arch",
+        "dinov3_image",
+        "--data",
+        str(data),
+        "--backbone",
+        str(tiny_dinov3),
+        "--tuning",
+        "frozen",
+        "--max-epochs",
+        "3",
+        "--num-workers",
+        "0",
+        "--set",
+        "model.image_size=32",
+        "--set",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "--set",
+        "data.decode_workers=0",
+        "--set",
+        "trainer.enable_progress_bar=false",
+    ]
     with caplog.at_level(logging.INFO, logger="detectors.image.data"):
         run_fit("image", IMAGE, list_detectors("image"), "dinov3_image", [*arguments, "--output", str(tmp_path / "a")])
     assert "training augmentation is off" in caplog.text

@@ -36,8 +36,10 @@ def _sha(array: np.ndarray) -> str:
 
 def _need_ffmpeg(modality: str) -> None:
     if modality == "video" and shutil.which("ffmpeg") is None:
-        pytest.fail("no ffmpeg executable: the benchmark's H.264 pass runs the ffmpeg command line; "
-                    "scripts/setup.sh installs it (Debian package ffmpeg)")
+        pytest.fail(
+            "no ffmpeg executable: the benchmark's H.264 pass runs the ffmpeg command line; "
+            "scripts/setup.sh installs it (Debian package ffmpeg)"
+        )
 
 
 # ------------------------------------------------------------------------- inputs and logits
@@ -74,9 +76,15 @@ def test_inputs_and_logits_equal_the_benchmarks(modality: str) -> None:
 # -------------------------------------------------------------------------- whole benchmark runs
 def _dataset_yaml(modality: str, root: Path) -> Path:
     shutil.copytree(HERE / modality / "datasets", root / "datasets")
-    entries = [{"name": name, "path": f"datasets/{name}/samples", "modality": modality,
-                "media_type": json.loads((root / "datasets" / name / "dataset_info.json").read_text())["media_type"]}
-               for name in REFERENCE["modalities"][modality]["listing"]]
+    entries = [
+        {
+            "name": name,
+            "path": f"datasets/{name}/samples",
+            "modality": modality,
+            "media_type": json.loads((root / "datasets" / name / "dataset_info.json").read_text())["media_type"],
+        }
+        for name in REFERENCE["modalities"][modality]["listing"]
+    ]
     path = root / "data.yaml"
     path.write_text(yaml.safe_dump({"datasets": entries}))
     return path
@@ -109,9 +117,17 @@ def test_evaluate_gives_the_scores_of_gasbench_run(modality: str, run: str, tmp_
     _replay_listing(monkeypatch, modality)
     reference = REFERENCE["modalities"][modality][run]
     share = REFERENCE["holdout_share"] if run == "run_holdout_share" else None
-    results = evaluate_submission(HERE / modality / "submission", _dataset_yaml(modality, tmp_path), tmp_path / "out",
-                                  robustness=True, aug_per_dataset=REFERENCE["aug_per_dataset"], seed=REFERENCE["seed"],
-                                  holdout_share=share, num_workers=0, batch_size=3)
+    results = evaluate_submission(
+        HERE / modality / "submission",
+        _dataset_yaml(modality, tmp_path),
+        tmp_path / "out",
+        robustness=True,
+        aug_per_dataset=REFERENCE["aug_per_dataset"],
+        seed=REFERENCE["seed"],
+        holdout_share=share,
+        num_workers=0,
+        batch_size=3,
+    )
     expected = reference["results"]
     base, tol = results["base"], 1e-6
     if modality == "audio":  # no augmented pass: the score is the base score
@@ -133,7 +149,9 @@ def test_evaluate_gives_the_scores_of_gasbench_run(modality: str, run: str, tmp_
         assert robustness["mode"] == "benchmark_selection" and robustness["blended"]
         assert robustness["augmentation_robustness"] == pytest.approx(expected["augmentation_robustness"], abs=tol)
         # the augmented samples are the benchmark's, sample for sample, with its probabilities
-        bench_aug = {f"{r['dataset']}/{r['name']}": _prob_fake(r["probs"]) for r in reference["records"] if r["aug_pass"]}
+        bench_aug = {
+            f"{r['dataset']}/{r['name']}": _prob_fake(r["probs"]) for r in reference["records"] if r["aug_pass"]
+        }
         ours_aug = _records(tmp_path / "out" / "predictions_augmented.csv")
         assert ours_aug.keys() == bench_aug.keys()
         for key, value in bench_aug.items():
@@ -144,11 +162,17 @@ def test_evaluate_gives_the_scores_of_gasbench_run(modality: str, run: str, tmp_
                 counts[record["dataset"]] = counts.get(record["dataset"], 0) + 1
         assert {k: v["scored"] for k, v in robustness["augmented_per_dataset"].items() if v["scored"]} == counts
         assert all(v["selected"] == REFERENCE["aug_per_dataset"] for v in robustness["augmented_per_dataset"].values())
-    for ours_key, key in (("mcc", "binary_mcc"), ("brier", "binary_brier"), ("cross_entropy", "binary_cross_entropy"),
-                          ("accuracy", "accuracy")):
+    for ours_key, key in (
+        ("mcc", "binary_mcc"),
+        ("brier", "binary_brier"),
+        ("cross_entropy", "binary_cross_entropy"),
+        ("accuracy", "accuracy"),
+    ):
         assert base[ours_key] == pytest.approx(expected[key], abs=tol), ours_key
     assert {name: row["n"] for name, row in base["per_dataset"].items()} == reference["per_dataset"]
-    bench_base = {f"{r['dataset']}/{r['name']}": _prob_fake(r["probs"]) for r in reference["records"] if not r["aug_pass"]}
+    bench_base = {
+        f"{r['dataset']}/{r['name']}": _prob_fake(r["probs"]) for r in reference["records"] if not r["aug_pass"]
+    }
     ours_base = _records(tmp_path / "out" / "predictions.csv")
     assert ours_base.keys() == bench_base.keys()
     for key, value in bench_base.items():
@@ -178,8 +202,10 @@ def test_probabilities_and_decisions_from_float32_logits() -> None:
         probs, prob_fake, preds = metrics.benchmark_outputs(torch.from_numpy(logits))
         assert probs.tolist() == [row["probs"] for row in rows], classes  # float32 arithmetic, bit for bit
         assert preds.tolist() == [row["pred"] for row in rows], classes
-        expected = [r["probs"][1] if len(r["probs"]) == 2 else 1 - r["probs"][0] if len(r["probs"]) == 3
-                    else r["probs"][0] for r in rows]
+        expected = [
+            r["probs"][1] if len(r["probs"]) == 2 else 1 - r["probs"][0] if len(r["probs"]) == 3 else r["probs"][0]
+            for r in rows
+        ]
         assert prob_fake.tolist() == expected
 
 
@@ -203,18 +229,33 @@ def test_weighted_metrics_and_augmented_pass_are_the_benchmarks() -> None:
             for field in ("score_composition", "realized_composition", "provenance_weights"):
                 assert report[field] == pytest.approx(expected[field], abs=1e-12)
         ours = score(base, weights)
-        for key, theirs in (("score", "sn34_score"), ("mcc", "binary_mcc"), ("brier", "binary_brier"),
-                            ("cross_entropy", "binary_cross_entropy"), ("accuracy", "benchmark_score")):
+        for key, theirs in (
+            ("score", "sn34_score"),
+            ("mcc", "binary_mcc"),
+            ("brier", "binary_brier"),
+            ("cross_entropy", "binary_cross_entropy"),
+            ("accuracy", "benchmark_score"),
+        ):
             assert ours[key] == pytest.approx(expected[theirs], abs=1e-12), (name, key)
-        aug_weights = None if class_weights is None else [class_weights.get(metrics.provenance(r["dataset_name"]), 1.0)
-                                                            for r in aug]
+        aug_weights = (
+            None
+            if class_weights is None
+            else [class_weights.get(metrics.provenance(r["dataset_name"]), 1.0) for r in aug]
+        )
         ours_aug = score(aug, aug_weights)
-        for key, theirs in (("score", "aug_sn34_score"), ("mcc", "aug_binary_mcc"), ("brier", "aug_binary_brier"),
-                            ("cross_entropy", "aug_binary_ce")):
+        for key, theirs in (
+            ("score", "aug_sn34_score"),
+            ("mcc", "aug_binary_mcc"),
+            ("brier", "aug_binary_brier"),
+            ("cross_entropy", "aug_binary_ce"),
+        ):
             assert ours_aug[key] == pytest.approx(expected[theirs], abs=1e-12), (name, key)
         by_id = {r["sample_id"]: r for r in base}
-        pairs = [(by_id[r["sample_id"]]["probs"][by_id[r["sample_id"]]["label"]], r["probs"][r["label"]])
-                 for r in aug if r["sample_id"] in by_id]
+        pairs = [
+            (by_id[r["sample_id"]]["probs"][by_id[r["sample_id"]]["label"]], r["probs"][r["label"]])
+            for r in aug
+            if r["sample_id"] in by_id
+        ]
         extra = metrics.augmentation_metrics(ours["score"], ours_aug["score"], pairs)
         assert extra["augmentation_robustness"] == pytest.approx(expected["augmentation_robustness"], abs=1e-12)
         assert extra["paired_samples"] == expected["aug_paired_samples"]
@@ -229,8 +270,11 @@ def test_frames_parquet_videos_are_listed_and_read_as_the_benchmark_reads_them(t
 
     _need_ffmpeg("video")
     shutil.copytree(HERE / "video" / "frames_parquet", tmp_path / "shards")
-    (tmp_path / "data.yaml").write_text(yaml.safe_dump({"datasets": [
-        {"name": "parquet-frames", "path": "shards", "modality": "video", "media_type": "synthetic"}]}))
+    (tmp_path / "data.yaml").write_text(
+        yaml.safe_dump(
+            {"datasets": [{"name": "parquet-frames", "path": "shards", "modality": "video", "media_type": "synthetic"}]}
+        )
+    )
     items = load_items(tmp_path / "data.yaml")
     assert [Path(i.path).name for i in items] == ["shard.parquet::clip-a", "shard.parquet::clip-b"]
     preprocessing = REFERENCE["preprocessing"]["video"]
@@ -254,7 +298,12 @@ def test_calibration_clips_of_a_frame_folder_are_the_benchmarks() -> None:
     sampler = FrameSampler("benchmark", preprocessing["num_frames"], frame_rate=preprocessing["frame_rate"])
     for dataset in ("gen-clips", "real-clips"):
         key = f"{dataset}/vid_000003_frames"
-        item = MediaItem(path=str(HERE / "video" / "datasets" / dataset / "samples" / "vid_000003_frames"), label=1,
-                         media_type="synthetic", dataset=dataset, modality="video")
+        item = MediaItem(
+            path=str(HERE / "video" / "datasets" / dataset / "samples" / "vid_000003_frames"),
+            label=1,
+            media_type="synthetic",
+            dataset=dataset,
+            modality="video",
+        )
         sample = MediaDataset([item], load=ClipLoader(sampler, tuple(preprocessing["resize"])))[0]
         assert _sha(sample["x"].numpy()) == REFERENCE["modalities"]["video"]["inputs"][key]["base"]["sha256"], key

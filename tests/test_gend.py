@@ -8,15 +8,21 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import stage_dataset
 
 from detectors.registry import create_detector
 from detectors.training.module import DetectorModule
 from detectors.video.gend import GenDDetector, alignment_loss, uniformity_loss
 
-from helpers import stage_dataset
-
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32,
-            patch_size=16, num_register_tokens=4)
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    image_size=32,
+    patch_size=16,
+    num_register_tokens=4,
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,23 +36,37 @@ def dinov3_dir(tmp_path_factory) -> str:
 
 
 def make(backbone: str, head: str = "mean", mode: str = "layernorm", **extra) -> GenDDetector:
-    config = {"backbone": {"name": backbone}, "head": head, "image_size": 32, "num_frames": 4,
-              "tuning": {"mode": mode}, "temporal": {"width": 16, "heads": 2, "hidden": [8], "dropout": 0.0},
-              **extra}
+    config = {
+        "backbone": {"name": backbone},
+        "head": head,
+        "image_size": 32,
+        "num_frames": 4,
+        "tuning": {"mode": mode},
+        "temporal": {"width": 16, "heads": 2, "hidden": [8], "dropout": 0.0},
+        **extra,
+    }
     return create_detector("gend", config)
 
 
 def clip_batch(batch: int = 4, frames: int = 3, size: int = 32) -> dict:
     generator = torch.Generator().manual_seed(1)
     labels = torch.tensor([0, 1] * (batch // 2))
-    return {"x": torch.randint(0, 256, (batch, frames, 3, size, size), generator=generator, dtype=torch.uint8),
-            "label": labels.clone(), "class_index": labels.clone(), "target": labels.clone()}
+    return {
+        "x": torch.randint(0, 256, (batch, frames, 3, size, size), generator=generator, dtype=torch.uint8),
+        "label": labels.clone(),
+        "class_index": labels.clone(),
+        "target": labels.clone(),
+    }
 
 
 # ----------------------------------------------------------------------------- tuning
 def _layernorm_names(model: torch.nn.Module) -> set[str]:
-    return {f"{name}.{p}" for name, module in model.named_modules() if isinstance(module, torch.nn.LayerNorm)
-            for p, _ in module.named_parameters(recurse=False)}
+    return {
+        f"{name}.{p}"
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.LayerNorm)
+        for p, _ in module.named_parameters(recurse=False)
+    }
 
 
 def test_layernorm_tuning_trains_only_norms_and_head(dinov3_dir):
@@ -75,8 +95,11 @@ def test_layernorm_tuning_trains_only_norms_and_head(dinov3_dir):
 def test_dinov2_layernorm_names(tmp_path):
     from transformers import Dinov2Config, Dinov2Model
 
-    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
-                             image_size=28, patch_size=14)).save_pretrained(tmp_path)
+    Dinov2Model(
+        Dinov2Config(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, image_size=28, patch_size=14
+        )
+    ).save_pretrained(tmp_path)
     detector = make(str(tmp_path), image_size=28)
     names = {n for n, p in detector.backbone.named_parameters() if p.requires_grad}
     assert sorted({n.split(".")[-2] for n in names}) == ["layernorm", "norm1", "norm2"]
@@ -121,8 +144,13 @@ def test_mean_head_is_mean_of_frame_probabilities(dinov3_dir):
     with torch.no_grad():
         features = detector.forward_features(x)
         video = detector.forward_head(features)
-        frame_probs = torch.stack([F.softmax(detector.net.head.linear(F.normalize(features[:, t], dim=-1)), dim=-1)
-                                   for t in range(features.shape[1])], dim=1)
+        frame_probs = torch.stack(
+            [
+                F.softmax(detector.net.head.linear(F.normalize(features[:, t], dim=-1)), dim=-1)
+                for t in range(features.shape[1])
+            ],
+            dim=1,
+        )
     assert features.shape == (4, 3, 32) and video.shape == (4, 2)
     torch.testing.assert_close(F.softmax(video, dim=-1), frame_probs.mean(dim=1), atol=1e-6, rtol=0)
 
@@ -153,8 +181,9 @@ def test_temporal_head_shapes_and_order(dinov3_dir):
 
 
 # ----------------------------------------------------------------------------- export
-@pytest.mark.parametrize("head,mode", [("mean", "layernorm"), ("mean", "lora"), ("temporal", "layernorm"),
-                                       ("temporal", "lora")])
+@pytest.mark.parametrize(
+    "head,mode", [("mean", "layernorm"), ("mean", "lora"), ("temporal", "layernorm"), ("temporal", "lora")]
+)
 def test_export_equals_in_library(dinov3_dir, tmp_path, head, mode):
     from export.__main__ import export_detector
     from export.benchmark_loader import load_submission, run_model
@@ -194,10 +223,34 @@ def test_fit_export_check(dinov3_dir, tmp_path):
 
     data = write_demo_videos(tmp_path / "data", n_per_class=8, num_frames=16, size=(40, 48))
     support = ModalitySupport(name="video", write_demo=write_demo_videos)
-    run = run_fit("video", support, ["gend"], "gend", [
-        "--data", str(data), "--backbone", dinov3_dir, "--output", str(tmp_path / "run"),
-        "--max-epochs", "2", "--batch-size", "4", "--num-workers", "0", "--accelerator", "cpu",
-        "--set", "model.image_size=32", "--set", "model.num_frames=6", "--set", "trainer.precision=32-true"])
+    run = run_fit(
+        "video",
+        support,
+        ["gend"],
+        "gend",
+        [
+            "--data",
+            str(data),
+            "--backbone",
+            dinov3_dir,
+            "--output",
+            str(tmp_path / "run"),
+            "--max-epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--num-workers",
+            "0",
+            "--accelerator",
+            "cpu",
+            "--set",
+            "model.image_size=32",
+            "--set",
+            "model.num_frames=6",
+            "--set",
+            "trainer.precision=32-true",
+        ],
+    )
     summary = json.loads((run / "summary.json").read_text())
     assert summary["tuning"] == "layernorm"
     assert all(".norm" in n or n.startswith("net.head.") for n in summary["trainable_tensors"])
@@ -219,15 +272,17 @@ def test_layernorm_tuning_learns_the_demo_fakes(dinov3_dir, tmp_path):
     from detectors.video.data import benchmark_input_loader
     from detectors.video.demo import write_demo_videos
 
-    items = load_items(write_demo_videos(tmp_path / "data", n_per_class=10, num_frames=16, size=(40, 48)),
-                       modality="video")
+    items = load_items(
+        write_demo_videos(tmp_path / "data", n_per_class=10, num_frames=16, size=(40, 48)), modality="video"
+    )
     load = benchmark_input_loader({"resize": [32, 32], "num_frames": 16, "frame_rate": 24.0})
     clips = torch.stack([load(item.path) for item in items])
     labels = torch.tensor([item.label for item in items])
     torch.manual_seed(0)
     detector = make(dinov3_dir)
-    module = DetectorModule(detector, loss={"name": "cross_entropy"},
-                            optim={"lr": 3e-3, "scheduler": "none", "weight_decay": 0.0})
+    module = DetectorModule(
+        detector, loss={"name": "cross_entropy"}, optim={"lr": 3e-3, "scheduler": "none", "weight_decay": 0.0}
+    )
     optimizer = module.configure_optimizers()["optimizer"]
 
     def video_auc() -> float:
@@ -271,12 +326,44 @@ def test_fit_export_evaluate_on_holdout(tmp_path):
     holdout = write_holdout_videos(tmp_path / "data", n_per_class=8, num_frames=16, size=(48, 64))
     # Quarter splits, so the best-checkpoint choice and the calibration see more than a couple of clips;
     # a constant learning rate and no augmentation, so ~100 steps are enough.
-    run = run_fit("video", VIDEO, VIDEO_ARCHS, "gend", [
-        "--data", str(data), "--backbone", str(backbone), "--output", str(tmp_path / "run"),
-        "--max-epochs", "25", "--batch-size", "4", "--lr", "1e-2", "--num-workers", "0", "--accelerator", "cpu",
-        "--set", "model.image_size=48", "--set", "model.num_frames=4", "--set", "trainer.precision=32-true",
-        "--set", "split.val=0.25", "--set", "split.calibration=0.25", "--set", "optim.scheduler=none",
-        "--set", "data.augment=false"])
+    run = run_fit(
+        "video",
+        VIDEO,
+        VIDEO_ARCHS,
+        "gend",
+        [
+            "--data",
+            str(data),
+            "--backbone",
+            str(backbone),
+            "--output",
+            str(tmp_path / "run"),
+            "--max-epochs",
+            "25",
+            "--batch-size",
+            "4",
+            "--lr",
+            "1e-2",
+            "--num-workers",
+            "0",
+            "--accelerator",
+            "cpu",
+            "--set",
+            "model.image_size=48",
+            "--set",
+            "model.num_frames=4",
+            "--set",
+            "trainer.precision=32-true",
+            "--set",
+            "split.val=0.25",
+            "--set",
+            "split.calibration=0.25",
+            "--set",
+            "optim.scheduler=none",
+            "--set",
+            "data.augment=false",
+        ],
+    )
     report = export_run(run, tmp_path / "submission")
     assert report["max_abs_logit_difference"] <= 1e-4
     assert check_submission(tmp_path / "submission") == []
@@ -289,8 +376,9 @@ def test_cache_dir_caches_decoded_evaluation_clips(dinov3_dir, tmp_path):
     from detectors.data.catalog import load_items
     from detectors.video.demo import write_demo_videos
 
-    items = load_items(write_demo_videos(tmp_path / "data", n_per_class=1, num_frames=12, size=(40, 48)),
-                       modality="video")
+    items = load_items(
+        write_demo_videos(tmp_path / "data", n_per_class=1, num_frames=12, size=(40, 48)), modality="video"
+    )
     dataset = stage_dataset(make(dinov3_dir), items, "eval", {"cache_dir": str(tmp_path / "cache")})
     first = dataset[0]["x"]
     cached = list((tmp_path / "cache" / "frames").rglob("*.npy*"))
@@ -305,8 +393,9 @@ def test_evaluation_clips_are_what_the_benchmark_feeds_the_export(dinov3_dir, tm
     from detectors.video.data import benchmark_input_loader
     from detectors.video.demo import write_demo_videos
 
-    items = load_items(write_demo_videos(tmp_path / "data", n_per_class=1, num_frames=12, size=(40, 60)),
-                       modality="video")
+    items = load_items(
+        write_demo_videos(tmp_path / "data", n_per_class=1, num_frames=12, size=(40, 60)), modality="video"
+    )
     detector = make(dinov3_dir)
     expected = benchmark_input_loader(detector.preprocessing())(items[0].path)
     for data in ({}, {"cache_dir": str(tmp_path / "cache")}):

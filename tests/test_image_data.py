@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from detectors.data.catalog import MediaItem, load_items
-from detectors.data.dataset import classification_target, MediaDataset, collate_skip, is_empty_batch
+from detectors.data.dataset import MediaDataset, classification_target, collate_skip, is_empty_batch
 from detectors.errors import MediaError
 from detectors.image.demo import write_demo_images, write_holdout_images
 from detectors.image.io import load_image
@@ -180,7 +180,9 @@ def test_level_range_samples_every_level() -> None:
     torch.manual_seed(0)
     t = ColourSaturation((0, 2))
     outputs = {tuple(t(x).flatten().tolist()) for _ in range(60)}
-    assert outputs == {tuple(x.flatten().tolist())} | {tuple(ColourSaturation(level)(x).flatten().tolist()) for level in (1, 2)}
+    assert outputs == {tuple(x.flatten().tolist())} | {
+        tuple(ColourSaturation(level)(x).flatten().tolist()) for level in (1, 2)
+    }
 
 
 def test_native_crop_never_downscales_and_upscales_small() -> None:
@@ -189,7 +191,12 @@ def test_native_crop_never_downscales_and_upscales_small() -> None:
     origins = set()
     for _ in range(10):
         out = NativeCrop(64)(big)
-        hits = [(t, left) for t in range(150 - 63) for left in range(200 - 63) if torch.equal(big[:, t : t + 64, left : left + 64], out)]
+        hits = [
+            (t, left)
+            for t in range(150 - 63)
+            for left in range(200 - 63)
+            if torch.equal(big[:, t : t + 64, left : left + 64], out)
+        ]
         assert len(hits) == 1
         origins.add(hits[0])
     assert len(origins) > 1  # random position
@@ -198,14 +205,18 @@ def test_native_crop_never_downscales_and_upscales_small() -> None:
     small = torch.from_numpy(random_rgb(40, 50)).permute(2, 0, 1).contiguous()
     out = NativeCrop(64, train=False)(small)
     assert out.shape == (3, 64, 64)
-    reference = torch.nn.functional.interpolate(small[None].float(), size=(64, 80), mode="bicubic", antialias=True, align_corners=False)
+    reference = torch.nn.functional.interpolate(
+        small[None].float(), size=(64, 80), mode="bicubic", antialias=True, align_corners=False
+    )
     reference = reference.round().clamp(0, 255)[0, :, :, 8:72]
     # torchvision's uint8 bicubic kernel differs from the float one by a few levels at sharp edges.
     diff = (out.float() - reference).abs()
     assert diff.mean() < 0.5 and diff.quantile(0.99) <= 4
 
     resized = ResizeCrop(64, train=False)(big)
-    reference = torch.nn.functional.interpolate(big[None].float(), size=(64, 85), mode="bilinear", antialias=True, align_corners=False)
+    reference = torch.nn.functional.interpolate(
+        big[None].float(), size=(64, 85), mode="bilinear", antialias=True, align_corners=False
+    )
     assert (resized.float() - reference.round()[0, :, :, 10:74]).abs().max() <= 1
 
 
@@ -225,7 +236,13 @@ def test_clip_gets_one_parameter_draw_for_all_frames() -> None:
     base = torch.from_numpy(RNG.integers(0, 200, (80, 100, 3), dtype=np.uint8)).permute(2, 0, 1)
     clip = torch.stack([base + t for t in range(6)])  # frame t = frame 0 + t (no overflow)
     no_noise = v2.Compose(
-        [NativeCrop(48), v2.RandomHorizontalFlip(0.5), v2.RandomVerticalFlip(0.5), ColourSaturation((0, 2)), GaussianBlurLevel((0, 2))]
+        [
+            NativeCrop(48),
+            v2.RandomHorizontalFlip(0.5),
+            v2.RandomVerticalFlip(0.5),
+            ColourSaturation((0, 2)),
+            GaussianBlurLevel((0, 2)),
+        ]
     )
     same = torch.stack([base] * 4)
     for seed in range(8):
@@ -305,7 +322,9 @@ def periodic_energy(image: torch.Tensor, period: int) -> float:
 def test_demo_images(tmp_path: Path) -> None:
     yaml_path = write_demo_images(tmp_path / "demo", n_per_class=16, size=(64, 80), seed=0)
     items = load_items(yaml_path, modality="image")
-    counts = {name: sum(it.dataset == name for it in items) for name in ("demo_real", "demo_fake_gen_a", "demo_fake_gen_b")}
+    counts = {
+        name: sum(it.dataset == name for it in items) for name in ("demo_real", "demo_fake_gen_a", "demo_fake_gen_b")
+    }
     assert counts == {"demo_real": 16, "demo_fake_gen_a": 8, "demo_fake_gen_b": 8}
     suffixes = {Path(it.path).suffix for it in items}
     assert suffixes == {".png", ".jpg"}
@@ -356,6 +375,9 @@ def test_load_image_crop_equals_native_crop_of_the_full_image(tmp_path):
         if shape[0] >= 64:
             full = load_image(path)
             # the random window is a pixel-exact window of the original somewhere
-            found = any(torch.equal(full[:, t:t + 64, left:left + 64], window)
-                        for t in range(shape[0] - 63) for left in range(shape[1] - 63))
+            found = any(
+                torch.equal(full[:, t : t + 64, left : left + 64], window)
+                for t in range(shape[0] - 63)
+                for left in range(shape[1] - 63)
+            )
             assert found

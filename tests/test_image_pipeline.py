@@ -18,13 +18,28 @@ from detectors.metrics import benchmark_score, brier, mcc
 from detectors.training.fit import run_fit
 
 sys.path.insert(0, str(Path(__file__).parent))
+from helpers import stage_dataset
 from image_fixtures import write_image_set  # noqa: E402
 
-from helpers import stage_dataset
-
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--max-epochs", "10", "--set", "data.crop=resize", "--num-workers", "0", "--batch-size", "16", "--set", "model.image_size=32",
-        "--set", "model.head_hidden=[32]", "--lr", "0.01", "--set", "optim.backbone_lr=0.003"]
+FAST = [
+    "--max-epochs",
+    "10",
+    "--set",
+    "data.crop=resize",
+    "--num-workers",
+    "0",
+    "--batch-size",
+    "16",
+    "--set",
+    "model.image_size=32",
+    "--set",
+    "model.head_hidden=[32]",
+    "--lr",
+    "0.01",
+    "--set",
+    "optim.backbone_lr=0.003",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +55,9 @@ def fit(args: list[str]) -> Path:
 @pytest.fixture(scope="module")
 def lora_run(image_sets, tiny_dinov3, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "lora"
-    return fit(["--data", str(image_sets[0]), "--backbone", str(tiny_dinov3), "--tuning", "lora",
-                "--output", str(out), *FAST])
+    return fit(
+        ["--data", str(image_sets[0]), "--backbone", str(tiny_dinov3), "--tuning", "lora", "--output", str(out), *FAST]
+    )
 
 
 def export_and_evaluate(run: Path, holdout_yaml: Path, tmp: Path) -> dict:
@@ -56,9 +72,18 @@ def export_and_evaluate(run: Path, holdout_yaml: Path, tmp: Path) -> dict:
 
 
 def test_run_directory_contents(lora_run):
-    for name in ("config.yaml", "split.csv", "checkpoints/last.ckpt", "summary.json", "metrics.json",
-                 "detector.safetensors", "calibration.json", "calibration_logits.safetensors",
-                 "plots/reliability.png", "plots/roc.png"):
+    for name in (
+        "config.yaml",
+        "split.csv",
+        "checkpoints/last.ckpt",
+        "summary.json",
+        "metrics.json",
+        "detector.safetensors",
+        "calibration.json",
+        "calibration_logits.safetensors",
+        "plots/reliability.png",
+        "plots/roc.png",
+    ):
         assert (lora_run / name).is_file(), name
     summary = json.loads((lora_run / "summary.json").read_text())
     assert summary["tuning"] == "lora" and summary["backbone_weights"] == "pretrained"
@@ -72,9 +97,23 @@ def test_run_directory_contents(lora_run):
 
 @pytest.mark.parametrize("tuning", ["lora", "layernorm", "frozen"])
 def test_each_tuning_mode_generalises_to_unseen_generator(tuning, lora_run, image_sets, tiny_dinov3, tmp_path):
-    run = lora_run if tuning == "lora" else fit(
-        ["--data", str(image_sets[0]), "--backbone", str(tiny_dinov3), "--tuning", tuning,
-         "--output", str(tmp_path / tuning), *FAST])
+    run = (
+        lora_run
+        if tuning == "lora"
+        else fit(
+            [
+                "--data",
+                str(image_sets[0]),
+                "--backbone",
+                str(tiny_dinov3),
+                "--tuning",
+                tuning,
+                "--output",
+                str(tmp_path / tuning),
+                *FAST,
+            ]
+        )
+    )
     results = export_and_evaluate(run, image_sets[1], tmp_path)
     assert results["roc_auc"] > 0.65, results  # chance is 0.5; tiny random backbone, 10 short epochs
     # the score in results.json is the score of predictions.csv
@@ -89,8 +128,17 @@ def test_each_tuning_mode_generalises_to_unseen_generator(tuning, lora_run, imag
 
 
 def test_resume_after_crash_continues_from_last_checkpoint(image_sets, tiny_dinov3, tmp_path):
-    args = ["--data", str(image_sets[0]), "--backbone", str(tiny_dinov3), "--tuning", "frozen",
-            "--output", str(tmp_path / "run"), *FAST]
+    args = [
+        "--data",
+        str(image_sets[0]),
+        "--backbone",
+        str(tiny_dinov3),
+        "--tuning",
+        "frozen",
+        "--output",
+        str(tmp_path / "run"),
+        *FAST,
+    ]
     fit([*args, "--max-epochs", "1"])
     # simulate a crash after the checkpoint but before the run was finalised
     (tmp_path / "run" / "summary.json").unlink()
@@ -106,8 +154,20 @@ def test_finished_run_is_never_overwritten_silently(lora_run, image_sets, tiny_d
 
 
 def test_init_from_reports_before_and_after(lora_run, image_sets, tmp_path):
-    run = fit(["--data", str(image_sets[1]), "--init-from", str(lora_run), "--output", str(tmp_path / "ft"),
-               *FAST[:2], "--num-workers", "0", "--gradient-checkpointing"])
+    run = fit(
+        [
+            "--data",
+            str(image_sets[1]),
+            "--init-from",
+            str(lora_run),
+            "--output",
+            str(tmp_path / "ft"),
+            *FAST[:2],
+            "--num-workers",
+            "0",
+            "--gradient-checkpointing",
+        ]
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["comparison"]["score"]) == {"before", "after"}
     import yaml
@@ -146,14 +206,29 @@ def test_unreadable_images_are_skipped_and_counted(image_sets, tiny_dinov3, tmp_
     shutil.copytree(image_sets[0].parent, data)
     (data / "real" / "zero.png").write_bytes(b"")
     (data / "fake" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    run = fit(["--data", str(data / "data.yaml"), "--backbone", str(tiny_dinov3), "--tuning", "frozen",
-               "--output", str(tmp_path / "run"), *FAST, "--max-epochs", "1"])
+    run = fit(
+        [
+            "--data",
+            str(data / "data.yaml"),
+            "--backbone",
+            str(tiny_dinov3),
+            "--tuning",
+            "frozen",
+            "--output",
+            str(tmp_path / "run"),
+            *FAST,
+            "--max-epochs",
+            "1",
+        ]
+    )
     summary = json.loads((run / "summary.json").read_text())
     skipped = summary["skipped_unreadable"]
     assert skipped["train"] + skipped["val"] + skipped["calibration"] >= 1
     # train counts distinct files (at most the two corrupt ones that landed there); draws may repeat them
-    assert skipped["train"] <= sum(item.split == "train" and item.path.endswith(("zero.png", "corrupt.jpg"))
-                                   for item in read_split(run / "split.csv"))
+    assert skipped["train"] <= sum(
+        item.split == "train" and item.path.endswith(("zero.png", "corrupt.jpg"))
+        for item in read_split(run / "split.csv")
+    )
     assert skipped["train_draws"] >= skipped["train"]
 
 
@@ -167,11 +242,36 @@ def test_probe_baseline_is_exportable(image_sets, tiny_dinov3, tmp_path):
 
 def test_ddp_two_cpu_processes(image_sets, tiny_dinov3, tmp_path):
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "detectors.image.fit", "--data", str(image_sets[0]), "--backbone",
-               str(tiny_dinov3), "--tuning", "layernorm", "--output", str(out), "--accelerator", "cpu",
-               "--devices", "2", "--strategy", "ddp", *FAST, "--max-epochs", "1"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400,
-                          env={**__import__("os").environ, "PL_DISABLE_FORK": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "detectors.image.fit",
+        "--data",
+        str(image_sets[0]),
+        "--backbone",
+        str(tiny_dinov3),
+        "--tuning",
+        "layernorm",
+        "--output",
+        str(out),
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        *FAST,
+        "--max-epochs",
+        "1",
+    ]
+    done = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env={**__import__("os").environ, "PL_DISABLE_FORK": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs_completed"] == 1
@@ -184,8 +284,23 @@ def test_three_class_head_trains_exports_and_scores_like_the_benchmark(tiny_dino
     from export.benchmark_loader import load_submission, run_model
 
     data = write_three_class_set(tmp_path / "data")
-    run = fit(["--data", str(data), "--backbone", str(tiny_dinov3), "--tuning", "layernorm",
-               "--output", str(tmp_path / "run"), *FAST, "--max-epochs", "3", "--set", "model.num_classes=3"])
+    run = fit(
+        [
+            "--data",
+            str(data),
+            "--backbone",
+            str(tiny_dinov3),
+            "--tuning",
+            "layernorm",
+            "--output",
+            str(tmp_path / "run"),
+            *FAST,
+            "--max-epochs",
+            "3",
+            "--set",
+            "model.num_classes=3",
+        ]
+    )
     results = export_and_evaluate(run, data, tmp_path)
     model, config = load_submission(tmp_path / "submission")
     assert config["model"]["num_classes"] == 3
@@ -206,11 +321,13 @@ def test_three_class_head_trains_exports_and_scores_like_the_benchmark(tiny_dino
 
 def test_too_small_dataset_is_a_clear_error(tiny_dinov3, tmp_path):
     from detectors.errors import ConfigError
-    from detectors.training.fit import build_parser, fit as fit_args
+    from detectors.training.fit import build_parser
+    from detectors.training.fit import fit as fit_args
 
     data = write_image_set(tmp_path / "tiny", n_per_class=1)
     args = build_parser("image", ["dinov3_image"], "dinov3_image").parse_args(
-        ["--data", str(data), "--backbone", str(tiny_dinov3), "--output", str(tmp_path / "run")])
+        ["--data", str(data), "--backbone", str(tiny_dinov3), "--output", str(tmp_path / "run")]
+    )
     with pytest.raises(ConfigError, match="split"):
         fit_args(args, "image", IMAGE)
 
@@ -220,25 +337,54 @@ def test_evaluate_robustness_pass_and_blend(lora_run, image_sets, tmp_path):
     from export.__main__ import export_run
 
     export_run(lora_run, tmp_path / "submission")
-    results = evaluate_submission(tmp_path / "submission", image_sets[1], tmp_path / "eval", robustness=True,
-                                  num_workers=0)
+    results = evaluate_submission(
+        tmp_path / "submission", image_sets[1], tmp_path / "eval", robustness=True, num_workers=0
+    )
     assert results["score"] == pytest.approx(0.8 * results["base"]["score"] + 0.2 * results["augmented"]["score"])
     assert (tmp_path / "eval" / "predictions_augmented.csv").is_file()
     for name in ("results.json", "predictions.csv", "summary.txt", "roc.png", "pr.png", "reliability.png"):
         assert (tmp_path / "eval" / name).is_file(), name
     assert 0 < results["ms_per_sample_mean"] and 0 < results["ms_per_sample_p95"]
     # a missing dataset YAML is a clear error, not a traceback
-    assert main(["--model", str(tmp_path / "submission"), "--data", str(tmp_path / "missing.yaml"),
-                 "--output", str(tmp_path / "eval2")]) == 2
+    assert (
+        main(
+            [
+                "--model",
+                str(tmp_path / "submission"),
+                "--data",
+                str(tmp_path / "missing.yaml"),
+                "--output",
+                str(tmp_path / "eval2"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_bf16_mixed_precision_checkpointing_and_accumulation(image_sets, tiny_dinov3, tmp_path):
     from export.__main__ import export_run
     from export.check import check_submission
 
-    run = fit(["--data", str(image_sets[0]), "--backbone", str(tiny_dinov3), "--tuning", "lora",
-               "--output", str(tmp_path / "run"), *FAST, "--max-epochs", "2", "--precision", "bf16-mixed",
-               "--gradient-checkpointing", "--accumulate-grad-batches", "2"])
+    run = fit(
+        [
+            "--data",
+            str(image_sets[0]),
+            "--backbone",
+            str(tiny_dinov3),
+            "--tuning",
+            "lora",
+            "--output",
+            str(tmp_path / "run"),
+            *FAST,
+            "--max-epochs",
+            "2",
+            "--precision",
+            "bf16-mixed",
+            "--gradient-checkpointing",
+            "--accumulate-grad-batches",
+            "2",
+        ]
+    )
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs_completed"] == 2 and summary["global_steps"] == 4  # 3 batches/epoch, 2 per step
     report = export_run(run, tmp_path / "submission", dtype="bf16")

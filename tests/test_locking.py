@@ -36,9 +36,14 @@ HOLD = textwrap.dedent("""
 
 
 def start_holder(directory: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", HOLD, str(directory)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(directory)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def finish(process: subprocess.Popen) -> int:
@@ -110,8 +115,9 @@ def test_an_unwritable_directory_is_a_one_line_error(tmp_path, monkeypatch) -> N
     monkeypatch.setattr(locking.os, "open", refuse)
     with pytest.raises(ConfigError) as info:
         DirectoryLock(tmp_path / "run").acquire()
-    assert str(info.value) == (f"{tmp_path / 'run'}: cannot create the lock file .lock (Permission denied); "
-                               "is the directory writable?")
+    assert str(info.value) == (
+        f"{tmp_path / 'run'}: cannot create the lock file .lock (Permission denied); is the directory writable?"
+    )
     assert not (tmp_path / "run").exists()  # the folder made for the lock is removed again
 
 
@@ -166,11 +172,23 @@ def test_ddp_children_do_not_take_the_run_lock(tmp_path, holder, stop_after_lock
 def test_evaluate_refuses_a_locked_output_directory(tmp_path, holder, capsys) -> None:
     from detectors.evaluate import main
 
-    code = main(["--model", str(tmp_path / "none"), "--data", str(tmp_path / "none.yaml"),
-                 "--output", str(tmp_path / "out"), "--device", "cpu"])
+    code = main(
+        [
+            "--model",
+            str(tmp_path / "none"),
+            "--data",
+            str(tmp_path / "none.yaml"),
+            "--output",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 2
     error = capsys.readouterr().err.strip()
     holder_info = json.loads((tmp_path / "out" / LOCK_NAME).read_text())
     assert holder_info["command"].startswith("test: python")  # the holder's own command line, on one line
-    assert error == (f"error: {tmp_path / 'out'}: in use by process {holder.pid} ({holder_info['command']}, "
-                     f"since {holder_info['since']}); wait for it to finish or stop it, or choose another directory")
+    assert error == (
+        f"error: {tmp_path / 'out'}: in use by process {holder.pid} ({holder_info['command']}, "
+        f"since {holder_info['since']}); wait for it to finish or stop it, or choose another directory"
+    )

@@ -34,22 +34,32 @@ def files(tmp_path: Path) -> dict[str, Path]:
     return {"image": image, "broken": broken, "loop": loop_a, "empty": empty, "dir": tmp_path}
 
 
-@pytest.mark.parametrize("name, problem", [("broken", "broken symbolic link"), ("loop", "symbolic link loop"),
-                                           ("empty", "empty file"), ("dir", "not a regular file")])
+@pytest.mark.parametrize(
+    "name, problem",
+    [
+        ("broken", "broken symbolic link"),
+        ("loop", "symbolic link loop"),
+        ("empty", "empty file"),
+        ("dir", "not a regular file"),
+    ],
+)
 def test_access_problems_are_named(files, name, problem):
     assert problem in media_access_problem(files[name])
     assert media_access_problem(files["image"]) is None
 
 
-@pytest.mark.parametrize("load", [load_image, lambda p: read_frames(p, [0]), load_audio_benchmark],
-                         ids=["image", "video", "audio"])
+@pytest.mark.parametrize(
+    "load", [load_image, lambda p: read_frames(p, [0]), load_audio_benchmark], ids=["image", "video", "audio"]
+)
 def test_every_decoder_says_permission_denied(files, load, monkeypatch):
     target = files["image"]
     if load is not load_image:
         target = files["image"].with_suffix(".bin")
         target.write_bytes(b"x" * 64)
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if Path(path) == target else real_access(path, mode))
+    monkeypatch.setattr(
+        os, "access", lambda path, mode, **kw: False if Path(path) == target else real_access(path, mode)
+    )
     with pytest.raises(MediaError, match="permission denied"):
         load(target)
 
@@ -59,8 +69,11 @@ def test_a_truncated_wav_warns_naming_the_file(tmp_path):
     sf.write(full, (np.random.default_rng(0).random(16000) * 0.1).astype(np.float32), 16000, subtype="PCM_16")
     truncated = tmp_path / "cut.wav"
     truncated.write_bytes(full.read_bytes()[:60])  # 8 of the 16000 frames its header declares
-    with pytest.warns(TruncatedAudioWarning, match=r"cut\.wav: truncated: its header declares 16000 sample frames, "
-                                                   r"the file holds 8"):
+    with pytest.warns(
+        TruncatedAudioWarning,
+        match=r"cut\.wav: truncated: its header declares 16000 sample frames, "
+        r"the file holds 8",
+    ):
         waveform = load_audio_benchmark(truncated)
     assert waveform.shape == (96000,)
     with warnings.catch_warnings():

@@ -12,7 +12,6 @@ from PIL import Image
 from detectors import metrics
 from detectors.plots import pr_curve_plot, reliability_diagram, roc_curve_plot, temperature_sweep_plot
 
-
 # ---------------------------------------------------------------------------------------------- score
 
 
@@ -215,8 +214,14 @@ def test_binary_metrics_per_dataset_breakdown() -> None:
     table = result["per_dataset"]
     assert set(table) == {"real_a", "fake_b", "mixed"}
     assert table["real_a"] == {
-        "n": 3, "n_real": 3, "n_fake": 0, "accuracy": pytest.approx(2 / 3), "n_pred_fake": 1,
-        "n_pred_real": 2, "mean_prob_fake": pytest.approx(1 / 3), "brier": pytest.approx((0.01 + 0.49 + 0.04) / 3),
+        "n": 3,
+        "n_real": 3,
+        "n_fake": 0,
+        "accuracy": pytest.approx(2 / 3),
+        "n_pred_fake": 1,
+        "n_pred_real": 2,
+        "mean_prob_fake": pytest.approx(1 / 3),
+        "brier": pytest.approx((0.01 + 0.49 + 0.04) / 3),
     }
     assert table["fake_b"]["n_pred_fake"] == 2 and "mcc" not in table["fake_b"]
     assert table["mixed"]["mcc"] == 1.0 and table["mixed"]["roc_auc"] == 1.0
@@ -288,8 +293,18 @@ def test_multiclass_score_matches_gorodkin_rk_and_k_class_brier() -> None:
     from detectors.metrics import benchmark_score, multiclass_metrics
 
     y = np.array([0, 0, 1, 1, 2, 2, 2, 0])
-    p = np.array([[0.7, 0.2, 0.1], [0.4, 0.5, 0.1], [0.1, 0.8, 0.1], [0.2, 0.3, 0.5],
-                  [0.1, 0.1, 0.8], [0.2, 0.2, 0.6], [0.3, 0.6, 0.1], [0.9, 0.05, 0.05]])
+    p = np.array(
+        [
+            [0.7, 0.2, 0.1],
+            [0.4, 0.5, 0.1],
+            [0.1, 0.8, 0.1],
+            [0.2, 0.3, 0.5],
+            [0.1, 0.1, 0.8],
+            [0.2, 0.2, 0.6],
+            [0.3, 0.6, 0.1],
+            [0.9, 0.05, 0.05],
+        ]
+    )
     result = multiclass_metrics(y, p)
     # Gorodkin's R_K from counts: (c*s - sum p_k t_k) / sqrt((s^2 - sum p_k^2)(s^2 - sum t_k^2))
     pred = p.argmax(1)

@@ -77,9 +77,12 @@ def test_zscore_statistics_and_head(tiny_backbone, demo_yaml, tmp_path):
     sample = dataset[0]
     assert set(sample) >= {"features", "label", "class_index", "index", "dataset_id"}
     with torch.no_grad():
-        z = (sample["features"] - torch.tensor(features.mean(0), dtype=torch.float32)) / \
-            (torch.tensor(features.std(0), dtype=torch.float32) + 1e-8)
-        torch.testing.assert_close(detector.forward_head(sample["features"][None]), detector.net.head(z[None]), atol=1e-4, rtol=1e-4)
+        z = (sample["features"] - torch.tensor(features.mean(0), dtype=torch.float32)) / (
+            torch.tensor(features.std(0), dtype=torch.float32) + 1e-8
+        )
+        torch.testing.assert_close(
+            detector.forward_head(sample["features"][None]), detector.net.head(z[None]), atol=1e-4, rtol=1e-4
+        )
     # the buffers are part of the saved state (stored with the model)
     assert {"net.feature_mean", "net.feature_std"} <= set(detector.state_dict())
     # features of the dataset equal the in-library forward on the same frames

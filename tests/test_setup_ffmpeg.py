@@ -18,10 +18,10 @@ def _bin(tmp_path: Path, *, apt_get: str | None, ffmpeg: bool = False) -> Path:
     folder.mkdir(parents=True)
     for tool in ("bash", "id"):
         (folder / tool).symlink_to(shutil.which(tool))
-    (folder / "sudo").write_text(f"#!{shutil.which('bash')}\n[ \"$1\" = -n ] && shift\nexec \"$@\"\n")
+    (folder / "sudo").write_text(f'#!{shutil.which("bash")}\n[ "$1" = -n ] && shift\nexec "$@"\n')
     (folder / "sudo").chmod(0o755)
     if apt_get is not None:
-        (folder / "apt-get").write_text(f"#!{shutil.which('bash')}\necho \"$@\" >> {tmp_path / 'calls'}\n{apt_get}\n")
+        (folder / "apt-get").write_text(f'#!{shutil.which("bash")}\necho "$@" >> {tmp_path / "calls"}\n{apt_get}\n')
         (folder / "apt-get").chmod(0o755)
     if ffmpeg:
         (folder / "ffmpeg").write_text("#!/bin/false\n")
@@ -30,8 +30,9 @@ def _bin(tmp_path: Path, *, apt_get: str | None, ffmpeg: bool = False) -> Path:
 
 
 def _run(folder: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(folder / "bash"), str(SCRIPT)], env={"PATH": str(folder)}, capture_output=True,
-                          text=True)
+    return subprocess.run(
+        [str(folder / "bash"), str(SCRIPT)], env={"PATH": str(folder)}, capture_output=True, text=True
+    )
 
 
 def _calls(tmp_path: Path) -> list[str]:
@@ -57,9 +58,11 @@ def test_missing_ffmpeg_is_installed_with_apt_get(tmp_path: Path) -> None:
 
 def test_stale_package_lists_are_updated_once(tmp_path: Path) -> None:
     # the first install fails (no package lists on a fresh machine), update, then install works
-    body = (f'if [ "$1" = update ]; then : > {tmp_path / "updated"}; exit 0; fi\n'
-            f'[ -e {tmp_path / "updated"} ] || exit 100\n'
-            f'printf "#!/bin/false\\n" > {tmp_path / "bin" / "ffmpeg"}; {shutil.which("chmod")} +x {tmp_path / "bin" / "ffmpeg"}')
+    body = (
+        f'if [ "$1" = update ]; then : > {tmp_path / "updated"}; exit 0; fi\n'
+        f"[ -e {tmp_path / 'updated'} ] || exit 100\n"
+        f'printf "#!/bin/false\\n" > {tmp_path / "bin" / "ffmpeg"}; {shutil.which("chmod")} +x {tmp_path / "bin" / "ffmpeg"}'
+    )
     folder = _bin(tmp_path, apt_get=body)
     done = _run(folder)
     assert done.returncode == 0, done.stderr

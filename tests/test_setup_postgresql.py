@@ -49,8 +49,11 @@ def test_installed_server_programs_are_left_alone(tmp_path: Path) -> None:
 
 def test_missing_server_programs_are_installed_once(tmp_path: Path) -> None:
     made = tmp_path / "lib" / "15" / "bin"
-    folder = _bin(tmp_path, apt_get=f'[ "$1" = install ] && {shutil.which("mkdir")} -p {made} && '
-                                    f'{shutil.which("touch")} {made}/initdb {made}/pg_ctl; exit 0')
+    folder = _bin(
+        tmp_path,
+        apt_get=f'[ "$1" = install ] && {shutil.which("mkdir")} -p {made} && '
+        f"{shutil.which('touch')} {made}/initdb {made}/pg_ctl; exit 0",
+    )
     done = _run(tmp_path, folder)
     assert done.returncode == 0 and done.stderr == ""
     assert _calls(tmp_path) == ["install -y -q --no-install-recommends postgresql"]

@@ -50,7 +50,10 @@ def _normalised_bodies(path: Path, root: Path = REPO):
             continue
         function = copy.deepcopy(node)
         function.body, function.name, function.decorator_list, function.returns = body, "f", [], None
-        yield ast.dump(_AlphaRename().visit(function), annotate_fields=False), f"{path.relative_to(root)}:{node.lineno} {node.name}"
+        yield (
+            ast.dump(_AlphaRename().visit(function), annotate_fields=False),
+            f"{path.relative_to(root)}:{node.lineno} {node.name}",
+        )
 
 
 def test_no_function_body_is_written_twice():
@@ -71,18 +74,24 @@ def test_the_guard_finds_a_renamed_copy(tmp_path):
     assert len(keys) == 2 and keys[0] == keys[1]
 
 
-@pytest.mark.parametrize("pattern, what", [
-    (r"rad2deg\(\s*torch\.acos", "ReStraV's turning angle"),
-    (r"kernel_size=\(1, 3, 3\)", "CakeLens' spatial convolution"),
-    (r"kernel_size=\(3, 1, 1\)", "CakeLens' temporal convolution"),
-    (r"def trajectory_features\(", "ReStraV's 21 features"),
-    (r"def cakelens_framesets\(", "CakeLens' framing"),
-    (r"torch\.logsumexp\(F\.logsigmoid", "the mean of per-frameset sigmoids"),
-])
+@pytest.mark.parametrize(
+    "pattern, what",
+    [
+        (r"rad2deg\(\s*torch\.acos", "ReStraV's turning angle"),
+        (r"kernel_size=\(1, 3, 3\)", "CakeLens' spatial convolution"),
+        (r"kernel_size=\(3, 1, 1\)", "CakeLens' temporal convolution"),
+        (r"def trajectory_features\(", "ReStraV's 21 features"),
+        (r"def cakelens_framesets\(", "CakeLens' framing"),
+        (r"torch\.logsumexp\(F\.logsigmoid", "the mean of per-frameset sigmoids"),
+    ],
+)
 def test_formulas_the_export_used_to_copy_have_one_definition(pattern, what):
-    hits = [f"{path.relative_to(REPO)}:{text[: match.start()].count(chr(10)) + 1}"
-            for path in LIBRARY for text in [path.read_text(encoding="utf-8")]
-            for match in re.finditer(pattern, text)]
+    hits = [
+        f"{path.relative_to(REPO)}:{text[: match.start()].count(chr(10)) + 1}"
+        for path in LIBRARY
+        for text in [path.read_text(encoding="utf-8")]
+        for match in re.finditer(pattern, text)
+    ]
     expected = 2 if "logsigmoid" in pattern else 1  # log p and log (1 - p), in one function
     assert len(hits) == expected, f"{what}: {hits}"
 
@@ -95,8 +104,12 @@ def _network_classes():
     for arch in list_detectors():
         module = importlib.import_module(detector_class(arch).__module__)
         for value in vars(module).values():
-            if inspect.isclass(value) and issubclass(value, DetectorNetwork) and value is not DetectorNetwork \
-                    and value.__module__.startswith("detectors."):
+            if (
+                inspect.isclass(value)
+                and issubclass(value, DetectorNetwork)
+                and value is not DetectorNetwork
+                and value.__module__.startswith("detectors.")
+            ):
                 classes[f"{arch}:{value.__name__}"] = value
     return classes
 
@@ -107,8 +120,11 @@ def test_every_network_bundles_into_a_model_py_that_passes_the_static_rules(name
     from export.bundle import bundle
     from export.check import check_model_source
 
-    source = bundle(_network_classes()[name], extra=(CalibratedNetwork,),
-                    footer="def load_model(weights_path, num_classes=2, **kwargs):\n    return None\n")
+    source = bundle(
+        _network_classes()[name],
+        extra=(CalibratedNetwork,),
+        footer="def load_model(weights_path, num_classes=2, **kwargs):\n    return None\n",
+    )
     assert check_model_source(source) == []
     assert "import detectors" not in source and "from detectors" not in source
     compile(source, "model.py", "exec")  # one self-contained, syntactically complete file

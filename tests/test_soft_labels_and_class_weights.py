@@ -23,7 +23,9 @@ def _soft_focal_brier_reference(margins, q, gamma, brier_weight, w_real, w_fake)
     return sum(out) / len(out)
 
 
-@pytest.mark.parametrize("gamma,brier_weight,class_weight", [(0.0, 0.0, None), (2.0, 1.0, None), (1.5, 0.5, [1.0, 6.0])])
+@pytest.mark.parametrize(
+    "gamma,brier_weight,class_weight", [(0.0, 0.0, None), (2.0, 1.0, None), (1.5, 0.5, [1.0, 6.0])]
+)
 def test_soft_label_loss_matches_an_independent_computation(gamma, brier_weight, class_weight):
     from calibration.losses import FocalBrierLoss
 
@@ -122,26 +124,38 @@ def test_score_column_gives_soft_labels_binarised_at_the_threshold(tmp_path):
 
     _write_scored_manifest(tmp_path / "set", [0.02, 0.05, 0.3, 0.55, 0.9, 0.6])
     yaml_path = tmp_path / "data.yaml"
-    yaml_path.write_text("datasets:\n  - {name: scored, path: set/labels.csv, modality: image, media_type: synthetic,"
-                         " score_column: teacher, score_threshold: 0.58}\n")
+    yaml_path.write_text(
+        "datasets:\n  - {name: scored, path: set/labels.csv, modality: image, media_type: synthetic,"
+        " score_column: teacher, score_threshold: 0.58}\n"
+    )
     items = load_items(yaml_path)
-    assert [(item.score, item.label) for item in items] == [(0.02, 0), (0.05, 0), (0.3, 0), (0.55, 0), (0.9, 1),
-                                                            (0.6, 1)]
+    assert [(item.score, item.label) for item in items] == [
+        (0.02, 0),
+        (0.05, 0),
+        (0.3, 0),
+        (0.55, 0),
+        (0.9, 1),
+        (0.6, 1),
+    ]
     distribution = label_distribution(items)
     assert distribution["share_below_0.1"] == pytest.approx(2 / 6)
-    assert distribution["share_at_least_0.5"] == pytest.approx(3 / 6) and distribution["fake_share"] == pytest.approx(2 / 6)
+    assert distribution["share_at_least_0.5"] == pytest.approx(3 / 6) and distribution["fake_share"] == pytest.approx(
+        2 / 6
+    )
     write_split(items, tmp_path / "split.csv")
     assert [item.score for item in read_split(tmp_path / "split.csv")] == [item.score for item in items]
     batch = collate_skip([MediaDataset(items, load=lambda path: torch.zeros(1))[i] for i in range(len(items))])
     torch.testing.assert_close(batch["score"], torch.tensor([0.02, 0.05, 0.3, 0.55, 0.9, 0.6]))
 
     bad = _write_scored_manifest(tmp_path / "bad", [0.2, 1.5])
-    yaml_path.write_text(f"datasets:\n  - {{name: bad, path: {bad}, modality: image, media_type: real, "
-                         "score_column: teacher}\n")
+    yaml_path.write_text(
+        f"datasets:\n  - {{name: bad, path: {bad}, modality: image, media_type: real, score_column: teacher}}\n"
+    )
     with pytest.raises(ConfigError, match=r"labels\.csv row 3\.teacher.*\[0, 1\], got '1\.5'"):
         load_items(yaml_path)
-    yaml_path.write_text(f"datasets:\n  - {{name: bad, path: {bad}, modality: image, media_type: real, "
-                         "score_column: missing}\n")
+    yaml_path.write_text(
+        f"datasets:\n  - {{name: bad, path: {bad}, modality: image, media_type: real, score_column: missing}}\n"
+    )
     with pytest.raises(ConfigError, match="no 'missing' column"):
         load_items(yaml_path)
 
@@ -153,8 +167,12 @@ def test_the_module_trains_against_soft_labels():
     detector = create_detector("spectral", {"image_size": 32, "bins": 8})
     module = DetectorModule(detector, loss={"name": "cross_entropy"})
     features = torch.randn(4, 8)
-    batch = {"features": features, "label": torch.tensor([0, 0, 1, 1]), "class_index": torch.tensor([0, 0, 1, 1]),
-             "score": torch.tensor([0.1, 0.4, 0.6, 0.95])}
+    batch = {
+        "features": features,
+        "label": torch.tensor([0, 0, 1, 1]),
+        "class_index": torch.tensor([0, 0, 1, 1]),
+        "score": torch.tensor([0.1, 0.4, 0.6, 0.95]),
+    }
     _, logits = detector.forward_batch(batch)
     target = module.training_target(batch, logits)
     torch.testing.assert_close(target, batch["score"])

@@ -63,16 +63,24 @@ WRITE_AND_HANG = textwrap.dedent("""
 def test_a_checkpoint_temp_of_a_killed_process_is_removed_and_nothing_else(tmp_path) -> None:
     checkpoints = tmp_path / "run" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    child = subprocess.Popen([sys.executable, "-c", WRITE_AND_HANG, str(checkpoints)], stdout=subprocess.PIPE,
-                             text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    child = subprocess.Popen(
+        [sys.executable, "-c", WRITE_AND_HANG, str(checkpoints)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     temp = Path(child.stdout.readline().strip())
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=60)
     child.stdout.close()
     assert temp.is_file() and temp_owner(temp)[1] == child.pid  # what kill -9 leaves behind
-    kept = [checkpoints / "last.ckpt", checkpoints / ".hidden", checkpoints / ".last.ckpt.k2j3h4g5.ckpt",
-            checkpoints / stale_name("best.ckpt", dead_pid(), host="0123abcd"),  # another host's (shared disk)
-            checkpoints / stale_name("best.ckpt", os.getpid())]  # a live process's
+    kept = [
+        checkpoints / "last.ckpt",
+        checkpoints / ".hidden",
+        checkpoints / ".last.ckpt.k2j3h4g5.ckpt",
+        checkpoints / stale_name("best.ckpt", dead_pid(), host="0123abcd"),  # another host's (shared disk)
+        checkpoints / stale_name("best.ckpt", os.getpid()),
+    ]  # a live process's
     for path in kept:
         path.write_bytes(b"keep")
     stale_dir = tmp_path / "run" / stale_name("submission", child.pid, suffix="")
@@ -123,6 +131,19 @@ def test_evaluate_removes_stale_temps_in_its_output(tmp_path) -> None:
     out.mkdir()
     left = out / stale_name("predictions.csv", dead_pid())
     left.write_text("partial")
-    assert main(["--model", str(tmp_path / "none"), "--data", str(tmp_path / "none.yaml"), "--output", str(out),
-                 "--device", "cpu"]) == 2  # the model is missing, but the output was claimed first
+    assert (
+        main(
+            [
+                "--model",
+                str(tmp_path / "none"),
+                "--data",
+                str(tmp_path / "none.yaml"),
+                "--output",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )  # the model is missing, but the output was claimed first
     assert not left.exists()

@@ -23,8 +23,13 @@ from postgres import NoServer, postgres_server
 from detectors.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_FIXED = {"trainer.max_epochs": 1, "data.num_workers": 0, "data.batch_size": 8, "model.image_size": 16,
-              "model.fc_size": 16}
+TINY_FIXED = {
+    "trainer.max_epochs": 1,
+    "data.num_workers": 0,
+    "data.batch_size": 8,
+    "model.image_size": 16,
+    "model.fc_size": 16,
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +40,12 @@ def tiny_images(tmp_path_factory) -> Path:
 
 
 def write_space(path: Path, params: dict, fixed: dict | None = None, **extra) -> Path:
-    space = {"fit": {"modality": "image", "arch": "flexcnn"}, "fixed": {**TINY_FIXED, **(fixed or {})},
-             "params": params, **extra}
+    space = {
+        "fit": {"modality": "image", "arch": "flexcnn"},
+        "fixed": {**TINY_FIXED, **(fixed or {})},
+        "params": params,
+        **extra,
+    }
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     return path
 
@@ -56,24 +65,30 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 # --------------------------------------------------------------------------- validation
-@pytest.mark.parametrize("params, where, problem", [
-    ({"model.fliters": {"low": 8, "high": 64}}, "params.model.fliters", "did you mean 'model.filters'?"),
-    ({"optim.lr": {"low": 0, "high": 0.1}}, "params.optim.lr.low", "must be > 0"),
-    ({"model.dropout": {"low": 0.1, "high": 1.5}}, "params.model.dropout.high", "must be >= 0 and < 1, got 1.5"),
-    ({"model.n_layers": {"low": 1, "high": 2.5}}, "params.model.n_layers.high", "expected an integer"),
-    ({"model.n_layers": {"low": 3, "high": 1}}, "params.model.n_layers", "low (3) is above high (1)"),
-    ({"model.image_size": {"choices": [16, "big"]}}, "params.model.image_size.choices[1]", "expected an integer"),
-    ({"data.crop": {"low": 1, "high": 2}}, "params.data.crop", "list its values under choices"),
-    ({"data.crop": {"choices": ["resize", "zoom"]}}, "params.data.crop.choices[1]", "one of 'native', 'resize'"),
-    ({"model.filters": {"low": 8, "high": 64}}, "params.model.filters", "list setting"),
-    ({"model.filters": {"low": 8, "high": 64, "length": "model.n_layers"}}, "params.model.filters.length",
-     "not a parameter of this space"),
-    ({"model": {"low": 1, "high": 2}}, "params.model", "is a section"),
-    ({"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True, "step": 1e-4}}, "params.optim.lr.step", "log range"),
-    ({"optim.lr": {"low": 1e-4, "high": 1e-2, "lgo": True}}, "params.optim.lr.lgo", "unknown key"),
-    ({"model.fc_size": {"low": 8, "high": 64}}, "params.model.fc_size", "also set in fixed"),
-    ({"trainer.callbacks": {"choices": [None]}}, "params.trainer.callbacks", "owned by the run directory"),
-])
+@pytest.mark.parametrize(
+    "params, where, problem",
+    [
+        ({"model.fliters": {"low": 8, "high": 64}}, "params.model.fliters", "did you mean 'model.filters'?"),
+        ({"optim.lr": {"low": 0, "high": 0.1}}, "params.optim.lr.low", "must be > 0"),
+        ({"model.dropout": {"low": 0.1, "high": 1.5}}, "params.model.dropout.high", "must be >= 0 and < 1, got 1.5"),
+        ({"model.n_layers": {"low": 1, "high": 2.5}}, "params.model.n_layers.high", "expected an integer"),
+        ({"model.n_layers": {"low": 3, "high": 1}}, "params.model.n_layers", "low (3) is above high (1)"),
+        ({"model.image_size": {"choices": [16, "big"]}}, "params.model.image_size.choices[1]", "expected an integer"),
+        ({"data.crop": {"low": 1, "high": 2}}, "params.data.crop", "list its values under choices"),
+        ({"data.crop": {"choices": ["resize", "zoom"]}}, "params.data.crop.choices[1]", "one of 'native', 'resize'"),
+        ({"model.filters": {"low": 8, "high": 64}}, "params.model.filters", "list setting"),
+        (
+            {"model.filters": {"low": 8, "high": 64, "length": "model.n_layers"}},
+            "params.model.filters.length",
+            "not a parameter of this space",
+        ),
+        ({"model": {"low": 1, "high": 2}}, "params.model", "is a section"),
+        ({"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True, "step": 1e-4}}, "params.optim.lr.step", "log range"),
+        ({"optim.lr": {"low": 1e-4, "high": 1e-2, "lgo": True}}, "params.optim.lr.lgo", "unknown key"),
+        ({"model.fc_size": {"low": 8, "high": 64}}, "params.model.fc_size", "also set in fixed"),
+        ({"trainer.callbacks": {"choices": [None]}}, "params.trainer.callbacks", "owned by the run directory"),
+    ],
+)
 def test_a_bad_space_is_a_one_line_error_naming_the_file_and_key(tmp_path, params, where, problem):
     from detectors.sweep.space import load_space
 
@@ -121,13 +136,22 @@ def test_the_shipped_spaces_are_valid_and_fakefinder_has_the_seeds_ranges():
     assert fakefinder["model.kernel_sizes"].choices == (3, 5)
     assert (fakefinder["model.dropout"].low, fakefinder["model.dropout"].high) == (0.1, 0.5)
     assert (fakefinder["model.fc_size"].low, fakefinder["model.fc_size"].high, fakefinder["model.fc_size"].step) == (
-        64, 512, 64)
+        64,
+        512,
+        64,
+    )
     assert (fakefinder["optim.lr"].low, fakefinder["optim.lr"].high, fakefinder["optim.lr"].log) == (1e-4, 1e-2, True)
     assert fakefinder["model.image_size"].choices == (16, 32, 64)
     assert fakefinder["data.batch_size"].choices == (8, 16)
     assert [o.metric for o in spaces["fakefinder_pareto"].objectives] == ["score", "trainable_parameters"]
-    assert {"optim.lr", "optim.backbone_lr", "model.tuning.lora.r", "loss.gamma", "loss.brier_weight",
-            "data.augment_level"} == {p.key for p in spaces["dinov3_image"].params}
+    assert {
+        "optim.lr",
+        "optim.backbone_lr",
+        "model.tuning.lora.r",
+        "loss.gamma",
+        "loss.brier_weight",
+        "data.augment_level",
+    } == {p.key for p in spaces["dinov3_image"].params}
     assert spaces["restrav"].arch == "restrav"
 
 
@@ -144,7 +168,9 @@ def test_per_layer_lists_are_drawn_with_their_length():
         assert all(v in range(8, 65, 8) for v in values["model.filters"])
         assert sorted(trial.params) == sorted(
             [k for k in values if k not in ("model.filters", "model.kernel_sizes")]
-            + [f"model.filters.{i}" for i in range(layers)] + [f"model.kernel_sizes.{i}" for i in range(layers)])
+            + [f"model.filters.{i}" for i in range(layers)]
+            + [f"model.kernel_sizes.{i}" for i in range(layers)]
+        )
         study.tell(trial, 0.0)
 
 
@@ -154,12 +180,17 @@ def test_a_study_prunes_writes_results_and_best_yaml_reproduces_the_best_trial(t
     from detectors.registry import list_detectors
     from detectors.training.fit import run_fit
 
-    space = write_space(tmp_path / "space.yaml", {
-        "model.n_layers": {"low": 1, "high": 2},
-        "model.filters": {"low": 4, "high": 8, "step": 4, "length": "model.n_layers"},
-        "model.kernel_sizes": {"choices": [3, 5], "length": "model.n_layers"},
-        "optim.lr": {"low": 1e-5, "high": 3e-2, "log": True},
-    }, fixed={"trainer.max_epochs": 3, "trainer.monitor": "val/loss"}, pruner="median")
+    space = write_space(
+        tmp_path / "space.yaml",
+        {
+            "model.n_layers": {"low": 1, "high": 2},
+            "model.filters": {"low": 4, "high": 8, "step": 4, "length": "model.n_layers"},
+            "model.kernel_sizes": {"choices": [3, 5], "length": "model.n_layers"},
+            "optim.lr": {"low": 1e-5, "high": 3e-2, "log": True},
+        },
+        fixed={"trainer.max_epochs": 3, "trainer.monitor": "val/loss"},
+        pruner="median",
+    )
     out = tmp_path / "sweep"
     status, stdout = sweep([space, "--data", tiny_images, "--trials", 6, "--output", out, "--seed", 1])
     assert status == 0, stdout
@@ -196,18 +227,27 @@ def test_a_study_prunes_writes_results_and_best_yaml_reproduces_the_best_trial(t
     assert study.best_trial.number == int(best_row["number"])
 
     # a new user's reproduction: the fit command with best.yaml (no --arch: it comes from the file)
-    repro = run_fit("image", IMAGE, list_detectors("image"), "dinov3_image",
-                    ["--config", str(out / "best.yaml"), "--data", str(tiny_images), "--output", str(tmp_path / "r")])
+    repro = run_fit(
+        "image",
+        IMAGE,
+        list_detectors("image"),
+        "dinov3_image",
+        ["--config", str(out / "best.yaml"), "--data", str(tiny_images), "--output", str(tmp_path / "r")],
+    )
     score = json.loads((repro / "metrics.json").read_text())["validation"]["score"]
     assert score == pytest.approx(float(best_row["score"]), abs=1e-9)
 
 
 def test_two_objectives_write_a_pareto_front(tmp_path, tiny_images):
-    space = write_space(tmp_path / "pareto.yaml", {
-        "model.n_layers": {"low": 1, "high": 2},
-        "model.filters": {"low": 4, "high": 16, "step": 4, "length": "model.n_layers"},
-        "model.kernel_sizes": {"choices": [3], "length": "model.n_layers"},
-    }, objectives=["score", "exported_size_mb"])
+    space = write_space(
+        tmp_path / "pareto.yaml",
+        {
+            "model.n_layers": {"low": 1, "high": 2},
+            "model.filters": {"low": 4, "high": 16, "step": 4, "length": "model.n_layers"},
+            "model.kernel_sizes": {"choices": [3], "length": "model.n_layers"},
+        },
+        objectives=["score", "exported_size_mb"],
+    )
     out = tmp_path / "sweep"
     status, stdout = sweep([space, "--data", tiny_images, "--trials", 3, "--output", out])
     assert status == 0 and "Pareto front" in stdout, stdout
@@ -229,13 +269,31 @@ def test_two_objectives_write_a_pareto_front(tmp_path, tiny_images):
 
 
 def test_the_coordinate_strategy_logs_each_steps_baseline_and_winner(tmp_path, tiny_images):
-    space = write_space(tmp_path / "knobs.yaml", {
-        "model.dropout": {"choices": [0.1, 0.4]},
-        "optim.lr": {"low": 1e-4, "high": 1e-2, "log": True},
-    })
+    space = write_space(
+        tmp_path / "knobs.yaml",
+        {
+            "model.dropout": {"choices": [0.1, 0.4]},
+            "optim.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+        },
+    )
     out = tmp_path / "sweep"
-    status, stdout = sweep([space, "--data", tiny_images, "--trials", 5, "--output", out, "--strategy", "coordinate",
-                            "--rounds", 2, "--points", 2])
+    status, stdout = sweep(
+        [
+            space,
+            "--data",
+            tiny_images,
+            "--trials",
+            5,
+            "--output",
+            out,
+            "--strategy",
+            "coordinate",
+            "--rounds",
+            2,
+            "--points",
+            2,
+        ]
+    )
     assert status == 0, stdout
     steps = [line for line in stdout.splitlines() if line.startswith("round ")]
     assert steps[0].startswith("round 1 model.dropout: baseline 0.1 (score ") and " -> winner " in steps[0], stdout
@@ -264,9 +322,14 @@ def _two_workers(space: Path, data: Path, outputs: list[Path], trials: int, stor
     argv = [str(space), "--data", str(data), "--trials", str(trials), "--study-name", "shared"]
     storage_flags = [] if storage.startswith("sqlite") else ["--storage", storage]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "detectors.sweep", *argv, "--output", str(outputs[0]),
-                                *storage_flags], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "detectors.sweep", *argv, "--output", str(outputs[0]), *storage_flags],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.time() + 240
         while time.time() < deadline and process.poll() is None:
@@ -300,8 +363,7 @@ def _check_shared_study(study: optuna.Study, outputs: list[Path], trials: int) -
 
 
 def test_two_workers_share_one_sqlite_study(tmp_path, tiny_images):
-    space = write_space(tmp_path / "shared.yaml", {"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True}},
-                        pruner="none")
+    space = write_space(tmp_path / "shared.yaml", {"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True}}, pruner="none")
     out = tmp_path / "sweep"
     out.mkdir()
     storage = f"sqlite:///{out / 'study.db'}"
@@ -312,8 +374,7 @@ def test_two_workers_share_one_sqlite_study(tmp_path, tiny_images):
 
 
 def test_two_workers_share_one_postgresql_study(tmp_path, tiny_images):
-    space = write_space(tmp_path / "shared.yaml", {"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True}},
-                        pruner="none")
+    space = write_space(tmp_path / "shared.yaml", {"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True}}, pruner="none")
     try:
         server = postgres_server()
         url = server.__enter__()

@@ -7,12 +7,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import torch
 import yaml
 from helpers import TOY_DETECTOR
-
 
 TOY_SETTINGS = {
     "model": {"channels": 6},
@@ -44,8 +42,13 @@ def test_a_detector_in_one_file_and_one_yaml_trains_exports_and_passes_the_check
     assert "toy_image" in list_detectors("image")
 
     data = write_demo_images(tmp_path / "images", n_per_class=8, size=(40, 48))
-    run = run_fit("image", IMAGE, list_detectors("image"), "dinov3_image", [
-        "--arch", "toy_image", "--data", str(data), "--config", str(settings), "--output", str(tmp_path / "run")])
+    run = run_fit(
+        "image",
+        IMAGE,
+        list_detectors("image"),
+        "dinov3_image",
+        ["--arch", "toy_image", "--data", str(data), "--config", str(settings), "--output", str(tmp_path / "run")],
+    )
     summary = json.loads((run / "summary.json").read_text())
     assert summary["arch"] == "toy_image" and summary["epochs_completed"] == 2
     config = yaml.safe_load((run / "config.yaml").read_text())

@@ -42,24 +42,40 @@ def _run(tmp_path):
 
 
 def test_any_trainer_argument_is_accepted(tmp_path):
-    trainer, _ = build_trainer({"accelerator": "cpu", "gradient_clip_val": 1.0, "gradient_clip_algorithm": "value",
-                                "num_sanity_val_steps": 0, "max_epochs": 3}, _run(tmp_path))
+    trainer, _ = build_trainer(
+        {
+            "accelerator": "cpu",
+            "gradient_clip_val": 1.0,
+            "gradient_clip_algorithm": "value",
+            "num_sanity_val_steps": 0,
+            "max_epochs": 3,
+        },
+        _run(tmp_path),
+    )
     assert trainer.gradient_clip_algorithm == "value" and trainer.num_sanity_val_steps == 0
 
 
-@pytest.mark.parametrize("config, message", [
-    ({"max_epoch": 3}, r"trainer\.max_epoch: unknown key \(did you mean 'trainer\.max_epochs'\?\)"),
-    ({"logger": False}, r"trainer\.logger: is owned by the run directory"),
-    ({"fast_dev_run": True}, r"trainer\.fast_dev_run: is owned by the run directory"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"max_epoch": 3}, r"trainer\.max_epoch: unknown key \(did you mean 'trainer\.max_epochs'\?\)"),
+        ({"logger": False}, r"trainer\.logger: is owned by the run directory"),
+        ({"fast_dev_run": True}, r"trainer\.fast_dev_run: is owned by the run directory"),
+    ],
+)
 def test_keys_a_run_cannot_take_are_config_errors(tmp_path, config, message):
     with pytest.raises(ConfigError, match=message):
         build_trainer(config, _run(tmp_path))
 
 
 def test_early_stopping_on_the_monitored_metric(tmp_path):
-    config = {"accelerator": "cpu", "max_epochs": 8, "early_stopping_patience": 2, "num_sanity_val_steps": 0,
-              "enable_progress_bar": False}
+    config = {
+        "accelerator": "cpu",
+        "max_epochs": 8,
+        "early_stopping_patience": 2,
+        "num_sanity_val_steps": 0,
+        "enable_progress_bar": False,
+    }
     trainer, checkpoint = build_trainer(config, _run(tmp_path))
     trainer.fit(_PlateauModule())
     # best at epoch 1 (0.7); epochs 2 and 3 do not improve -> stops after epoch 3 of 8

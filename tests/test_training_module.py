@@ -13,8 +13,16 @@ from detectors.training.module import DetectorModule, _warmup_cosine
 
 @pytest.fixture()
 def module(tiny_dinov3):
-    detector = create_detector("dinov3_image", {"backbone": {"name": str(tiny_dinov3)}, "image_size": 32,
-                                                "tuning": {"mode": "layernorm"}, "head_hidden": [8], "dropout": 0.0})
+    detector = create_detector(
+        "dinov3_image",
+        {
+            "backbone": {"name": str(tiny_dinov3)},
+            "image_size": 32,
+            "tuning": {"mode": "layernorm"},
+            "head_hidden": [8],
+            "dropout": 0.0,
+        },
+    )
     return DetectorModule(detector, loss={"name": "cross_entropy"}, optim={"lr": 1e-2, "backbone_lr": 1e-3})
 
 
@@ -30,8 +38,12 @@ def test_parameter_groups_split_backbone_head_and_decay(module):
 
 
 def test_training_step_uses_the_detectors_targets(module):
-    batch = {"x": torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), "label": torch.tensor([0, 1, 0, 1]),
-             "class_index": torch.tensor([0, 1, 0, 2]), "skipped": 1}
+    batch = {
+        "x": torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8),
+        "label": torch.tensor([0, 1, 0, 1]),
+        "class_index": torch.tensor([0, 1, 0, 2]),
+        "skipped": 1,
+    }
     module.detector.eval()  # DINOv3 jitters RoPE coordinates in training mode: compare deterministic passes
     loss = module.training_step(batch, 0)
     _, logits = module.detector.forward_batch(batch)
@@ -146,8 +158,9 @@ def test_package_level_api(tiny_dinov3, tmp_path):
     from detectors.base import save_detector
 
     assert set(detectors.list_detectors()) >= {"dinov3_image", "restrav", "gend", "cakelens", "breathnet"}
-    detector = detectors.create_detector("dinov3_image", {"backbone": {"name": str(tiny_dinov3)}, "image_size": 32,
-                                                          "tuning": {"mode": "lora"}})
+    detector = detectors.create_detector(
+        "dinov3_image", {"backbone": {"name": str(tiny_dinov3)}, "image_size": 32, "tuning": {"mode": "lora"}}
+    )
     with torch.no_grad():
         for parameter in detector.parameters():  # non-trivial LoRA weights must survive the round trip
             parameter.add_(torch.randn_like(parameter) * 0.01)
@@ -194,8 +207,13 @@ def test_workers_draw_different_augmentations():
             return self.transform(torch.full((1600,), 0.1))
 
     def batches(worker_init_fn):
-        loader = DataLoader(Constant(), batch_size=1, num_workers=2, worker_init_fn=worker_init_fn,
-                            generator=torch.Generator().manual_seed(0))
+        loader = DataLoader(
+            Constant(),
+            batch_size=1,
+            num_workers=2,
+            worker_init_fn=worker_init_fn,
+            generator=torch.Generator().manual_seed(0),
+        )
         out = [b[0] for b in loader]
         return out[0::2], out[1::2]  # what worker 0 and worker 1 produced, in order
 

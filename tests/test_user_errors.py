@@ -47,6 +47,7 @@ def image_submission(tiny_dinov3, tmp_path_factory) -> Path:
 
 # ------------------------------------------------------------------ 1. image size vs patch size
 
+
 def test_timm_patch_size_mismatch_is_reported_when_the_detector_is_built():
     backbone = {"name": "vit_small_patch14_dinov2", "pretrained": False, "timm_kwargs": TINY_TIMM}
     with pytest.raises(ConfigError) as caught:
@@ -79,8 +80,13 @@ def test_video_detectors_check_the_frame_size_against_the_patch_size(arch, tiny_
 
 
 def test_fixed_size_timm_backbone_takes_its_one_size_only():
-    backbone = build_backbone(BackboneConfig(name="vit_small_patch14_dinov2", pretrained=False,
-                                             timm_kwargs={**TINY_TIMM, "img_size": 56, "dynamic_img_size": False}))
+    backbone = build_backbone(
+        BackboneConfig(
+            name="vit_small_patch14_dinov2",
+            pretrained=False,
+            timm_kwargs={**TINY_TIMM, "img_size": 56, "dynamic_img_size": False},
+        )
+    )
     backbone.check_input_size(56)
     with pytest.raises(ConfigError, match=r"takes 56x56 images only.*dynamic_img_size"):
         backbone.check_input_size(70)  # a multiple of 14, but the position embedding is fixed
@@ -90,15 +96,22 @@ def test_fixed_size_timm_backbone_takes_its_one_size_only():
 
 # ------------------------------------------------------------------ 2. a named local file is never replaced
 
+
 def test_missing_local_weights_file_is_an_error_even_with_the_random_fallback(tmp_path):
-    config = BackboneConfig(name="vit_small_patch14_dinov2", weights=str(tmp_path / "nope.safetensors"),
-                            timm_kwargs=TINY_TIMM)
+    config = BackboneConfig(
+        name="vit_small_patch14_dinov2", weights=str(tmp_path / "nope.safetensors"), timm_kwargs=TINY_TIMM
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no random-fallback banner either
-        with pytest.raises(ConfigError, match=r"model\.backbone\.weights: weights file .*nope\.safetensors does not exist"):
+        with pytest.raises(
+            ConfigError, match=r"model\.backbone\.weights: weights file .*nope\.safetensors does not exist"
+        ):
             build_backbone(config, allow_random_fallback=True)
-        backbone = {"name": "vit_small_patch14_dinov2", "weights": str(tmp_path / "nope.safetensors"),
-                    "timm_kwargs": TINY_TIMM}
+        backbone = {
+            "name": "vit_small_patch14_dinov2",
+            "weights": str(tmp_path / "nope.safetensors"),
+            "timm_kwargs": TINY_TIMM,
+        }
         with pytest.raises(ConfigError, match="nope.safetensors"):  # the demo path: allow_random_backbone
             create_detector("dinov3_image", image_detector_config(backbone, 56, allow_random_backbone=True))
 
@@ -109,12 +122,18 @@ def test_unreadable_or_wrong_local_weights_are_checkpoint_errors(tmp_path):
     wrong = save_timm_weights(tmp_path / "wrong.safetensors", embed_dim=32, depth=3, num_heads=2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(CheckpointError, match=r"junk\.safetensors: cannot be read as weights: not a readable safetensors"):
-            build_backbone(BackboneConfig(name="vit_small_patch14_dinov2", weights=str(junk), timm_kwargs=TINY_TIMM),
-                           allow_random_fallback=True)
+        with pytest.raises(
+            CheckpointError, match=r"junk\.safetensors: cannot be read as weights: not a readable safetensors"
+        ):
+            build_backbone(
+                BackboneConfig(name="vit_small_patch14_dinov2", weights=str(junk), timm_kwargs=TINY_TIMM),
+                allow_random_fallback=True,
+            )
         with pytest.raises(CheckpointError) as caught:  # a 3-block file for a 2-block model
-            build_backbone(BackboneConfig(name="vit_small_patch14_dinov2", weights=str(wrong), timm_kwargs=TINY_TIMM),
-                           allow_random_fallback=True)
+            build_backbone(
+                BackboneConfig(name="vit_small_patch14_dinov2", weights=str(wrong), timm_kwargs=TINY_TIMM),
+                allow_random_fallback=True,
+            )
     message = str(caught.value)
     from safetensors import safe_open
 
@@ -138,11 +157,13 @@ def test_unloadable_local_directory_is_an_error_even_with_the_random_fallback(tm
 
 # ------------------------------------------------------------------ 3. the fallback banner says why
 
+
 def test_random_fallback_banner_names_the_setting_not_the_demo():
     tiny = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
     with pytest.warns(UserWarning) as caught:  # the hub is offline in tests (conftest)
-        backbone = build_backbone(BackboneConfig(name="facebook/dinov2-small", fallback_overrides=tiny),
-                                  allow_random_fallback=True)
+        backbone = build_backbone(
+            BackboneConfig(name="facebook/dinov2-small", fallback_overrides=tiny), allow_random_fallback=True
+        )
     message = "\n".join(str(w.message) for w in caught)
     assert "RANDOMLY INITIALISED" in message and "!" * 78 in message  # still loud
     assert "because model.allow_random_backbone is true" in message
@@ -152,13 +173,16 @@ def test_random_fallback_banner_names_the_setting_not_the_demo():
 
 # ------------------------------------------------------------------ 4. detect refuses other modalities
 
+
 def test_detect_refuses_an_image_submission_before_loading_it(image_submission, tmp_path, capsys):
     from detectors.video.detect import main, submission_modality
 
     assert main(["clip.mp4", "--model", str(image_submission)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"error: {image_submission} is an image model (model_config.yaml modality: image); "
-                   "detect takes video submissions")
+    assert err == (
+        f"error: {image_submission} is an image model (model_config.yaml modality: image); "
+        "detect takes video submissions"
+    )
     # a zipped submission is read without extracting it
     import shutil
 
@@ -168,6 +192,7 @@ def test_detect_refuses_an_image_submission_before_loading_it(image_submission, 
 
 
 # ------------------------------------------------------------------ 5. short checkpoint errors
+
 
 def small_cakelens():
     from detectors.video.cakelens import CakeLensConfig, CakeLensV5
@@ -180,11 +205,13 @@ def test_format_key_mismatch_lists_counts_and_the_first_keys():
     unexpected = [f"k{i}" for i in range(12)]
     assert format_key_mismatch([], unexpected) == "12 unexpected keys: k0, k1, k2, k3, k4 ... and 7 more"
     assert format_key_mismatch(["a"], ["b", "c"], ["w: checkpoint (1,) vs model (2,)"]) == (
-        "1 missing keys: a; 2 unexpected keys: b, c; 1 wrong-shape keys: w: checkpoint (1,) vs model (2,)")
+        "1 missing keys: a; 2 unexpected keys: b, c; 1 wrong-shape keys: w: checkpoint (1,) vs model (2,)"
+    )
     assert format_key_mismatch([], []) == ""
     expected = {"a": torch.zeros(2, 3), "b": torch.zeros(4)}
     assert state_dict_mismatch(expected, {"a": (2, 3), "b": torch.zeros(5), "c": (1,)}) == (
-        "1 unexpected keys: c; 1 wrong-shape keys: b: checkpoint (5,) vs model (4,)")
+        "1 unexpected keys: c; 1 wrong-shape keys: b: checkpoint (5,) vs model (4,)"
+    )
     assert state_dict_mismatch(expected, {"a": torch.zeros(2, 3), "b": torch.zeros(4)}) == ""
 
 
@@ -219,7 +246,10 @@ def test_cakelens_wrong_shapes_are_limited_too(tmp_path):
     with pytest.raises(CheckpointError) as caught:
         load_cakelens_checkpoint(tmp_path / "shapes.safetensors", model)
     message = str(caught.value)
-    assert f"{len(state)} wrong-shape keys: seq.input_conv0.weight: checkpoint (8, 1, 3, 3, 4) vs model (8, 1, 3, 3, 3)" in message
+    assert (
+        f"{len(state)} wrong-shape keys: seq.input_conv0.weight: checkpoint (8, 1, 3, 3, 4) vs model (8, 1, 3, 3, 3)"
+        in message
+    )
     assert f"... and {len(state) - 5} more" in message and "missing" not in message
 
 
@@ -229,8 +259,11 @@ def test_cakelens_unreadable_checkpoints_say_what_is_wrong(tmp_path):
     model = small_cakelens()
     junk = tmp_path / "junk.pth"
     junk.write_bytes(bytes(range(7, 256)) * 40)  # starts like no zip and no pickle
-    with pytest.raises(CheckpointError, match=r"junk\.pth: cannot be read as a checkpoint: not a PyTorch checkpoint: "
-                                              r"neither a zip archive nor a pickle"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"junk\.pth: cannot be read as a checkpoint: not a PyTorch checkpoint: "
+        r"neither a zip archive nor a pickle",
+    ):
         load_cakelens_checkpoint(junk, model)
 
     truncated = tmp_path / "truncated.pth"

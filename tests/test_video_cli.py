@@ -37,16 +37,39 @@ def workspace(tmp_path_factory) -> dict[str, Path]:
     data = write_demo_videos(videos, n_per_class=6)  # the same files test_restrav.py uses
     holdout = write_holdout_videos(videos, n_per_class=5)
     root = tmp_path_factory.mktemp("video_cli")
-    run = run_fit("video", VIDEO, VIDEO_ARCHS, "restrav", [
-        "--data", str(data), "--backbone", str(backbone), "--output", str(root / "run"),
-        "--cache-dir", str(root / "cache"), "--max-epochs", "3", "--lr", "0.01", "--batch-size", "8",
-        "--set", "model.image_size=28", "--set", "data.decode_workers=0", "--set", "split.val=0.25",
-        "--set", "split.calibration=0.25",
-    ])
+    run = run_fit(
+        "video",
+        VIDEO,
+        VIDEO_ARCHS,
+        "restrav",
+        [
+            "--data",
+            str(data),
+            "--backbone",
+            str(backbone),
+            "--output",
+            str(root / "run"),
+            "--cache-dir",
+            str(root / "cache"),
+            "--max-epochs",
+            "3",
+            "--lr",
+            "0.01",
+            "--batch-size",
+            "8",
+            "--set",
+            "model.image_size=28",
+            "--set",
+            "data.decode_workers=0",
+            "--set",
+            "split.val=0.25",
+            "--set",
+            "split.calibration=0.25",
+        ],
+    )
     submission = root / "submission"
     report = export_run(run, submission)
-    return {"run": run, "submission": submission, "holdout": holdout, "root": root, "report": report,
-            "data": data}
+    return {"run": run, "submission": submission, "holdout": holdout, "root": root, "report": report, "data": data}
 
 
 def test_fit_export_check_and_holdout(workspace):
@@ -106,8 +129,8 @@ def test_detect_cli_on_run_submission_and_corrupt_file(workspace, tmp_path, caps
 
 
 def test_benchmark_input_loader_sampling(workspace):
-    from detectors.video.data import benchmark_input_loader
     from detectors.image.transforms import benchmark_resize
+    from detectors.video.data import benchmark_input_loader
     from detectors.video.io import probe_video, read_frames
 
     path = load_items(workspace["data"], modality="video")[0].path
@@ -125,24 +148,43 @@ def test_benchmark_input_loader_sampling(workspace):
 def test_video_fit_flags_go_into_the_config():
     import argparse
 
-    from detectors.training.fit import build_parser
-
     from detectors.registry import detector_class
     from detectors.settings import ConfigLayers
+    from detectors.training.fit import build_parser
 
     parser = build_parser("video", VIDEO_ARCHS, "restrav")
     VIDEO.add_arguments(parser)
-    assert VIDEO_ARCHS == ["cakelens", "gend", "restrav", "spectral_video"]  # every registered video detector, found by name
-    args = parser.parse_args(["--num-frames", "16", "--frame-rate", "8", "--sampling", "window",
-                              "--window-sec", "1.5", "--cache-dir", "/tmp/x"])
+    assert VIDEO_ARCHS == [
+        "cakelens",
+        "gend",
+        "restrav",
+        "spectral_video",
+    ]  # every registered video detector, found by name
+    args = parser.parse_args(
+        [
+            "--num-frames",
+            "16",
+            "--frame-rate",
+            "8",
+            "--sampling",
+            "window",
+            "--window-sec",
+            "1.5",
+            "--cache-dir",
+            "/tmp/x",
+        ]
+    )
     layers = ConfigLayers(detector_class("restrav"))
     VIDEO.apply_arguments(args, layers, {"num_frames", "frame_rate", "window_sec"})
     assert layers.raw["model"] == {"num_frames": 16, "frame_rate": 8.0, "window_sec": 1.5}
     assert layers.raw["data"] == {"sampling": "window", "cache_dir": "/tmp/x"}
     assert layers.sources["model.num_frames"] == "--num-frames" and layers.sources["data.sampling"] == "--sampling"
     other = ConfigLayers(detector_class("cakelens"))  # an arch without sampling fields in its model config
-    VIDEO.apply_arguments(argparse.Namespace(num_frames=8, frame_rate=None, window_sec=None, sampling=None,
-                                             cache_dir=None), other, {"crop"})
+    VIDEO.apply_arguments(
+        argparse.Namespace(num_frames=8, frame_rate=None, window_sec=None, sampling=None, cache_dir=None),
+        other,
+        {"crop"},
+    )
     assert other.raw == {"data": {"num_frames": 8}}
 
 
@@ -152,6 +194,16 @@ def test_detect_names_a_device_this_machine_lacks(tmp_path, capsys):
 
     for device in ("cuda", "cuda:1", "gpu0"):
         with pytest.raises(SystemExit) as exit_info:
-            main([str(tmp_path / "a.mp4"), "--arch", "cakelens", "--weights", str(tmp_path / "w.pth"), "--device", device])
+            main(
+                [
+                    str(tmp_path / "a.mp4"),
+                    "--arch",
+                    "cakelens",
+                    "--weights",
+                    str(tmp_path / "w.pth"),
+                    "--device",
+                    device,
+                ]
+            )
         assert exit_info.value.code == 2
         assert f"--device {device}" in capsys.readouterr().err.replace("'", "")

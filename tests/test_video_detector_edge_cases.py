@@ -12,11 +12,10 @@ import safetensors.torch
 import torch
 import yaml
 
-from detectors.registry import create_detector
 from detectors.data.cache import FeatureCache
+from detectors.registry import create_detector
 from detectors.video.data import ClipLoader
 from detectors.video.sampling import FrameSampler
-
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 28, "patch_size": 14}
 
@@ -75,12 +74,15 @@ def test_missing_video_is_skipped_with_a_feature_cache(tiny_backbone, video, tmp
     detector = restrav(tiny_backbone)
     cache = FeatureCache(tmp_path / "features", detector.model_key())
     paths = [str(video), str(tmp_path / "gone.mp4")]
-    features, valid = detector.feature_extraction(FrameSampler("benchmark", 8), cache_dir=tmp_path / "features",
-                                                  num_workers=0).run(paths)
+    features, valid = detector.feature_extraction(
+        FrameSampler("benchmark", 8), cache_dir=tmp_path / "features", num_workers=0
+    ).run(paths)
     assert valid.tolist() == [True, False]
     assert torch.isfinite(features[0]).all() and torch.isnan(features[1]).all()
     # the readable video was cached, under the key of the file as it was read
-    assert cache.load(cache.key(ClipLoader(FrameSampler("benchmark", 8), (28, 28)).cache_identity(str(video)))) is not None
+    assert (
+        cache.load(cache.key(ClipLoader(FrameSampler("benchmark", 8), (28, 28)).cache_identity(str(video)))) is not None
+    )
 
 
 # ---------------------------------------------------------------------------------- detect CLI
@@ -93,12 +95,15 @@ class _FixedLogits(torch.nn.Module):
         return self.logits.expand(video.shape[0], -1)
 
 
-@pytest.mark.parametrize("probs, label", [
-    ((0.40, 0.35, 0.25), "real"),  # argmax is "real" although p(fake) = 1 - 0.40 = 0.60
-    ((0.30, 0.20, 0.50), "fake"),
-    ((0.50, 0.50), "real"),        # a tie is "real" (argmax takes the first maximum)
-    ((0.45, 0.55), "fake"),
-])
+@pytest.mark.parametrize(
+    "probs, label",
+    [
+        ((0.40, 0.35, 0.25), "real"),  # argmax is "real" although p(fake) = 1 - 0.40 = 0.60
+        ((0.30, 0.20, 0.50), "fake"),
+        ((0.50, 0.50), "real"),  # a tie is "real" (argmax takes the first maximum)
+        ((0.45, 0.55), "fake"),
+    ],
+)
 def test_detect_label_is_the_benchmark_decision(probs, label):
     from detectors.video.detect import VideoModel, detect
 
@@ -110,7 +115,7 @@ def test_detect_label_is_the_benchmark_decision(probs, label):
     assert result["prob_fake"] == pytest.approx(expected_fake, abs=1e-6)
 
 
-MODEL_PY = '''
+MODEL_PY = """
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file
@@ -129,16 +134,22 @@ def load_model(weights_path, num_classes=3, **kwargs):
     model = Fixed()
     model.load_state_dict(load_file(weights_path))
     return model
-'''
+"""
 
 
 def _submission(root: Path, preprocessing: dict) -> Path:
     root.mkdir()
     (root / "model.py").write_text(MODEL_PY)
-    safetensors.torch.save_file({"logits": torch.tensor([[math.log(0.4), math.log(0.35), math.log(0.25)]])},
-                                str(root / "model.safetensors"))
-    config = {"name": "fixed", "modality": "video", "dtype": "float32", "preprocessing": preprocessing,
-              "model": {"num_classes": 3, "weights_file": "model.safetensors"}}
+    safetensors.torch.save_file(
+        {"logits": torch.tensor([[math.log(0.4), math.log(0.35), math.log(0.25)]])}, str(root / "model.safetensors")
+    )
+    config = {
+        "name": "fixed",
+        "modality": "video",
+        "dtype": "float32",
+        "preprocessing": preprocessing,
+        "model": {"num_classes": 3, "weights_file": "model.safetensors"},
+    }
     (root / "model_config.yaml").write_text(yaml.safe_dump(config))
     return root
 
@@ -173,8 +184,9 @@ def test_detect_on_a_gend_run_reads_preprocessing_without_converting_the_backbon
     import detectors.base
     from detectors.video.detect import from_run
 
-    detector = create_detector("gend", {"backbone": {"name": str(tiny_dinov3)}, "image_size": 32, "num_frames": 4,
-                                        "frame_rate": 6.0})
+    detector = create_detector(
+        "gend", {"backbone": {"name": str(tiny_dinov3)}, "image_size": 32, "num_frames": 4, "frame_rate": 6.0}
+    )
     expected = {"resize": [32, 32], "num_frames": 4, "frame_rate": 6.0}
     assert detector.export_spec().preprocessing == expected
 
@@ -189,8 +201,16 @@ def test_detect_on_a_gend_run_reads_preprocessing_without_converting_the_backbon
 
 
 # ---------------------------------------------------------------------------------- sampling
-@pytest.mark.parametrize("bad", [{"frame_rate": 0.0}, {"frame_rate": -8.0}, {"frame_rate": float("nan")},
-                                 {"window_sec": 0.0}, {"window_sec": -2.0}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"frame_rate": 0.0},
+        {"frame_rate": -8.0},
+        {"frame_rate": float("nan")},
+        {"window_sec": 0.0},
+        {"window_sec": -2.0},
+    ],
+)
 def test_bad_sampling_settings_fail_once_not_per_video(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         FrameSampler("benchmark", 16, **bad)

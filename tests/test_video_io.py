@@ -16,14 +16,13 @@ import torchvision.transforms.v2.functional as TF
 import yaml
 from PIL import Image
 
+from detectors.data.cache import FeatureCache
 from detectors.errors import MediaError
 from detectors.video import io as video_io
-from detectors.data.cache import FeatureCache
 from detectors.video.cache import FrameCache
 from detectors.video.data import ClipLoader
 from detectors.video.demo import main as demo_main
 from detectors.video.demo import write_demo_videos, write_holdout_videos, write_mp4
-from detectors.video.restrav import trajectory_features
 from detectors.video.io import (
     centre_crop_resize,
     iter_frame_chunks,
@@ -32,6 +31,7 @@ from detectors.video.io import (
     read_video_frames,
     resize_frames,
 )
+from detectors.video.restrav import trajectory_features
 from detectors.video.sampling import (
     FrameSampler,
     benchmark_indices,
@@ -106,7 +106,9 @@ def _torchcodec_style_window(total: int, fps: float, frames: int = 24, window: f
     return [int((pts <= float(t)).nonzero().max()) for t in times]
 
 
-@pytest.mark.parametrize("total,fps", [(48, 24.0), (49, 24.0), (61, 30.0), (300, 29.97), (17, 25.0), (1000, 60.0), (90, 23.976)])
+@pytest.mark.parametrize(
+    "total,fps", [(48, 24.0), (49, 24.0), (61, 30.0), (300, 29.97), (17, 25.0), (1000, 60.0), (90, 23.976)]
+)
 def test_window_indices_match_float32_timestamp_reference(total: int, fps: float) -> None:
     assert window_indices(total, fps) == _torchcodec_style_window(total, fps)
 
@@ -130,9 +132,12 @@ def test_frame_sampler_dispatch_and_keys() -> None:
     assert FrameSampler("uniform", 4).indices(10, None) == [0, 3, 6, 9]
     assert FrameSampler("benchmark", 100).clip_length == 64
     keys = {
-        FrameSampler("benchmark", 16).key(), FrameSampler("benchmark", 16, frame_rate=8.0).key(),
-        FrameSampler("window", 24).key(), FrameSampler("window", 24, window_sec=3.0).key(),
-        FrameSampler("uniform", 16).key(), FrameSampler("random", 16).key(),
+        FrameSampler("benchmark", 16).key(),
+        FrameSampler("benchmark", 16, frame_rate=8.0).key(),
+        FrameSampler("window", 24).key(),
+        FrameSampler("window", 24, window_sec=3.0).key(),
+        FrameSampler("uniform", 16).key(),
+        FrameSampler("random", 16).key(),
     }
     assert len(keys) == 6
     assert FrameSampler("window", 24).key() == FrameSampler("window", 24).key()
@@ -346,8 +351,9 @@ def _mux_cover(container: av.container.OutputContainer) -> tuple[av.stream.Strea
     return cover, [*cover.encode(image), *cover.encode()]
 
 
-def _write_lossless(path: Path, clip: torch.Tensor, *, cover: str | None = None,
-                    disposition: av.stream.Disposition | None = None) -> None:
+def _write_lossless(
+    path: Path, clip: torch.Tensor, *, cover: str | None = None, disposition: av.stream.Disposition | None = None
+) -> None:
     """``clip`` as lossless H.264 RGB at 24 fps (both decoders return its exact pixels), with an
     optional cover: ``"stream"`` (mp4 attached picture) or ``"attachment"`` (Matroska image attachment)."""
     with av.open(str(path), "w") as container:
@@ -377,8 +383,8 @@ def _move_mp4_udta_before_tracks(path: Path) -> None:
     def boxes(data: bytes) -> list[tuple[bytes, bytes]]:
         out, position = [], 0
         while position < len(data):
-            size, kind = struct.unpack(">I4s", data[position:position + 8])
-            out.append((kind, data[position:position + size]))
+            size, kind = struct.unpack(">I4s", data[position : position + 8])
+            out.append((kind, data[position : position + size]))
             position += size
         return out
 
@@ -403,7 +409,10 @@ def test_cover_art_listed_before_the_video_stream(tmp_path: Path, cover_clip: to
     _move_mp4_udta_before_tracks(path)
     with av.open(str(path)) as container:  # the case under test: the picture is the first video stream
         first, best = container.streams.video[0], container.streams.best("video")
-        assert video_io._is_attached_picture(first) and (first.codec_context.width, first.codec_context.height) == (40, 24)
+        assert video_io._is_attached_picture(first) and (first.codec_context.width, first.codec_context.height) == (
+            40,
+            24,
+        )
         assert not video_io._is_attached_picture(best) and best.index == 1
 
     info = probe_video(path, backend=backend)
@@ -417,7 +426,9 @@ def test_cover_art_listed_before_the_video_stream(tmp_path: Path, cover_clip: to
     clip = read_video_frames(path, FrameSampler("benchmark", 16), backend=backend)
     assert clip.shape == (16, 3, 48, 64) and torch.equal(clip[:10], cover_clip)
     # a container without a frame count in its header: PyAV counts the real stream's packets
-    assert video_io._PyAVSource(path, dataclasses.replace(video_io._read_header(path), num_frames=0)).info.num_frames == 10
+    assert (
+        video_io._PyAVSource(path, dataclasses.replace(video_io._read_header(path), num_frames=0)).info.num_frames == 10
+    )
 
 
 def test_ffmpeg_best_stream_is_cover_art(tmp_path: Path, cover_clip: torch.Tensor) -> None:
@@ -507,8 +518,18 @@ def test_frame_cache_keys(demo_mp4: Path, tmp_path: Path) -> None:
     assert cache.key(copy, window, None) != before
     # random samplers are never cached
     calls = []
-    cache.get_or_decode(demo_mp4, FrameSampler("random", 4), None, lambda *a, **k: calls.append(1) or torch.zeros(4, 3, 2, 2, dtype=torch.uint8))
-    cache.get_or_decode(demo_mp4, FrameSampler("random", 4), None, lambda *a, **k: calls.append(1) or torch.zeros(4, 3, 2, 2, dtype=torch.uint8))
+    cache.get_or_decode(
+        demo_mp4,
+        FrameSampler("random", 4),
+        None,
+        lambda *a, **k: calls.append(1) or torch.zeros(4, 3, 2, 2, dtype=torch.uint8),
+    )
+    cache.get_or_decode(
+        demo_mp4,
+        FrameSampler("random", 4),
+        None,
+        lambda *a, **k: calls.append(1) or torch.zeros(4, 3, 2, 2, dtype=torch.uint8),
+    )
     assert len(calls) == 2 and not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
 
 
@@ -527,7 +548,10 @@ def test_cache_keys_name_the_decoder(demo_mp4: Path, tmp_path: Path, monkeypatch
     decord_keys = (frames.key(demo_mp4, window, None), features.key(ClipLoader(window, None).cache_identity(demo_mp4)))
     with monkeypatch.context() as patch:  # a machine without decord fills the cache with PyAV frames
         patch.setattr(video_io, "decord", None)
-        assert (frames.key(demo_mp4, window, None), features.key(ClipLoader(window, None).cache_identity(demo_mp4))) != decord_keys
+        assert (
+            frames.key(demo_mp4, window, None),
+            features.key(ClipLoader(window, None).cache_identity(demo_mp4)),
+        ) != decord_keys
         frames.get_or_decode(demo_mp4, window, None, decode)
     frames.get_or_decode(demo_mp4, window, None, decode)  # decord must not be served PyAV's entry
     frames.get_or_decode(demo_mp4, window, None, decode)
@@ -650,8 +674,16 @@ def test_demo_classes_separable_by_trajectory_geometry(demo_yaml: Path) -> None:
     from transformers import Dinov2Config, Dinov2Model
 
     torch.manual_seed(0)
-    vit = Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                   intermediate_size=64, image_size=56, patch_size=14)).eval()
+    vit = Dinov2Model(
+        Dinov2Config(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            image_size=56,
+            patch_size=14,
+        )
+    ).eval()
 
     @torch.no_grad()
     def vit_embed(frames: torch.Tensor) -> torch.Tensor:

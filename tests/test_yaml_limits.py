@@ -3,8 +3,8 @@ files and absurd nesting are one-line ConfigErrors naming the file, found before
 
 from __future__ import annotations
 
-import yaml
 import pytest
+import yaml
 
 from detectors import config as config_module
 from detectors.config import MAX_YAML_BYTES, MAX_YAML_DEPTH, load_yaml
@@ -59,17 +59,20 @@ def test_an_alias_bomb_is_refused_before_construction(tmp_path, monkeypatch) -> 
     assert len(path.read_bytes()) < 600
     constructed = []
     real = yaml.SafeLoader.construct_document
-    monkeypatch.setattr(yaml.SafeLoader, "construct_document",
-                        lambda self, node: constructed.append(node) or real(self, node))
+    monkeypatch.setattr(
+        yaml.SafeLoader, "construct_document", lambda self, node: constructed.append(node) or real(self, node)
+    )
     assert "aliases expand to more than 1,000,000 values (an alias bomb?)" in error_of(path).problem
     assert constructed == []
 
 
 def test_aliases_in_ordinary_use_still_load(tmp_path) -> None:
-    text = ("base: &base {lr: 0.001, batch_size: 8}\n"
-            "image: {<<: *base, lr: 0.01}\n"
-            "sizes: &sizes [224, 224]\n"
-            "video: {resize: *sizes, extra: [*sizes, *sizes]}\n")
+    text = (
+        "base: &base {lr: 0.001, batch_size: 8}\n"
+        "image: {<<: *base, lr: 0.01}\n"
+        "sizes: &sizes [224, 224]\n"
+        "video: {resize: *sizes, extra: [*sizes, *sizes]}\n"
+    )
     path = tmp_path / "anchors.yaml"
     path.write_text(text)
     assert load_yaml(path) == yaml.safe_load(text)
@@ -98,11 +101,14 @@ def test_nesting_within_the_limit_loads(tmp_path) -> None:
     assert value == []
 
 
-@pytest.mark.parametrize("content, problem", [
-    (bytes(range(256)) * 4, "a binary file, not YAML text: is this the right file?"),
-    ("name: caf\u00e9\n".encode("latin-1"), "not UTF-8 text (byte 0xe9 at offset 9); save it as UTF-8"),
-    (b"name: a\x07b\n", "invalid YAML: unacceptable character #x0007 at character 7"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (bytes(range(256)) * 4, "a binary file, not YAML text: is this the right file?"),
+        ("name: caf\u00e9\n".encode("latin-1"), "not UTF-8 text (byte 0xe9 at offset 9); save it as UTF-8"),
+        (b"name: a\x07b\n", "invalid YAML: unacceptable character #x0007 at character 7"),
+    ],
+)
 def test_binary_and_non_utf8_files_are_one_line_errors(tmp_path, content, problem) -> None:
     path = tmp_path / "bad.yaml"
     path.write_bytes(content)

@@ -117,16 +117,21 @@ def frame_features(waveform: torch.Tensor, sample_rate: int) -> FrameFeatures:
     signs = torch.signbit(frames)
     zcr = (signs[:, 1:] != signs[:, :-1]).float().mean(dim=1)
 
-    spec = torch.stft(
-        x,
-        n_fft=N_FFT,
-        hop_length=hop,
-        win_length=win,
-        window=torch.hann_window(win),
-        center=True,
-        pad_mode="reflect" if x.numel() > N_FFT // 2 else "constant",
-        return_complex=True,
-    ).abs().pow(2).T[:num_frames]  # [T, F]
+    spec = (
+        torch.stft(
+            x,
+            n_fft=N_FFT,
+            hop_length=hop,
+            win_length=win,
+            window=torch.hann_window(win),
+            center=True,
+            pad_mode="reflect" if x.numel() > N_FFT // 2 else "constant",
+            return_complex=True,
+        )
+        .abs()
+        .pow(2)
+        .T[:num_frames]
+    )  # [T, F]
     freqs = torch.linspace(0, ANALYSIS_RATE / 2, spec.shape[1])
     band = (freqs >= 250) & (freqs <= 7000)
     power = spec[:, band].double() + _EPS
@@ -164,9 +169,7 @@ def _merge(segments: Sequence[tuple[float, float]], gap: float) -> list[tuple[fl
     return [(a, b) for a, b in merged]
 
 
-def detect_breaths(
-    waveform: torch.Tensor, sample_rate: int, **thresholds: float
-) -> list[tuple[float, float]]:
+def detect_breaths(waveform: torch.Tensor, sample_rate: int, **thresholds: float) -> list[tuple[float, float]]:
     """Breath segments ``[(start_s, end_s), ...]`` of a mono waveform ``[N]`` at ``sample_rate``.
 
     ``thresholds`` override fields of :class:`BreathThresholds` (unknown names raise

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, List, Literal, NamedTuple, Sequence, Tuple
+from typing import Any, Literal, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -86,8 +86,10 @@ class SpectralConfig:
 
 @dataclass
 class BreathNetConfig:
-    backbone: BackboneConfig = setting(BackboneConfig(name=DEFAULT_BACKBONE, source="transformers"),
-                                       help="wav2vec 2.0 / XLS-R (hub id or local directory)")
+    backbone: BackboneConfig = setting(
+        BackboneConfig(name=DEFAULT_BACKBONE, source="transformers"),
+        help="wav2vec 2.0 / XLS-R (hub id or local directory)",
+    )
     tuning: TuningConfig = setting(TuningConfig(), help="how the backbone is tuned (LoRA: encoder q/k/v only)")
     film_hidden: int = setting(64, help="BreathFiLM breath-presence MLP width", ge=1)
     film_init_scale: float = setting(1.0, help="gamma = 1 + softplus(a) * p; softplus(a) starts here", ge=0)
@@ -113,7 +115,6 @@ def statistics_pooling(frames: torch.Tensor) -> torch.Tensor:
     return torch.cat([mean, std], dim=-1)
 
 
-
 class BreathFiLM(nn.Module):
     """Breath-presence predictor over frame features and the FiLM it drives.
 
@@ -131,11 +132,11 @@ class BreathFiLM(nn.Module):
         self.scale_raw = nn.Parameter(torch.full((dim,), float(raw)))
         self.shift = nn.Parameter(torch.zeros(dim))
 
-    def gamma_beta(self, prob: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def gamma_beta(self, prob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         p = prob.unsqueeze(-1)
         return 1.0 + F.softplus(self.scale_raw) * p, self.shift * p
 
-    def forward(self, frames: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.predictor(frames).squeeze(-1)
         gamma, beta = self.gamma_beta(torch.sigmoid(logits))
         return frames * gamma + beta, logits
@@ -150,7 +151,7 @@ class SpectralCNN(nn.Module):
 
     def __init__(self, channels: Sequence[int] = (16, 32, 64), embed_dim: int = 128, groups: int = 4):
         super().__init__()
-        blocks: List[nn.Module] = []
+        blocks: list[nn.Module] = []
         previous = 1
         for width in channels:
             blocks.append(nn.Conv2d(previous, int(width), kernel_size=3, padding=1))
@@ -177,8 +178,9 @@ class LogMel(Float32Buffers):
 
     float32_buffers = ("mel_fb", "window")
 
-    def __init__(self, n_fft: int = 512, win_length: int = 400, hop_length: int = 160, n_mels: int = 64,
-                 log_eps: float = 1e-6):
+    def __init__(
+        self, n_fft: int = 512, win_length: int = 400, hop_length: int = 160, n_mels: int = 64, log_eps: float = 1e-6
+    ):
         super().__init__()
         self.n_fft = n_fft
         self.win_length = win_length
@@ -188,9 +190,18 @@ class LogMel(Float32Buffers):
         self.register_buffer("window", torch.hann_window(win_length), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spec = torch.stft(x.float(), n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.win_length,
-                          window=self.window.float(), center=True, pad_mode="reflect", normalized=False,
-                          onesided=True, return_complex=True)
+        spec = torch.stft(
+            x.float(),
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            win_length=self.win_length,
+            window=self.window.float(),
+            center=True,
+            pad_mode="reflect",
+            normalized=False,
+            onesided=True,
+            return_complex=True,
+        )
         power = spec.abs().pow(2.0)  # [B, F, T]
         mel = torch.matmul(power.transpose(-1, -2), self.mel_fb.float()).transpose(-1, -2)
         return torch.log(mel + self.log_eps)
@@ -210,9 +221,18 @@ class BreathNetNetwork(DetectorNetwork):
     :class:`Wav2Vec2Encoder`.
     """
 
-    def __init__(self, backbone: nn.Module | dict, film_hidden: int = 64, film_init_scale: float = 1.0,
-                 mel: dict | None = None, spectral: dict | None = None, fusion_dim: int = 256,
-                 head_hidden: Sequence[int] = (128,), dropout: float = 0.0, num_classes: int = 2):
+    def __init__(
+        self,
+        backbone: nn.Module | dict,
+        film_hidden: int = 64,
+        film_init_scale: float = 1.0,
+        mel: dict | None = None,
+        spectral: dict | None = None,
+        fusion_dim: int = 256,
+        head_hidden: Sequence[int] = (128,),
+        dropout: float = 0.0,
+        num_classes: int = 2,
+    ):
         super().__init__()
         self.backbone = backbone if isinstance(backbone, nn.Module) else Wav2Vec2Encoder(**backbone)
         hidden = self.backbone.embed_dim
@@ -258,17 +278,29 @@ class BreathNet(Detector):
 
         backbone = self.build_backbone(config.backbone, config.tuning)
         if backbone.info.family != "wav2vec2":
-            raise ConfigError(None, "model.backbone.name", f"BreathNet needs a wav2vec 2.0 / XLS-R backbone, got "
-                                                           f"a {backbone.info.family} model")
+            raise ConfigError(
+                None,
+                "model.backbone.name",
+                f"BreathNet needs a wav2vec 2.0 / XLS-R backbone, got a {backbone.info.family} model",
+            )
         mel = config.mel
         self.net = self.build_network(
-            BreathNetNetwork, backbone=backbone, film_hidden=config.film_hidden, film_init_scale=config.film_init_scale,
+            BreathNetNetwork,
+            backbone=backbone,
+            film_hidden=config.film_hidden,
+            film_init_scale=config.film_init_scale,
             mel={"n_fft": mel.n_fft, "win_length": mel.win_length, "hop_length": mel.hop_length, "n_mels": mel.n_mels},
             spectral={"channels": list(config.spectral.channels), "embed_dim": config.spectral.embed_dim},
-            fusion_dim=config.fusion_dim, head_hidden=list(config.head_hidden), dropout=config.dropout)
+            fusion_dim=config.fusion_dim,
+            head_hidden=list(config.head_hidden),
+            dropout=config.dropout,
+        )
         with torch.no_grad():  # torchaudio MelSpectrogram's filterbank (HTK mel scale, no norm)
-            self.net.log_mel.mel_fb.copy_(torchaudio.functional.melscale_fbanks(
-                mel.n_fft // 2 + 1, 0.0, float(BENCHMARK_SAMPLE_RATE // 2), mel.n_mels, BENCHMARK_SAMPLE_RATE))
+            self.net.log_mel.mel_fb.copy_(
+                torchaudio.functional.melscale_fbanks(
+                    mel.n_fft // 2 + 1, 0.0, float(BENCHMARK_SAMPLE_RATE // 2), mel.n_mels, BENCHMARK_SAMPLE_RATE
+                )
+            )
         centres = config.num_classes if config.losses.centre_classes == "all" else 1
         self.centres = nn.Parameter(torch.randn(centres, config.fusion_dim) * 0.1)
 
@@ -279,21 +311,27 @@ class BreathNet(Detector):
         return frames, stride / BENCHMARK_SAMPLE_RATE, receptive / BENCHMARK_SAMPLE_RATE
 
     # ------------------------------------------------------------------ losses
-    def training_losses(self, features: BreathNetFeatures, logits: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def training_losses(
+        self, features: BreathNetFeatures, logits: torch.Tensor, batch: dict[str, Any]
+    ) -> dict[str, torch.Tensor]:
         cfg = self.config.losses
         labels = batch["label"]
         losses: dict[str, torch.Tensor] = {}
         if cfg.breath_weight > 0 and "breath_mask" in batch:
             target = batch["breath_mask"].to(features.breath_logits)
-            losses["breath_bce"] = cfg.breath_weight * F.binary_cross_entropy_with_logits(features.breath_logits, target)
+            losses["breath_bce"] = cfg.breath_weight * F.binary_cross_entropy_with_logits(
+                features.breath_logits, target
+            )
         if cfg.pscl_weight > 0:
-            losses["pscl"] = cfg.pscl_weight * pscl_loss(features.embedding, labels, cfg.pscl_temperature,
-                                                         real_anchors_only=cfg.pscl_anchors == "real")
+            losses["pscl"] = cfg.pscl_weight * pscl_loss(
+                features.embedding, labels, cfg.pscl_temperature, real_anchors_only=cfg.pscl_anchors == "real"
+            )
         if cfg.contrast_weight > 0:
             losses["contrast"] = cfg.contrast_weight * contrast_loss(features.embedding, labels, cfg.contrast_margin)
         if cfg.centre_weight > 0:
-            losses["centre"] = cfg.centre_weight * centre_loss(features.embedding, labels, self.centres,
-                                                               real_only=cfg.centre_classes == "real")
+            losses["centre"] = cfg.centre_weight * centre_loss(
+                features.embedding, labels, self.centres, real_only=cfg.centre_classes == "real"
+            )
         return losses
 
     def parameter_groups(self, lr: float, backbone_lr: float | None, weight_decay: float) -> list[dict[str, Any]]:
@@ -325,8 +363,9 @@ class BreathNet(Detector):
 # --------------------------------------------------------------------------------------------
 
 
-def pscl_loss(embedding: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1,
-              real_anchors_only: bool = False) -> torch.Tensor:
+def pscl_loss(
+    embedding: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1, real_anchors_only: bool = False
+) -> torch.Tensor:
     """Positive-sample supervised contrastive loss on L2-normalised embeddings.
 
     ``L = mean_i [ -1/|P(i)| sum_{p in P(i)} log( exp(s_ip / t) / sum_{a != i} exp(s_ia / t) ) ]`` with
@@ -350,7 +389,9 @@ def pscl_loss(embedding: torch.Tensor, labels: torch.Tensor, temperature: float 
     return per_anchor.mean()
 
 
-def centre_loss(embedding: torch.Tensor, labels: torch.Tensor, centres: torch.Tensor, real_only: bool = False) -> torch.Tensor:
+def centre_loss(
+    embedding: torch.Tensor, labels: torch.Tensor, centres: torch.Tensor, real_only: bool = False
+) -> torch.Tensor:
     """``0.5 * mean ||f_i - c_{y_i}||^2`` (``real_only``: over real samples, single centre row 0)."""
     embedding = embedding.float()
     if real_only:
@@ -375,5 +416,4 @@ def contrast_loss(embedding: torch.Tensor, labels: torch.Tensor, margin: float =
     return per_pair[off_diagonal].mean()
 
 
-__all__ = ["BreathNet", "BreathNetConfig", "BreathNetFeatures", "centre_loss", "contrast_loss",
-           "pscl_loss"]
+__all__ = ["BreathNet", "BreathNetConfig", "BreathNetFeatures", "centre_loss", "contrast_loss", "pscl_loss"]

@@ -26,8 +26,14 @@ from detectors.config import setting
 from detectors.data.dataset import SampleRecipe
 from detectors.settings import DataConfig
 
-__all__ = ["AudioDataConfig", "audio_recipe", "benchmark_input_loader", "breath_mask_targets", "load_training_window",
-           "project_robustness_loader"]
+__all__ = [
+    "AudioDataConfig",
+    "audio_recipe",
+    "benchmark_input_loader",
+    "breath_mask_targets",
+    "load_training_window",
+    "project_robustness_loader",
+]
 
 
 SHORT_CLIP_MODES = ("pad", "tile")
@@ -42,27 +48,38 @@ def load_training_window(path: str, short_clips: str = "pad") -> torch.Tensor:
     """
     if short_clips not in SHORT_CLIP_MODES:
         raise ValueError(f"short_clips must be one of {SHORT_CLIP_MODES}, got {short_clips!r}")
-    return load_audio_window(path, BENCHMARK_NUM_SAMPLES, BENCHMARK_SAMPLE_RATE, mode="random",
-                             tile_short=short_clips == "tile")
+    return load_audio_window(
+        path, BENCHMARK_NUM_SAMPLES, BENCHMARK_SAMPLE_RATE, mode="random", tile_short=short_clips == "tile"
+    )
 
 
 @dataclass
 class AudioDataConfig(DataConfig):
-    augment_level: int = setting(2, help="0..3 (see detectors.audio.transforms.build_audio_train_transform)", ge=0, le=3)
+    augment_level: int = setting(
+        2, help="0..3 (see detectors.audio.transforms.build_audio_train_transform)", ge=0, le=3
+    )
     augment_seed: int | None = setting(None, help="seed of the training augmentation (null: drawn from the run's seed)")
-    eval_robustness: bool = setting(False, help="validation/calibration through this project's audio robustness chain "
-                                                "(the benchmark has no audio augmented pass)")
+    eval_robustness: bool = setting(
+        False,
+        help="validation/calibration through this project's audio robustness chain "
+        "(the benchmark has no audio augmented pass)",
+    )
     train_short_clips: Literal["pad", "tile"] = setting(
-        "pad", help="training clips < 6 s: pad (zeros at the end, as the benchmark) or tile (the ASVspoof convention)")
+        "pad", help="training clips < 6 s: pad (zeros at the end, as the benchmark) or tile (the ASVspoof convention)"
+    )
 
 
-def breath_mask_targets(waveform: torch.Tensor, frames: int, stride_s: float, length_s: float) -> dict[str, torch.Tensor]:
+def breath_mask_targets(
+    waveform: torch.Tensor, frames: int, stride_s: float, length_s: float
+) -> dict[str, torch.Tensor]:
     """``{"breath_mask": [frames]}``: breath presence per model frame, detected on the clean window
     (before augmentation adds noise, reverb or codecs that would hide breaths)."""
     return {"breath_mask": breath_frame_mask(waveform, BENCHMARK_SAMPLE_RATE, int(frames), stride_s, length_s)}
 
 
-def audio_recipe(stage: str, data: AudioDataConfig, breath_frames: tuple[int, float, float] | None = None) -> SampleRecipe:
+def audio_recipe(
+    stage: str, data: AudioDataConfig, breath_frames: tuple[int, float, float] | None = None
+) -> SampleRecipe:
     """Training (``stage="train"``: random windows, breath masks when ``breath_frames = (frames,
     stride_s, length_s)`` of the model are given, augmentation) or evaluation samples."""
     if stage == "train":
@@ -75,9 +92,11 @@ def audio_recipe(stage: str, data: AudioDataConfig, breath_frames: tuple[int, fl
         if breath_frames is not None:
             frames, stride_s, length_s = breath_frames
             targets = partial(breath_mask_targets, frames=frames, stride_s=stride_s, length_s=length_s)
-        return SampleRecipe(load=partial(load_training_window, short_clips=data.train_short_clips),
-                            transform=build_audio_train_transform(data.augment_level, seed=seed),
-                            media_targets=targets)
+        return SampleRecipe(
+            load=partial(load_training_window, short_clips=data.train_short_clips),
+            transform=build_audio_train_transform(data.augment_level, seed=seed),
+            media_targets=targets,
+        )
     # The evaluation CLI's loader: robustness noise is seeded by the file path, so every epoch's
     # validation (and the calibration fit) sees the same noise whatever the worker count or order.
     return SampleRecipe(load=partial(_benchmark_audio, robustness=data.eval_robustness))
@@ -97,8 +116,10 @@ def benchmark_input_loader(preprocessing: dict[str, Any], robustness: bool = Fal
     project's chain, an extra reported apart."""
     _check_preprocessing(preprocessing)
     if robustness:
-        raise ValueError("the benchmark has no audio augmented pass; this project's audio chain is "
-                         "project_robustness_loader (reported apart, never in the benchmark score)")
+        raise ValueError(
+            "the benchmark has no audio augmented pass; this project's audio chain is "
+            "project_robustness_loader (reported apart, never in the benchmark score)"
+        )
     return partial(_benchmark_audio, robustness=False)
 
 

@@ -41,8 +41,15 @@ SYNTH_RATE = 16_000
 
 # (F1, F2, F3) in Hz of a few vowels (Peterson & Barney-like averages).
 VOWELS = np.array(
-    [[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480], [570, 840, 2410],
-     [660, 1720, 2410], [440, 1020, 2240]],
+    [
+        [730, 1090, 2440],
+        [270, 2290, 3010],
+        [300, 870, 2240],
+        [530, 1840, 2480],
+        [570, 840, 2410],
+        [660, 1720, 2410],
+        [440, 1020, 2240],
+    ],
     dtype=np.float64,
 )
 
@@ -161,9 +168,7 @@ def synth_speech(
     cursor = int(rng.uniform(0.1, 0.3) * rate)
     while cursor < total - int(0.3 * rate):
         length = min(int(rng.uniform(*phrase_seconds) * rate), total - cursor)
-        out[cursor : cursor + length] = _phrase(
-            length, rate, rng, f0_range, jitter, shimmer, fricatives, 4000.0
-        )
+        out[cursor : cursor + length] = _phrase(length, rate, rng, f0_range, jitter, shimmer, fricatives, 4000.0)
         phrases.append((cursor, cursor + length))
         cursor += length
         if breaths and rng.random() < breath_probability:
@@ -373,8 +378,12 @@ def write_holdout_audio(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = demo_argument_parser("python -m detectors.audio.demo", __doc__.split("\n\n")[0], n_per_class=40,
-                                  holdout_size="half as many clips as the demo set")
+    parser = demo_argument_parser(
+        "python -m detectors.audio.demo",
+        __doc__.split("\n\n")[0],
+        n_per_class=40,
+        holdout_size="half as many clips as the demo set",
+    )
     args = parser.parse_args(argv)
     print(write_demo_audio(args.out_dir, args.n_per_class, seed=args.seed))
     if args.holdout:

@@ -82,8 +82,7 @@ BENCHMARK_NUM_SAMPLES = 96_000  # 6 s at 16 kHz
 
 # Extensions libsndfile reads natively; everything else goes straight to PyAV.
 SOUNDFILE_EXTENSIONS = frozenset(
-    {".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".aifc", ".au", ".snd", ".w64",
-     ".caf", ".rf64"}
+    {".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".aifc", ".au", ".snd", ".w64", ".caf", ".rf64"}
 )
 
 # libsndfile formats that cannot carry a channel mask: ffmpeg reads their channels with its default
@@ -378,15 +377,18 @@ def _warn_if_truncated_wav(path: Path) -> None:
         return
     offset, block_align = 12, 0
     while offset + 8 <= len(header):
-        chunk, length = header[offset:offset + 4], int.from_bytes(header[offset + 4:offset + 8], "little")
+        chunk, length = header[offset : offset + 4], int.from_bytes(header[offset + 4 : offset + 8], "little")
         if chunk == b"fmt " and offset + 22 <= len(header):
-            block_align = int.from_bytes(header[offset + 20:offset + 22], "little")
+            block_align = int.from_bytes(header[offset + 20 : offset + 22], "little")
         if chunk == b"data":
             available = size - (offset + 8)
             if length not in (0, 0xFFFFFFFF) and available < length and block_align:  # 0xFFFFFFFF: streamed
-                warnings.warn(f"{path}: truncated: its header declares {length // block_align} sample frames, the "
-                              f"file holds {max(0, available) // block_align}; the missing part reads as silence",
-                              TruncatedAudioWarning, stacklevel=4)
+                warnings.warn(
+                    f"{path}: truncated: its header declares {length // block_align} sample frames, the "
+                    f"file holds {max(0, available) // block_align}; the missing part reads as silence",
+                    TruncatedAudioWarning,
+                    stacklevel=4,
+                )
             return
         offset += 8 + length + (length & 1)
 
@@ -830,9 +832,7 @@ class WaveformCache:
     quantisation of the 16-bit sources it mostly holds.
     """
 
-    def __init__(
-        self, root: str | Path, sample_rate: int = BENCHMARK_SAMPLE_RATE, dtype: str = "float32"
-    ) -> None:
+    def __init__(self, root: str | Path, sample_rate: int = BENCHMARK_SAMPLE_RATE, dtype: str = "float32") -> None:
         if dtype not in ("float16", "float32"):
             raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
         self.root = Path(root)
@@ -884,4 +884,3 @@ class WaveformCache:
         """Remove every entry (the directory itself stays)."""
         for entry in self.root.glob("*/*.npy"):
             entry.unlink(missing_ok=True)
-

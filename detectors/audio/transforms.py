@@ -218,8 +218,13 @@ class RobustnessChain:
     ) -> None:
         if low_rate is not None and not 0 < low_rate <= sample_rate:
             raise ValueError(f"low_rate must be in (0, {sample_rate}], got {low_rate}")
-        self.options = {"sample_rate": int(sample_rate), "low_rate": low_rate, "gain_db": float(gain_db),
-                        "snr_db": None if snr_db is None else float(snr_db), "clip": clip}
+        self.options = {
+            "sample_rate": int(sample_rate),
+            "low_rate": low_rate,
+            "gain_db": float(gain_db),
+            "snr_db": None if snr_db is None else float(snr_db),
+            "clip": clip,
+        }
         self.generator = _generator(seed)
 
     def __call__(self, waveform: torch.Tensor) -> torch.Tensor:

@@ -108,7 +108,7 @@ def decode_npy(data: bytes, compress: Literal["zstd", "none"]) -> np.ndarray:
         return _load_npy(payload)
     if len(data) < _TRAILER.size:
         raise CorruptEntry("file shorter than its integrity trailer")
-    magic, length, digest = _TRAILER.unpack(data[-_TRAILER.size:])
+    magic, length, digest = _TRAILER.unpack(data[-_TRAILER.size :])
     if magic != _TRAILER_MAGIC or length != len(data) - _TRAILER.size:
         raise CorruptEntry("integrity trailer missing or truncated file")
     payload = data[:length]
@@ -151,8 +151,9 @@ class _EntryStore:
         self.disabled = True
         if str(self.root) not in _WARNED_ROOTS:
             _WARNED_ROOTS.add(str(self.root))
-            logger.warning("cache %s cannot be written (%s); continuing without caching there",
-                           self.root, error.strerror or error)
+            logger.warning(
+                "cache %s cannot be written (%s); continuing without caching there", self.root, error.strerror or error
+            )
 
     def _read(self, key: str, decode: Callable[[bytes], Any]) -> Any | None:
         path = self.entry_path(key)

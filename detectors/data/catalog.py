@@ -150,8 +150,9 @@ class MediaItem:
 
 
 # ----------------------------------------------------------------------------------------- loading
-def load_dataset_config(path: str | Path, benchmark_cache: str | Path | None = None,
-                        modality: str | None = None) -> list[DatasetEntry]:
+def load_dataset_config(
+    path: str | Path, benchmark_cache: str | Path | None = None, modality: str | None = None
+) -> list[DatasetEntry]:
     """Read and validate a dataset YAML; every problem raises ``ConfigError`` naming the field.
 
     ``benchmark_cache``: the YAML is a benchmark dataset config and its media are read from that
@@ -172,8 +173,9 @@ def load_dataset_config(path: str | Path, benchmark_cache: str | Path | None = N
             group = doc.get(key) or []
             if not isinstance(group, list):
                 raise ConfigError(path, key, f"must be a list of dataset entries, got {type(group).__name__}")
-            raw.extend(dict(spec, modality=spec.get("modality", key)) if isinstance(spec, dict) else spec
-                       for spec in group)
+            raw.extend(
+                dict(spec, modality=spec.get("modality", key)) if isinstance(spec, dict) else spec for spec in group
+            )
     if not isinstance(raw, list) or not raw:
         raise ConfigError(path, "datasets", "missing or empty 'datasets' list")
     seed = doc.get("seed", 0)
@@ -189,23 +191,38 @@ def load_dataset_config(path: str | Path, benchmark_cache: str | Path | None = N
     seen: dict[str, int] = {}
     absent: list[str] = []
     for index, spec in enumerate(raw):
-        if cache is not None and modality is not None and isinstance(spec, dict) \
-                and str(spec.get("modality", "")).strip().lower() != modality:
+        if (
+            cache is not None
+            and modality is not None
+            and isinstance(spec, dict)
+            and str(spec.get("modality", "")).strip().lower() != modality
+        ):
             continue  # a benchmark config lists every modality's datasets
         entry = _parse_entry(spec, index, path, seed, cache)
         if entry is None:
             absent.append(str(spec["name"]))
             continue
         if entry.name in seen:
-            raise ConfigError(path, f"{entry.where}.name", f"duplicate dataset name (also datasets[{seen[entry.name]}])")
+            raise ConfigError(
+                path, f"{entry.where}.name", f"duplicate dataset name (also datasets[{seen[entry.name]}])"
+            )
         seen[entry.name] = index
         entries.append(entry)
     if absent:
-        logger.warning("%s: %d dataset(s) not in the benchmark cache %s (run `gasbench download` for them), left "
-                       "out: %s", path, len(absent), cache, ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else ""))
+        logger.warning(
+            "%s: %d dataset(s) not in the benchmark cache %s (run `gasbench download` for them), left out: %s",
+            path,
+            len(absent),
+            cache,
+            ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else ""),
+        )
     if not entries:
-        raise ConfigError(path, "datasets", f"none of its {modality or ''} datasets is in the benchmark cache {cache} "
-                          "(expected DIR/datasets/<name>/samples)")
+        raise ConfigError(
+            path,
+            "datasets",
+            f"none of its {modality or ''} datasets is in the benchmark cache {cache} "
+            "(expected DIR/datasets/<name>/samples)",
+        )
     return entries
 
 
@@ -284,8 +301,12 @@ def _parse_entry(spec: Any, index: int, file: Path, seed: int = 0, cache: Path |
     if not data_path.exists():
         raise ConfigError(file, f"{where}.path", f"path does not exist: {data_path}")
     if data_path.is_file() and data_path.suffix.lower() not in MANIFEST_SUFFIXES and archive_kind(data_path) is None:
-        raise ConfigError(file, f"{where}.path", f"path must be a folder, a {'/'.join(MANIFEST_SUFFIXES)} manifest or "
-                          "parquet shard, or a .zip/.tar/.tar.gz archive")
+        raise ConfigError(
+            file,
+            f"{where}.path",
+            f"path must be a folder, a {'/'.join(MANIFEST_SUFFIXES)} manifest or "
+            "parquet shard, or a .zip/.tar/.tar.gz archive",
+        )
 
     def columns(key: str) -> tuple[str, ...]:
         value = spec.get(key)
@@ -309,8 +330,11 @@ def _parse_entry(spec: Any, index: int, file: Path, seed: int = 0, cache: Path |
 
     score_column = text("score_column")
     if score_column is not None and not data_path.is_file():
-        raise ConfigError(file, f"{where}.score_column", "soft labels are read from a .csv/.parquet manifest; "
-                          f"{data_path} is a folder")
+        raise ConfigError(
+            file,
+            f"{where}.score_column",
+            f"soft labels are read from a .csv/.parquet manifest; {data_path} is a folder",
+        )
     threshold = spec.get("score_threshold", 0.5)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
         raise ConfigError(file, f"{where}.score_threshold", f"must be a number in (0, 1), got {threshold!r}")
@@ -329,8 +353,16 @@ def _parse_entry(spec: Any, index: int, file: Path, seed: int = 0, cache: Path |
     )  # fmt: skip
     if cache is not None:
         # the download already chose the archives, rows and paths: read every cached sample
-        entry = replace(entry, include_paths=(), exclude_paths=(), media_per_archive=None, archives_per_dataset=None,
-                        data_columns=(), filter_column=None, filter_value=None)
+        entry = replace(
+            entry,
+            include_paths=(),
+            exclude_paths=(),
+            media_per_archive=None,
+            archives_per_dataset=None,
+            data_columns=(),
+            filter_column=None,
+            filter_value=None,
+        )
     return entry
 
 
@@ -350,15 +382,18 @@ def collect_items(entries: Iterable[DatasetEntry], modality: str | None = None) 
     return items
 
 
-def load_items(yaml_path: str | Path, modality: str | None = None,
-               benchmark_cache: str | Path | None = None) -> list[MediaItem]:
+def load_items(
+    yaml_path: str | Path, modality: str | None = None, benchmark_cache: str | Path | None = None
+) -> list[MediaItem]:
     """``collect_items(load_dataset_config(yaml_path, benchmark_cache, modality), modality)``."""
     return collect_items(load_dataset_config(yaml_path, benchmark_cache, modality), modality)
 
 
 def _matches(relative: str, patterns: Sequence[str]) -> bool:
     # A glob matches the relative posix path itself or, for a folder pattern like "train", anything below it.
-    return any(fnmatch.fnmatchcase(relative, p) or fnmatch.fnmatchcase(relative, p.rstrip("/") + "/*") for p in patterns)
+    return any(
+        fnmatch.fnmatchcase(relative, p) or fnmatch.fnmatchcase(relative, p.rstrip("/") + "/*") for p in patterns
+    )
 
 
 def _select(entry: DatasetEntry, relative: str) -> bool:
@@ -398,7 +433,9 @@ def _entry_items(entry: DatasetEntry) -> list[MediaItem]:
         filters = ""
         if entry.include_paths or entry.exclude_paths:
             filters = f" (include_paths={list(entry.include_paths)}, exclude_paths={list(entry.exclude_paths)})"
-        raise ConfigError(entry.config_file, f"{entry.where}.path", f"no media found in {root}: searched {searched}{filters}")
+        raise ConfigError(
+            entry.config_file, f"{entry.where}.path", f"no media found in {root}: searched {searched}{filters}"
+        )
     return [
         MediaItem(
             path=p, label=0 if mt == "real" else 1, media_type=mt, dataset=entry.name, modality=entry.modality,
@@ -465,29 +502,52 @@ def _container_rows(entry: DatasetEntry, container: Path, relative: str) -> list
     if archive_kind(container) is not None:
         members, problem = list_archive(container, EXTENSIONS[entry.modality])
         if problem:
-            logger.warning("%s: %s%s", container, problem, f"; keeping the {len(members)} member(s) listed before it"
-                           if members else "; counted as one unreadable sample")
+            logger.warning(
+                "%s: %s%s",
+                container,
+                problem,
+                f"; keeping the {len(members)} member(s) listed before it"
+                if members
+                else "; counted as one unreadable sample",
+            )
         members = [m for m in members if _select_member(entry, relative, m)]
         if not members:
             if not problem:
-                logger.warning("%s: no %s members%s; counted as one unreadable sample", container, entry.modality,
-                               " matching include_paths/exclude_paths" if entry.include_paths or entry.exclude_paths else "")
+                logger.warning(
+                    "%s: no %s members%s; counted as one unreadable sample",
+                    container,
+                    entry.modality,
+                    " matching include_paths/exclude_paths" if entry.include_paths or entry.exclude_paths else "",
+                )
             return unreadable
         if entry.media_per_archive is not None and len(members) > entry.media_per_archive:
             members = random.Random(entry.seed).sample(members, entry.media_per_archive)
         return [(member_ref(container, m), entry.media_type) for m in members]
     try:
-        rows, columns = list_parquet(container, entry.modality, data_columns=entry.data_columns or None,
-                                     filter_column=entry.filter_column, filter_value=entry.filter_value,
-                                     label_column=entry.label_column)
+        rows, columns = list_parquet(
+            container,
+            entry.modality,
+            data_columns=entry.data_columns or None,
+            filter_column=entry.filter_column,
+            filter_value=entry.filter_value,
+            label_column=entry.label_column,
+        )
     except MediaError as error:
-        if entry.data_columns or entry.filter_column or entry.label_column or error.problem.startswith(("column", "no media")):
+        if (
+            entry.data_columns
+            or entry.filter_column
+            or entry.label_column
+            or error.problem.startswith(("column", "no media"))
+        ):
             raise ConfigError(entry.config_file, f"{entry.where}.path", str(error)) from error
         logger.warning("%s; counted as one unreadable sample", error)
         return unreadable
     if not rows:
-        logger.warning("%s: no rows%s", container, f" with {entry.filter_column} == {entry.filter_value!r}"
-                       if entry.filter_column else "")
+        logger.warning(
+            "%s: no rows%s",
+            container,
+            f" with {entry.filter_column} == {entry.filter_value!r}" if entry.filter_column else "",
+        )
         return []
     if entry.media_per_archive is not None and len(rows) > entry.media_per_archive:
         # pandas' DataFrame.sample(n, random_state=seed), as the benchmark samples a shard's rows
@@ -534,12 +594,19 @@ def _folder_rows(entry: DatasetEntry, root: Path) -> tuple[list[tuple[str, str]]
             elif file.is_symlink() and _select(entry, relative):
                 dangling.append(str(file))
                 rows.append((os.path.abspath(file), entry.media_type))
-        elif archive_kind(file) is not None and file.is_file() and not (
-                entry.exclude_paths and _matches(relative, entry.exclude_paths)):
+        elif (
+            archive_kind(file) is not None
+            and file.is_file()
+            and not (entry.exclude_paths and _matches(relative, entry.exclude_paths))
+        ):
             containers.append(file.resolve())
     if dangling:
-        logger.warning("%s: %d broken or looping symbolic link(s), counted as unreadable: %s", root, len(dangling),
-                       ", ".join(dangling[:5]) + (" ..." if len(dangling) > 5 else ""))
+        logger.warning(
+            "%s: %d broken or looping symbolic link(s), counted as unreadable: %s",
+            root,
+            len(dangling),
+            ", ".join(dangling[:5]) + (" ..." if len(dangling) > 5 else ""),
+        )
     frame_rows, shards = _parquet_and_frame_rows(entry, root)
     return rows + frame_rows, containers + shards
 
@@ -592,11 +659,16 @@ def _manifest_rows(entry: DatasetEntry, manifest: Path) -> list[tuple[str, str, 
         raise ConfigError(entry.config_file, where, f"cannot read manifest {manifest}: {exc}") from exc
     if "path" not in frame.columns:
         raise ConfigError(
-            entry.config_file, where, f"manifest {manifest} has no 'path' column (columns: {', '.join(map(str, frame.columns))})"
+            entry.config_file,
+            where,
+            f"manifest {manifest} has no 'path' column (columns: {', '.join(map(str, frame.columns))})",
         )
     if entry.score_column is not None and entry.score_column not in frame.columns:
-        raise ConfigError(entry.config_file, f"{entry.where}.score_column", f"manifest {manifest} has no "
-                          f"{entry.score_column!r} column (columns: {', '.join(map(str, frame.columns))})")
+        raise ConfigError(
+            entry.config_file,
+            f"{entry.where}.score_column",
+            f"manifest {manifest} has no {entry.score_column!r} column (columns: {', '.join(map(str, frame.columns))})",
+        )
     rows: list[tuple[str, str, float | None]] = []
     missing: list[str] = []
     for number, record in enumerate(frame.to_dict("records"), start=2):  # CSV line numbers (header = 1)
@@ -628,14 +700,22 @@ def _row_media_type(entry: DatasetEntry, record: Mapping[str, Any], manifest: Pa
     if media_type is not None:
         media_type = media_type.lower()
         if media_type not in MEDIA_TYPES:
-            raise ConfigError(entry.config_file, f"{entry.where}: {where}.media_type", f"unknown media_type {media_type!r}; allowed: {', '.join(MEDIA_TYPES)}")
+            raise ConfigError(
+                entry.config_file,
+                f"{entry.where}: {where}.media_type",
+                f"unknown media_type {media_type!r}; allowed: {', '.join(MEDIA_TYPES)}",
+            )
     if label is not None:
         key = label.lower().removesuffix(".0")
         if key not in _LABEL_WORDS:
-            raise ConfigError(entry.config_file, f"{entry.where}: {where}.label", f"label must be 0/1 or real/fake, got {label!r}")
+            raise ConfigError(
+                entry.config_file, f"{entry.where}: {where}.label", f"label must be 0/1 or real/fake, got {label!r}"
+            )
         binary = _LABEL_WORDS[key]
         if media_type is not None and (media_type != "real") != bool(binary):
-            raise ConfigError(entry.config_file, f"{entry.where}: {where}", f"label {label!r} contradicts media_type {media_type!r}")
+            raise ConfigError(
+                entry.config_file, f"{entry.where}: {where}", f"label {label!r} contradicts media_type {media_type!r}"
+            )
         if media_type is None:
             if binary == 0:
                 media_type = "real"
@@ -688,7 +768,9 @@ def assign_splits(
     fractions = dict({"val": 0.15, "calibration": 0.15} if fractions is None else fractions)
     for name, value in fractions.items():
         if name not in SPLITS or name == "train":
-            raise ValueError(f"fractions: unknown split {name!r}; allowed: {', '.join(s for s in SPLITS if s != 'train')}")
+            raise ValueError(
+                f"fractions: unknown split {name!r}; allowed: {', '.join(s for s in SPLITS if s != 'train')}"
+            )
         if not 0 <= value < 1:
             raise ValueError(f"fractions[{name!r}] must be in [0, 1), got {value}")
     if sum(fractions.values()) >= 1:
@@ -722,7 +804,9 @@ def _reject_duplicate_paths(items: Sequence[MediaItem]) -> None:
         datasets_of[item.path].append(item.dataset)
     repeated = {path: names for path, names in datasets_of.items() if len(names) > 1}
     if repeated:
-        examples = "; ".join(f"{path} (datasets {', '.join(map(repr, names))})" for path, names in sorted(repeated.items())[:3])
+        examples = "; ".join(
+            f"{path} (datasets {', '.join(map(repr, names))})" for path, names in sorted(repeated.items())[:3]
+        )
         raise ConfigError(
             None, "datasets",
             f"{len(repeated)} file(s) are listed more than once, e.g. {examples}; the copies could land in "
@@ -754,8 +838,17 @@ def write_split(items: Sequence[MediaItem], path: str | Path) -> None:
         writer.writerow(SPLIT_COLUMNS)
         for it in items:
             writer.writerow(
-                [it.path, it.dataset, it.label, it.media_type, it.generator_family or "", it.split or "", it.modality,
-                 repr(it.weight), "" if it.score is None else repr(it.score)]
+                [
+                    it.path,
+                    it.dataset,
+                    it.label,
+                    it.media_type,
+                    it.generator_family or "",
+                    it.split or "",
+                    it.modality,
+                    repr(it.weight),
+                    "" if it.score is None else repr(it.score),
+                ]
             )
 
 
@@ -770,7 +863,9 @@ def read_split(path: str | Path) -> list[MediaItem]:
         items = []
         for number, row in enumerate(reader, start=2):
             if row["media_type"] not in MEDIA_TYPES or row["label"] not in ("0", "1"):
-                raise ConfigError(path, f"line {number}", f"bad label/media_type {row['label']!r}/{row['media_type']!r}")
+                raise ConfigError(
+                    path, f"line {number}", f"bad label/media_type {row['label']!r}/{row['media_type']!r}"
+                )
             items.append(
                 MediaItem(
                     path=row["path"], label=int(row["label"]), media_type=row["media_type"], dataset=row["dataset"],
@@ -799,7 +894,10 @@ def balanced_sample_weights(items: Sequence[MediaItem]) -> torch.Tensor:
     labels = sorted({label for _, label in cell_sizes})
     label_total = {y: sum(w for (_, label), w in cell_weight.items() if label == y) for y in labels}
     weights = [
-        (1.0 / len(labels)) * cell_weight[(it.dataset, it.label)] / label_total[it.label] / cell_sizes[(it.dataset, it.label)]
+        (1.0 / len(labels))
+        * cell_weight[(it.dataset, it.label)]
+        / label_total[it.label]
+        / cell_sizes[(it.dataset, it.label)]
         for it in items
     ]
     return torch.tensor(weights, dtype=torch.float64)
@@ -836,6 +934,11 @@ def label_distribution(items: Sequence[MediaItem]) -> dict[str, Any]:
     values = np.array([it.score if it.score is not None else float(it.label) for it in items], dtype=np.float64)
     if not len(values):
         return {"n": 0}
-    return {"n": int(len(values)), "soft_labels": any(it.score is not None for it in items),
-            "share_below_0.1": float(np.mean(values < 0.1)), "share_at_least_0.5": float(np.mean(values >= 0.5)),
-            "fake_share": float(np.mean([it.label for it in items])), "mean": float(values.mean())}
+    return {
+        "n": int(len(values)),
+        "soft_labels": any(it.score is not None for it in items),
+        "share_below_0.1": float(np.mean(values < 0.1)),
+        "share_at_least_0.5": float(np.mean(values >= 0.5)),
+        "fake_share": float(np.mean([it.label for it in items])),
+        "mean": float(values.mean()),
+    }

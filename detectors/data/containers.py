@@ -64,9 +64,20 @@ PARQUET_SUFFIX = ".parquet"
 MEMBER_CACHE_ENV = "FORENSIC_ADAPTERS_MEMBER_CACHE"
 _ROW_MEMBER = re.compile(r"^(?P<column>.+)\[(?P<row>\d+)\]$")
 # magic bytes -> extension, for parquet media without a file name (decoders pick by extension)
-_MAGIC = ((b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp"),
-          (b"fLaC", ".flac"), (b"OggS", ".ogg"), (b"ID3", ".mp3"), (b"\xff\xfb", ".mp3"), (b"\xff\xf3", ".mp3"),
-          (b"\x1aE\xdf\xa3", ".webm"), (b"II*\x00", ".tif"), (b"MM\x00*", ".tif"))
+_MAGIC = (
+    (b"\x89PNG", ".png"),
+    (b"\xff\xd8\xff", ".jpg"),
+    (b"GIF8", ".gif"),
+    (b"BM", ".bmp"),
+    (b"fLaC", ".flac"),
+    (b"OggS", ".ogg"),
+    (b"ID3", ".mp3"),
+    (b"\xff\xfb", ".mp3"),
+    (b"\xff\xf3", ".mp3"),
+    (b"\x1aE\xdf\xa3", ".webm"),
+    (b"II*\x00", ".tif"),
+    (b"MM\x00*", ".tif"),
+)
 
 
 def member_cache_root() -> Path:
@@ -105,7 +116,7 @@ def split_member_ref(path: str | Path) -> tuple[Path, str] | None:
     text = str(path)
     start = 0
     while (at := text.find(MEMBER_SEPARATOR, start)) >= 0:
-        container, member = text[:at], text[at + len(MEMBER_SEPARATOR):]
+        container, member = text[:at], text[at + len(MEMBER_SEPARATOR) :]
         if archive_kind(container) is not None:
             return Path(container), member
         if container.lower().endswith(PARQUET_SUFFIX):
@@ -119,8 +130,10 @@ def is_member_ref(path: str | Path) -> bool:
 
 
 # ----------------------------------------------------------------------------------------- parquet
-_MEDIA_WORDS = {"audio": ("audio", "bytes", "content", "data", "wav", "mp3"),
-                "video": ("video", "bytes", "content", "data")}
+_MEDIA_WORDS = {
+    "audio": ("audio", "bytes", "content", "data", "wav", "mp3"),
+    "video": ("video", "bytes", "content", "data"),
+}
 
 
 def media_columns(names: Sequence[str], modality: str, data_columns: Sequence[str] | None = None) -> list[str]:
@@ -133,17 +146,21 @@ def media_columns(names: Sequence[str], modality: str, data_columns: Sequence[st
         return [c for c in data_columns if c in names]
     low = {c: c.lower() for c in names}
     if modality == "image":
-        found = (next((c for c in names if low[c] == "image"), None)
-                 or next((c for c in names if "image" in low[c] and "_id" not in low[c]), None)
-                 or next((c for c in names if "image" in low[c]), None))
+        found = (
+            next((c for c in names if low[c] == "image"), None)
+            or next((c for c in names if "image" in low[c] and "_id" not in low[c]), None)
+            or next((c for c in names if "image" in low[c]), None)
+        )
         return [found] if found else []
     words = _MEDIA_WORDS[modality]
     if modality == "audio":
         exact = [c for c in names if low[c] == "audio"]
         return exact or [c for c in names if "_id" not in low[c] and any(k in low[c] for k in words)]
-    found = (next((c for c in names if low[c] in words), None)
-             or next((c for c in names if any(k in low[c] for k in words) and "_id" not in low[c]), None)
-             or next((c for c in names if any(k in low[c] for k in words)), None))
+    found = (
+        next((c for c in names if low[c] in words), None)
+        or next((c for c in names if any(k in low[c] for k in words) and "_id" not in low[c]), None)
+        or next((c for c in names if any(k in low[c] for k in words)), None)
+    )
     return [found] if found else []
 
 
@@ -153,8 +170,12 @@ def media_column_problem(schema: Any, column: str) -> str | None:
     import pyarrow as pa
 
     kind = schema.field(column).type
-    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_string(kind) \
-            or pa.types.is_large_string(kind):
+    if (
+        pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+    ):
         return None
     if pa.types.is_struct(kind) and any(pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type) for f in kind):
         return None
@@ -167,8 +188,15 @@ def media_bytes(value: Any) -> tuple[bytes | None, str | None]:
     name = None
     if isinstance(value, dict):
         name = value.get("path") if isinstance(value.get("path"), str) else None
-        value = next((v for k, v in value.items() if isinstance(v, (bytes, bytearray))
-                      and any(s in k.lower() for s in ("bytes", "image", "video", "audio", "data", "content"))), None)
+        value = next(
+            (
+                v
+                for k, v in value.items()
+                if isinstance(v, (bytes, bytearray))
+                and any(s in k.lower() for s in ("bytes", "image", "video", "audio", "data", "content"))
+            ),
+            None,
+        )
     if isinstance(value, str):
         try:
             value = base64.b64decode(value, validate=True)
@@ -268,9 +296,15 @@ class _KeptRowGroup(threading.local):
 _KEPT = _KeptRowGroup()
 
 
-def list_parquet(shard: Path, modality: str, *, data_columns: Sequence[str] | None = None,
-                 filter_column: str | None = None, filter_value: Any = None,
-                 label_column: str | None = None) -> tuple[list[tuple[int, Any]], list[str]]:
+def list_parquet(
+    shard: Path,
+    modality: str,
+    *,
+    data_columns: Sequence[str] | None = None,
+    filter_column: str | None = None,
+    filter_value: Any = None,
+    label_column: str | None = None,
+) -> tuple[list[tuple[int, Any]], list[str]]:
     """The rows of a shard that hold media as ``(row, label cell)`` (label cell None without
     ``label_column``), and its media columns (one medium per row and column: :func:`row_ref`). Rows are numbered in the file; only the filter and label columns are
     read, one row group at a time (none at all without them: the footer has the row counts).
@@ -305,7 +339,9 @@ def list_parquet(shard: Path, modality: str, *, data_columns: Sequence[str] | No
             try:
                 table = handle.read_row_group(group, columns=read)
             except Exception as error:  # a damaged page of this row group
-                logger.warning("%s: row group %d unreadable (%s); counted as one unreadable sample", shard, group, error)
+                logger.warning(
+                    "%s: row group %d unreadable (%s); counted as one unreadable sample", shard, group, error
+                )
                 rows.append((start, None))
                 start += count
                 continue
@@ -469,8 +505,11 @@ def _store(ref: str, data: bytes, name: str | None) -> Path:
                 os.unlink(temp)
             raise
     except OSError as error:
-        raise MediaError(ref, f"cannot write it to the member cache {member_cache_root()} "
-                              f"({error.strerror or error}; set {MEMBER_CACHE_ENV} to a writable folder)") from error
+        raise MediaError(
+            ref,
+            f"cannot write it to the member cache {member_cache_root()} "
+            f"({error.strerror or error}; set {MEMBER_CACHE_ENV} to a writable folder)",
+        ) from error
     return target
 
 
@@ -641,8 +680,11 @@ def _store_cells(ref: str, target: str, values: Any) -> None:
                 os.unlink(temp)
             raise
     except OSError as error:
-        raise MediaError(ref, f"cannot write its row group to the member cache {member_cache_root()} "
-                              f"({error.strerror or error}; set {MEMBER_CACHE_ENV} to a writable folder)") from error
+        raise MediaError(
+            ref,
+            f"cannot write its row group to the member cache {member_cache_root()} "
+            f"({error.strerror or error}; set {MEMBER_CACHE_ENV} to a writable folder)",
+        ) from error
 
 
 class _CellFiles(threading.local):
@@ -666,7 +708,7 @@ class _CellFiles(threading.local):
             while len(self.open) > 16:
                 os.close(self.open.popitem(last=False)[1])
         self.open.move_to_end(path)
-        count, = _CELL_HEADER.unpack(os.pread(descriptor, _CELL_HEADER.size, 0))
+        (count,) = _CELL_HEADER.unpack(os.pread(descriptor, _CELL_HEADER.size, 0))
         if not 0 <= index < count:
             raise IndexError(index)
         start, end = struct.unpack("<2Q", os.pread(descriptor, 16, _CELL_HEADER.size * (index + 1)))
@@ -724,8 +766,7 @@ def _materialize_parquet_rows(shard: Path, ref: str, member: str) -> Path:
         raise MediaError(ref, f"row {row} is past the shard's end") from error
     except Exception as error:  # pyarrow: ArrowInvalid, OSError, ... on damaged pages
         where = "the shard" if group is None else f"row group {group} of the shard"
-        raise MediaError(ref, f"{where} is unreadable "
-                              f"({type(error).__name__}: {error})") from error
+        raise MediaError(ref, f"{where} is unreadable ({type(error).__name__}: {error})") from error
     if target is None:
         raise MediaError(ref, _empty_cell(column))
     return target
@@ -748,14 +789,34 @@ def _materialize_compressed_tar(archive: Path, ref: str, member: str) -> Path:
                     target = path
     except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
         if target is None:
-            raise MediaError(ref, f"the archive is truncated or corrupt before this member "
-                                  f"({type(error).__name__}: {error})") from error
+            raise MediaError(
+                ref, f"the archive is truncated or corrupt before this member ({type(error).__name__}: {error})"
+            ) from error
     if target is None:
         raise MediaError(ref, "member not found in the archive (or cut off by its truncation)")
     return target
 
 
-__all__ = ["ARCHIVE_SUFFIXES", "MEMBER_CACHE_ENV", "MediaBytes", "accepts_media_bytes", "archive_kind", "is_container",
-           "is_member_ref", "iter_row_group_media", "list_archive", "local_path", "media_bytes", "media_column_problem",
-           "media_columns", "member_cache_root", "member_data", "member_ref", "read_archive_member", "reads_media_bytes",
-           "row_group_of", "row_ref", "split_member_ref"]
+__all__ = [
+    "ARCHIVE_SUFFIXES",
+    "MEMBER_CACHE_ENV",
+    "MediaBytes",
+    "accepts_media_bytes",
+    "archive_kind",
+    "is_container",
+    "is_member_ref",
+    "iter_row_group_media",
+    "list_archive",
+    "local_path",
+    "media_bytes",
+    "media_column_problem",
+    "media_columns",
+    "member_cache_root",
+    "member_data",
+    "member_ref",
+    "read_archive_member",
+    "reads_media_bytes",
+    "row_group_of",
+    "row_ref",
+    "split_member_ref",
+]

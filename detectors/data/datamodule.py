@@ -72,15 +72,17 @@ class EpochSeededSampler(WeightedRandomSampler):
 
     def __init__(self, weights: Sequence[float], num_samples: int, seed: int) -> None:
         self.seed = seed
-        super().__init__(weights, num_samples=num_samples, replacement=True,
-                         generator=torch.Generator().manual_seed(seed))
+        super().__init__(
+            weights, num_samples=num_samples, replacement=True, generator=torch.Generator().manual_seed(seed)
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.generator.manual_seed(self.seed * 1_000_003 + epoch)
 
 
-def build_dataset(recipe: SampleRecipe, items: list[MediaItem], stage: str,
-                  device: torch.device | str | None = None) -> Dataset:
+def build_dataset(
+    recipe: SampleRecipe, items: list[MediaItem], stage: str, device: torch.device | str | None = None
+) -> Dataset:
     """The dataset of ``items`` a :class:`SampleRecipe` describes: media samples, or, for a recipe
     with ``features``, the frozen module's features computed (or read from the cache) now."""
     if recipe.features is not None:
@@ -115,7 +117,9 @@ class MediaDataModule(L.LightningDataModule):
         self.split_items = {name: [i for i in self.items if i.split == name] for name in SPLITS}
         unassigned = [i for i in self.items if i.split not in SPLITS]
         if unassigned:
-            raise ValueError(f"{len(unassigned)} item(s) have no split, e.g. {unassigned[0].path}; call assign_splits first")
+            raise ValueError(
+                f"{len(unassigned)} item(s) have no split, e.g. {unassigned[0].path}; call assign_splits first"
+            )
         self._datasets: dict[str, Dataset] = {}
 
     @property
@@ -135,8 +139,9 @@ class MediaDataModule(L.LightningDataModule):
         if split not in self._datasets:
             # Evaluation splits are built under their own name ("val", "calibration", "test"): a
             # detector may treat them differently (CakeLens validates on whole videos).
-            self._datasets[split] = build_dataset(self.recipe(split, self.data), self.split_items[split], split,
-                                                  self._device())
+            self._datasets[split] = build_dataset(
+                self.recipe(split, self.data), self.split_items[split], split, self._device()
+            )
         return self._datasets[split]
 
     def _device(self) -> torch.device | None:

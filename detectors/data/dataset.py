@@ -131,8 +131,9 @@ def apply_transform(transform: Callable[[Any], Any] | None, x: Any, path: str) -
     try:
         return transform(x)
     except Exception as exc:
-        raise RuntimeError(f"{path}: {type(transform).__name__} failed on the decoded sample "
-                           f"({type(exc).__name__}: {exc})") from exc
+        raise RuntimeError(
+            f"{path}: {type(transform).__name__} failed on the decoded sample ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def unreadable_sample(path: str) -> dict[str, str]:

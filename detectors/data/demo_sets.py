@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from detectors.atomic import write_text
 from detectors import cli
+from detectors.atomic import write_text
 
 
 def recorded_params_match(yaml_path: Path, params: dict[str, Any]) -> bool:
@@ -53,9 +53,16 @@ def demo_argument_parser(prog: str, description: str, n_per_class: int, holdout_
     """The arguments every demo CLI shares; ``holdout_size`` says how large its hold-out set is."""
     parser = cli.ArgumentParser(prog=prog, description=description)
     parser.add_argument("out_dir", type=Path, help="folder to write the media files and dataset YAMLs into")
-    parser.add_argument("--n-per-class", type=positive_int, default=n_per_class,
-                        help=f"files per class (real / fake) of the demo set (default {n_per_class})")
+    parser.add_argument(
+        "--n-per-class",
+        type=positive_int,
+        default=n_per_class,
+        help=f"files per class (real / fake) of the demo set (default {n_per_class})",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the demo set; the hold-out set uses seed + 1")
-    parser.add_argument("--holdout", action="store_true",
-                        help=f"also write the hold-out set (an unseen generator; {holdout_size}) under its own YAML")
+    parser.add_argument(
+        "--holdout",
+        action="store_true",
+        help=f"also write the hold-out set (an unseen generator; {holdout_size}) under its own YAML",
+    )
     return parser

@@ -66,8 +66,9 @@ class FeatureExtraction:
             return None
 
     @torch.inference_mode()
-    def run(self, paths: Sequence[str], device: torch.device | str | None = None,
-            description: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
+    def run(
+        self, paths: Sequence[str], device: torch.device | str | None = None, description: str = "features"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(features [N, ...], valid [N] bool)``; unreadable items get ``valid`` False and NaN
         features; cached items skip decoding and the extractor."""
         cache = self.cache()
@@ -94,7 +95,9 @@ class FeatureExtraction:
                 if value is not None:  # (gone meanwhile: the item counts as unreadable, on this rank only)
                     rows[index] = value
             mine = missing[rank::world]
-            computed = self._compute([paths[i] for i in mine], mine, identities, cache, device, description) if mine else {}
+            computed = (
+                self._compute([paths[i] for i in mine], mine, identities, cache, device, description) if mine else {}
+            )
             gathered: list[Any] = [None] * world
             torch.distributed.all_gather_object(gathered, computed)
             for part in gathered:
@@ -103,13 +106,24 @@ class FeatureExtraction:
             rows.update(self._compute([paths[i] for i in missing], missing, identities, cache, device, description))
         return _stack(rows, len(paths))
 
-    def _compute(self, paths: list[str], positions: list[int], identities: list[Any], cache: FeatureCache | None,
-                 device: torch.device | str | None, description: str) -> dict[int, torch.Tensor]:
+    def _compute(
+        self,
+        paths: list[str],
+        positions: list[int],
+        identities: list[Any],
+        cache: FeatureCache | None,
+        device: torch.device | str | None,
+        description: str,
+    ) -> dict[int, torch.Tensor]:
         items = [MediaItem(path=str(path), label=0, media_type="real", dataset="-", modality="-") for path in paths]
-        loader = DataLoader(MediaDataset(items, load=self.load), batch_size=self.batch_size,
-                            num_workers=self.num_workers, collate_fn=collate_skip,
-                            pin_memory=torch.cuda.is_available(),
-                            prefetch_factor=2 if self.num_workers else None)
+        loader = DataLoader(
+            MediaDataset(items, load=self.load),
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=collate_skip,
+            pin_memory=torch.cuda.is_available(),
+            prefetch_factor=2 if self.num_workers else None,
+        )
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         extractor = self.extractor
         forward = self.forward or extractor
@@ -124,7 +138,7 @@ class FeatureExtraction:
                     continue
                 inputs = batch["x"].to(device, non_blocking=True)
                 step = len(inputs) if device.type == "cuda" or self.cpu_chunk is None else self.cpu_chunk
-                values = torch.cat([forward(inputs[i:i + step]).float().cpu() for i in range(0, len(inputs), step)])
+                values = torch.cat([forward(inputs[i : i + step]).float().cpu() for i in range(0, len(inputs), step)])
                 for value, local in zip(values, batch["index"].tolist()):
                     position = positions[local]
                     rows[position] = value
@@ -184,8 +198,9 @@ class FeatureDataset(Dataset):
         return labelled_sample(item, index, self._dataset_ids[item.dataset], features=self.features[index])
 
 
-def build_feature_dataset(items: Sequence[MediaItem], extraction: FeatureExtraction, stage: str,
-                          device: torch.device | str | None = None) -> FeatureDataset:
+def build_feature_dataset(
+    items: Sequence[MediaItem], extraction: FeatureExtraction, stage: str, device: torch.device | str | None = None
+) -> FeatureDataset:
     features, valid = extraction.run([item.path for item in items], device, description=f"{stage} features")
     dataset = FeatureDataset(items, features, valid)
     if dataset.skipped:

@@ -30,16 +30,33 @@ from detectors.data.catalog import assign_splits, collect_items, load_dataset_co
 from detectors.errors import ConfigError
 from detectors.locking import claim_directory, releases_claims
 
-DEFAULT_FAKE_LABELS = ("artificial", "fake", "ai", "ai-generated", "ai_generated", "generated", "synthetic",
-                       "deepfake", "sd", "dalle", "midjourney")
+DEFAULT_FAKE_LABELS = (
+    "artificial",
+    "fake",
+    "ai",
+    "ai-generated",
+    "ai_generated",
+    "generated",
+    "synthetic",
+    "deepfake",
+    "sd",
+    "dalle",
+    "midjourney",
+)
 
 
 class HubClassifierDetector(nn.Module):
     """uint8 images ``[B, 3, H, W]`` -> the classifier's logits -> ``[log p(real), log p(fake)]``
     (softmax mass of the real and the fake labels) -> ``calibrator``."""
 
-    def __init__(self, model: nn.Module, fake_indices: Sequence[int], mean: Sequence[float], std: Sequence[float],
-                 rescale: float = 1 / 255) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        fake_indices: Sequence[int],
+        mean: Sequence[float],
+        std: Sequence[float],
+        rescale: float = 1 / 255,
+    ) -> None:
         super().__init__()
         self.model = model.eval()
         num_labels = int(model.config.num_labels)
@@ -73,8 +90,12 @@ def fake_label_indices(id2label: dict[Any, str], fake_labels: Sequence[str], sou
     fake = sorted(index for index, name in labels.items() if name.strip().lower() in wanted)
     shown = ", ".join(repr(labels[i]) for i in sorted(labels))
     if not fake:
-        raise ConfigError(source, "id2label", f"no fake class among the model's labels ({shown}); name the labels "
-                          "that mean AI-generated with --fake-labels")
+        raise ConfigError(
+            source,
+            "id2label",
+            f"no fake class among the model's labels ({shown}); name the labels "
+            "that mean AI-generated with --fake-labels",
+        )
     if len(fake) == len(labels):
         raise ConfigError(source, "id2label", f"every label ({shown}) is a fake class: nothing is left to mean real")
     return fake
@@ -91,13 +112,17 @@ def load_hub_detector(model_name: str, fake_labels: Sequence[str]) -> tuple[HubC
         processor = AutoImageProcessor.from_pretrained(model_name)
         model = AutoModelForImageClassification.from_pretrained(model_name)
     except (OSError, ValueError, KeyError) as error:
-        raise ConfigError(model_name, None, f"cannot load an image-classification model and its processor "
-                          f"({str(error).splitlines()[0]})") from error
+        raise ConfigError(
+            model_name,
+            None,
+            f"cannot load an image-classification model and its processor ({str(error).splitlines()[0]})",
+        ) from error
     size = processor.size
     if isinstance(size, (int, float)):
         size = {"shortest_edge": int(size)}
-    height, width = (getattr(size, key, None) if not isinstance(size, dict) else size.get(key)
-                     for key in ("height", "width"))
+    height, width = (
+        getattr(size, key, None) if not isinstance(size, dict) else size.get(key) for key in ("height", "width")
+    )
     if height and width:
         resize = [int(height), int(width)]
     else:  # shortest_edge models: the benchmark's input is square
@@ -112,9 +137,20 @@ def load_hub_detector(model_name: str, fake_labels: Sequence[str]) -> tuple[HubC
 
 
 @releases_claims
-def run_baseline(model_name: str, data: Path, output: Path, *, fake_labels: Sequence[str] = DEFAULT_FAKE_LABELS,
-                 calibrate: bool = False, calibration_share: float = 0.3, seed: int = 0, batch_size: int = 16,
-                 num_workers: int = 2, device: str = "cpu", report: bool = True) -> dict[str, Any]:
+def run_baseline(
+    model_name: str,
+    data: Path,
+    output: Path,
+    *,
+    fake_labels: Sequence[str] = DEFAULT_FAKE_LABELS,
+    calibrate: bool = False,
+    calibration_share: float = 0.3,
+    seed: int = 0,
+    batch_size: int = 16,
+    num_workers: int = 2,
+    device: str = "cpu",
+    report: bool = True,
+) -> dict[str, Any]:
     """Score ``data`` with the classifier ``model_name``; write evaluate's outputs under ``output``."""
     from detectors.evaluate import (
         RESULT_KEYS,
@@ -137,10 +173,15 @@ def run_baseline(model_name: str, data: Path, output: Path, *, fake_labels: Sequ
     items = collect_items(load_dataset_config(data), modality="image")
     load = benchmark_input_loader("image", preprocessing, False)
     common = dict(batch_size=batch_size, num_workers=num_workers, device=torch_device)
-    results: dict[str, Any] = {"model": model_name, "data": str(data), "modality": "image",
-                               "baseline": {"fake_labels": [detector.model.config.id2label[i]
-                                                            for i in detector.is_fake.nonzero().flatten().tolist()],
-                                            "preprocessing": preprocessing}}
+    results: dict[str, Any] = {
+        "model": model_name,
+        "data": str(data),
+        "modality": "image",
+        "baseline": {
+            "fake_labels": [detector.model.config.id2label[i] for i in detector.is_fake.nonzero().flatten().tolist()],
+            "preprocessing": preprocessing,
+        },
+    }
     if calibrate:
         split = assign_splits(items, fractions={"calibration": calibration_share}, seed=seed)
         calibration_items = [item for item in split if item.split == "calibration"]
@@ -149,8 +190,13 @@ def run_baseline(model_name: str, data: Path, output: Path, *, fake_labels: Sequ
         if len(fitted["logits"]) == 0:
             raise ConfigError(data, "datasets", "no readable image in the calibration split")
         detector.calibrator.fit(fitted["logits"], torch.tensor([item.label for item in fitted["items"]]))
-        results["calibration"] = {"n": len(fitted["items"]), "skipped_unreadable": fitted["skipped"],
-                                  "calibrator": detector.calibrator.state(), "share": calibration_share, "seed": seed}
+        results["calibration"] = {
+            "n": len(fitted["items"]),
+            "skipped_unreadable": fitted["skipped"],
+            "calibrator": detector.calibrator.state(),
+            "share": calibration_share,
+            "seed": seed,
+        }
     base = run_pass(detector, items, load, description="baseline pass", **common)
     if calibrate:
         uncalibrated = {**base, "logits": base["logits"].clone()}
@@ -167,8 +213,17 @@ def run_baseline(model_name: str, data: Path, output: Path, *, fake_labels: Sequ
     results["trainable_parameters"] = 3 if calibrate else 0
     write_predictions(output / "predictions.csv", base)
     detector.apply_calibration = True
-    return finish_evaluation(output, detector, {"modality": "image", "preprocessing": preprocessing}, results, base,
-                             report=report, explain=False, load=load, model_path=model_name)
+    return finish_evaluation(
+        output,
+        detector,
+        {"modality": "image", "preprocessing": preprocessing},
+        results,
+        base,
+        report=report,
+        explain=False,
+        load=load,
+        model_path=model_name,
+    )
 
 
 @command
@@ -177,8 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="hub id or local directory of an image-classification model")
     parser.add_argument("--data", required=True, type=Path, help="dataset YAML")
     parser.add_argument("--output", required=True, type=Path)
-    parser.add_argument("--fake-labels", default=",".join(DEFAULT_FAKE_LABELS),
-                        help="comma-separated labels that mean AI-generated (case-insensitive)")
+    parser.add_argument(
+        "--fake-labels",
+        default=",".join(DEFAULT_FAKE_LABELS),
+        help="comma-separated labels that mean AI-generated (case-insensitive)",
+    )
     parser.add_argument("--calibrate", action="store_true", help="fit a LogitCalibrator on a calibration split first")
     parser.add_argument("--calibration-share", type=float, default=0.3, help="--calibrate: share of --data held out")
     parser.add_argument("--seed", type=int, default=0, help="--calibrate: split seed")
@@ -187,16 +245,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-report", action="store_true", help="skip report.html")
     args = parser.parse_args(argv)
-    results = run_baseline(args.model, args.data, args.output, fake_labels=args.fake_labels.split(","),
-                           calibrate=args.calibrate, calibration_share=args.calibration_share, seed=args.seed,
-                           batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
-                           report=not args.no_report)
+    results = run_baseline(
+        args.model,
+        args.data,
+        args.output,
+        fake_labels=args.fake_labels.split(","),
+        calibrate=args.calibrate,
+        calibration_share=args.calibration_share,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        device=args.device,
+        report=not args.no_report,
+    )
     print((args.output / "summary.txt").read_text(), end="")
     if "uncalibrated" in results:
         before, after = results["uncalibrated"], results["base"]
-        print("calibration (same samples):  " + "  ".join(
-            f"{key} {before.get(key, float('nan')):.4f} -> {after.get(key, float('nan')):.4f}"
-            for key in ("score", "brier", "ece")))
+        print(
+            "calibration (same samples):  "
+            + "  ".join(
+                f"{key} {before.get(key, float('nan')):.4f} -> {after.get(key, float('nan')):.4f}"
+                for key in ("score", "brier", "ece")
+            )
+        )
     return 0
 
 

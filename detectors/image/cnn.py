@@ -36,8 +36,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CNNConfig:
-    backbone: BackboneConfig = setting(BackboneConfig(name="convnext_tiny", source="timm"),
-                                       help="a timm CNN name (weights: model.backbone.weights or timm's hub)")
+    backbone: BackboneConfig = setting(
+        BackboneConfig(name="convnext_tiny", source="timm"),
+        help="a timm CNN name (weights: model.backbone.weights or timm's hub)",
+    )
     tuning: TuningConfig = setting(TuningConfig(mode="full"), help="full: every layer learns (frozen: a probe)")
     head_hidden: list[int] = setting([], help="hidden sizes of the head ([]: one Linear layer)", ge=1)
     dropout: float = setting(0.0, help="dropout on the pooled features", ge=0, lt=1)
@@ -54,14 +56,22 @@ class CNNImageNetwork(DetectorNetwork):
     or the architecture mapping of :func:`~detectors.networks.cnn.build_cnn` (export).
     """
 
-    def __init__(self, backbone: nn.Module | dict, head_hidden: Sequence[int] = (), dropout: float = 0.0,
-                 num_classes: int = 2, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+    def __init__(
+        self,
+        backbone: nn.Module | dict,
+        head_hidden: Sequence[int] = (),
+        dropout: float = 0.0,
+        num_classes: int = 2,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ):
         super().__init__()
         self.normalize = ImageNormalize(mean, std)
         self.backbone = backbone if isinstance(backbone, nn.Module) else build_cnn(backbone)
         self.head_dropout = nn.Dropout(dropout)
-        self.head = MLP([self.backbone.embed_dim] + [int(h) for h in head_hidden] + [int(num_classes)],
-                        activation="gelu")
+        self.head = MLP(
+            [self.backbone.embed_dim] + [int(h) for h in head_hidden] + [int(num_classes)], activation="gelu"
+        )
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.normalize(images).to(parameter_dtype(self.backbone)))
@@ -82,19 +92,29 @@ class CNNDetector(Detector):
         super().__init__(config)
         backbone = self.build_backbone(config.backbone, config.tuning)
         if backbone.info.family != "cnn":
-            raise ConfigError(None, "model.backbone.name", f"{config.backbone.name!r} is not a timm CNN (it has patch "
-                              "embeddings); use --arch dinov3_image for vision transformers")
+            raise ConfigError(
+                None,
+                "model.backbone.name",
+                f"{config.backbone.name!r} is not a timm CNN (it has patch "
+                "embeddings); use --arch dinov3_image for vision transformers",
+            )
         self.exportable = _export_problem(backbone.inner)
         if self.exportable is not None:
             log.warning("%s trains, but cannot be exported: %s", config.backbone.name, self.exportable)
-        self.net = self.build_network(CNNImageNetwork, backbone=backbone, head_hidden=list(config.head_hidden),
-                                      dropout=config.dropout, mean=list(backbone.info.mean),
-                                      std=list(backbone.info.std))
+        self.net = self.build_network(
+            CNNImageNetwork,
+            backbone=backbone,
+            head_hidden=list(config.head_hidden),
+            dropout=config.dropout,
+            mean=list(backbone.info.mean),
+            std=list(backbone.info.std),
+        )
 
     def data_recipe(self, stage: str, data: ImageDataConfig) -> SampleRecipe:
         """Native-resolution crops; with a frozen backbone (a linear probe), its features cached."""
         return frozen_feature_recipe(self, stage, data, self.config.image_size) or image_recipe(
-            stage, data, self.config.image_size)
+            stage, data, self.config.image_size
+        )
 
     def preprocessing(self) -> dict[str, Any]:
         return {"resize": [self.config.image_size, self.config.image_size]}

@@ -43,13 +43,18 @@ log = logging.getLogger(__name__)
 @dataclass
 class ImageDataConfig(DataConfig):
     crop: Literal["native", "resize"] = setting(
-        "native", help="training crop: native resolution (never downscale) or a plain resize")
+        "native", help="training crop: native resolution (never downscale) or a plain resize"
+    )
     eval_crop: Literal["benchmark", "native", "resize"] = setting(
-        "benchmark", help="validation/calibration input: the benchmark's crop and resize, or a crop")
+        "benchmark", help="validation/calibration input: the benchmark's crop and resize, or a crop"
+    )
     augment_level: int = setting(2, help="0..3, DeeperForensics-style augmentation levels", ge=0, le=3)
     eval_robustness: bool = setting(False, help="validation/calibration through the robustness chain")
-    feature_cache: bool = setting(True, help="frozen backbones (model.tuning: frozen, the probe): compute each "
-                                             "image's features once and cache them (training augmentation off)")
+    feature_cache: bool = setting(
+        True,
+        help="frozen backbones (model.tuning: frozen, the probe): compute each "
+        "image's features once and cache them (training augmentation off)",
+    )
     cache_dir: str | None = setting(None, help="feature cache (null: ~/.cache/forensic-adapters/features)")
     feature_batch_size: int = setting(32, help="images per batch while computing features", ge=1)
     decode_workers: int = setting(2, help="DataLoader workers decoding images while computing features", ge=0)
@@ -64,8 +69,9 @@ def image_recipe(stage: str, data: ImageDataConfig, image_size: int) -> SampleRe
         return SampleRecipe(load=load, transform=transform)
     # the benchmark's plain convert("RGB") (16-bit images clip), not load_image's rescaling
     load = load_image_rgb if data.eval_crop == "benchmark" else load_image
-    return SampleRecipe(load=load, transform=build_eval_transform(image_size, crop=data.eval_crop,
-                                                                  robustness=data.eval_robustness))
+    return SampleRecipe(
+        load=load, transform=build_eval_transform(image_size, crop=data.eval_crop, robustness=data.eval_robustness)
+    )
 
 
 @dataclass(frozen=True)
@@ -109,15 +115,28 @@ def frozen_feature_recipe(detector: Any, stage: str, data: ImageDataConfig, imag
         if detector not in _ANNOUNCED:
             _ANNOUNCED.add(detector)
             cache = Path(data.cache_dir or default_feature_cache_dir())
-            log.info("frozen backbone: features are computed once per image and cached in %s; training augmentation "
-                     "is off (training input: %s crops without augmentation; data.feature_cache: false trains on "
-                     "augmented media)", cache, data.crop)
+            log.info(
+                "frozen backbone: features are computed once per image and cached in %s; training augmentation "
+                "is off (training input: %s crops without augmentation; data.feature_cache: false trains on "
+                "augmented media)",
+                cache,
+                data.crop,
+            )
     else:
         load = ImageInputLoader(data.eval_crop, image_size, robustness=data.eval_robustness)
-    return SampleRecipe(load=load, features=FeatureExtraction(
-        detector.net, load, identity=frozen_feature_identity(detector), batch_size=data.feature_batch_size,
-        cache_dir=Path(data.cache_dir or default_feature_cache_dir()), num_workers=data.decode_workers,
-        cpu_chunk=None, forward=detector.net.forward_features))
+    return SampleRecipe(
+        load=load,
+        features=FeatureExtraction(
+            detector.net,
+            load,
+            identity=frozen_feature_identity(detector),
+            batch_size=data.feature_batch_size,
+            cache_dir=Path(data.cache_dir or default_feature_cache_dir()),
+            num_workers=data.decode_workers,
+            cpu_chunk=None,
+            forward=detector.net.forward_features,
+        ),
+    )
 
 
 _ANNOUNCED: weakref.WeakSet = weakref.WeakSet()  # detectors whose cached mode was announced (once per run)
@@ -165,10 +184,16 @@ def preprocessing_resize(preprocessing: dict[str, Any], modality: str) -> tuple[
     """``preprocessing.resize`` of a model_config.yaml as ``(H, W)``; anything but two positive ints
     is a ConfigError naming the setting (not every media file failing to load)."""
     resize = preprocessing.get("resize")
-    if not (isinstance(resize, (list, tuple)) and len(resize) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in resize)):
-        raise ConfigError("model_config.yaml", "preprocessing.resize",
-                          f"{modality} submissions need resize: [H, W] (two positive ints), got {resize!r}")
+    if not (
+        isinstance(resize, (list, tuple))
+        and len(resize) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in resize)
+    ):
+        raise ConfigError(
+            "model_config.yaml",
+            "preprocessing.resize",
+            f"{modality} submissions need resize: [H, W] (two positive ints), got {resize!r}",
+        )
     return int(resize[0]), int(resize[1])
 
 

@@ -53,7 +53,9 @@ _PALETTE_MAIN = np.array(
     [[70, 110, 160], [200, 180, 140], [90, 140, 70], [180, 80, 60], [230, 220, 200], [40, 50, 60], [150, 120, 200]],
     dtype=np.float64,
 )
-_PALETTE_HOLDOUT = np.array([[250, 170, 40], [20, 160, 160], [240, 90, 150], [120, 200, 90], [30, 30, 120]], dtype=np.float64)
+_PALETTE_HOLDOUT = np.array(
+    [[250, 170, 40], [20, 160, 160], [240, 90, 150], [120, 200, 90], [30, 30, 120]], dtype=np.float64
+)
 
 
 # ---------------------------------------------------------------------------------------- content
@@ -100,8 +102,9 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
     return ndimage.gaussian_filter(image, sigma=(sigma, sigma, 0), mode="reflect")
 
 
-def _generator_look(rng: np.random.Generator, image: np.ndarray, saturation: tuple[float, float],
-                    tint: np.ndarray) -> np.ndarray:
+def _generator_look(
+    rng: np.random.Generator, image: np.ndarray, saturation: tuple[float, float], tint: np.ndarray
+) -> np.ndarray:
     """The colour signature many generators share: boosted saturation and a slight colour cast.
 
     Unlike the periodic traces, it survives the benchmark's downscaling, so a detector evaluated on
@@ -126,7 +129,9 @@ def _transposed_conv_upsample(image: np.ndarray, factor: int, strength: float) -
 
 
 # ------------------------------------------------------------------------------------- generators
-def _real(rng: np.random.Generator, h: int, w: int, palette: np.ndarray = _PALETTE_MAIN, read: float = 2.0) -> np.ndarray:
+def _real(
+    rng: np.random.Generator, h: int, w: int, palette: np.ndarray = _PALETTE_MAIN, read: float = 2.0
+) -> np.ndarray:
     return _sensor_noise(rng, _content(rng, h, w, palette), read=read, shot=rng.uniform(0.02, 0.06))
 
 
@@ -196,7 +201,9 @@ def write_demo_images(
     return _write_set(Path(root), "train", counts, size, seed)
 
 
-def write_holdout_images(root: str | Path, n_per_class: int = 40, size: tuple[int, int] = (96, 128), seed: int = 1) -> Path:
+def write_holdout_images(
+    root: str | Path, n_per_class: int = 40, size: tuple[int, int] = (96, 128), seed: int = 1
+) -> Path:
     """Write a set with an unseen fingerprint and palette (see module docstring); returns its YAML,
     ``root/holdout_image.yaml``."""
     return _write_set(Path(root), "holdout", {"real_holdout": n_per_class, "fake_holdout": n_per_class}, size, seed)
@@ -252,8 +259,12 @@ def _up_to_date(yaml_path: Path, params: dict[str, Any]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = demo_argument_parser("python -m detectors.image.demo", __doc__.splitlines()[0], n_per_class=60,
-                                  holdout_size="2/3 as many images per class as the demo set")
+    parser = demo_argument_parser(
+        "python -m detectors.image.demo",
+        __doc__.splitlines()[0],
+        n_per_class=60,
+        holdout_size="2/3 as many images per class as the demo set",
+    )
     parser.add_argument("--n", type=positive_int, default=None, help="deprecated spelling of --n-per-class")
     args = parser.parse_args(argv)
     n_per_class = args.n_per_class

@@ -39,8 +39,11 @@ class ImageDetectorConfig:
     num_classes: Literal[2, 3] = setting(2, help="2: real/fake; 3: real/synthetic/semisynthetic")
     image_size: int = setting(224, help="the training crop and the benchmark resize it exports", ge=1)
     allow_random_backbone: bool = setting(False, help="built-in demo only: random backbone when the hub is unreachable")
-    spectral_branch: bool = setting(False, help="also feed the head the spectral detector's features (azimuthally "
-                                               "averaged log power spectrum, batch-normalised; detectors/image/spectral.py)")
+    spectral_branch: bool = setting(
+        False,
+        help="also feed the head the spectral detector's features (azimuthally "
+        "averaged log power spectrum, batch-normalised; detectors/image/spectral.py)",
+    )
     spectral_bins: int = setting(64, help="spectral_branch: points of the radial profile", ge=2)
 
 
@@ -55,9 +58,18 @@ class DinoImageNetwork(DetectorNetwork):
     radial profile of the input (:class:`~detectors.image.spectral.SpectralBranch`) to the pooled tokens.
     """
 
-    def __init__(self, backbone: nn.Module | dict, features: str = "both", head_hidden: Sequence[int] = (256,),
-                 dropout: float = 0.0, num_classes: int = 2, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, activation: str = "gelu", spectral_bins: int = 0):
+    def __init__(
+        self,
+        backbone: nn.Module | dict,
+        features: str = "both",
+        head_hidden: Sequence[int] = (256,),
+        dropout: float = 0.0,
+        num_classes: int = 2,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        activation: str = "gelu",
+        spectral_bins: int = 0,
+    ):
         super().__init__()
         if features not in ("cls", "mean", "both"):
             raise ValueError(f"features must be 'cls', 'mean' or 'both', got {features!r}")
@@ -75,7 +87,7 @@ class DinoImageNetwork(DetectorNetwork):
         cls = tokens[:, 0]
         if self.features == "cls":
             return cls
-        patches = tokens[:, self.backbone.num_prefix_tokens:].mean(dim=1)
+        patches = tokens[:, self.backbone.num_prefix_tokens :].mean(dim=1)
         return patches if self.features == "mean" else torch.cat([cls, patches], dim=-1)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -102,17 +114,26 @@ class DinoImageDetector(Detector):
         backbone = self.build_backbone(config.backbone, config.tuning)
         backbone.check_input_size(config.image_size, "model.image_size")
         self.net = self.build_network(
-            DinoImageNetwork, backbone=backbone, features=config.features, head_hidden=list(config.head_hidden),
-            dropout=config.dropout, mean=list(backbone.info.mean), std=list(backbone.info.std), activation="gelu",
-            **({"spectral_bins": config.spectral_bins} if config.spectral_branch else {}))
+            DinoImageNetwork,
+            backbone=backbone,
+            features=config.features,
+            head_hidden=list(config.head_hidden),
+            dropout=config.dropout,
+            mean=list(backbone.info.mean),
+            std=list(backbone.info.std),
+            activation="gelu",
+            **({"spectral_bins": config.spectral_bins} if config.spectral_branch else {}),
+        )
 
     def data_recipe(self, stage: str, data: ImageDataConfig) -> SampleRecipe:
         """Media with augmentation; with a frozen backbone, its pooled features cached per image
         (except with the spectral branch, whose normalisation trains on raw pixels)."""
         if self.config.spectral_branch and self.config.tuning.mode == "frozen" and data.feature_cache:
             if stage == "train":
-                log.info("spectral_branch: features are not cached (the branch's normalisation trains on the "
-                         "raw pixels); the frozen backbone runs every epoch")
+                log.info(
+                    "spectral_branch: features are not cached (the branch's normalisation trains on the "
+                    "raw pixels); the frozen backbone runs every epoch"
+                )
             return image_recipe(stage, data, self.config.image_size)
         cached = frozen_feature_recipe(self, stage, data, self.config.image_size)
         return cached or image_recipe(stage, data, self.config.image_size)

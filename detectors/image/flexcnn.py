@@ -52,11 +52,18 @@ class FlexCNNConfig:
         for name in ("filters", "kernel_sizes"):
             values = getattr(self, name)
             if len(values) != self.n_layers:
-                raise ConfigError(None, name, f"needs one value per layer (n_layers = {self.n_layers}), "
-                                              f"got {len(values)}: {list(values)}")
+                raise ConfigError(
+                    None,
+                    name,
+                    f"needs one value per layer (n_layers = {self.n_layers}), got {len(values)}: {list(values)}",
+                )
         if flattened_side(self.image_size, self.n_layers) < 1:
-            raise ConfigError(None, "n_layers", f"{self.n_layers} poolings leave nothing of a {self.image_size}-pixel "
-                                                "input; use fewer layers or a larger image_size")
+            raise ConfigError(
+                None,
+                "n_layers",
+                f"{self.n_layers} poolings leave nothing of a {self.image_size}-pixel "
+                "input; use fewer layers or a larger image_size",
+            )
 
 
 def flattened_side(image_size: int, n_layers: int) -> int:
@@ -70,8 +77,16 @@ def flattened_side(image_size: int, n_layers: int) -> int:
 class FlexibleCNN(DetectorNetwork):
     """FakeFinder's FlexibleCNN with a statically sized classifier (see the module docstring)."""
 
-    def __init__(self, image_size: int = 32, filters: Sequence[int] = (32, 24), kernel_sizes: Sequence[int] = (5, 3),
-                 dropout: float = 0.17, fc_size: int = 384, normalize: bool = False, num_classes: int = 2):
+    def __init__(
+        self,
+        image_size: int = 32,
+        filters: Sequence[int] = (32, 24),
+        kernel_sizes: Sequence[int] = (5, 3),
+        dropout: float = 0.17,
+        fc_size: int = 384,
+        normalize: bool = False,
+        num_classes: int = 2,
+    ):
         super().__init__()
         if len(filters) != len(kernel_sizes) or len(filters) == 0:
             raise ValueError(f"one kernel size per block: filters {list(filters)}, kernel_sizes {list(kernel_sizes)}")
@@ -80,13 +95,24 @@ class FlexibleCNN(DetectorNetwork):
         blocks = []
         channels = 3
         for width, kernel in zip(filters, kernel_sizes):
-            blocks.append(nn.Sequential(nn.Conv2d(channels, int(width), int(kernel), padding="same"),
-                                        nn.BatchNorm2d(int(width)), nn.ReLU(), nn.MaxPool2d(2, 2)))
+            blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(channels, int(width), int(kernel), padding="same"),
+                    nn.BatchNorm2d(int(width)),
+                    nn.ReLU(),
+                    nn.MaxPool2d(2, 2),
+                )
+            )
             channels = int(width)
         self.features = nn.ModuleList(blocks)
         side = flattened_side(image_size, len(blocks))
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels * side * side, int(fc_size)), nn.ReLU(),
-                                        nn.Dropout(dropout), nn.Linear(int(fc_size), int(num_classes)))
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(channels * side * side, int(fc_size)),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(int(fc_size), int(num_classes)),
+        )
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         x = self.normalize(images)
@@ -107,9 +133,15 @@ class FlexCNNDetector(Detector):
 
     def __init__(self, config: FlexCNNConfig) -> None:
         super().__init__(config)
-        self.net = self.build_network(FlexibleCNN, image_size=config.image_size, filters=list(config.filters),
-                                      kernel_sizes=list(config.kernel_sizes), dropout=config.dropout,
-                                      fc_size=config.fc_size, normalize=config.normalize)
+        self.net = self.build_network(
+            FlexibleCNN,
+            image_size=config.image_size,
+            filters=list(config.filters),
+            kernel_sizes=list(config.kernel_sizes),
+            dropout=config.dropout,
+            fc_size=config.fc_size,
+            normalize=config.normalize,
+        )
 
     def data_recipe(self, stage: str, data: ImageDataConfig) -> SampleRecipe:
         return image_recipe(stage, data, self.config.image_size)

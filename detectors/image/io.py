@@ -105,7 +105,9 @@ def load_image(path: str | Path | MediaBytes, max_pixels: int = MAX_PIXELS) -> t
 
 
 @reads_media_bytes
-def load_image_crop(path: str | Path | MediaBytes, size: int, train: bool = True, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+def load_image_crop(
+    path: str | Path | MediaBytes, size: int, train: bool = True, max_pixels: int = MAX_PIXELS
+) -> torch.Tensor:
     """A native-resolution ``size`` x ``size`` window (random in training, centred otherwise).
 
     Cropping the PIL image before the RGB conversion and the tensor copy is what makes training

@@ -20,22 +20,28 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from detectors import cli
+from detectors.atomic import write_json
+from detectors.backbones import BackboneConfig
+from detectors.base import save_detector
+from detectors.cli import command
 from detectors.data.catalog import assign_splits, load_items, summarise, write_split
 from detectors.data.datamodule import MediaDataModule
 from detectors.data.dataset import is_empty_batch
 from detectors.errors import ConfigError
-from detectors.image.dinov3 import DinoImageDetector, ImageDetectorConfig
-from detectors.backbones import BackboneConfig
 from detectors.image.data import ImageDataConfig
-from detectors.training.finalize import (inference_device, metrics_of, plot_evaluation, print_report,
-                                         save_calibration_logits, write_run_predictions)
+from detectors.image.dinov3 import DinoImageDetector, ImageDetectorConfig
+from detectors.training.finalize import (
+    inference_device,
+    metrics_of,
+    plot_evaluation,
+    print_report,
+    save_calibration_logits,
+    write_run_predictions,
+)
 from detectors.training.predict import predict
 from detectors.training.run import RunDir
 from detectors.tuning import TuningConfig, trainable_summary
-from detectors.base import save_detector
-from detectors.atomic import write_json
-from detectors.cli import command
-from detectors import cli
 
 
 @torch.inference_mode()
@@ -69,9 +75,21 @@ def fold_probe_into_head(detector: DinoImageDetector, scaler: StandardScaler, re
         linear.bias.copy_(torch.tensor([-bias / 2, bias / 2], dtype=linear.bias.dtype))
 
 
-def run_probe(data: Path, backbone: str, output: Path, *, features: str = "both", image_size: int = 224,
-              batch_size: int = 32, num_workers: int = 2, seed: int = 0, c: float = 1.0,
-              overwrite: bool = False, cache_dir: Path | None = None, feature_cache: bool = True) -> Path:
+def run_probe(
+    data: Path,
+    backbone: str,
+    output: Path,
+    *,
+    features: str = "both",
+    image_size: int = 224,
+    batch_size: int = 32,
+    num_workers: int = 2,
+    seed: int = 0,
+    c: float = 1.0,
+    overwrite: bool = False,
+    cache_dir: Path | None = None,
+    feature_cache: bool = True,
+) -> Path:
     run = RunDir(output)
     if run.is_finished() and not overwrite:
         raise ConfigError(run.root, None, "a finished run is already here; pass --overwrite or choose another --output")
@@ -79,12 +97,24 @@ def run_probe(data: Path, backbone: str, output: Path, *, features: str = "both"
     started = time.time()
     items = assign_splits(load_items(data, modality="image"), seed=seed)
     write_split(items, run.split)
-    config = ImageDetectorConfig(backbone=BackboneConfig(name=backbone), tuning=TuningConfig(mode="frozen"),
-                                 features=features, head_hidden=[], dropout=0.0, image_size=image_size)
+    config = ImageDetectorConfig(
+        backbone=BackboneConfig(name=backbone),
+        tuning=TuningConfig(mode="frozen"),
+        features=features,
+        head_hidden=[],
+        dropout=0.0,
+        image_size=image_size,
+    )
     detector = DinoImageDetector(config)
-    data = ImageDataConfig(batch_size=batch_size, num_workers=num_workers, eval_crop="benchmark",
-                           feature_cache=feature_cache, cache_dir=None if cache_dir is None else str(cache_dir),
-                           decode_workers=num_workers, feature_batch_size=batch_size)
+    data = ImageDataConfig(
+        batch_size=batch_size,
+        num_workers=num_workers,
+        eval_crop="benchmark",
+        feature_cache=feature_cache,
+        cache_dir=None if cache_dir is None else str(cache_dir),
+        decode_workers=num_workers,
+        feature_batch_size=batch_size,
+    )
     # every split with the benchmark's input (the probe sees no training augmentation); the frozen
     # detector's recipe computes each image's embedding once and caches it
     datamodule = MediaDataModule(items, lambda stage, data: detector.data_recipe("eval", data), data)
@@ -107,15 +137,40 @@ def run_probe(data: Path, backbone: str, output: Path, *, features: str = "both"
     plot_evaluation(validation, run.plots, "probe validation")
     write_run_predictions(run.predictions, validation)
     save_detector(detector.cpu(), run.root)
-    run.write_config({"arch": detector.arch, "modality": "image", "probe": {"C": c, "features": features},
-                      "model": detector.config_dict(), "seed": seed})
-    write_json(run.metrics, {"validation": metrics, "calibrator": detector.calibrator.state(),
-                             "train_accuracy": float(regression.score(scaler.transform(x_train), y_train))})
-    run.write_summary({"arch": detector.arch, "method": "logistic-regression probe", "modality": "image",
-                       "tuning": "frozen", **detector.summary(), **trainable_summary(detector),
-                       "data": summarise(items), "skipped_unreadable": {"train": skipped_train,
-                       "calibration": calibration.skipped, "val": validation.skipped},
-                       "train_seconds": round(time.time() - started, 1)})
+    run.write_config(
+        {
+            "arch": detector.arch,
+            "modality": "image",
+            "probe": {"C": c, "features": features},
+            "model": detector.config_dict(),
+            "seed": seed,
+        }
+    )
+    write_json(
+        run.metrics,
+        {
+            "validation": metrics,
+            "calibrator": detector.calibrator.state(),
+            "train_accuracy": float(regression.score(scaler.transform(x_train), y_train)),
+        },
+    )
+    run.write_summary(
+        {
+            "arch": detector.arch,
+            "method": "logistic-regression probe",
+            "modality": "image",
+            "tuning": "frozen",
+            **detector.summary(),
+            **trainable_summary(detector),
+            "data": summarise(items),
+            "skipped_unreadable": {
+                "train": skipped_train,
+                "calibration": calibration.skipped,
+                "val": validation.skipped,
+            },
+            "train_seconds": round(time.time() - started, 1),
+        }
+    )
     print_report(run, metrics, None)
     return run.root
 
@@ -137,9 +192,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-feature-cache", action="store_true", help="recompute the embeddings")
     args = parser.parse_args(argv)
     try:
-        run_probe(args.data, args.backbone, args.output, features=args.features, image_size=args.image_size,
-                  batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed, c=args.c,
-                  overwrite=args.overwrite, cache_dir=args.cache_dir, feature_cache=not args.no_feature_cache)
+        run_probe(
+            args.data,
+            args.backbone,
+            args.output,
+            features=args.features,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            seed=args.seed,
+            c=args.c,
+            overwrite=args.overwrite,
+            cache_dir=args.cache_dir,
+            feature_cache=not args.no_feature_cache,
+        )
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

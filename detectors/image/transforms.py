@@ -81,7 +81,9 @@ class NativeCrop(_ScaledSquareCrop):
     interpolation = v2.InterpolationMode.BICUBIC
 
     def needs_resize(self, shorter_side: int) -> bool:
-        return shorter_side < self.size  # never downscale: the fingerprints live in high frequencies (Durall et al., CVPR 2020)
+        return (
+            shorter_side < self.size
+        )  # never downscale: the fingerprints live in high frequencies (Durall et al., CVPR 2020)
 
 
 class ResizeCrop(_ScaledSquareCrop):
@@ -125,7 +127,7 @@ def benchmark_resize_array(image: np.ndarray, size: tuple[int, int]) -> np.ndarr
     ``cv2.resize(..., INTER_LINEAR)`` to ``size`` = (H, W) (no antialiasing, also when the size is
     already right: OpenCV then copies)."""
     top, left, crop_h, crop_w = benchmark_crop_box(image.shape[0], image.shape[1], size)
-    crop = np.ascontiguousarray(image[top:top + crop_h, left:left + crop_w])
+    crop = np.ascontiguousarray(image[top : top + crop_h, left : left + crop_w])
     return cv2.resize(crop, (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR)
 
 
@@ -263,8 +265,9 @@ class RobustnessChain(v2.Transform):
         return hwc_to_tensor(robustness_chain_array(tensor_to_hwc(inpt)))
 
 
-def robustness_downscale_size(height: int, width: int, scale: float = 0.5,
-                               min_side: int = ROBUSTNESS_MIN_SIDE) -> tuple[int, int] | None:
+def robustness_downscale_size(
+    height: int, width: int, scale: float = 0.5, min_side: int = ROBUSTNESS_MIN_SIDE
+) -> tuple[int, int] | None:
     """The benchmark's robustness downscale (image and video alike): each side to
     ``max(min_side, round(side * scale))``, applied only when both sides shrink; ``None`` otherwise."""
     small_h = max(min_side, int(round(height * scale)))
@@ -333,7 +336,12 @@ def build_train_transform(size: int, crop: CropMode = "native", augment_level: i
     if augment_level == 2:
         steps += [ColourSaturation((0, 1)), ColourContrast((0, 1))]
     if augment_level == 3:
-        steps += [ColourSaturation((0, 2)), ColourContrast((0, 2)), GaussianNoiseColour((0, 2)), GaussianBlurLevel((0, 2))]
+        steps += [
+            ColourSaturation((0, 2)),
+            ColourContrast((0, 2)),
+            GaussianNoiseColour((0, 2)),
+            GaussianBlurLevel((0, 2)),
+        ]
     return v2.Compose(steps)
 
 

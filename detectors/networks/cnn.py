@@ -83,17 +83,29 @@ class ConvNeXtHead(nn.Module):
 class ConvNeXt(nn.Module):
     """ConvNeXt (Liu et al., CVPR 2022): patchify stem, four stages of ConvNeXt blocks."""
 
-    def __init__(self, depths: list[int], dims: list[int], in_chans: int = 3, patch_size: int = 4,
-                 kernel_size: int = 7, mlp_ratio: float = 4.0, eps: float = 1e-6):
+    def __init__(
+        self,
+        depths: list[int],
+        dims: list[int],
+        in_chans: int = 3,
+        patch_size: int = 4,
+        kernel_size: int = 7,
+        mlp_ratio: float = 4.0,
+        eps: float = 1e-6,
+    ):
         super().__init__()
         self.embed_dim = int(dims[-1])
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, dims[0], patch_size, stride=patch_size),
-                                  LayerNorm2d(dims[0], eps=eps))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, dims[0], patch_size, stride=patch_size), LayerNorm2d(dims[0], eps=eps)
+        )
         stages = []
         previous = int(dims[0])
         for index, (depth, dim) in enumerate(zip(depths, dims)):
-            stages.append(ConvNeXtStage(previous, int(dim), int(depth), int(mlp_ratio * dim), kernel_size, eps,
-                                        downsample=index > 0))
+            stages.append(
+                ConvNeXtStage(
+                    previous, int(dim), int(depth), int(mlp_ratio * dim), kernel_size, eps, downsample=index > 0
+                )
+            )
             previous = int(dim)
         self.stages = nn.Sequential(*stages)
         self.head = ConvNeXtHead(self.embed_dim, eps)
@@ -147,8 +159,16 @@ def _projection(in_dim: int, out_dim: int, stride: int) -> nn.Sequential:
 class ResNet(nn.Module):
     """ResNet (He et al., CVPR 2016) / ResNeXt with timm's default stem (7x7 conv, max pool)."""
 
-    def __init__(self, block: str, layers: list[int], channels: list[int], stem_width: int = 64, in_chans: int = 3,
-                 cardinality: int = 1, base_width: int = 64):
+    def __init__(
+        self,
+        block: str,
+        layers: list[int],
+        channels: list[int],
+        stem_width: int = 64,
+        in_chans: int = 3,
+        cardinality: int = 1,
+        base_width: int = 64,
+    ):
         super().__init__()
         if block not in ("basic", "bottleneck"):
             raise ValueError(f"block must be 'basic' or 'bottleneck', got {block!r}")
@@ -168,8 +188,9 @@ class ResNet(nn.Module):
                 if block == "basic":
                     blocks.append(BasicBlock(previous, planes, stride if first else 1, needs_projection))
                 else:
-                    blocks.append(Bottleneck(previous, planes, stride if first else 1, needs_projection,
-                                             cardinality, width))
+                    blocks.append(
+                        Bottleneck(previous, planes, stride if first else 1, needs_projection, cardinality, width)
+                    )
                 previous = planes * expansion
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages

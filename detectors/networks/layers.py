@@ -19,7 +19,7 @@ returns float32 logits and normalises exactly like the float32 one up to the bf1
 parameters.
 """
 
-from typing import List, Sequence, Tuple
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -52,7 +52,7 @@ class Float32Buffers(nn.Module):
     before any ``.float()`` in ``forward`` could help (a z-score of 91.37 vs 91.5 moves the logits).
     """
 
-    float32_buffers: Tuple[str, ...] = ()
+    float32_buffers: tuple[str, ...] = ()
 
     def _apply(self, fn, recurse=True):
         originals = {name: self._buffers[name] for name in self.float32_buffers if self._buffers.get(name) is not None}
@@ -106,7 +106,7 @@ class CalibratedNetwork(nn.Module):
 class MLP(nn.Module):
     """Linear layers ``dims[0] -> dims[1] -> ... -> dims[-1]`` with an activation between them."""
 
-    def __init__(self, dims: List[int], activation: str = "relu"):
+    def __init__(self, dims: list[int], activation: str = "relu"):
         super().__init__()
         if len(dims) < 2:
             raise ValueError(f"MLP needs at least input and output sizes, got {list(dims)}")

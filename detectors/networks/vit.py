@@ -18,8 +18,6 @@ This file is concatenated into the submission's ``model.py``: only torch, math a
 and no dynamic attribute or code access of any kind.
 """
 
-from typing import List, Optional, Tuple
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -45,7 +43,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * attn_dim, bias=qkv_bias)
         self.proj = nn.Linear(attn_dim, dim, bias=proj_bias)
 
-    def forward(self, x: torch.Tensor, rope: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         batch, tokens, _ = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each [B, heads, N, head_dim]
@@ -103,7 +101,7 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, mlp_hidden_dim, act=act, gated=gated_mlp, bias=mlp_bias)
         self.ls2 = nn.Parameter(torch.ones(dim)) if layer_scale else None
 
-    def forward(self, x: torch.Tensor, rope: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         y = self.attn(self.norm1(x), rope)
         x = x + (y * self.ls1 if self.ls1 is not None else y)
         y = self.mlp(self.norm2(x))
@@ -124,9 +122,9 @@ class VisionTransformer(nn.Module):
         depth: int,
         num_heads: int,
         patch_size: int,
-        grid_size: List[int],
+        grid_size: list[int],
         mlp_hidden_dim: int,
-        head_dim: Optional[int] = None,
+        head_dim: int | None = None,
         num_register_tokens: int = 0,
         act: str = "gelu",
         gated_mlp: bool = False,

@@ -11,13 +11,14 @@ wav2vec2-base) or pre-norm plus a final norm (``true``, XLS-R). Reference:
 https://github.com/huggingface/transformers/blob/main/src/transformers/models/wav2vec2/modeling_wav2vec2.py
 """
 
-from typing import Sequence, Tuple
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .layers import build_activation
+
 
 def normalize_waveform(x: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Zero mean, unit variance per clip (``Wav2Vec2FeatureExtractor(do_normalize=True)``)."""
@@ -27,7 +28,9 @@ def normalize_waveform(x: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     return (x - mean) / torch.sqrt(var + eps)
 
 
-def conv_frame_geometry(conv_kernel: Sequence[int], conv_stride: Sequence[int], num_samples: int) -> Tuple[int, int, int]:
+def conv_frame_geometry(
+    conv_kernel: Sequence[int], conv_stride: Sequence[int], num_samples: int
+) -> tuple[int, int, int]:
     """(number of frames, stride in samples, receptive field in samples) of the conv feature encoder."""
     length = int(num_samples)
     stride = 1
@@ -64,16 +67,32 @@ class W2VConvLayer(nn.Module):
 
 
 class W2VFeatureEncoder(nn.Module):
-    def __init__(self, conv_dim: Sequence[int], conv_kernel: Sequence[int], conv_stride: Sequence[int],
-                 conv_bias: bool, feat_extract_norm: str, act: str):
+    def __init__(
+        self,
+        conv_dim: Sequence[int],
+        conv_kernel: Sequence[int],
+        conv_stride: Sequence[int],
+        conv_bias: bool,
+        feat_extract_norm: str,
+        act: str,
+    ):
         super().__init__()
         if feat_extract_norm not in ("group", "layer"):
             raise ValueError(f"feat_extract_norm must be 'group' or 'layer', got {feat_extract_norm!r}")
         layers = []
         for i in range(len(conv_dim)):
             norm = "layer" if feat_extract_norm == "layer" else ("group" if i == 0 else "none")
-            layers.append(W2VConvLayer(1 if i == 0 else int(conv_dim[i - 1]), int(conv_dim[i]), int(conv_kernel[i]),
-                                       int(conv_stride[i]), conv_bias, norm, act))
+            layers.append(
+                W2VConvLayer(
+                    1 if i == 0 else int(conv_dim[i - 1]),
+                    int(conv_dim[i]),
+                    int(conv_kernel[i]),
+                    int(conv_stride[i]),
+                    conv_bias,
+                    norm,
+                    act,
+                )
+            )
         self.conv_layers = nn.ModuleList(layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,14 +179,26 @@ class W2VEncoderLayer(nn.Module):
 
 
 class W2VEncoder(nn.Module):
-    def __init__(self, hidden: int, layers: int, num_heads: int, intermediate: int, act: str, eps: float,
-                 stable: bool, pos_kernel: int, pos_groups: int, pos_act: str):
+    def __init__(
+        self,
+        hidden: int,
+        layers: int,
+        num_heads: int,
+        intermediate: int,
+        act: str,
+        eps: float,
+        stable: bool,
+        pos_kernel: int,
+        pos_groups: int,
+        pos_act: str,
+    ):
         super().__init__()
         self.stable = stable
         self.pos_conv_embed = W2VPositionalConv(hidden, pos_kernel, pos_groups, pos_act)
         self.layer_norm = nn.LayerNorm(hidden, eps=eps)
         self.layers = nn.ModuleList(
-            W2VEncoderLayer(hidden, num_heads, intermediate, act, eps, stable) for _ in range(layers))
+            W2VEncoderLayer(hidden, num_heads, intermediate, act, eps, stable) for _ in range(layers)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.pos_conv_embed(x)
@@ -184,21 +215,43 @@ class Wav2Vec2Encoder(nn.Module):
     Keyword arguments are the fields of ``transformers.Wav2Vec2Config`` of the same names.
     """
 
-    def __init__(self, conv_dim: Sequence[int], conv_kernel: Sequence[int], conv_stride: Sequence[int],
-                 hidden_size: int, num_hidden_layers: int, num_attention_heads: int, intermediate_size: int,
-                 num_conv_pos_embeddings: int, num_conv_pos_embedding_groups: int, conv_bias: bool = False,
-                 feat_extract_norm: str = "group", feat_extract_activation: str = "gelu",
-                 hidden_act: str = "gelu", layer_norm_eps: float = 1e-5, do_stable_layer_norm: bool = False):
+    def __init__(
+        self,
+        conv_dim: Sequence[int],
+        conv_kernel: Sequence[int],
+        conv_stride: Sequence[int],
+        hidden_size: int,
+        num_hidden_layers: int,
+        num_attention_heads: int,
+        intermediate_size: int,
+        num_conv_pos_embeddings: int,
+        num_conv_pos_embedding_groups: int,
+        conv_bias: bool = False,
+        feat_extract_norm: str = "group",
+        feat_extract_activation: str = "gelu",
+        hidden_act: str = "gelu",
+        layer_norm_eps: float = 1e-5,
+        do_stable_layer_norm: bool = False,
+    ):
         super().__init__()
         self.hidden_size = int(hidden_size)
         self.embed_dim = self.hidden_size  # the attribute every backbone of a network offers
-        self.feature_extractor = W2VFeatureEncoder(conv_dim, conv_kernel, conv_stride, bool(conv_bias),
-                                                   feat_extract_norm, feat_extract_activation)
+        self.feature_extractor = W2VFeatureEncoder(
+            conv_dim, conv_kernel, conv_stride, bool(conv_bias), feat_extract_norm, feat_extract_activation
+        )
         self.feature_projection = W2VFeatureProjection(int(conv_dim[-1]), self.hidden_size, float(layer_norm_eps))
-        self.encoder = W2VEncoder(self.hidden_size, int(num_hidden_layers), int(num_attention_heads),
-                                  int(intermediate_size), hidden_act, float(layer_norm_eps), bool(do_stable_layer_norm),
-                                  int(num_conv_pos_embeddings), int(num_conv_pos_embedding_groups),
-                                  feat_extract_activation)
+        self.encoder = W2VEncoder(
+            self.hidden_size,
+            int(num_hidden_layers),
+            int(num_attention_heads),
+            int(intermediate_size),
+            hidden_act,
+            float(layer_norm_eps),
+            bool(do_stable_layer_norm),
+            int(num_conv_pos_embeddings),
+            int(num_conv_pos_embedding_groups),
+            feat_extract_activation,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.feature_extractor(x).transpose(1, 2)

@@ -22,23 +22,49 @@ def build_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(prog="python -m detectors.sweep", description=__doc__.splitlines()[0])
     parser.add_argument("space", type=Path, help="search-space YAML (see configs/sweeps/)")
     parser.add_argument("--data", type=Path, required=True, help="dataset YAML every trial trains on")
-    parser.add_argument("--trials", type=cli.int_at_least(1), required=True,
-                        help="trials of the study in total (shared by every process working on it)")
+    parser.add_argument(
+        "--trials",
+        type=cli.int_at_least(1),
+        required=True,
+        help="trials of the study in total (shared by every process working on it)",
+    )
     parser.add_argument("--output", type=Path, required=True, help="sweep directory (trial-NNNN runs, results)")
-    parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUTPUT/study.db), e.g. "
-                                          "postgresql://user:password@host/db")
+    parser.add_argument(
+        "--storage",
+        help="Optuna storage URL (default: sqlite:///OUTPUT/study.db), e.g. postgresql://user:password@host/db",
+    )
     parser.add_argument("--study-name", help="study in the storage (default: the space file's name)")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="tpe",
-                        help="tpe: Optuna's TPE sampler with pruning; coordinate: one parameter at a time")
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="tpe",
+        help="tpe: Optuna's TPE sampler with pruning; coordinate: one parameter at a time",
+    )
     parser.add_argument("--rounds", type=cli.int_at_least(1), default=2, help="coordinate: passes over the parameters")
-    parser.add_argument("--points", type=cli.int_at_least(2), default=4,
-                        help="coordinate: values tried per range parameter (choices: all)")
-    parser.add_argument("--pruner", choices=("median", "hyperband", "none"),
-                        help="override the space's pruner (single-objective tpe studies)")
-    parser.add_argument("--seed", type=cli.int_at_least(0), default=0,
-                        help="sampler seed, and every trial's run and split seed (unless the space fixes them)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="add a fixed setting for every trial (YAML-parsed), e.g. trainer.limit_train_batches=0.25")
+    parser.add_argument(
+        "--points",
+        type=cli.int_at_least(2),
+        default=4,
+        help="coordinate: values tried per range parameter (choices: all)",
+    )
+    parser.add_argument(
+        "--pruner",
+        choices=("median", "hyperband", "none"),
+        help="override the space's pruner (single-objective tpe studies)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=cli.int_at_least(0),
+        default=0,
+        help="sampler seed, and every trial's run and split seed (unless the space fixes them)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="add a fixed setting for every trial (YAML-parsed), e.g. trainer.limit_train_batches=0.25",
+    )
     return parser
 
 
@@ -73,12 +99,19 @@ def sweep(argv: list[str] | None = None) -> int:
         overrides[key.strip()] = yaml.safe_load(raw)
     space = load_space(args.space, overrides)
     if args.strategy == "coordinate" and len(space.objectives) > 1:
-        raise ConfigError(args.space, "objectives", "the coordinate strategy follows one objective; list one, or use "
-                                                    "--strategy tpe for a Pareto front")
+        raise ConfigError(
+            args.space,
+            "objectives",
+            "the coordinate strategy follows one objective; list one, or use --strategy tpe for a Pareto front",
+        )
     load_items(args.data, modality=space.modality)  # the dataset YAML is checked before the first trial
     pruner = args.pruner or space.pruner
-    prune = (args.strategy == "tpe" and pruner != "none" and len(space.objectives) == 1
-             and not space.objectives[0].efficiency)
+    prune = (
+        args.strategy == "tpe"
+        and pruner != "none"
+        and len(space.objectives) == 1
+        and not space.objectives[0].efficiency
+    )
     if pruner != "none" and len(space.objectives) > 1:
         print("note: pruning acts on single-objective studies only; this study runs every trial to the end")
     settings = base_settings(space, args.seed)
@@ -93,15 +126,23 @@ def sweep(argv: list[str] | None = None) -> int:
         results.write_trials_csv(study, space, args.output / "trials.csv")
         results.write_best(study, space, args.output, args.data)
 
-    context = SweepContext(space=space, data=args.data.resolve(), output=args.output.resolve(), settings=settings,
-                           total=args.trials, prune=prune, report=report)
+    context = SweepContext(
+        space=space,
+        data=args.data.resolve(),
+        output=args.output.resolve(),
+        settings=settings,
+        total=args.trials,
+        prune=prune,
+        report=report,
+    )
     what = ", ".join(f"{o.direction} {o.metric}" for o in space.objectives)
-    print(f"sweep {study_name!r}: {space.arch} ({space.modality}), {len(space.params)} parameter(s), {what}; "
-          f"{args.trials} trial(s), strategy {args.strategy}, pruner {pruner if prune else 'none'}; storage {storage}",
-          flush=True)
+    print(
+        f"sweep {study_name!r}: {space.arch} ({space.modality}), {len(space.params)} parameter(s), {what}; "
+        f"{args.trials} trial(s), strategy {args.strategy}, pruner {pruner if prune else 'none'}; storage {storage}",
+        flush=True,
+    )
     if args.strategy == "coordinate":
-        run_coordinate(study, context, rounds=args.rounds, points=args.points,
-                       log=lambda line: print(line, flush=True))
+        run_coordinate(study, context, rounds=args.rounds, points=args.points, log=lambda line: print(line, flush=True))
     else:
         run_tpe(study, context)
 
@@ -113,8 +154,10 @@ def sweep(argv: list[str] | None = None) -> int:
     if best is None:
         print("no trial completed: no best.yaml", file=sys.stderr)
         return 1
-    print(f"best: trial {best.number} -> {args.output / 'best.yaml'}; trials: {args.output / 'trials.csv'}; "
-          f"plots: {args.output / 'plots'}; dashboard: optuna-dashboard {storage}")
+    print(
+        f"best: trial {best.number} -> {args.output / 'best.yaml'}; trials: {args.output / 'trials.csv'}; "
+        f"plots: {args.output / 'plots'}; dashboard: optuna-dashboard {storage}"
+    )
     return 0
 
 

@@ -77,11 +77,18 @@ def write_trials_csv(study: optuna.Study, space: SearchSpace, path: Path) -> Non
         values = list(trial.values) if trial.state == TrialState.COMPLETE else [None] * len(names)
         row = [trial.number, trial.state.name.lower(), *values]
         for key in keys:
-            row.append(json.dumps(_dotted(settings, key)) if isinstance(_dotted(settings, key), list)
-                       else _dotted(settings, key))
-        row += [trial.user_attrs.get("trainable_parameters"), trial.user_attrs.get("last_epoch"),
-                trial.user_attrs.get("seconds"), trial.user_attrs.get("run_dir"),
-                trial.user_attrs.get("note") or trial.user_attrs.get("error") or ""]
+            row.append(
+                json.dumps(_dotted(settings, key))
+                if isinstance(_dotted(settings, key), list)
+                else _dotted(settings, key)
+            )
+        row += [
+            trial.user_attrs.get("trainable_parameters"),
+            trial.user_attrs.get("last_epoch"),
+            trial.user_attrs.get("seconds"),
+            trial.user_attrs.get("run_dir"),
+            trial.user_attrs.get("note") or trial.user_attrs.get("error") or "",
+        ]
         writer.writerow(["" if v is None else v for v in row])
     write_text(path, buffer.getvalue())
 
@@ -109,8 +116,10 @@ def write_best(study: optuna.Study, space: SearchSpace, output: Path, data: Path
         return None
     trial = best[0]
     values = ", ".join(f"{o.metric} = {_fmt(v)}" for o, v in zip(space.objectives, trial.values))
-    header = (f"# Best trial {trial.number} of study {study.study_name!r} ({values}); run: {trial.user_attrs.get('run_dir')}\n"
-              f"# Reproduce: python -m detectors.{space.modality}.fit --config best.yaml --data {data} --output RUN\n")
+    header = (
+        f"# Best trial {trial.number} of study {study.study_name!r} ({values}); run: {trial.user_attrs.get('run_dir')}\n"
+        f"# Reproduce: python -m detectors.{space.modality}.fit --config best.yaml --data {data} --output RUN\n"
+    )
     write_text(output / "best.yaml", header + yaml.safe_dump(best_config(space, trial), sort_keys=False))
     if len(space.objectives) > 1:
         buffer = io.StringIO()
@@ -141,12 +150,17 @@ def write_plots(study: optuna.Study, space: SearchSpace, directory: Path) -> lis
     figures: list[tuple[str, Any]] = []
     for index, name in enumerate(names):
         target = None if len(names) == 1 else (lambda t, i=index: t.values[i])
-        figures.append((f"history_{name}.png" if len(names) > 1 else "history.png",
-                        lambda t=target, n=name: views.plot_optimization_history(study, target=t, target_name=n)))
+        figures.append(
+            (
+                f"history_{name}.png" if len(names) > 1 else "history.png",
+                lambda t=target, n=name: views.plot_optimization_history(study, target=t, target_name=n),
+            )
+        )
     if len(complete) >= 2:
         target = None if len(names) == 1 else (lambda t: t.values[0])
-        figures.append(("importances.png", lambda: views.plot_param_importances(study, target=target,
-                                                                                 target_name=names[0])))
+        figures.append(
+            ("importances.png", lambda: views.plot_param_importances(study, target=target, target_name=names[0]))
+        )
     else:
         notes.append("importances.png: needs two complete trials")
     if len(names) >= 2:

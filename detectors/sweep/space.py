@@ -115,7 +115,9 @@ class Param:
         if points == 1 or low == high:
             return [self.low]
         if self.log:
-            values = [math.exp(math.log(low) + (math.log(high) - math.log(low)) * i / (points - 1)) for i in range(points)]
+            values = [
+                math.exp(math.log(low) + (math.log(high) - math.log(low)) * i / (points - 1)) for i in range(points)
+            ]
         else:
             values = [low + (high - low) * i / (points - 1) for i in range(points)]
         if self.kind == "int":
@@ -165,15 +167,30 @@ class SearchSpace:
 
     def canonical(self) -> str:
         """What a study must share to be joined: the space's parameters and objectives."""
-        return yaml.safe_dump({"fit": {"modality": self.modality, "arch": self.arch},
-                               "params": {p.key: _param_dict(p) for p in self.params},
-                               "objectives": [[o.metric, o.direction] for o in self.objectives]}, sort_keys=True)
+        return yaml.safe_dump(
+            {
+                "fit": {"modality": self.modality, "arch": self.arch},
+                "params": {p.key: _param_dict(p) for p in self.params},
+                "objectives": [[o.metric, o.direction] for o in self.objectives],
+            },
+            sort_keys=True,
+        )
 
 
 def _param_dict(param: Param) -> dict[str, Any]:
-    return {k: v for k, v in (("kind", param.kind), ("low", param.low), ("high", param.high), ("log", param.log),
-                              ("step", param.step), ("choices", list(param.choices)), ("length", param.length))
-            if v not in (None, False, [])}
+    return {
+        k: v
+        for k, v in (
+            ("kind", param.kind),
+            ("low", param.low),
+            ("high", param.high),
+            ("log", param.log),
+            ("step", param.step),
+            ("choices", list(param.choices)),
+            ("length", param.length),
+        )
+        if v not in (None, False, [])
+    }
 
 
 def _encode_choice(value: Any) -> Any:
@@ -201,13 +218,18 @@ def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> Sea
             raise ConfigError(path, str(key), f"unknown key{hint}; known top-level keys: {', '.join(_TOP_LEVEL)}")
     fit = raw.get("fit")
     if not isinstance(fit, dict) or "arch" not in fit:
-        raise ConfigError(path, "fit", f"expected a mapping with the detector's arch (fit: {{modality: image, arch: "
-                                       f"flexcnn}}), got {fit!r}")
+        raise ConfigError(
+            path,
+            "fit",
+            f"expected a mapping with the detector's arch (fit: {{modality: image, arch: flexcnn}}), got {fit!r}",
+        )
     arch = fit["arch"]
     if arch not in list_detectors():
         match = close_match(str(arch), list_detectors())
         hint = f" (did you mean {match!r}?)" if match else ""
-        raise ConfigError(path, "fit.arch", f"unknown architecture {arch!r}{hint}; known: {', '.join(list_detectors())}")
+        raise ConfigError(
+            path, "fit.arch", f"unknown architecture {arch!r}{hint}; known: {', '.join(list_detectors())}"
+        )
     cls = detector_class(arch)
     modality = fit.get("modality", cls.modality)
     if modality != cls.modality:
@@ -233,8 +255,17 @@ def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> Sea
     pruner = raw.get("pruner", "median")
     if pruner not in PRUNERS:
         raise ConfigError(path, "pruner", f"expected one of {', '.join(PRUNERS)}, got {pruner!r}")
-    space = SearchSpace(path=path, modality=cls.modality, arch=arch, fixed=fixed, params=params, objectives=objectives,
-                        pruner=pruner, description=str(raw.get("description") or ""), detector_cls=cls)
+    space = SearchSpace(
+        path=path,
+        modality=cls.modality,
+        arch=arch,
+        fixed=fixed,
+        params=params,
+        objectives=objectives,
+        pruner=pruner,
+        description=str(raw.get("description") or ""),
+        detector_cls=cls,
+    )
     check_corners(space)
     return space
 
@@ -263,7 +294,9 @@ def _parse_param(path: Path, cls: Any, run_config: type, key: str, spec: Any) ->
     if unknown:
         match = close_match(str(unknown[0]), _PARAM_KEYS)
         hint = f" (did you mean {match!r}?)" if match else ""
-        raise ConfigError(path, f"{where}.{unknown[0]}", f"unknown key{hint}; a parameter takes {', '.join(_PARAM_KEYS)}")
+        raise ConfigError(
+            path, f"{where}.{unknown[0]}", f"unknown key{hint}; a parameter takes {', '.join(_PARAM_KEYS)}"
+        )
     found = find_setting(run_config, key)
     if found is None:
         raise _unknown_setting(path, cls, run_config, key)
@@ -273,20 +306,26 @@ def _parse_param(path: Path, cls: Any, run_config: type, key: str, spec: Any) ->
     element_hint = hint
     if length is not None:
         if typing.get_origin(hint) not in (list, tuple) or not typing.get_args(hint):
-            raise ConfigError(path, f"{where}.length", f"{key} is a single {type_name(hint)} setting, not a list: "
-                                                       "drop length")
+            raise ConfigError(
+                path, f"{where}.length", f"{key} is a single {type_name(hint)} setting, not a list: drop length"
+            )
         element_hint = _without_none(typing.get_args(hint)[0])
     elif typing.get_origin(hint) in (list, tuple) and "choices" not in spec:
-        raise ConfigError(path, where, f"{key} is a list setting ({type_name(hint)}): give choices of whole lists, "
-                                       "or draw one value per element with length: <the parameter giving the count>")
+        raise ConfigError(
+            path,
+            where,
+            f"{key} is a list setting ({type_name(hint)}): give choices of whole lists, "
+            "or draw one value per element with length: <the parameter giving the count>",
+        )
 
     def check(value: Any, label: str, value_hint: Any) -> Any:
         try:
             converted = convert(value, value_hint, key)
             check_bounds(converted, setting_field, key, None)
         except ConfigError as error:
-            raise ConfigError(path, f"{where}.{label}", f"{error.problem} ({key} is {describe(hint)}"
-                              f"{_bounds_text(setting_field)})") from None
+            raise ConfigError(
+                path, f"{where}.{label}", f"{error.problem} ({key} is {describe(hint)}{_bounds_text(setting_field)})"
+            ) from None
         return converted
 
     if "choices" in spec:
@@ -306,12 +345,16 @@ def _parse_param(path: Path, cls: Any, run_config: type, key: str, spec: Any) ->
 
     base = _numeric_kind(element_hint)
     if base is None:
-        raise ConfigError(path, where, f"{key} is {describe(element_hint)}: a range needs a number setting; "
-                                       "list its values under choices")
+        raise ConfigError(
+            path,
+            where,
+            f"{key} is {describe(element_hint)}: a range needs a number setting; list its values under choices",
+        )
     kind = spec.get("type", base)
     if kind not in ("int", "float") or (kind == "float" and base == "int"):
-        raise ConfigError(path, f"{where}.type", f"{key} is {describe(element_hint)}: type must be {base!r}, "
-                                                 f"got {kind!r}")
+        raise ConfigError(
+            path, f"{where}.type", f"{key} is {describe(element_hint)}: type must be {base!r}, got {kind!r}"
+        )
     missing = [k for k in ("low", "high") if k not in spec]
     if missing:
         raise ConfigError(path, where, f"a range needs low and high ({' and '.join(missing)} missing), or give choices")
@@ -328,10 +371,15 @@ def _parse_param(path: Path, cls: Any, run_config: type, key: str, spec: Any) ->
         raise ConfigError(path, f"{where}.low", f"a log range needs low > 0, got {low!r}")
     step = spec.get("step")
     if step is not None:
-        if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0 or (
-                kind == "int" and not isinstance(step, int)):
-            raise ConfigError(path, f"{where}.step", f"expected a positive {'integer' if kind == 'int' else 'number'}, "
-                                                     f"got {step!r}")
+        if (
+            isinstance(step, bool)
+            or not isinstance(step, (int, float))
+            or step <= 0
+            or (kind == "int" and not isinstance(step, int))
+        ):
+            raise ConfigError(
+                path, f"{where}.step", f"expected a positive {'integer' if kind == 'int' else 'number'}, got {step!r}"
+            )
         if log:
             raise ConfigError(path, f"{where}.step", "a log range takes no step (Optuna samples it continuously)")
         if step > high - low and high != low:
@@ -372,11 +420,17 @@ def _unknown_setting(path: Path, cls: Any, run_config: type, key: str) -> Config
     leaves = {row[0] for row in schema_rows(run_config)}
     if any(leaf.startswith(f"{key}.") for leaf in leaves):
         children = sorted(leaf for leaf in leaves if leaf.startswith(f"{key}."))
-        return ConfigError(path, f"params.{key}", f"is a section, not a setting; search one of its keys, e.g. "
-                                                  f"{', '.join(children[:4])}")
+        return ConfigError(
+            path,
+            f"params.{key}",
+            f"is a section, not a setting; search one of its keys, e.g. {', '.join(children[:4])}",
+        )
     explained = explain_unknown_key(cls, ConfigError(None, key, "unknown key"))
-    problem = explained.problem if explained.problem != "unknown key" else (
-        f"unknown key for {cls.arch}" + (f" (did you mean {m!r}?)" if (m := close_match(key, leaves)) else ""))
+    problem = (
+        explained.problem
+        if explained.problem != "unknown key"
+        else (f"unknown key for {cls.arch}" + (f" (did you mean {m!r}?)" if (m := close_match(key, leaves)) else ""))
+    )
     return ConfigError(path, f"params.{key}", problem)
 
 
@@ -388,13 +442,18 @@ def _order_by_length(path: Path, params: list[Param]) -> list[Param]:
             continue
         provider = keys.get(param.length)
         if provider is None:
-            raise ConfigError(path, f"params.{param.key}.length", f"{param.length!r} is not a parameter of this "
-                                                                  f"space; known: {', '.join(keys)}")
+            raise ConfigError(
+                path,
+                f"params.{param.key}.length",
+                f"{param.length!r} is not a parameter of this space; known: {', '.join(keys)}",
+            )
         values = provider.choices if provider.kind == "categorical" else (provider.low, provider.high)
-        if provider.length is not None or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
-                                                  for v in values):
-            raise ConfigError(path, f"params.{param.key}.length", f"{param.length} must be an integer parameter "
-                                                                  "with values >= 1")
+        if provider.length is not None or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values
+        ):
+            raise ConfigError(
+                path, f"params.{param.key}.length", f"{param.length} must be an integer parameter with values >= 1"
+            )
     return sorted(params, key=lambda p: p.length is not None)
 
 
@@ -412,15 +471,20 @@ def _parse_objectives(path: Path, raw: Any) -> list[Objective]:
         where = f"objectives[{index}]"
         spec = {"metric": item} if isinstance(item, str) else item
         if not isinstance(spec, dict) or "metric" not in spec or set(spec) - {"metric", "direction"}:
-            raise ConfigError(path, where, f"expected a metric name or {{metric: NAME, direction: maximize|minimize}}, "
-                                           f"got {item!r}")
+            raise ConfigError(
+                path, where, f"expected a metric name or {{metric: NAME, direction: maximize|minimize}}, got {item!r}"
+            )
         metric = spec["metric"]
         if metric not in EFFICIENCY_METRICS and metric not in known:
             match = close_match(str(metric), [*known, *EFFICIENCY_METRICS])
             hint = f" (did you mean {match!r}?)" if match else ""
-            raise ConfigError(path, f"{where}.metric", f"unknown metric {metric!r}{hint}; validation metrics "
-                                                       f"(metrics.json): {', '.join(known)}; efficiency: "
-                                                       f"{', '.join(EFFICIENCY_METRICS)}")
+            raise ConfigError(
+                path,
+                f"{where}.metric",
+                f"unknown metric {metric!r}{hint}; validation metrics "
+                f"(metrics.json): {', '.join(known)}; efficiency: "
+                f"{', '.join(EFFICIENCY_METRICS)}",
+            )
         direction = spec.get("direction", "minimize" if metric in LOWER_IS_BETTER else "maximize")
         if direction not in ("maximize", "minimize"):
             raise ConfigError(path, f"{where}.direction", f"expected maximize or minimize, got {direction!r}")
@@ -465,5 +529,13 @@ def check_corners(space: SearchSpace) -> None:
     raise errors[0]
 
 
-__all__ = ["EFFICIENCY_METRICS", "Objective", "Param", "SearchSpace", "check_corners", "corner_values", "load_space",
-           "trial_layers"]
+__all__ = [
+    "EFFICIENCY_METRICS",
+    "Objective",
+    "Param",
+    "SearchSpace",
+    "check_corners",
+    "corner_values",
+    "load_space",
+    "trial_layers",
+]

@@ -50,17 +50,21 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
                 # a worker that dies leaves its trial RUNNING: after HEARTBEAT_GRACE_S without a beat
                 # the next trial's start fails it and enqueues it again with its parameters
                 return optuna.storages.RDBStorage(
-                    url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=HEARTBEAT_INTERVAL_S,
                     grace_period=HEARTBEAT_GRACE_S,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+                )
         except (IntegrityError, ProgrammingError):
             # workers started together race to create the schema: the loser finds it made
             if attempt == 9:
                 raise
             time.sleep(0.2 * (attempt + 1))
         except ImportError as error:  # e.g. postgresql:// without its driver
-            raise ConfigError(None, "--storage", f"cannot open {url!r}: {error} (for PostgreSQL: pip install "
-                                                 "'psycopg[binary]')") from None
+            raise ConfigError(
+                None, "--storage", f"cannot open {url!r}: {error} (for PostgreSQL: pip install 'psycopg[binary]')"
+            ) from None
         except Exception as error:  # SQLAlchemy's OperationalError and friends: a server that is not there
             message = " ".join(str(error).split())[:300]
             raise ConfigError(None, "--storage", f"cannot open {url!r}: {message}") from None
@@ -122,13 +126,19 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def open_study(space: SearchSpace, storage: str, study_name: str, seed: int, pruner: str,
-               max_epochs: int) -> optuna.Study:
+def open_study(
+    space: SearchSpace, storage: str, study_name: str, seed: int, pruner: str, max_epochs: int
+) -> optuna.Study:
     """Create the study, or join it (same parameters and objectives, else a one-line error)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the sweep prints its own line per trial
-    study = optuna.create_study(storage=open_storage(storage), study_name=study_name, load_if_exists=True,
-                                directions=space.directions, sampler=tpe_sampler(seed),
-                                pruner=make_pruner(pruner, max_epochs))
+    study = optuna.create_study(
+        storage=open_storage(storage),
+        study_name=study_name,
+        load_if_exists=True,
+        directions=space.directions,
+        sampler=tpe_sampler(seed),
+        pruner=make_pruner(pruner, max_epochs),
+    )
     canonical = space.canonical()
     attrs = study.user_attrs
     if "space" not in attrs:
@@ -136,9 +146,13 @@ def open_study(space: SearchSpace, storage: str, study_name: str, seed: int, pru
         study.set_user_attr("arch", space.arch)
         study.set_user_attr("modality", space.modality)
     elif attrs["space"] != canonical or [d.name.lower() for d in study.directions] != space.directions:
-        raise ConfigError(space.path, None, f"study {study_name!r} in {storage} was created from another search "
-                                            "space (parameters or objectives differ): use another --study-name or "
-                                            "--output")
+        raise ConfigError(
+            space.path,
+            None,
+            f"study {study_name!r} in {storage} was created from another search "
+            "space (parameters or objectives differ): use another --study-name or "
+            "--output",
+        )
     return study
 
 
@@ -169,8 +183,9 @@ def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in trials if not t.user_attrs.get(SURPLUS) and t.number not in retried]
 
 
-def run_one(study: optuna.Study, context: SweepContext, fixed_params: dict[str, Any] | None = None
-            ) -> optuna.trial.FrozenTrial | None:
+def run_one(
+    study: optuna.Study, context: SweepContext, fixed_params: dict[str, Any] | None = None
+) -> optuna.trial.FrozenTrial | None:
     """Run one trial of the study (``fixed_params``: enqueued settings, the coordinate strategy's);
     ``None`` once the study holds ``total`` trials.
 
@@ -188,8 +203,15 @@ def run_one(study: optuna.Study, context: SweepContext, fixed_params: dict[str, 
             trial.set_user_attr(SURPLUS, True)  # another worker asked at the same moment: over the budget
             raise _Surplus
         try:
-            return run_trial(trial, context.space, context.data, context.output, context.settings,
-                             context.space.suggest(trial), prune=context.prune)
+            return run_trial(
+                trial,
+                context.space,
+                context.data,
+                context.output,
+                context.settings,
+                context.space.suggest(trial),
+                prune=context.prune,
+            )
         except optuna.TrialPruned as pruned:
             trial.set_user_attr("note", str(pruned))
             raise
@@ -199,8 +221,13 @@ def run_one(study: optuna.Study, context: SweepContext, fixed_params: dict[str, 
         finally:
             trial.set_user_attr("seconds", round(time.time() - started, 2))
 
-    study.optimize(objective, n_trials=1, catch=(ConfigError, TrialFailed, OSError, _Surplus),
-                   callbacks=[lambda _study, trial: finished.append(trial)], gc_after_trial=False)
+    study.optimize(
+        objective,
+        n_trials=1,
+        catch=(ConfigError, TrialFailed, OSError, _Surplus),
+        callbacks=[lambda _study, trial: finished.append(trial)],
+        gc_after_trial=False,
+    )
     if not finished or finished[0].user_attrs.get(SURPLUS):
         return None
     context.report(study, finished[0])
@@ -300,8 +327,9 @@ def as_optuna_params(space: SearchSpace, values: dict[str, Any]) -> dict[str, An
     return params
 
 
-def run_coordinate(study: optuna.Study, context: SweepContext, rounds: int, points: int,
-                   log: Callable[[str], None]) -> None:
+def run_coordinate(
+    study: optuna.Study, context: SweepContext, rounds: int, points: int, log: Callable[[str], None]
+) -> None:
     """Vary one knob at a time over its grid (the others at the baseline), keep the best value,
     move on; ``rounds`` passes over every knob. Each evaluation is a trial of the study (identical
     configurations are evaluated once); a failed or pruned evaluation never wins."""
@@ -347,8 +375,10 @@ def run_coordinate(study: optuna.Study, context: SweepContext, rounds: int, poin
                     score = evaluate(fit_lengths(space, trial_values))
                     if score is not None and (best_score is None or better(score, best_score)):
                         best_value, best_score = candidate, score
-                log(f"round {round_number} {knob.name}: baseline {current!r} ({objective.metric} "
-                    f"{_fmt(baseline_value)}) -> winner {best_value!r} ({objective.metric} {_fmt(best_score)})")
+                log(
+                    f"round {round_number} {knob.name}: baseline {current!r} ({objective.metric} "
+                    f"{_fmt(baseline_value)}) -> winner {best_value!r} ({objective.metric} {_fmt(best_score)})"
+                )
                 if best_value != current:
                     changed = True
                     if knob.index is None:
@@ -374,5 +404,14 @@ def _fmt(value: float | None) -> str:
     return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
 
 
-__all__ = ["SweepContext", "TrialSeededSampler", "base_settings", "counted", "default_storage", "open_study",
-           "run_coordinate", "run_one", "run_tpe"]
+__all__ = [
+    "SweepContext",
+    "TrialSeededSampler",
+    "base_settings",
+    "counted",
+    "default_storage",
+    "open_study",
+    "run_coordinate",
+    "run_one",
+    "run_tpe",
+]

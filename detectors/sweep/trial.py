@@ -94,7 +94,9 @@ def run_fit_quietly(space: SearchSpace, argv: list[str], log_file: Path, callbac
     args = parser.parse_args(argv)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     # Lightning's INFO lines ("GPU available", "max_epochs reached") once per trial say nothing new
-    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict) if name.startswith("lightning")]
+    loggers = [
+        logging.getLogger(name) for name in list(logging.root.manager.loggerDict) if name.startswith("lightning")
+    ]
     levels = [logger.level for logger in loggers]
     with open(log_file, "a") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
         for logger in loggers:
@@ -110,9 +112,11 @@ def measure(run_dir: Path, objectives: list[Objective]) -> tuple[list[float], di
     """Objective values of a finished run and the facts worth keeping with the trial."""
     metrics = json.loads((run_dir / "metrics.json").read_text())["validation"]
     summary = json.loads((run_dir / "summary.json").read_text())
-    facts: dict[str, Any] = {"trainable_parameters": summary.get("trainable_parameters"),
-                             "epochs_completed": summary.get("epochs_completed"),
-                             "val_score": metrics.get("score")}
+    facts: dict[str, Any] = {
+        "trainable_parameters": summary.get("trainable_parameters"),
+        "epochs_completed": summary.get("epochs_completed"),
+        "val_score": metrics.get("score"),
+    }
     if any(o.metric in ("exported_size_mb", "ms_per_sample") for o in objectives):
         facts.update(export_and_time(run_dir))
     values = []
@@ -147,8 +151,15 @@ def export_and_time(run_dir: Path) -> dict[str, float]:
     return {"exported_size_mb": size / 2**20, "ms_per_sample": 1000 * statistics.median(timings) / LATENCY_BATCH}
 
 
-def run_trial(trial: optuna.Trial, space: SearchSpace, data: Path, output: Path, settings: dict[str, Any],
-              values: dict[str, Any], prune: bool) -> list[float]:
+def run_trial(
+    trial: optuna.Trial,
+    space: SearchSpace,
+    data: Path,
+    output: Path,
+    settings: dict[str, Any],
+    values: dict[str, Any],
+    prune: bool,
+) -> list[float]:
     """Fit the trial's run and return its objective values (raises ``TrialPruned`` / ``ConfigError`` /
     :class:`TrialFailed`)."""
     from detectors.config import set_dotted
@@ -169,8 +180,12 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, data: Path, output: Path,
         pruning = PruningCallback(trial, monitor, sign)
         callbacks.append(pruning)
     try:
-        run_fit_quietly(space, [*argv, "--set", "trainer.enable_progress_bar=false"],
-                        output / "logs" / f"trial-{trial.number:04d}.log", callbacks)
+        run_fit_quietly(
+            space,
+            [*argv, "--set", "trainer.enable_progress_bar=false"],
+            output / "logs" / f"trial-{trial.number:04d}.log",
+            callbacks,
+        )
     finally:
         if pruning is not None and pruning.last_epoch is not None:
             trial.set_user_attr("last_epoch", pruning.last_epoch)

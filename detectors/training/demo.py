@@ -13,8 +13,7 @@ from detectors.data.catalog import MediaItem
 from detectors.training.run import RunDir
 
 
-def write_split_dataset_yaml(items: list[MediaItem], split: str, path: Path,
-                             relative_to: Path | None = None) -> Path:
+def write_split_dataset_yaml(items: list[MediaItem], split: str, path: Path, relative_to: Path | None = None) -> Path:
     """A dataset YAML (one CSV manifest per dataset) holding only the items of ``split``. Files under
     ``relative_to`` (the run directory, for the demo's own data) are written relative to the
     manifest, so the run directory can be moved or renamed; other files keep absolute paths."""
@@ -33,8 +32,9 @@ def write_split_dataset_yaml(items: list[MediaItem], split: str, path: Path,
                 if relative_to is not None and file.resolve().is_relative_to(Path(relative_to).resolve()):
                     file = Path(os.path.relpath(file.resolve(), manifest.parent.resolve()))
                 writer.writerow([file.as_posix(), item.label, item.media_type])
-        entries.append({"name": name, "path": manifest.name, "modality": members[0].modality,
-                        "media_type": members[0].media_type})
+        entries.append(
+            {"name": name, "path": manifest.name, "modality": members[0].modality, "media_type": members[0].media_type}
+        )
     write_text(path, yaml.safe_dump({"datasets": entries}, sort_keys=False))
     return path
 
@@ -51,8 +51,12 @@ def export_and_evaluate_demo(run: RunDir, items: list[MediaItem]) -> Path:
         raise RuntimeError("the exported demo submission fails export.check:\n" + "\n".join(problems))
     data = write_split_dataset_yaml(items, "val", run.root / "evaluation" / "val.yaml", relative_to=run.root)
     results = evaluate_submission(submission, data, run.root / "evaluation", num_workers=0)
-    print(f"\nDemo finished. Submission (passes export.check, max |logit diff| "
-          f"{report.get('max_abs_logit_difference', float('nan')):.1e}): {submission}")
-    print(f"Benchmark-style evaluation on the validation split: score {results['score']:.4f}, "
-          f"accuracy {results['accuracy']:.4f} -> {run.root / 'evaluation'}")
+    print(
+        f"\nDemo finished. Submission (passes export.check, max |logit diff| "
+        f"{report.get('max_abs_logit_difference', float('nan')):.1e}): {submission}"
+    )
+    print(
+        f"Benchmark-style evaluation on the validation split: score {results['score']:.4f}, "
+        f"accuracy {results['accuracy']:.4f} -> {run.root / 'evaluation'}"
+    )
     return submission

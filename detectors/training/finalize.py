@@ -27,8 +27,12 @@ def inference_device() -> torch.device:
 def metrics_of(predictions: Predictions, detector: Detector, criterion: Any = None) -> dict[str, Any]:
     if len(predictions) == 0:
         return {"n": 0, "skipped_unreadable": predictions.skipped}
-    metrics = binary_metrics(predictions.labels.numpy(), prob_fake_from_logits(predictions.logits),
-                             preds=predictions_from_logits(predictions.logits), datasets=predictions.datasets or None)
+    metrics = binary_metrics(
+        predictions.labels.numpy(),
+        prob_fake_from_logits(predictions.logits),
+        preds=predictions_from_logits(predictions.logits),
+        datasets=predictions.datasets or None,
+    )
     if criterion is not None:
         metrics["loss"] = float(criterion(predictions.logits, predictions.targets(detector.num_classes)))
     if detector.num_classes == 3:
@@ -39,17 +43,28 @@ def metrics_of(predictions: Predictions, detector: Detector, criterion: Any = No
     return metrics
 
 
-def evaluate_split(detector: Detector, datamodule: MediaDataModule, split: str, calibrated: bool = True,
-                   criterion: Any = None) -> dict[str, Any]:
-    predictions = predict(detector, datamodule.loader(split), calibrated=calibrated, device=inference_device(),
-                          description=f"evaluate {split}")
+def evaluate_split(
+    detector: Detector, datamodule: MediaDataModule, split: str, calibrated: bool = True, criterion: Any = None
+) -> dict[str, Any]:
+    predictions = predict(
+        detector,
+        datamodule.loader(split),
+        calibrated=calibrated,
+        device=inference_device(),
+        description=f"evaluate {split}",
+    )
     return metrics_of(predictions, detector, criterion)
 
 
 def save_calibration_logits(path: Path, predictions: Predictions, num_classes: int) -> None:
     with atomic_path(path) as tmp:
-        save_file({"logits": predictions.logits.float().contiguous(),
-                   "labels": predictions.targets(num_classes).long().contiguous()}, str(tmp))
+        save_file(
+            {
+                "logits": predictions.logits.float().contiguous(),
+                "labels": predictions.targets(num_classes).long().contiguous(),
+            },
+            str(tmp),
+        )
 
 
 def write_run_predictions(path: Path, predictions: Predictions) -> None:
@@ -57,8 +72,10 @@ def write_run_predictions(path: Path, predictions: Predictions) -> None:
     ``detectors.evaluate`` writes, so ``detectors.compare`` draws runs and evaluations alike."""
     from detectors.evaluate import write_predictions
 
-    items = [SimpleNamespace(path=path, dataset=dataset, label=int(label))
-             for path, dataset, label in zip(predictions.paths, predictions.datasets, predictions.labels.tolist())]
+    items = [
+        SimpleNamespace(path=path, dataset=dataset, label=int(label))
+        for path, dataset, label in zip(predictions.paths, predictions.datasets, predictions.labels.tolist())
+    ]
     write_predictions(path, {"items": items, "prob": prob_fake_from_logits(predictions.logits)})
 
 
@@ -74,8 +91,16 @@ def plot_evaluation(predictions: Predictions, directory: Path, title: str) -> No
     pr_curve_plot(labels, prob, directory / "pr.png", title=f"{title}: precision-recall")
 
 
-def finalize_run(run: RunDir, module: Any, datamodule: MediaDataModule, trainer: Any, checkpoint: Any,
-                 config: Any, extra_summary: dict[str, Any], before: dict[str, Any] | None = None) -> None:
+def finalize_run(
+    run: RunDir,
+    module: Any,
+    datamodule: MediaDataModule,
+    trainer: Any,
+    checkpoint: Any,
+    config: Any,
+    extra_summary: dict[str, Any],
+    before: dict[str, Any] | None = None,
+) -> None:
     detector: Detector = module.detector
     best = checkpoint.best_model_path
     if best and Path(best).is_file():
@@ -83,8 +108,9 @@ def finalize_run(run: RunDir, module: Any, datamodule: MediaDataModule, trainer:
         module.load_state_dict(state)
     device = inference_device()
 
-    calibration = predict(detector, datamodule.loader("calibration"), calibrated=False, device=device,
-                          description="calibration logits")
+    calibration = predict(
+        detector, datamodule.loader("calibration"), calibrated=False, device=device, description="calibration logits"
+    )
     save_calibration_logits(run.calibration_logits, calibration, detector.num_classes)
     if config.calibration.fit and len(calibration):
         detector.calibrator.fit(calibration.logits, calibration.targets(detector.num_classes))
@@ -97,11 +123,18 @@ def finalize_run(run: RunDir, module: Any, datamodule: MediaDataModule, trainer:
     save_detector(detector.cpu(), run.root)
 
     # train: distinct unreadable files met while training (draws when the dataset does not name them)
-    skipped = {"train": len(module.unreadable_train_files) or module.skipped_samples["train"],
-               "train_draws": module.skipped_samples["train"], "val": validation.skipped,
-               "calibration": calibration.skipped}
-    result = {"validation": metrics, "calibration_split_uncalibrated": uncalibrated_cal,
-              "calibrator": detector.calibrator.state(), "skipped_unreadable": skipped}
+    skipped = {
+        "train": len(module.unreadable_train_files) or module.skipped_samples["train"],
+        "train_draws": module.skipped_samples["train"],
+        "val": validation.skipped,
+        "calibration": calibration.skipped,
+    }
+    result = {
+        "validation": metrics,
+        "calibration_split_uncalibrated": uncalibrated_cal,
+        "calibrator": detector.calibrator.state(),
+        "skipped_unreadable": skipped,
+    }
     # how the calibrator was fitted (split size, NLL before/after, fallback) and its warnings
     calibration_fit = detector.calibrator.last_fit if config.calibration.fit and len(calibration) else None
     result["calibration_fit"] = calibration_fit
@@ -110,11 +143,16 @@ def finalize_run(run: RunDir, module: Any, datamodule: MediaDataModule, trainer:
         result["comparison"] = {k: {"before": before.get(k), "after": metrics.get(k)} for k in REPORTED}
     write_json(run.metrics, result)
     summary = {
-        "arch": detector.arch, "modality": detector.modality,
+        "arch": detector.arch,
+        "modality": detector.modality,
         "tuning": getattr(getattr(detector.config, "tuning", None), "mode", None),
-        **detector.summary(), **trainable_summary(detector),
-        "epochs_completed": trainer.current_epoch, "global_steps": trainer.global_step,
-        "best_checkpoint": best or None, "skipped_unreadable": skipped, **extra_summary,
+        **detector.summary(),
+        **trainable_summary(detector),
+        "epochs_completed": trainer.current_epoch,
+        "global_steps": trainer.global_step,
+        "best_checkpoint": best or None,
+        "skipped_unreadable": skipped,
+        **extra_summary,
         "calibration_warnings": list((calibration_fit or {}).get("warnings", [])),
         "loss_class_weights": module.class_weight,
     }
@@ -130,6 +168,9 @@ def print_report(run: RunDir, metrics: dict[str, Any], before: dict[str, Any] | 
     header = f"{'metric':<10} {'before':>10} {'after':>10}" if before else f"{'metric':<10} {'value':>10}"
     print(header)
     for key in REPORTED:
-        row = f"{key:<10} {fmt(before.get(key)):>10} {fmt(metrics.get(key)):>10}" if before else \
-              f"{key:<10} {fmt(metrics.get(key)):>10}"
+        row = (
+            f"{key:<10} {fmt(before.get(key)):>10} {fmt(metrics.get(key)):>10}"
+            if before
+            else f"{key:<10} {fmt(metrics.get(key)):>10}"
+        )
         print(row)

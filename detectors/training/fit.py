@@ -24,12 +24,12 @@ from typing import Any
 import torch
 import yaml
 
+from detectors import cli
 from detectors.cli import USAGE_ERROR, expected_errors, one_line
 from detectors.config import load_yaml, to_dict
 from detectors.errors import ConfigError
 from detectors.locking import claim_directory, releases_claims
 from detectors.settings import ConfigLayers, base_layers, resolve_run_config
-from detectors import cli
 
 log = logging.getLogger("detectors.fit")
 
@@ -51,8 +51,13 @@ class ModalitySupport:
 class _ArchAction(argparse.Action):
     """``--arch``, remembering that it was given (else a ``--config`` file's ``arch:`` chooses)."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         namespace.arch = values
         namespace.arch_given = True
 
@@ -61,13 +66,23 @@ def build_parser(modality: str, archs: list[str], default_arch: str) -> argparse
     parser = cli.ArgumentParser(
         prog=f"python -m detectors.{modality}.fit",
         description=f"Train, calibrate and evaluate a detector for {modality}. Without --data the built-in "
-                    "(synthetic) demo data is used.")
-    parser.add_argument("--arch", choices=archs, default=default_arch, action=_ArchAction,
-                        help=f"detector architecture (default: the --config file's arch:, else {default_arch})")
+        "(synthetic) demo data is used.",
+    )
+    parser.add_argument(
+        "--arch",
+        choices=archs,
+        default=default_arch,
+        action=_ArchAction,
+        help=f"detector architecture (default: the --config file's arch:, else {default_arch})",
+    )
     parser.add_argument("--data", type=Path, help="dataset YAML (benchmark fields); omit for the demo")
-    parser.add_argument("--benchmark-cache", type=Path, metavar="DIR",
-                        help="--data is a benchmark dataset config: read its datasets from this gasbench cache "
-                             "(DIR/datasets/<name>/samples)")
+    parser.add_argument(
+        "--benchmark-cache",
+        type=Path,
+        metavar="DIR",
+        help="--data is a benchmark dataset config: read its datasets from this gasbench cache "
+        "(DIR/datasets/<name>/samples)",
+    )
     parser.add_argument("--backbone", help="hub id or local directory (transformers), or a timm model name")
     parser.add_argument("--backbone-weights", help="local weights file for a timm backbone")
     parser.add_argument("--tuning", choices=["frozen", "layernorm", "lora", "full"], help="backbone tuning mode")
@@ -89,8 +104,13 @@ def build_parser(modality: str, archs: list[str], default_arch: str) -> argparse
     trainer.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed, ...")
     trainer.add_argument("--accumulate-grad-batches", type=int)
     trainer.add_argument("--limit-train-batches", type=float)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config value, e.g. --set data.image_size=128 (YAML-parsed)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config value, e.g. --set data.image_size=128 (YAML-parsed)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --output")
     parser.add_argument("--no-export", action="store_true", help="demo only: skip export and evaluation")
     return parser
@@ -111,8 +131,12 @@ def resolve_config(args: argparse.Namespace, modality: str, support: ModalitySup
         for key, value in (("arch", args.arch), ("modality", modality)):
             # a run's config.yaml reused as --config carries these: they must agree with the command
             if overrides.get(key, value) != value:
-                raise ConfigError(args.config, key, f"this config is for {overrides[key]!r}, but the command trains "
-                                  f"{value!r}" + (f"; pass --arch {overrides[key]}" if key == "arch" else ""))
+                raise ConfigError(
+                    args.config,
+                    key,
+                    f"this config is for {overrides[key]!r}, but the command trains "
+                    f"{value!r}" + (f"; pass --arch {overrides[key]}" if key == "arch" else ""),
+                )
         layers.add(overrides, str(args.config))
     model_fields = {f.name for f in dataclasses.fields(cls.config_class)}
     flags = [
@@ -140,8 +164,11 @@ def resolve_config(args: argparse.Namespace, modality: str, support: ModalitySup
             layers.set(key, value, flag)
     if args.gradient_checkpointing:  # a detector's own switch (CakeLens), else its tuned backbone's
         own = "gradient_checkpointing" in model_fields
-        layers.set("model.gradient_checkpointing" if own else "model.tuning.gradient_checkpointing", True,
-                   "--gradient-checkpointing")
+        layers.set(
+            "model.gradient_checkpointing" if own else "model.tuning.gradient_checkpointing",
+            True,
+            "--gradient-checkpointing",
+        )
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep:
@@ -160,8 +187,9 @@ def _parse_devices(value: str | None) -> Any:
     return int(value) if value.isdigit() else value
 
 
-def run_fit(modality: str, support: ModalitySupport, archs: list[str], default_arch: str,
-            argv: list[str] | None = None) -> Path:
+def run_fit(
+    modality: str, support: ModalitySupport, archs: list[str], default_arch: str, argv: list[str] | None = None
+) -> Path:
     """Parse ``argv`` and train; returns the run directory."""
     parser = build_parser(modality, archs, default_arch)
     if support.add_arguments:
@@ -190,29 +218,43 @@ def init_from_arch(args: argparse.Namespace, modality: str) -> str:
 
     previous = RunDir(args.init_from)
     if not previous.is_finished():
-        raise ConfigError(args.init_from, None, "--init-from needs a finished run directory (detector.safetensors missing)")
+        raise ConfigError(
+            args.init_from, None, "--init-from needs a finished run directory (detector.safetensors missing)"
+        )
     previous_config = previous.read_config()
     previous_modality = previous_config.get("modality", modality)
     if previous_modality != modality:
-        raise ConfigError(previous.config, "modality", f"the --init-from run trained a {previous_modality} detector; "
-                          f"fine-tune it with python -m detectors.{previous_modality}.fit")
+        raise ConfigError(
+            previous.config,
+            "modality",
+            f"the --init-from run trained a {previous_modality} detector; "
+            f"fine-tune it with python -m detectors.{previous_modality}.fit",
+        )
     # the trained weights fix the architecture: a flag asking for another one would be ignored silently
     model = previous_config.get("model") or {}
     backbone = model.get("backbone") if isinstance(model.get("backbone"), dict) else {}
     tuning = model.get("tuning") if isinstance(model.get("tuning"), dict) else {}
-    conflicts = [flag for flag, value, kept in (("--backbone", args.backbone, backbone.get("name")),
-                                                ("--backbone-weights", args.backbone_weights, backbone.get("weights")),
-                                                ("--tuning", args.tuning, tuning.get("mode")))
-                 if value is not None and value != kept]
+    conflicts = [
+        flag
+        for flag, value, kept in (
+            ("--backbone", args.backbone, backbone.get("name")),
+            ("--backbone-weights", args.backbone_weights, backbone.get("weights")),
+            ("--tuning", args.tuning, tuning.get("mode")),
+        )
+        if value is not None and value != kept
+    ]
     if conflicts:
-        raise ConfigError(None, " ".join(conflicts), f"--init-from keeps the backbone and tuning of {args.init_from}; "
-                          "drop these flags (or train from scratch without --init-from)")
+        raise ConfigError(
+            None,
+            " ".join(conflicts),
+            f"--init-from keeps the backbone and tuning of {args.init_from}; "
+            "drop these flags (or train from scratch without --init-from)",
+        )
     return previous_config.get("arch", args.arch)
 
 
 @releases_claims  # the run directory's lock is released when fit returns or raises
-def fit(args: argparse.Namespace, modality: str, support: ModalitySupport,
-        callbacks: Sequence[Any] = ()) -> Path:
+def fit(args: argparse.Namespace, modality: str, support: ModalitySupport, callbacks: Sequence[Any] = ()) -> Path:
     """Train, calibrate and evaluate one run; ``callbacks`` are extra Lightning callbacks for its
     Trainer (``detectors.sweep`` adds its pruning callback: a trial is an ordinary fit run)."""
     import lightning as L
@@ -253,9 +295,14 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport,
         # an interrupted run resumes only with the arguments it was started with
         differences = run_differences(run, config, args, demo)
         if differences:
-            raise ConfigError(run.root, None, "an interrupted run was started here with other arguments ("
-                              + "; ".join(differences) + "): rerun it with the same ones to resume, or pass "
-                              "--overwrite to start afresh")
+            raise ConfigError(
+                run.root,
+                None,
+                "an interrupted run was started here with other arguments ("
+                + "; ".join(differences)
+                + "): rerun it with the same ones to resume, or pass "
+                "--overwrite to start afresh",
+            )
     resume = run.last_checkpoint.is_file()
     L.seed_everything(config.seed, workers=True, verbose=False)
 
@@ -268,18 +315,27 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport,
     else:
         items = load_items(data_yaml, modality=modality, benchmark_cache=None if demo else args.benchmark_cache)
         split_seed = config.seed if config.split.seed is None else config.split.seed
-        items = assign_splits(items, fractions={"val": config.split.val, "calibration": config.split.calibration},
-                              seed=split_seed)
+        items = assign_splits(
+            items, fractions={"val": config.split.val, "calibration": config.split.calibration}, seed=split_seed
+        )
     counts = {name: sum(item.split == name for item in items) for name in ("train", "val", "calibration")}
     empty = [name for name, count in counts.items() if count == 0]
     if empty:
-        raise ConfigError(data_yaml, "split", f"the {' and '.join(empty)} split(s) would be empty ({counts}); "
-                          "add samples (3 or more per dataset and label) or assign `split:` per dataset entry")
+        raise ConfigError(
+            data_yaml,
+            "split",
+            f"the {' and '.join(empty)} split(s) would be empty ({counts}); "
+            "add samples (3 or more per dataset and label) or assign `split:` per dataset entry",
+        )
     train_labels = {item.label for item in items if item.split == "train"}
     if len(train_labels) < 2:
         only = "real" if train_labels == {0} else "fake"
-        raise ConfigError(data_yaml, "datasets", f"the train split holds {only} samples only; a detector learns "
-                          "from both real and fake media (check each dataset's label)")
+        raise ConfigError(
+            data_yaml,
+            "datasets",
+            f"the train split holds {only} samples only; a detector learns "
+            "from both real and fake media (check each dataset's label)",
+        )
     if rank_zero and not (resume and run.split.is_file()):
         write_split(items, run.split)  # the run directory appears only once the data is known to be usable
     labels = report_label_distribution([item for item in items if item.split == "train"], run, show=rank_zero)
@@ -307,8 +363,9 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport,
     if args.init_from is not None:
         detector.calibrator.reset()  # refitted on the new calibration split after training
     module = DetectorModule(detector, loss=config.loss, optim=config.optim)
-    trainer, checkpoint = build_trainer(config.trainer, run, extra_callbacks=[*detector.extra_callbacks(), *callbacks],
-                                         resume=resume)
+    trainer, checkpoint = build_trainer(
+        config.trainer, run, extra_callbacks=[*detector.extra_callbacks(), *callbacks], resume=resume
+    )
     started = time.time()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -319,11 +376,23 @@ def fit(args: argparse.Namespace, modality: str, support: ModalitySupport,
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(run.last_checkpoint) if resume else None)
     if not trainer.is_global_zero:
         return run.root
-    finalize_run(run, module, datamodule, trainer, checkpoint, config,
-                 extra_summary={"data": summarise(items), "label_distribution": labels, "resumed": resume, "demo": demo,
-                                "init_from": str(args.init_from) if args.init_from else None,
-                                "train_seconds": round(time.time() - started, 1)},
-                 before=before)
+    finalize_run(
+        run,
+        module,
+        datamodule,
+        trainer,
+        checkpoint,
+        config,
+        extra_summary={
+            "data": summarise(items),
+            "label_distribution": labels,
+            "resumed": resume,
+            "demo": demo,
+            "init_from": str(args.init_from) if args.init_from else None,
+            "train_seconds": round(time.time() - started, 1),
+        },
+        before=before,
+    )
     if demo and not args.no_export:
         from detectors.training.demo import export_and_evaluate_demo
 
@@ -340,8 +409,10 @@ def report_label_distribution(train_items: list[Any], run: Any, show: bool = Tru
     distribution = label_distribution(train_items)
     if show and distribution["n"]:
         kind = "soft labels (teacher scores)" if distribution["soft_labels"] else "labels"
-        print(f"training {kind}: n={distribution['n']}  share < 0.1: {distribution['share_below_0.1']:.3f}  "
-              f"share >= 0.5: {distribution['share_at_least_0.5']:.3f}  fake share: {distribution['fake_share']:.3f}")
+        print(
+            f"training {kind}: n={distribution['n']}  share < 0.1: {distribution['share_below_0.1']:.3f}  "
+            f"share >= 0.5: {distribution['share_at_least_0.5']:.3f}  fake share: {distribution['fake_share']:.3f}"
+        )
         values = [item.score if item.score is not None else float(item.label) for item in train_items]
         label_histogram(values, run.plots / "label_distribution.png")
     return distribution
@@ -360,9 +431,12 @@ def invocation(args: argparse.Namespace, demo: bool) -> dict[str, Any]:
     data = None if demo else str(Path(args.data).resolve())
     digest = None if demo or not Path(args.data).is_file() else hashlib.sha256(Path(args.data).read_bytes()).hexdigest()
     cache = getattr(args, "benchmark_cache", None)
-    return {"data": data, "data_sha256": digest,
-            "benchmark_cache": None if cache is None else str(Path(cache).resolve()),
-            "init_from": None if args.init_from is None else str(Path(args.init_from).resolve())}
+    return {
+        "data": data,
+        "data_sha256": digest,
+        "benchmark_cache": None if cache is None else str(Path(cache).resolve()),
+        "init_from": None if args.init_from is None else str(Path(args.init_from).resolve()),
+    }
 
 
 def run_differences(run: Any, config: Any, args: argparse.Namespace, demo: bool) -> list[str]:
@@ -383,11 +457,14 @@ def run_differences(run: Any, config: Any, args: argparse.Namespace, demo: bool)
     saved_inputs = run.read_invocation()
     if saved_inputs:
         current = invocation(args, demo)
-        for key, label in (("data", "--data"), ("data_sha256", "the --data file's content"),
-                           ("benchmark_cache", "--benchmark-cache"), ("init_from", "--init-from")):
+        for key, label in (
+            ("data", "--data"),
+            ("data_sha256", "the --data file's content"),
+            ("benchmark_cache", "--benchmark-cache"),
+            ("init_from", "--init-from"),
+        ):
             if saved_inputs.get(key) != current[key]:
-                shown = (f"{saved_inputs.get(key)!r} -> {current[key]!r}" if key != "data_sha256"
-                         else "changed")
+                shown = f"{saved_inputs.get(key)!r} -> {current[key]!r}" if key != "data_sha256" else "changed"
                 differences.append(f"{label}: {shown}")
     return differences
 

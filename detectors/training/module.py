@@ -18,13 +18,12 @@ from lightning_utilities.core.apply_func import apply_to_collection
 
 from calibration import build_loss
 from calibration.losses import LossConfig, class_weight_vector
-from detectors.config import parse
 from detectors.base import Detector
+from detectors.config import parse
 from detectors.data.dataset import is_empty_batch
 from detectors.errors import ConfigError
 from detectors.metrics import binary_metrics, predictions_from_logits, prob_fake_from_logits
 from detectors.settings import OptimConfig
-
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +36,12 @@ def _record_if_cuda(tensor: torch.Tensor, stream: torch.cuda.Stream) -> None:
 
 
 class DetectorModule(L.LightningModule):
-    def __init__(self, detector: Detector, loss: LossConfig | Mapping[str, Any] | None = None,
-                 optim: OptimConfig | Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        detector: Detector,
+        loss: LossConfig | Mapping[str, Any] | None = None,
+        optim: OptimConfig | Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         self.detector = detector
         self.loss_config = parse(LossConfig, loss, "loss")
@@ -62,8 +65,10 @@ class DetectorModule(L.LightningModule):
         the DataModule's own ``setup`` has built the datasets by then."""
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if stage == "fit" and datamodule is not None and hasattr(datamodule, "split_items"):
-            self.weigh_classes([item.label for item in datamodule.split_items["train"]],
-                               balanced_sampling=bool(getattr(datamodule.data, "balanced_sampling", False)))
+            self.weigh_classes(
+                [item.label for item in datamodule.split_items["train"]],
+                balanced_sampling=bool(getattr(datamodule.data, "balanced_sampling", False)),
+            )
         if stage == "fit" and datamodule is not None and hasattr(datamodule, "dataset"):
             self.detector.on_train_data(datamodule.dataset("train"), datamodule.data)
 
@@ -75,14 +80,21 @@ class DetectorModule(L.LightningModule):
         if self.loss_config.pos_weight == "auto":
             self.class_weight = class_weight_vector(self.loss_config, self.detector.num_classes, (negatives, positives))
             self.criterion = build_loss(self.loss_config, self.class_weight)
-            log.info("loss.pos_weight auto: %d real / %d fake training samples -> %.4g", negatives, positives,
-                     self.class_weight[1])
+            log.info(
+                "loss.pos_weight auto: %d real / %d fake training samples -> %.4g",
+                negatives,
+                positives,
+                self.class_weight[1],
+            )
         share = positives / max(1, len(train_labels))
         if share < IMBALANCE_SHARE and not balanced_sampling and self.class_weight is None and not _warned_imbalance:
             _warned_imbalance.append(True)
-            log.warning("only %.1f%% of the training samples are fake and neither data.balanced_sampling nor "
-                        "loss.pos_weight / loss.class_weights is on: a model can reach a low loss by calling "
-                        "everything real. Set loss.pos_weight: auto or data.balanced_sampling: true", 100 * share)
+            log.warning(
+                "only %.1f%% of the training samples are fake and neither data.balanced_sampling nor "
+                "loss.pos_weight / loss.class_weights is on: a model can reach a low loss by calling "
+                "everything real. Set loss.pos_weight: auto or data.balanced_sampling: true",
+                100 * share,
+            )
 
     def training_target(self, batch: dict[str, Any], logits: torch.Tensor) -> torch.Tensor:
         """The detector's classification target, or the batch's soft labels (``score``: a teacher's
@@ -94,8 +106,12 @@ class DetectorModule(L.LightningModule):
         if self.detector.num_classes != 2:
             raise ConfigError(None, "score_column", "soft labels train binary heads (model.num_classes: 2)")
         if score.shape != target.shape:
-            raise ConfigError(None, "score_column", f"{self.detector.arch} trains on {tuple(target.shape)} targets per "
-                              f"batch; soft labels give one per file ({tuple(score.shape)})")
+            raise ConfigError(
+                None,
+                "score_column",
+                f"{self.detector.arch} trains on {tuple(target.shape)} targets per "
+                f"batch; soft labels give one per file ({tuple(score.shape)})",
+            )
         return score.float()
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
@@ -159,14 +175,19 @@ class DetectorModule(L.LightningModule):
             if self._trainer is not None and not self._trainer.sanity_checking:
                 # Without a single readable sample there is no val/score for checkpointing; say why
                 # instead of letting ModelCheckpoint fail with "could not find the monitored key".
-                raise ConfigError(None, "val split", f"no readable sample in the whole validation split ({skipped} "
-                                  "unreadable here, see the warnings above); fix or remove those files")
+                raise ConfigError(
+                    None,
+                    "val split",
+                    f"no readable sample in the whole validation split ({skipped} "
+                    "unreadable here, see the warnings above); fix or remove those files",
+                )
             return
         logits = torch.cat([o[0] for o in outputs])
         targets = torch.cat([o[1] for o in outputs])
         loss = float(self.criterion(logits, targets))
-        metrics = binary_metrics((targets != 0).long().numpy(), prob_fake_from_logits(logits),
-                                 preds=predictions_from_logits(logits))
+        metrics = binary_metrics(
+            (targets != 0).long().numpy(), prob_fake_from_logits(logits), preds=predictions_from_logits(logits)
+        )
         metrics["loss"] = loss
         self.last_val_metrics = metrics
         for key in ("loss", "score", "mcc", "brier", "accuracy", "roc_auc", "ece"):

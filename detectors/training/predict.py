@@ -48,8 +48,15 @@ class Predictions:
 
 
 @torch.inference_mode()
-def predict(detector: Detector, loader: DataLoader, *, calibrated: bool = True, device: str | torch.device = "cpu",
-            autocast_dtype: torch.dtype | None = None, description: str = "predict") -> Predictions:
+def predict(
+    detector: Detector,
+    loader: DataLoader,
+    *,
+    calibrated: bool = True,
+    device: str | torch.device = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+    description: str = "predict",
+) -> Predictions:
     """Run ``detector`` over ``loader`` (MediaDataset batches); unreadable samples are counted, not fatal."""
     detector = detector.to(device).eval()
     dataset = loader.dataset
@@ -82,11 +89,11 @@ def predict(detector: Detector, loader: DataLoader, *, calibrated: bool = True, 
     if not logits:
         empty = torch.zeros(0, dtype=torch.long)
         return Predictions(torch.zeros(0, detector.num_classes), empty, empty, skipped=skipped)
-    return Predictions(torch.cat(logits), torch.cat(labels), torch.cat(classes), paths, datasets, skipped,
-                       model_seconds)
+    return Predictions(
+        torch.cat(logits), torch.cat(labels), torch.cat(classes), paths, datasets, skipped, model_seconds
+    )
 
 
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-

@@ -37,8 +37,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 # torch's writer reports a full disk as "basic_ios::clear: iostream error"
                 if "iostream" in str(error) or "write" in str(error).lower():
                     free = shutil.disk_usage(os.path.dirname(path) or ".").free
-                    raise OSError(errno.ENOSPC, f"cannot write the checkpoint ({free // 2**20} MiB free on the "
-                                                "device): no space left on device?", path) from error
+                    raise OSError(
+                        errno.ENOSPC,
+                        f"cannot write the checkpoint ({free // 2**20} MiB free on the "
+                        "device): no space left on device?",
+                        path,
+                    ) from error
                 raise
 
 
@@ -100,8 +104,9 @@ def checkpoint_epoch(path: Path) -> int | None:
         return None
 
 
-def build_trainer(trainer_config: Any, run: RunDir, extra_callbacks: list[L.Callback] | None = None,
-                  resume: bool = False) -> tuple[L.Trainer, ModelCheckpoint]:
+def build_trainer(
+    trainer_config: Any, run: RunDir, extra_callbacks: list[L.Callback] | None = None, resume: bool = False
+) -> tuple[L.Trainer, ModelCheckpoint]:
     """A Trainer writing into ``run`` from the ``trainer:`` section (a ``TrainerConfig``): the best
     checkpoint on ``monitor`` (default val/score), ``last.ckpt`` after every epoch (resume loses at
     most the epoch in progress), TensorBoard and CSV logs (kept across resumes), optional early
@@ -109,24 +114,47 @@ def build_trainer(trainer_config: Any, run: RunDir, extra_callbacks: list[L.Call
     trainer_config = parse_trainer_config(trainer_config)
     monitor = trainer_config.monitor
     mode = "min" if monitor.endswith("loss") else "max"
-    checkpoint = ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode=mode,
-                                 save_top_k=1, auto_insert_metric_name=False)
+    checkpoint = ModelCheckpoint(
+        dirpath=run.checkpoints,
+        filename="best",
+        monitor=monitor,
+        mode=mode,
+        save_top_k=1,
+        auto_insert_metric_name=False,
+    )
     # every finished epoch, whatever the score: a separate callback, as ModelCheckpoint's save_last
     # follows its own top-k saves
-    last = ModelCheckpoint(dirpath=run.checkpoints, filename="last", monitor=None, save_top_k=1,
-                           every_n_epochs=1, enable_version_counter=False)
+    last = ModelCheckpoint(
+        dirpath=run.checkpoints,
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        every_n_epochs=1,
+        enable_version_counter=False,
+    )
     callbacks: list[L.Callback] = [checkpoint, last, LearningRateMonitor(logging_interval="step")]
     if trainer_config.enable_progress_bar is not False:
         callbacks.append(TQDMProgressBar(refresh_rate=5))
     if trainer_config.early_stopping_patience is not None:
         # counted in validation runs; the best checkpoint, not the last, is what gets calibrated
-        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=trainer_config.early_stopping_patience,
-                                       min_delta=trainer_config.early_stopping_min_delta))
-    kwargs = {f.name: getattr(trainer_config, f.name) for f in dataclasses.fields(trainer_config)
-              if f.name not in CALLBACK_KEYS}
+        callbacks.append(
+            EarlyStopping(
+                monitor=monitor,
+                mode=mode,
+                patience=trainer_config.early_stopping_patience,
+                min_delta=trainer_config.early_stopping_min_delta,
+            )
+        )
+    kwargs = {
+        f.name: getattr(trainer_config, f.name)
+        for f in dataclasses.fields(trainer_config)
+        if f.name not in CALLBACK_KEYS
+    }
     resume_epoch = checkpoint_epoch(run.last_checkpoint) if resume and run.last_checkpoint.is_file() else None
-    loggers = [TensorBoardLogger(save_dir=run.logs, name="tensorboard", version=""),
-               ResumingCSVLogger(save_dir=run.logs, name="csv", version="", resume_epoch=resume_epoch)]
+    loggers = [
+        TensorBoardLogger(save_dir=run.logs, name="tensorboard", version=""),
+        ResumingCSVLogger(save_dir=run.logs, name="csv", version="", resume_epoch=resume_epoch),
+    ]
     trainer = L.Trainer(
         default_root_dir=run.root,
         callbacks=[*callbacks, *(extra_callbacks or [])],

@@ -31,7 +31,7 @@ import math
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator, List, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -204,14 +204,21 @@ class SpaceTimeBlock(nn.Module):
         super().__init__()
         space, time = in_channels + step, in_channels + 2 * step
         # in-place activations overwrite convolution outputs, which nothing else keeps
-        self.seq = ZeroPadResidual(nn.Sequential(OrderedDict([
-            ("space_conv0", nn.Conv3d(in_channels, space, kernel_size=(1, 3, 3), padding=(0, 1, 1))),
-            ("space_relu0", nn.LeakyReLU(negative_slope, inplace=True)),
-            ("space_norm0", InstanceNorm3d(space, eps)),
-            ("time_conv0", nn.Conv3d(space, time, kernel_size=(3, 1, 1), padding=(1, 0, 0))),
-            ("time_relu0", nn.LeakyReLU(negative_slope, inplace=True)),
-            ("time_norm0", InstanceNorm3d(time, eps)),
-        ])), step)
+        self.seq = ZeroPadResidual(
+            nn.Sequential(
+                OrderedDict(
+                    [
+                        ("space_conv0", nn.Conv3d(in_channels, space, kernel_size=(1, 3, 3), padding=(0, 1, 1))),
+                        ("space_relu0", nn.LeakyReLU(negative_slope, inplace=True)),
+                        ("space_norm0", InstanceNorm3d(space, eps)),
+                        ("time_conv0", nn.Conv3d(space, time, kernel_size=(3, 1, 1), padding=(1, 0, 0))),
+                        ("time_relu0", nn.LeakyReLU(negative_slope, inplace=True)),
+                        ("time_norm0", InstanceNorm3d(time, eps)),
+                    ]
+                )
+            ),
+            step,
+        )
         self.out_channels = time
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -264,32 +271,51 @@ class CakeLensCNN(nn.Module):
     """The CakeLens v5 space-time CNN: normalised volumes ``[N, 1, 3 * frameset_size, crop, crop]`` ->
     label logits ``[N, num_labels]``; the defaults are the published model (270,621,137 parameters)."""
 
-    def __init__(self, width: int = 64, channel_step: int = 32, num_blocks: int = 6, frameset_size: int = 9,
-                 crop: int = 512, hidden: Sequence[int] = (512, 256, 128), num_labels: int = 17, pool: int = 5,
-                 negative_slope: float = 0.01, norm_eps: float = 1e-5):
+    def __init__(
+        self,
+        width: int = 64,
+        channel_step: int = 32,
+        num_blocks: int = 6,
+        frameset_size: int = 9,
+        crop: int = 512,
+        hidden: Sequence[int] = (512, 256, 128),
+        num_labels: int = 17,
+        pool: int = 5,
+        negative_slope: float = 0.01,
+        norm_eps: float = 1e-5,
+    ):
         super().__init__()
         out_channels = width + 2 * channel_step * num_blocks
         # Conv3d(kernel 3, stride 3, no padding), then MaxPool3d(pool) (floor, no padding)
         depth = ((3 * frameset_size - 3) // 3 + 1) // pool
         side = ((crop - 3) // 3 + 1) // pool
         if depth < 1 or side < 1:
-            raise ValueError(f"input (depth {3 * frameset_size}, side {crop}) is too small for the stride-3 input "
-                             f"convolution followed by MaxPool3d({pool})")
-        self.seq = nn.Sequential(OrderedDict([
-            ("input_conv0", nn.Conv3d(1, width, kernel_size=3, stride=3)),
-            ("input_relu0", nn.LeakyReLU(negative_slope, inplace=True)),
-            ("input_norm0", InstanceNorm3d(width, norm_eps)),
-            ("spacetime_conv_group", SpaceTimeGroup(width, channel_step, num_blocks, negative_slope, norm_eps)),
-            ("fully_connected", ClassifierHead(out_channels * depth * side * side, hidden, num_labels, pool,
-                                               negative_slope)),
-        ]))
+            raise ValueError(
+                f"input (depth {3 * frameset_size}, side {crop}) is too small for the stride-3 input "
+                f"convolution followed by MaxPool3d({pool})"
+            )
+        self.seq = nn.Sequential(
+            OrderedDict(
+                [
+                    ("input_conv0", nn.Conv3d(1, width, kernel_size=3, stride=3)),
+                    ("input_relu0", nn.LeakyReLU(negative_slope, inplace=True)),
+                    ("input_norm0", InstanceNorm3d(width, norm_eps)),
+                    ("spacetime_conv_group", SpaceTimeGroup(width, channel_step, num_blocks, negative_slope, norm_eps)),
+                    (
+                        "fully_connected",
+                        ClassifierHead(out_channels * depth * side * side, hidden, num_labels, pool, negative_slope),
+                    ),
+                ]
+            )
+        )
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
         return self.seq(volume)
 
 
-def cakelens_framesets(video: torch.Tensor, frameset_size: int, crop: int, mean: torch.Tensor,
-                       std: torch.Tensor) -> torch.Tensor:
+def cakelens_framesets(
+    video: torch.Tensor, frameset_size: int, crop: int, mean: torch.Tensor, std: torch.Tensor
+) -> torch.Tensor:
     """``[B, T, 3, H, W]`` uint8 (or float 0..255) -> ``[B * ceil(T / frameset_size), 1, 3 * size, crop,
     crop]`` normalised volumes (sample-major), framed as the original: top-left crop, centred zero
     padding of small frames and of a short last frameset, before normalising (``mean``/``std``
@@ -304,11 +330,12 @@ def cakelens_framesets(video: torch.Tensor, frameset_size: int, crop: int, mean:
     black = ((0.0 - mean.float()) / std.float()).expand(batch, 1, 3, crop, crop)
     sets = []
     for index in range(count):
-        clip = x[:, index * frameset_size:(index + 1) * frameset_size]
+        clip = x[:, index * frameset_size : (index + 1) * frameset_size]
         missing = frameset_size - clip.shape[1]
         before, after = missing // 2, missing - missing // 2
-        clip = torch.cat([black.expand(batch, before, 3, crop, crop), clip,
-                          black.expand(batch, after, 3, crop, crop)], dim=1)
+        clip = torch.cat(
+            [black.expand(batch, before, 3, crop, crop), clip, black.expand(batch, after, 3, crop, crop)], dim=1
+        )
         sets.append(clip.reshape(batch, 1, 3 * frameset_size, crop, crop))
     return torch.stack(sets, dim=1).flatten(0, 1)
 
@@ -334,12 +361,24 @@ class CakeLensNetwork(DetectorNetwork):
 
     float32_buffers = ("mean", "std")
 
-    def __init__(self, width: int = 64, channel_step: int = 32, num_blocks: int = 6, frameset_size: int = 9,
-                 crop: int = 512, hidden: List[int] = (512, 256, 128), num_labels: int = 17, pool: int = 5,
-                 negative_slope: float = 0.01, norm_eps: float = 1e-5,
-                 mean: Sequence[float] = (0.4016435146331787, 0.380405455827713, 0.3688599765300751),
-                 std: Sequence[float] = (0.28864356875419617, 0.2775335907936096, 0.27996501326560974),
-                 ai_gen_index: int = 0, num_classes: int = 2, cnn: nn.Module = None):
+    def __init__(
+        self,
+        width: int = 64,
+        channel_step: int = 32,
+        num_blocks: int = 6,
+        frameset_size: int = 9,
+        crop: int = 512,
+        hidden: list[int] = (512, 256, 128),
+        num_labels: int = 17,
+        pool: int = 5,
+        negative_slope: float = 0.01,
+        norm_eps: float = 1e-5,
+        mean: Sequence[float] = (0.4016435146331787, 0.380405455827713, 0.3688599765300751),
+        std: Sequence[float] = (0.28864356875419617, 0.2775335907936096, 0.27996501326560974),
+        ai_gen_index: int = 0,
+        num_classes: int = 2,
+        cnn: nn.Module = None,
+    ):
         super().__init__()
         if num_classes != 2:
             raise ValueError(f"CakeLens is a binary detector (AI_GEN vs real), got num_classes {num_classes}")
@@ -348,8 +387,18 @@ class CakeLensNetwork(DetectorNetwork):
         self.num_labels = num_labels
         self.ai_gen_index = ai_gen_index
         if cnn is None:
-            cnn = CakeLensCNN(width, channel_step, num_blocks, frameset_size, crop, list(hidden), num_labels, pool,
-                              negative_slope, norm_eps)
+            cnn = CakeLensCNN(
+                width,
+                channel_step,
+                num_blocks,
+                frameset_size,
+                crop,
+                list(hidden),
+                num_labels,
+                pool,
+                negative_slope,
+                norm_eps,
+            )
         self.cnn = cnn
         self.register_buffer("mean", torch.tensor([float(m) for m in mean]).view(1, 1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([float(s) for s in std]).view(1, 1, 3, 1, 1), persistent=False)
@@ -396,9 +445,7 @@ class _LeakyReLUInstanceNorm(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(
-        ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, slope: float, eps: float, inplace: bool
-    ) -> Tensor:
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, slope: float, eps: float, inplace: bool) -> Tensor:
         activation = F.leaky_relu(x, slope, inplace=inplace)
         activation = activation.contiguous(memory_format=_memory_format(activation))
         n, c = activation.shape[:2]
@@ -427,9 +474,7 @@ class _LeakyReLUInstanceNorm(torch.autograd.Function):
 def leaky_relu_instance_norm(x: Tensor, relu: nn.LeakyReLU, norm: InstanceNorm3d) -> Tensor:
     """``norm(relu(x))`` with the memory-lean fused backward when gradients are recorded."""
     if torch.is_grad_enabled() and relu.negative_slope > 0:
-        return _LeakyReLUInstanceNorm.apply(
-            x, norm.weight, norm.bias, relu.negative_slope, norm.eps, relu.inplace
-        )
+        return _LeakyReLUInstanceNorm.apply(x, norm.weight, norm.bias, relu.negative_slope, norm.eps, relu.inplace)
     return norm(relu(x))
 
 
@@ -475,8 +520,13 @@ class CakeLensV5(CakeLensCNN):
             CPU with oneDNN and on tensor-core GPUs); results are the same up to rounding.
     """
 
-    def __init__(self, config: CakeLensConfig | None = None, *, gradient_checkpointing: bool = False,
-                 channels_last_3d: bool = False) -> None:
+    def __init__(
+        self,
+        config: CakeLensConfig | None = None,
+        *,
+        gradient_checkpointing: bool = False,
+        channels_last_3d: bool = False,
+    ) -> None:
         config = config or CakeLensConfig()
         kwargs = config.network_kwargs()
         kwargs.pop("mean"), kwargs.pop("std")
@@ -533,8 +583,9 @@ class CakeLensV5(CakeLensCNN):
         if recompute:
             # No dropout or other randomness in the network: nothing to replay. Recomputing the
             # block needs x only as its convolution reads it (see _convolution_input).
-            out = checkpoint(self._convolutions, residual.main, _convolution_input(x), use_reentrant=False,
-                             preserve_rng_state=False)
+            out = checkpoint(
+                self._convolutions, residual.main, _convolution_input(x), use_reentrant=False, preserve_rng_state=False
+            )
         else:
             out = self._convolutions(residual.main, x)
         # Adding into the channel slice equals adding the zero-padded input, without building it.
@@ -553,8 +604,11 @@ class CakeLensV5(CakeLensCNN):
 def describe_size(config: CakeLensConfig) -> str:
     """``CakeLensV5 (published size)`` or the fields that differ from it, for messages."""
     default = CakeLensConfig()
-    changed = [f"{f.name}={getattr(config, f.name)}" for f in fields(config)
-               if f.name not in ("mean", "std") and getattr(config, f.name) != getattr(default, f.name)]
+    changed = [
+        f"{f.name}={getattr(config, f.name)}"
+        for f in fields(config)
+        if f.name not in ("mean", "std") and getattr(config, f.name) != getattr(default, f.name)
+    ]
     return f"CakeLensV5 ({', '.join(changed) if changed else 'published size'})"
 
 
@@ -575,7 +629,9 @@ def _read_state_dict(source: str | Path | Mapping[str, Any]) -> Mapping[str, Ten
             else:
                 state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # corrupt, truncated or not a checkpoint at all
-            raise CheckpointError(f"{path}: cannot be read as a checkpoint: {unreadable_weights_reason(path, error)}") from error
+            raise CheckpointError(
+                f"{path}: cannot be read as a checkpoint: {unreadable_weights_reason(path, error)}"
+            ) from error
     if isinstance(state, Mapping) and "model_state_dict" in state:
         state = state["model_state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
@@ -666,9 +722,7 @@ def framesets_from_frames(frames: Tensor, config: CakeLensConfig | None = None) 
     return _framesets(frames[None], config)
 
 
-def iter_frameset_batches(
-    frames: Tensor, batch_size: int, config: CakeLensConfig | None = None
-) -> Iterator[Tensor]:
+def iter_frameset_batches(frames: Tensor, batch_size: int, config: CakeLensConfig | None = None) -> Iterator[Tensor]:
     """Yield ``[<=batch_size, 1, 27, S, S]`` batches of framesets, building only one batch at a time
     (a full-size frameset is 28 MB of float32, so a long video's volumes do not fit in memory)."""
     config = config or CakeLensConfig()

@@ -63,8 +63,21 @@ logger = logging.getLogger(__name__)
 
 AI_GEN = LABELS.index("AI_GEN")
 # Labels naming the generator of a fake video (mutually exclusive): used one-hot when known.
-GENERATOR_LABELS: tuple[str, ...] = ("KLING", "HIGGSFIELD", "WAN", "MIDJOURNEY", "HAILUO", "RAY", "VEO",
-                                     "RUNWAY", "SORA", "CHATGPT", "PIKA", "HUNYUAN", "VIDU")
+GENERATOR_LABELS: tuple[str, ...] = (
+    "KLING",
+    "HIGGSFIELD",
+    "WAN",
+    "MIDJOURNEY",
+    "HAILUO",
+    "RAY",
+    "VEO",
+    "RUNWAY",
+    "SORA",
+    "CHATGPT",
+    "PIKA",
+    "HUNYUAN",
+    "VIDU",
+)
 GEOMETRIES = ("benchmark", "original")
 EVAL_CHUNK_FRAMESETS = 4  # framesets per forward when judging a whole video without gradients
 
@@ -82,10 +95,12 @@ class CakeLensDetectorConfig:
     weights: str | None = setting(None, help="original checkpoint to start from (cakelens-model-5.0.pth)")
     label_loss_weight: float = setting(1.0, help="masked 17-label BCE (AI_GEN + known generator labels)", ge=0)
     gradient_checkpointing: bool = setting(False, help="recompute each space-time block in backward (~1.4x step time)")
-    channels_last_3d: bool = setting(False, help="channels_last_3d weights and activations (CPU: 0.48x peak with "
-                                                 "checkpointing)")
-    tensorboard_every_n_steps: int = setting(0, help=">0: gradient histograms every N steps + validation PR curves",
-                                             ge=0)
+    channels_last_3d: bool = setting(
+        False, help="channels_last_3d weights and activations (CPU: 0.48x peak with checkpointing)"
+    )
+    tensorboard_every_n_steps: int = setting(
+        0, help=">0: gradient histograms every N steps + validation PR curves", ge=0
+    )
     num_classes: Literal[2] = setting(2, help="AI_GEN vs real")
     allow_random_backbone: bool = setting(False, help="set by the shared demo fit; CakeLens has no pretrained backbone")
 
@@ -93,8 +108,14 @@ class CakeLensDetectorConfig:
         self.network_config()  # a size too small for the network is an error naming the fields
 
     def network_config(self) -> CakeLensConfig:
-        return CakeLensConfig(width=self.width, channel_step=self.channel_step, num_blocks=self.num_blocks,
-                              frameset_size=self.frameset_size, crop=self.crop, hidden=tuple(self.hidden))
+        return CakeLensConfig(
+            width=self.width,
+            channel_step=self.channel_step,
+            num_blocks=self.num_blocks,
+            frameset_size=self.frameset_size,
+            crop=self.crop,
+            hidden=tuple(self.hidden),
+        )
 
 
 @dataclass
@@ -103,9 +124,11 @@ class CakeLensDataConfig(DataConfig):
     eval_batch_size: int | None = setting(1, help="validation batches (whole videos differ in length: 1)", ge=1)
     num_workers: int = setting(4, help="DataLoader worker processes decoding media", ge=0)
     train_geometry: Literal["benchmark", "original"] = setting(
-        "benchmark", help="benchmark (centre crop + resize to crop) | original (top-left crop, zero pad)")
+        "benchmark", help="benchmark (centre crop + resize to crop) | original (top-left crop, zero pad)"
+    )
     val_framesets: Literal["all", "benchmark"] = setting(
-        "all", help="all: mean over the video's framesets (the original verdict) | benchmark (first frameset)")
+        "all", help="all: mean over the video's framesets (the original verdict) | benchmark (first frameset)"
+    )
     val_max_framesets: int = setting(8, help="framesets read per validation video", ge=1)
 
 
@@ -149,8 +172,14 @@ class FramesetLoader:
     zero padding: black before normalisation, as the original tool).
     """
 
-    def __init__(self, frameset_size: int, crop: int, random_offset: bool, geometry: str = "benchmark",
-                 max_framesets: int | None = None) -> None:
+    def __init__(
+        self,
+        frameset_size: int,
+        crop: int,
+        random_offset: bool,
+        geometry: str = "benchmark",
+        max_framesets: int | None = None,
+    ) -> None:
         if geometry not in GEOMETRIES:
             raise ValueError(f"data.train_geometry must be one of {GEOMETRIES}, got {geometry!r}")
         self.frameset_size, self.crop, self.random_offset, self.geometry = frameset_size, crop, random_offset, geometry
@@ -190,8 +219,9 @@ class CakeLensDetector(Detector):
     def __init__(self, config: CakeLensDetectorConfig) -> None:
         super().__init__(config)
         architecture = config.network_config()
-        cnn = CakeLensV5(architecture, gradient_checkpointing=config.gradient_checkpointing,
-                         channels_last_3d=config.channels_last_3d)
+        cnn = CakeLensV5(
+            architecture, gradient_checkpointing=config.gradient_checkpointing, channels_last_3d=config.channels_last_3d
+        )
         if config.weights:
             load_cakelens_checkpoint(config.weights, cnn)
         self.net = self.build_network(CakeLensNetwork, **architecture.network_kwargs(), ai_gen_index=AI_GEN, cnn=cnn)
@@ -216,8 +246,9 @@ class CakeLensDetector(Detector):
         if torch.is_grad_enabled() or x.shape[1] <= EVAL_CHUNK_FRAMESETS * self.network_config.frameset_size:
             return self.net.forward_features(x)
         span = EVAL_CHUNK_FRAMESETS * self.network_config.frameset_size
-        return torch.cat([self.net.forward_features(x[:, start:start + span])
-                          for start in range(0, x.shape[1], span)], dim=1)
+        return torch.cat(
+            [self.net.forward_features(x[:, start : start + span]) for start in range(0, x.shape[1], span)], dim=1
+        )
 
     def training_losses(self, features: Tensor, logits: Tensor, batch: dict[str, Any]) -> dict[str, Tensor]:
         if "multi_labels" not in batch or self.config.label_loss_weight == 0:
@@ -236,11 +267,20 @@ class CakeLensDetector(Detector):
         max_framesets = None
         if stage == "val" and data.val_framesets == "all":
             if (data.eval_batch_size or data.batch_size) != 1:
-                raise ConfigError(None, "data.eval_batch_size", "whole-video validation (data.val_framesets: all) "
-                                  "needs eval_batch_size: 1 (videos differ in length), or val_framesets: benchmark")
+                raise ConfigError(
+                    None,
+                    "data.eval_batch_size",
+                    "whole-video validation (data.val_framesets: all) "
+                    "needs eval_batch_size: 1 (videos differ in length), or val_framesets: benchmark",
+                )
             max_framesets = data.val_max_framesets
-        loader = FramesetLoader(cfg.frameset_size, cfg.crop, random_offset=train,
-                                geometry=data.train_geometry if train else "benchmark", max_framesets=max_framesets)
+        loader = FramesetLoader(
+            cfg.frameset_size,
+            cfg.crop,
+            random_offset=train,
+            geometry=data.train_geometry if train else "benchmark",
+            max_framesets=max_framesets,
+        )
         return SampleRecipe(load=loader, item_targets=item_label_targets)
 
     def extra_callbacks(self) -> list[L.Callback]:
@@ -249,8 +289,10 @@ class CakeLensDetector(Detector):
         return [CakeLensTensorBoardCallback(every)] if every > 0 else []
 
     def summary(self) -> dict[str, Any]:
-        return {"weights": self.config.weights or "random init",
-                "parameters": sum(p.numel() for p in self.cnn.parameters())}
+        return {
+            "weights": self.config.weights or "random init",
+            "parameters": sum(p.numel() for p in self.cnn.parameters()),
+        }
 
     def preprocessing(self) -> dict[str, Any]:
         # The original never resizes; the benchmark always does. resize = crop keeps the original
@@ -289,8 +331,15 @@ class CakeLensTensorBoardCallback(L.Callback):
             if parameter.grad is not None:
                 writer.add_histogram(f"gradients/{name}", parameter.grad.detach().float().cpu(), trainer.global_step)
 
-    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                                batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         # the module's validation step returns its logits: no second (full-precision) forward pass here
         if outputs is None or trainer.sanity_checking:
             return
@@ -300,16 +349,23 @@ class CakeLensTensorBoardCallback(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = self._writer(trainer)
         if writer is not None and self._probabilities:
-            writer.add_pr_curve("val/pr_curve_ai_gen", torch.cat(self._targets), torch.cat(self._probabilities),
-                                trainer.global_step)
+            writer.add_pr_curve(
+                "val/pr_curve_ai_gen", torch.cat(self._targets), torch.cat(self._probabilities), trainer.global_step
+            )
         self._probabilities.clear()
         self._targets.clear()
 
 
 # --------------------------------------------------------------------------------------------- detect CLI
-def detect_cakelens(paths: Sequence[str | Path], weights: str | Path, device: str = "cpu", batch_size: int = 4,
-                    json_out: str | Path | None = None, progress: bool = True,
-                    config: CakeLensConfig | None = None) -> list[dict[str, Any]]:
+def detect_cakelens(
+    paths: Sequence[str | Path],
+    weights: str | Path,
+    device: str = "cpu",
+    batch_size: int = 4,
+    json_out: str | Path | None = None,
+    progress: bool = True,
+    config: CakeLensConfig | None = None,
+) -> list[dict[str, Any]]:
     """The original tool's whole-video verdict for each video: ``[{"video", "frame_count",
     "predictions": {label: p}}]`` (mean over all framesets of the per-label sigmoid). ``weights`` is an
     original checkpoint (``.pth``/``.safetensors``; ``config`` = its network size, default the
@@ -328,8 +384,9 @@ def detect_cakelens(paths: Sequence[str | Path], weights: str | Path, device: st
         except MediaError as error:
             results.append({"video": str(path), "error": str(error)})
             continue
-        results.append({"video": str(path), "frame_count": verdict["frame_count"],
-                        "predictions": verdict["probabilities"]})
+        results.append(
+            {"video": str(path), "frame_count": verdict["frame_count"], "predictions": verdict["probabilities"]}
+        )
     if json_out is not None:
         write_json(Path(json_out), results[0] if len(results) == 1 else results)
     return results
@@ -342,6 +399,17 @@ def format_cakelens_report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CakeLensDataConfig", "CakeLensDetector", "CakeLensDetectorConfig", "CakeLensTensorBoardCallback",
-           "FramesetLoader", "detect_cakelens", "format_cakelens_report", "generator_targets", "item_label_targets",
-           "masked_label_bce", "CAKELENS_MEAN", "CAKELENS_STD"]
+__all__ = [
+    "CakeLensDataConfig",
+    "CakeLensDetector",
+    "CakeLensDetectorConfig",
+    "CakeLensTensorBoardCallback",
+    "FramesetLoader",
+    "detect_cakelens",
+    "format_cakelens_report",
+    "generator_targets",
+    "item_label_targets",
+    "masked_label_bce",
+    "CAKELENS_MEAN",
+    "CAKELENS_STD",
+]

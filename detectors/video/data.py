@@ -18,10 +18,10 @@ from typing import Any, Callable
 import cv2
 import torch
 
+from detectors.data.cache import file_fingerprint
 from detectors.image.data import preprocessing_resize
 from detectors.image.transforms import benchmark_resize
 from detectors.video.cache import FrameCache
-from detectors.data.cache import file_fingerprint
 from detectors.video.io import decoder_key, read_video_frames
 from detectors.video.sampling import FrameSampler
 from detectors.video.transforms import H264Robustness
@@ -29,8 +29,13 @@ from detectors.video.transforms import H264Robustness
 DEFAULT_BENCHMARK_FRAMES = 16  # the benchmark's default preprocessing.num_frames
 
 
-def load_clip(path: str, sampler: FrameSampler, resize: tuple[int, int] | None, robustness: bool = False,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+def load_clip(
+    path: str,
+    sampler: FrameSampler,
+    resize: tuple[int, int] | None,
+    robustness: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Frames of ``path`` picked by ``sampler``, optionally degraded by the benchmark's H.264 pass
     (on the sampled frames, before resizing), then the benchmark's centre crop to aspect and
     ``cv2.INTER_LINEAR`` resize of every frame (GASBench ``ResizeShortestEdge``): uint8 [T, 3, H, W]."""
@@ -56,8 +61,7 @@ def benchmark_sampler(preprocessing: dict[str, Any]) -> FrameSampler:
     back to ``max_frames`` then 16, as GASBench's ``PyTorchInferenceSession._infer_input_shape`` reads it)."""
     frame_rate = preprocessing.get("frame_rate")
     num_frames = preprocessing.get("num_frames", preprocessing.get("max_frames", DEFAULT_BENCHMARK_FRAMES))
-    return FrameSampler("benchmark", int(num_frames),
-                        frame_rate=None if frame_rate is None else float(frame_rate))
+    return FrameSampler("benchmark", int(num_frames), frame_rate=None if frame_rate is None else float(frame_rate))
 
 
 def benchmark_input_loader(preprocessing: dict[str, Any], robustness: bool = False) -> Callable[[str], torch.Tensor]:
@@ -83,16 +87,22 @@ class ClipLoader:
         if not self.sampler.deterministic:
             return None
         size = None if self.resize is None else [int(v) for v in self.resize]
-        return [file_fingerprint(path), decoder_key(path, "auto"), self.sampler.key(), size,
-                {"resize_mode": "benchmark-crop"}]
+        return [
+            file_fingerprint(path),
+            decoder_key(path, "auto"),
+            self.sampler.key(),
+            size,
+            {"resize_mode": "benchmark-crop"},
+        ]
 
     def __call__(self, path: str) -> torch.Tensor:
         if self.cache_dir is None or not self.sampler.deterministic:
             return load_clip(path, self.sampler, self.resize)
         # tag names the decode function in the cache key (load_clip's crop differs from the default's)
         # and the OpenCV build that resizes (frames cached by the older torchvision resize are not reused)
-        return FrameCache(self.cache_dir).get_or_decode(path, self.sampler, self.resize, decode_fn=_decode_for_cache,
-                                                        tag=f"load_clip-opencv{cv2.__version__}")
+        return FrameCache(self.cache_dir).get_or_decode(
+            path, self.sampler, self.resize, decode_fn=_decode_for_cache, tag=f"load_clip-opencv{cv2.__version__}"
+        )
 
 
 def _decode_for_cache(path: str, sampler: FrameSampler, resize: tuple[int, int] | None, tag: str) -> torch.Tensor:

@@ -81,7 +81,9 @@ def _stripes_scene(rng: np.random.Generator, height: int, width: int) -> np.ndar
 # Camera: per-frame centre (in the canvas' [-1, 1] coordinates), zoom and rotation.
 
 
-def _render(canvas: np.ndarray, centre: np.ndarray, zoom: np.ndarray, angle: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+def _render(
+    canvas: np.ndarray, centre: np.ndarray, zoom: np.ndarray, angle: np.ndarray, size: tuple[int, int]
+) -> torch.Tensor:
     """Sample ``T`` views of the canvas: float [T, 3, H, W]."""
     height, width = size
     canvas_t = torch.from_numpy(canvas)[None]
@@ -93,7 +95,9 @@ def _render(canvas: np.ndarray, centre: np.ndarray, zoom: np.ndarray, angle: np.
     theta[:, 0, 0], theta[:, 0, 1], theta[:, 0, 2] = scale_x * cos, -scale_y * sin, centre[:, 0]
     theta[:, 1, 0], theta[:, 1, 1], theta[:, 1, 2] = scale_x * sin, scale_y * cos, centre[:, 1]
     grid = F.affine_grid(torch.from_numpy(theta), [frames, 3, height, width], align_corners=False)
-    return F.grid_sample(canvas_t.expand(frames, -1, -1, -1), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return F.grid_sample(
+        canvas_t.expand(frames, -1, -1, -1), grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
 
 
 def _smooth_path(rng: np.random.Generator, frames: int, speed: float) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +135,9 @@ def _real_clip(rng: np.random.Generator, frames: int, size: tuple[int, int], hol
     angle = np.linspace(0, rng.uniform(-0.2, 0.2), frames) if holdout else np.zeros(frames)
     video = _render(scene, centre, zoom, angle, size)
     noise_level = rng.uniform(0.015, 0.03)  # one sensor, one noise level for the whole clip
-    return video + noise_level * torch.randn(video.shape, generator=torch.Generator().manual_seed(int(rng.integers(2**31))))
+    return video + noise_level * torch.randn(
+        video.shape, generator=torch.Generator().manual_seed(int(rng.integers(2**31)))
+    )
 
 
 def _generator_fingerprint(rng: np.random.Generator, video: torch.Tensor, holdout: bool) -> torch.Tensor:
@@ -169,7 +175,9 @@ def _fake_clip(rng: np.random.Generator, frames: int, size: tuple[int, int], hol
     # Texture boiling: low-frequency noise drawn afresh every frame.
     boil = rng.uniform(0.02, 0.06)
     video = video + boil * torch.from_numpy(
-        np.stack([_smooth_noise(rng, height, width, cells=6) for _ in range(3 * frames)]).reshape(frames, 3, height, width)
+        np.stack([_smooth_noise(rng, height, width, cells=6) for _ in range(3 * frames)]).reshape(
+            frames, 3, height, width
+        )
     )
     # Objects that appear for a while and vanish (hold-out: they also change colour while present).
     ys, xs = np.mgrid[0:height, 0:width]
@@ -194,7 +202,9 @@ def _fake_clip(rng: np.random.Generator, frames: int, size: tuple[int, int], hol
         order = np.clip(np.arange(frames) + rng.integers(-1, 2, frames), 0, frames - 1)
         video = video[torch.from_numpy(np.maximum.accumulate(order))]
     noise_level = rng.uniform(0.0, 0.004)  # generated frames carry (almost) no sensor noise
-    return video + noise_level * torch.randn(video.shape, generator=torch.Generator().manual_seed(int(rng.integers(2**31))))
+    return video + noise_level * torch.randn(
+        video.shape, generator=torch.Generator().manual_seed(int(rng.integers(2**31)))
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,8 +247,13 @@ def _write_dataset(
     root = Path(root)
     yaml_path = root / f"{name}.yaml"
     params = {
-        "version": DEMO_VERSION, "holdout": holdout, "n_per_class": n_per_class,
-        "num_frames": num_frames, "size": list(size), "fps": fps, "seed": seed,
+        "version": DEMO_VERSION,
+        "holdout": holdout,
+        "n_per_class": n_per_class,
+        "num_frames": num_frames,
+        "size": list(size),
+        "fps": fps,
+        "seed": seed,
     }
     folders = {"real": f"{name}/real", "fake": f"{name}/fake"}
     if recorded_params_match(yaml_path, params) and all(
@@ -290,8 +305,14 @@ def write_demo_videos(
     ``source_format``, ...). Calling it again with the same arguments reuses the files.
     """
     return _write_dataset(
-        root, name="demo_video", holdout=False, n_per_class=n_per_class,
-        num_frames=num_frames, size=size, fps=fps, seed=seed,
+        root,
+        name="demo_video",
+        holdout=False,
+        n_per_class=n_per_class,
+        num_frames=num_frames,
+        size=size,
+        fps=fps,
+        seed=seed,
     )
 
 
@@ -306,14 +327,24 @@ def write_holdout_videos(
     """Like :func:`write_demo_videos`, with a scene generator, camera motion and artifacts the demo
     set never shows (clips under ``root/holdout_video``, YAML ``root/holdout_video.yaml``)."""
     return _write_dataset(
-        root, name="holdout_video", holdout=True, n_per_class=n_per_class,
-        num_frames=num_frames, size=size, fps=fps, seed=seed,
+        root,
+        name="holdout_video",
+        holdout=True,
+        n_per_class=n_per_class,
+        num_frames=num_frames,
+        size=size,
+        fps=fps,
+        seed=seed,
     )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = demo_argument_parser("python -m detectors.video.demo", __doc__.splitlines()[0], n_per_class=24,
-                                  holdout_size="as many clips as the demo set")
+    parser = demo_argument_parser(
+        "python -m detectors.video.demo",
+        __doc__.splitlines()[0],
+        n_per_class=24,
+        holdout_size="as many clips as the demo set",
+    )
     parser.add_argument("--num-frames", type=int, default=48)
     parser.add_argument("--size", type=int, nargs=2, default=(64, 80), metavar=("H", "W"))
     parser.add_argument("--fps", type=int, default=24)

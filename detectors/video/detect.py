@@ -17,11 +17,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from detectors import cli
 from detectors import detect as shared
+from detectors.cli import command
 from detectors.detect import LoadedModel, detect, submission_modality  # noqa: F401  (this module's API)
 from detectors.errors import CheckpointError, ConfigError
-from detectors.cli import command
-from detectors import cli
 
 CAKELENS_BATCH_SIZE = 4  # framesets per forward pass
 
@@ -45,10 +45,15 @@ def from_submission(path: Path, device: str = "cpu") -> LoadedModel:
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(prog="python -m detectors.video.detect", description=__doc__.splitlines()[0])
     source = shared.add_detect_arguments(
-        parser, metavar="VIDEO", files_help="video files (or folders of frames)", required_source=False,
-        batch_help=f"videos per forward pass (default 1); with --arch cakelens: framesets (default {CAKELENS_BATCH_SIZE})")
-    source.add_argument("--weights", type=Path,
-                        help="with --arch cakelens: the original CakeLens v5 checkpoint (.pth or .safetensors)")
+        parser,
+        metavar="VIDEO",
+        files_help="video files (or folders of frames)",
+        required_source=False,
+        batch_help=f"videos per forward pass (default 1); with --arch cakelens: framesets (default {CAKELENS_BATCH_SIZE})",
+    )
+    source.add_argument(
+        "--weights", type=Path, help="with --arch cakelens: the original CakeLens v5 checkpoint (.pth or .safetensors)"
+    )
     parser.add_argument("--arch", choices=["cakelens"], help="run an original checkpoint of this architecture")
     return parser
 

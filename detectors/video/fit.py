@@ -10,9 +10,8 @@ the submission is. Frame sampling flags (``--num-frames``, ``--frame-rate``, ``-
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
 import typing
+from pathlib import Path
 
 from detectors.registry import default_detector, list_detectors
 from detectors.settings import ConfigLayers
@@ -33,11 +32,15 @@ def write_demo(root: Path) -> Path:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("video frames")
     group.add_argument("--num-frames", type=int, help="frames per video (exported as preprocessing.num_frames)")
-    group.add_argument("--frame-rate", type=float,
-                       help="frames per second sampled (benchmark rule: step round(fps / frame_rate))")
-    group.add_argument("--sampling", choices=SAMPLING_MODES,
-                       help="frame rule for training/calibration: benchmark (what the benchmark feeds), "
-                            "window (ReStraV's centred window), uniform, random")
+    group.add_argument(
+        "--frame-rate", type=float, help="frames per second sampled (benchmark rule: step round(fps / frame_rate))"
+    )
+    group.add_argument(
+        "--sampling",
+        choices=SAMPLING_MODES,
+        help="frame rule for training/calibration: benchmark (what the benchmark feeds), "
+        "window (ReStraV's centred window), uniform, random",
+    )
     group.add_argument("--window-sec", type=float, help="span of the centred window (--sampling window)")
     group.add_argument("--cache-dir", type=Path, help="where decoded frames / features are cached")
 
@@ -48,16 +51,18 @@ def apply_arguments(args: argparse.Namespace, layers: ConfigLayers, model_fields
     for name in ("num_frames", "frame_rate", "window_sec"):
         value = getattr(args, name, None)
         if value is not None:
-            layers.set(f"model.{name}" if name in model_fields else f"data.{name}", value,
-                       f"--{name.replace('_', '-')}")
+            layers.set(
+                f"model.{name}" if name in model_fields else f"data.{name}", value, f"--{name.replace('_', '-')}"
+            )
     if getattr(args, "sampling", None) is not None:
         layers.set("data.sampling", args.sampling, "--sampling")
     if getattr(args, "cache_dir", None) is not None:
         layers.set("data.cache_dir", str(args.cache_dir), "--cache-dir")
 
 
-VIDEO = ModalitySupport(name="video", write_demo=write_demo, add_arguments=add_arguments,
-                        apply_arguments=apply_arguments)
+VIDEO = ModalitySupport(
+    name="video", write_demo=write_demo, add_arguments=add_arguments, apply_arguments=apply_arguments
+)
 
 if __name__ == "__main__":
     main("video", VIDEO)

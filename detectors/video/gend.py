@@ -61,11 +61,19 @@ class TemporalHeadConfig:
 
 @dataclass
 class GenDConfig:
-    backbone: BackboneConfig = setting(BackboneConfig(name=DEFAULT_BACKBONE),
-                                       help="the ViT (GenD's DINOv3 ViT-L/16; or facebook/dinov2-large at 518 px)")
-    tuning: TuningConfig = setting(TuningConfig(mode="layernorm"), help="GenD: LayerNorm affine only; lora is the alternative")
-    head: Literal["mean", "temporal"] = setting("mean", help="mean of frame probabilities (GenD) or temporal transformer")
-    num_frames: int = setting(16, help="frames per video at evaluation/export (and per temporal-head training clip)", ge=1)
+    backbone: BackboneConfig = setting(
+        BackboneConfig(name=DEFAULT_BACKBONE),
+        help="the ViT (GenD's DINOv3 ViT-L/16; or facebook/dinov2-large at 518 px)",
+    )
+    tuning: TuningConfig = setting(
+        TuningConfig(mode="layernorm"), help="GenD: LayerNorm affine only; lora is the alternative"
+    )
+    head: Literal["mean", "temporal"] = setting(
+        "mean", help="mean of frame probabilities (GenD) or temporal transformer"
+    )
+    num_frames: int = setting(
+        16, help="frames per video at evaluation/export (and per temporal-head training clip)", ge=1
+    )
     frame_rate: float | None = setting(8.0, help="the benchmark's frame_rate (null: consecutive frames)", gt=0)
     image_size: int = setting(224, help="frame size fed to the ViT", ge=1)
     uniformity_weight: float = setting(0.5, help="weight of the uniformity loss", ge=0)
@@ -82,8 +90,9 @@ class GenDDataConfig(DataConfig):
     jpeg_p: float = setting(0.5, help="probability of the JPEG augmentation", ge=0, le=1)
     augment_strength: float = setting(1.0, help="scale of the affine and colour augmentations", ge=0)
     frame_cache: str | None = setting(None, help="directory caching decoded evaluation frames (zstd npy)")
-    cache_dir: str | None = setting(None, help="--cache-dir: evaluation frames under <cache_dir>/frames "
-                                               "(frame_cache wins)")
+    cache_dir: str | None = setting(
+        None, help="--cache-dir: evaluation frames under <cache_dir>/frames (frame_cache wins)"
+    )
 
 
 # --------------------------------------------------------------------------- losses
@@ -119,14 +128,30 @@ class TemporalHead(nn.Module):
     (``nn.TransformerEncoder``), ``mlp.layers.{i}.*`` (width -> hidden... -> C, ReLU between).
     """
 
-    def __init__(self, dim: int, num_classes: int = 2, width: int = 512, layers: int = 2, heads: int = 8,
-                 hidden: Sequence[int] = (256,), max_frames: int = 16, dropout: float = 0.1):
+    def __init__(
+        self,
+        dim: int,
+        num_classes: int = 2,
+        width: int = 512,
+        layers: int = 2,
+        heads: int = 8,
+        hidden: Sequence[int] = (256,),
+        max_frames: int = 16,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.proj = nn.Linear(dim, width)
         self.pos_embed = nn.Parameter(torch.zeros(1, max_frames, width))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=4 * width, dropout=dropout,
-                                           activation="gelu", batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            width,
+            heads,
+            dim_feedforward=4 * width,
+            dropout=dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
         # The nested-tensor fast path only applies to padded batches; clips are never padded here.
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.mlp = MLP([width] + [int(h) for h in hidden] + [int(num_classes)], activation="relu")
@@ -134,7 +159,9 @@ class TemporalHead(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         frames = features.shape[1]
         if frames > self.pos_embed.shape[1]:
-            raise ValueError(f"clip has {frames} frames; the temporal head was built for at most {self.pos_embed.shape[1]}")
+            raise ValueError(
+                f"clip has {frames} frames; the temporal head was built for at most {self.pos_embed.shape[1]}"
+            )
         x = self.proj(features) + self.pos_embed[:, :frames].to(features.dtype)
         x = self.encoder(x)
         return self.mlp(x.mean(dim=1))
@@ -145,9 +172,15 @@ class GenDNetwork(DetectorNetwork):
     frame-mean (``LinearNorm`` per frame, mean of the frame probabilities as ``log`` probabilities)
     or temporal head -> logits ``[B, num_classes]``."""
 
-    def __init__(self, backbone: nn.Module | dict, head: str = "mean", num_classes: int = 2,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 temporal: dict | None = None):
+    def __init__(
+        self,
+        backbone: nn.Module | dict,
+        head: str = "mean",
+        num_classes: int = 2,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        temporal: dict | None = None,
+    ):
         super().__init__()
         if head not in ("mean", "temporal"):
             raise ValueError(f"head must be 'mean' or 'temporal', got {head!r}")
@@ -186,7 +219,7 @@ class ShiftedBenchmarkSampler:
             step = max(1, round((fps if fps and fps > 0 else 30.0) / self.frame_rate))
         grid = list(range(0, total, step))
         start = int(torch.randint(max(1, len(grid) - self.num_frames + 1), (1,), generator=generator))
-        return pad_indices(grid[start:start + self.num_frames], self.num_frames)
+        return pad_indices(grid[start : start + self.num_frames], self.num_frames)
 
 
 @dataclass(frozen=True)
@@ -203,15 +236,20 @@ def gend_train_transform(size: int, jpeg_p: float = 0.5, strength: float = 1.0) 
     """GenD's augmentations, drawn once per clip (a ``tv_tensors.Video`` is one input): random resized
     crop, hflip 0.5, affine (10 deg, 0.1 translate, 0.9-1.1 scale), blur p 0.1, brightness/contrast
     0.1, JPEG 40-100."""
-    return v2.Compose([
-        v2.RandomResizedCrop((size, size), scale=(0.6, 1.0), antialias=True),
-        v2.RandomHorizontalFlip(0.5),
-        v2.RandomAffine(degrees=10 * strength, translate=(0.1 * strength, 0.1 * strength),
-                        scale=(1 - 0.1 * strength, 1 + 0.1 * strength)),
-        v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.1),
-        v2.ColorJitter(brightness=0.1 * strength, contrast=0.1 * strength),
-        v2.RandomApply([v2.JPEG((40, 100))], p=jpeg_p),
-    ])
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop((size, size), scale=(0.6, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(0.5),
+            v2.RandomAffine(
+                degrees=10 * strength,
+                translate=(0.1 * strength, 0.1 * strength),
+                scale=(1 - 0.1 * strength, 1 + 0.1 * strength),
+            ),
+            v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.1),
+            v2.ColorJitter(brightness=0.1 * strength, contrast=0.1 * strength),
+            v2.RandomApply([v2.JPEG((40, 100))], p=jpeg_p),
+        ]
+    )
 
 
 def _augment_clip(frames: torch.Tensor, transform: v2.Compose) -> torch.Tensor:
@@ -233,8 +271,9 @@ def gend_recipe(stage: str, data: GenDDataConfig, config: GenDConfig) -> SampleR
         else:
             sampler = ShiftedBenchmarkSampler(config.num_frames, config.frame_rate)
         if data.augment:
-            transform = partial(_augment_clip, transform=gend_train_transform(size, jpeg_p=data.jpeg_p,
-                                                                              strength=data.augment_strength))
+            transform = partial(
+                _augment_clip, transform=gend_train_transform(size, jpeg_p=data.jpeg_p, strength=data.augment_strength)
+            )
             return SampleRecipe(load=ClipLoader(sampler, None), transform=transform)
         return SampleRecipe(load=ClipLoader(sampler, (size, size)))
     # decoded evaluation clips are cached under --cache-dir (data.cache_dir) or data.frame_cache
@@ -261,10 +300,22 @@ class GenDDetector(Detector):
         temporal = None
         if config.head == "temporal":
             t = config.temporal
-            temporal = {"width": t.width, "layers": t.layers, "heads": t.heads, "hidden": list(t.hidden),
-                        "max_frames": config.num_frames, "dropout": t.dropout}
-        self.net = self.build_network(GenDNetwork, backbone=backbone, head=config.head, mean=list(backbone.info.mean),
-                                      std=list(backbone.info.std), temporal=temporal)
+            temporal = {
+                "width": t.width,
+                "layers": t.layers,
+                "heads": t.heads,
+                "hidden": list(t.hidden),
+                "max_frames": config.num_frames,
+                "dropout": t.dropout,
+            }
+        self.net = self.build_network(
+            GenDNetwork,
+            backbone=backbone,
+            head=config.head,
+            mean=list(backbone.info.mean),
+            std=list(backbone.info.std),
+            temporal=temporal,
+        )
 
     # ------------------------------------------------------------------ training
     def forward_batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -281,7 +332,9 @@ class GenDDetector(Detector):
             target = target.repeat_interleave(logits.shape[0] // target.shape[0])
         return target
 
-    def training_losses(self, features: torch.Tensor, logits: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def training_losses(
+        self, features: torch.Tensor, logits: torch.Tensor, batch: dict[str, Any]
+    ) -> dict[str, torch.Tensor]:
         """``0.5 * uniformity + 0.1 * alignment`` on the L2-normalised per-frame features (float32)."""
         z = F.normalize(features.float().reshape(-1, features.shape[-1]), dim=-1)
         labels = super().targets(batch)

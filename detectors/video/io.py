@@ -136,7 +136,7 @@ class VideoSource:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "VideoSource":
+    def __enter__(self) -> VideoSource:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -286,7 +286,7 @@ class _PyAVSource(VideoSource):
         except av.error.FFmpegError as error:
             raise MediaError(self.path, f"truncated or corrupt while counting frames ({error})") from error
 
-    def _decoded(self) -> Iterator["av.VideoFrame"]:
+    def _decoded(self) -> Iterator[av.VideoFrame]:
         """The frames in order, from one sequential decode; a decoder error names the file."""
         count = 0
         try:
@@ -358,15 +358,21 @@ def split_frames_parquet_ref(path: str | Path) -> tuple[Path, str] | None:
     if at < 0:
         return None
     cut = at + len(".parquet")
-    return Path(text[:cut]), text[cut + len(FRAMES_PARQUET_SEPARATOR):]
+    return Path(text[:cut]), text[cut + len(FRAMES_PARQUET_SEPARATOR) :]
 
 
 def _frames_media_column(names: Sequence[str]) -> str | None:
     """The frame column of a frames parquet shard, as the benchmark picks it: ``image`` (any case),
     else the first column naming ``image`` or ``frame`` that is not an ``_id`` or ``idx`` column."""
     exact = next((c for c in names if c.lower() == "image"), None)
-    return exact or next((c for c in names if ("image" in c.lower() or "frame" in c.lower())
-                          and "_id" not in c.lower() and "idx" not in c.lower()), None)
+    return exact or next(
+        (
+            c
+            for c in names
+            if ("image" in c.lower() or "frame" in c.lower()) and "_id" not in c.lower() and "idx" not in c.lower()
+        ),
+        None,
+    )
 
 
 def frames_parquet_video_ids(shard: str | Path) -> list[str]:
@@ -397,8 +403,11 @@ def _parquet_frames(shard: Path, video_id: str) -> list[bytes]:
         schema = pq.read_schema(shard)
         media = _frames_media_column(schema.names)
         if "video_id" not in schema.names or media is None:
-            raise MediaError(ref, f"not a frames parquet shard: needs 'video_id' and a frame column "
-                                  f"('image' or a column naming image/frame), has {', '.join(schema.names)}")
+            raise MediaError(
+                ref,
+                f"not a frames parquet shard: needs 'video_id' and a frame column "
+                f"('image' or a column naming image/frame), has {', '.join(schema.names)}",
+            )
         columns = ["video_id", media] + (["frame_idx"] if "frame_idx" in schema.names else [])
         kind = schema.field("video_id").type
         # push the id down to the row groups; the id is text in the path, typed in the shard
@@ -428,8 +437,9 @@ class _FramesSource(VideoSource):
     """A video stored as encoded frame images (a frame folder or a frames parquet video), each
     decoded with ``cv2`` and converted BGR -> RGB, as the benchmark decodes them."""
 
-    def __init__(self, path: Path, frames: Sequence[Path | bytes], max_pixels: int, fps: float | None,
-                 backend: str) -> None:
+    def __init__(
+        self, path: Path, frames: Sequence[Path | bytes], max_pixels: int, fps: float | None, backend: str
+    ) -> None:
         super().__init__(path)
         self._frames = list(frames)
         self._max_pixels = max_pixels
@@ -467,8 +477,11 @@ class _FramesSource(VideoSource):
         shape = arrays[0].shape
         for array, name in zip(arrays, where):
             if array.shape != shape:
-                raise MediaError(name, f"frame size {array.shape[1]}x{array.shape[0]} differs from the first "
-                                       f"frame's {shape[1]}x{shape[0]}")
+                raise MediaError(
+                    name,
+                    f"frame size {array.shape[1]}x{array.shape[0]} differs from the first "
+                    f"frame's {shape[1]}x{shape[0]}",
+                )
         return _to_tchw(np.stack(arrays))
 
     def frames(self, indices: Sequence[int]) -> torch.Tensor:
@@ -529,8 +542,9 @@ def open_video(
     parquet = split_frames_parquet_ref(path)
     if parquet is not None:
         shard, video_id = parquet
-        return _FramesSource(Path(str(path)), _parquet_frames(shard, video_id), max_pixels, None,
-                             backend="frames-parquet")
+        return _FramesSource(
+            Path(str(path)), _parquet_frames(shard, video_id), max_pixels, None, backend="frames-parquet"
+        )
     path = Path(path)
     if path.is_dir():
         return _frame_folder_source(path, max_pixels)
@@ -547,9 +561,10 @@ def open_video(
     # files decord would read wrongly: "auto" sends them to PyAV, "decord" refuses them
     decord_problem = (
         f"has a {90 * header.quarter_turns} degree display rotation, which decord does not apply"
-        if header.quarter_turns else
-        "FFmpeg's best video stream is an attached picture (cover art) and decord cannot be told to read the real one"
-        if header.best_is_picture else None
+        if header.quarter_turns
+        else "FFmpeg's best video stream is an attached picture (cover art) and decord cannot be told to read the real one"
+        if header.best_is_picture
+        else None
     )
     if backend == "decord" and decord_problem:
         raise MediaError(path, f"{decord_problem}; use backend='pyav' or 'auto'")
@@ -577,8 +592,12 @@ def decoder_key(path: str | Path, backend: Backend = "auto") -> dict[str, Any]:
     same files, so this names the decoder actually used without opening the file.
     """
     if Path(path).is_dir() or split_frames_parquet_ref(path) is not None:
-        return {"decoder": "frames", "conversion": FRAMES_CONVERSION, "opencv": cv2.__version__,
-                "torchvision": torchvision.__version__}
+        return {
+            "decoder": "frames",
+            "conversion": FRAMES_CONVERSION,
+            "opencv": cv2.__version__,
+            "torchvision": torchvision.__version__,
+        }
     uses_decord = backend in ("auto", "decord") and decord is not None
     key: dict[str, Any] = {
         "backend": backend,
@@ -610,8 +629,11 @@ def _decode(source: VideoSource, indices: Sequence[int], backend: Backend) -> to
             # decord opened the file but cannot decode it: give PyAV a chance before giving up.
             with _PyAVSource(source.path, _read_header(source.path)) as fallback:
                 if max(indices) >= fallback.info.num_frames:
-                    raise MediaError(source.path, f"truncated or corrupt: decord failed ({error}) and PyAV finds "
-                                     f"{fallback.info.num_frames} of the {source.info.num_frames} frames") from error
+                    raise MediaError(
+                        source.path,
+                        f"truncated or corrupt: decord failed ({error}) and PyAV finds "
+                        f"{fallback.info.num_frames} of the {source.info.num_frames} frames",
+                    ) from error
                 return fallback.frames(indices)
         raise MediaError(source.path, f"truncated or corrupt: decoding failed ({error})") from error
 

@@ -62,8 +62,14 @@ FEATURE_CACHE_VERSION = 1
 FEATURE_NAMES: tuple[str, ...] = (
     *(f"d_{i}" for i in range(1, 8)),
     *(f"theta_{i}" for i in range(1, 7)),
-    "d_mean", "d_min", "d_max", "d_var",
-    "theta_mean", "theta_min", "theta_max", "theta_var",
+    "d_mean",
+    "d_min",
+    "d_max",
+    "d_var",
+    "theta_mean",
+    "theta_min",
+    "theta_max",
+    "theta_var",
 )
 
 
@@ -73,14 +79,21 @@ def default_cache_dir() -> Path:
 
 @dataclass
 class ReStraVConfig:
-    backbone: BackboneConfig = setting(BackboneConfig(name="facebook/dinov2-small"),
-                                       help="the frozen ViT (hub id or local directory; the paper's: DINOv2 ViT-S/14)")
+    backbone: BackboneConfig = setting(
+        BackboneConfig(name="facebook/dinov2-small"),
+        help="the frozen ViT (hub id or local directory; the paper's: DINOv2 ViT-S/14)",
+    )
     embedding: Literal["tokens", "cls"] = setting(
-        "tokens", help="per-frame embedding: tokens (official: CLS + all patch tokens, flattened) or cls")
+        "tokens", help="per-frame embedding: tokens (official: CLS + all patch tokens, flattened) or cls"
+    )
     imagenet_normalize: bool = setting(False, help="ImageNet-normalise pixels (the official code feeds [0, 1])")
     num_frames: int = setting(24, help="frames per video (exported preprocessing.num_frames)", ge=MIN_FRAMES)
-    frame_rate: float | None = setting(12.0, help="frames per second sampled, the benchmark's rule (24 frames at 12/s: "
-                                                  "1.5-1.9 s, fps-dependent; null: consecutive frames)", gt=0)
+    frame_rate: float | None = setting(
+        12.0,
+        help="frames per second sampled, the benchmark's rule (24 frames at 12/s: "
+        "1.5-1.9 s, fps-dependent; null: consecutive frames)",
+        gt=0,
+    )
     window_sec: float = setting(2.0, help="span of the official centred window (data.sampling: window)", gt=0)
     image_size: int = setting(224, help="frame size fed to the ViT", ge=1)
     hidden: list[int] = setting([64, 32], help="hidden sizes of the MLP on the 21 features", ge=1)
@@ -90,14 +103,17 @@ class ReStraVConfig:
 
 @dataclass
 class ReStraVDataConfig(DataConfig):
-    sampling: SamplingMode = setting("benchmark", help="frame rule: benchmark (what the exported model is fed), "
-                                                       "window (official), uniform, random")
+    sampling: SamplingMode = setting(
+        "benchmark", help="frame rule: benchmark (what the exported model is fed), window (official), uniform, random"
+    )
     train_sampling: SamplingMode | None = setting(None, help="frame rule for training only (null: sampling)")
     cache_dir: str | None = setting(None, help="feature cache (null: ~/.cache/forensic-adapters/restrav)")
     feature_cache: bool = setting(True, help="cache per-video features (retraining the head takes seconds)")
     feature_batch_size: int = setting(8, help="videos per batch while extracting features", ge=1)
     decode_workers: int = setting(2, help="DataLoader workers decoding videos during extraction", ge=0)
-    refit_feature_statistics: bool = setting(False, help="--init-from: recompute the z-score statistics on the new data")
+    refit_feature_statistics: bool = setting(
+        False, help="--init-from: recompute the z-score statistics on the new data"
+    )
 
 
 # --------------------------------------------------------------------------- the geometry
@@ -113,8 +129,10 @@ def trajectory_features(z: torch.Tensor) -> torch.Tensor:
     if z.dim() != 3:
         raise ValueError(f"expected embeddings [B, T, D], got shape {tuple(z.shape)}")
     if z.shape[1] < MIN_FRAMES:
-        raise ValueError(f"trajectory_features needs at least {MIN_FRAMES} frames per video, got T={z.shape[1]}: the "
-                         "features include the first 7 step distances and the first 6 turning angles")
+        raise ValueError(
+            f"trajectory_features needs at least {MIN_FRAMES} frames per video, got T={z.shape[1]}: the "
+            "features include the first 7 step distances and the first 6 turning angles"
+        )
     if not z.is_floating_point():
         z = z.float()
     steps = z[:, 1:] - z[:, :-1]
@@ -123,8 +141,9 @@ def trajectory_features(z: torch.Tensor) -> torch.Tensor:
     angles = torch.rad2deg(torch.acos(cosine.clamp(-1.0, 1.0)))
     parts = [distances[:, :7], angles[:, :6]]
     for values in (distances, angles):
-        parts.append(torch.stack([values.mean(-1), values.amin(-1), values.amax(-1),
-                                  values.var(-1, unbiased=False)], dim=-1))
+        parts.append(
+            torch.stack([values.mean(-1), values.amin(-1), values.amax(-1), values.var(-1, unbiased=False)], dim=-1)
+        )
     return torch.cat(parts, dim=-1)
 
 
@@ -139,9 +158,17 @@ class ReStraVNetwork(DetectorNetwork):
 
     float32_buffers = ("feature_mean", "feature_std", "pixel_mean", "pixel_std")
 
-    def __init__(self, backbone: nn.Module | dict, embedding: str = "tokens", image_size: int = 224,
-                 imagenet_normalize: bool = False, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, hidden: Sequence[int] = (64, 32), num_classes: int = 2):
+    def __init__(
+        self,
+        backbone: nn.Module | dict,
+        embedding: str = "tokens",
+        image_size: int = 224,
+        imagenet_normalize: bool = False,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        hidden: Sequence[int] = (64, 32),
+        num_classes: int = 2,
+    ):
         super().__init__()
         if embedding not in ("tokens", "cls"):
             raise ValueError(f"embedding must be 'tokens' or 'cls', got {embedding!r}")
@@ -159,8 +186,9 @@ class ReStraVNetwork(DetectorNetwork):
         """uint8 (or float 0..255) ``[N, 3, H, W]`` -> float32 pixels at ``image_size``."""
         x = frames.to(torch.float32) / 255.0
         if x.shape[-2] != self.image_size or x.shape[-1] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False,
-                              antialias=True)
+            x = F.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False, antialias=True
+            )
         if self.imagenet_normalize:
             x = (x - self.pixel_mean.float()) / self.pixel_std.float()
         return x
@@ -175,7 +203,7 @@ class ReStraVNetwork(DetectorNetwork):
         if self.embedding == "cls":
             z = tokens[:, 0]
         else:  # CLS + patch tokens (registers, if any, are not part of the official embedding)
-            z = torch.cat([tokens[:, :1], tokens[:, self.backbone.num_prefix_tokens:]], dim=1).flatten(1)
+            z = torch.cat([tokens[:, :1], tokens[:, self.backbone.num_prefix_tokens :]], dim=1).flatten(1)
         return z.reshape(batch, frames, -1)
 
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
@@ -202,30 +230,47 @@ class ReStraVDetector(Detector):
         backbone = self.build_backbone(config.backbone, TuningConfig(mode="frozen"))
         backbone.check_input_size(config.image_size, "model.image_size")
         self.net = self.build_network(
-            ReStraVNetwork, backbone=backbone, embedding=config.embedding, image_size=config.image_size,
-            imagenet_normalize=bool(config.imagenet_normalize), mean=list(backbone.info.mean),
-            std=list(backbone.info.std), hidden=[int(h) for h in config.hidden])
+            ReStraVNetwork,
+            backbone=backbone,
+            embedding=config.embedding,
+            image_size=config.image_size,
+            imagenet_normalize=bool(config.imagenet_normalize),
+            mean=list(backbone.info.mean),
+            std=list(backbone.info.std),
+            hidden=[int(h) for h in config.hidden],
+        )
 
     # ------------------------------------------------------------------ data
     def data_recipe(self, stage: str, data: ReStraVDataConfig) -> SampleRecipe:
         """Per-video features of clips sampled by ``data.sampling`` (``train_sampling`` in training),
         computed once by the frozen part of the network and cached under ``data.cache_dir``."""
         mode = (data.train_sampling or data.sampling) if stage == "train" else data.sampling
-        sampler = FrameSampler(mode, self.config.num_frames, frame_rate=self.config.frame_rate,
-                               window_sec=self.config.window_sec)
+        sampler = FrameSampler(
+            mode, self.config.num_frames, frame_rate=self.config.frame_rate, window_sec=self.config.window_sec
+        )
         cache_dir = Path(data.cache_dir or default_cache_dir()) / "features" if data.feature_cache else None
-        return SampleRecipe(load=ClipLoader(sampler, (self.config.image_size, self.config.image_size)),
-                            features=self.feature_extraction(sampler, cache_dir=cache_dir,
-                                                             batch_size=data.feature_batch_size,
-                                                             num_workers=data.decode_workers))
+        return SampleRecipe(
+            load=ClipLoader(sampler, (self.config.image_size, self.config.image_size)),
+            features=self.feature_extraction(
+                sampler, cache_dir=cache_dir, batch_size=data.feature_batch_size, num_workers=data.decode_workers
+            ),
+        )
 
-    def feature_extraction(self, sampler: FrameSampler, *, cache_dir: Path | None = None, batch_size: int = 8,
-                           num_workers: int = 2) -> FeatureExtraction:
+    def feature_extraction(
+        self, sampler: FrameSampler, *, cache_dir: Path | None = None, batch_size: int = 8, num_workers: int = 2
+    ) -> FeatureExtraction:
         """The data-stage step: clips of ``sampler`` -> the frozen network's 21 features per video."""
         size = (self.config.image_size, self.config.image_size)
-        return FeatureExtraction(self.net, ClipLoader(sampler, size), identity=self.model_key(), cache_dir=cache_dir,
-                                 batch_size=batch_size, num_workers=num_workers, cpu_chunk=1,
-                                 forward=self.net.forward_features)
+        return FeatureExtraction(
+            self.net,
+            ClipLoader(sampler, size),
+            identity=self.model_key(),
+            cache_dir=cache_dir,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            cpu_chunk=1,
+            forward=self.net.forward_features,
+        )
 
     def on_train_data(self, dataset: FeatureDataset, data: ReStraVDataConfig) -> None:
         """z-score statistics from the training features, unless the detector was loaded with
@@ -259,8 +304,10 @@ class ReStraVDetector(Detector):
         for name, tensor in sorted(self.net.backbone.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-        return (f"restrav-v{FEATURE_CACHE_VERSION}-{self.config.embedding}-"
-                f"norm{int(self.config.imagenet_normalize)}-s{self.config.image_size}-{digest.hexdigest()}")
+        return (
+            f"restrav-v{FEATURE_CACHE_VERSION}-{self.config.embedding}-"
+            f"norm{int(self.config.imagenet_normalize)}-s{self.config.image_size}-{digest.hexdigest()}"
+        )
 
     # ------------------------------------------------------------------ export
     def preprocessing(self) -> dict[str, Any]:
@@ -270,10 +317,20 @@ class ReStraVDetector(Detector):
         return f"{self.arch}-{self.config.embedding}"
 
     def summary(self) -> dict[str, Any]:
-        return {**super().summary(), "embedding": self.config.embedding,
-                "feature_mean": [round(float(v), 6) for v in self.net.feature_mean],
-                "feature_std": [round(float(v), 6) for v in self.net.feature_std]}
+        return {
+            **super().summary(),
+            "embedding": self.config.embedding,
+            "feature_mean": [round(float(v), 6) for v in self.net.feature_mean],
+            "feature_std": [round(float(v), 6) for v in self.net.feature_std],
+        }
 
 
-__all__ = ["FEATURE_NAMES", "NUM_FEATURES", "ReStraVConfig", "ReStraVDataConfig", "ReStraVDetector", "ReStraVNetwork",
-           "trajectory_features"]
+__all__ = [
+    "FEATURE_NAMES",
+    "NUM_FEATURES",
+    "ReStraVConfig",
+    "ReStraVDataConfig",
+    "ReStraVDetector",
+    "ReStraVNetwork",
+    "trajectory_features",
+]

@@ -65,9 +65,7 @@ def benchmark_indices(
     return pad_indices(list(range(0, total, step))[:num_frames], num_frames)
 
 
-def window_indices(
-    total: int, fps: float | None, num_frames: int = 24, window_sec: float = 2.0
-) -> list[int]:
+def window_indices(total: int, fps: float | None, num_frames: int = 24, window_sec: float = 2.0) -> list[int]:
     """ReStraV's window: ``num_frames`` timestamps ``window_sec / (T - 1)`` apart around the middle.
 
     Follows the official code (torchcodec ``clips_at_regular_timestamps`` with one clip and

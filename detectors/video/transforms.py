@@ -49,12 +49,14 @@ class ClipAugment(nn.Module):
         blur: float = 0.1,
     ) -> None:
         super().__init__()
-        self.transform = v2.Compose([
-            v2.RandomResizedCrop(size, scale=scale, antialias=True),
-            v2.RandomHorizontalFlip(p=hflip),
-            v2.RandomApply([v2.ColorJitter(brightness, contrast, saturation, hue)], p=colour),
-            v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 1.5))], p=blur),
-        ])
+        self.transform = v2.Compose(
+            [
+                v2.RandomResizedCrop(size, scale=scale, antialias=True),
+                v2.RandomHorizontalFlip(p=hflip),
+                v2.RandomApply([v2.ColorJitter(brightness, contrast, saturation, hue)], p=colour),
+                v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 1.5))], p=blur),
+            ]
+        )
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         if frames.dim() == 5:
@@ -117,17 +119,41 @@ def h264_round_trip(video: np.ndarray, crf: int = 23, fps: int = 25) -> np.ndarr
 def _encode_ffmpeg_cli(video: np.ndarray, path: str, crf: int, fps: int) -> bool:
     executable = shutil.which("ffmpeg")
     if executable is None:
-        _warn_once("no ffmpeg executable: the H.264 robustness pass uses PyAV's libx264 (close to, not "
-                   "bit-identical with, the benchmark's ffmpeg command)")
+        _warn_once(
+            "no ffmpeg executable: the H.264 robustness pass uses PyAV's libx264 (close to, not "
+            "bit-identical with, the benchmark's ffmpeg command)"
+        )
         return False
     height, width = video.shape[1:3]
-    command = [executable, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-               "-s", f"{width}x{height}", "-r", str(int(fps)), "-i", "-",
-               "-c:v", "libx264", "-crf", str(int(crf)), "-pix_fmt", "yuv420p", path]
+    command = [
+        executable,
+        "-y",
+        "-loglevel",
+        "error",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{width}x{height}",
+        "-r",
+        str(int(fps)),
+        "-i",
+        "-",
+        "-c:v",
+        "libx264",
+        "-crf",
+        str(int(crf)),
+        "-pix_fmt",
+        "yuv420p",
+        path,
+    ]
     result = subprocess.run(command, input=video.tobytes(), capture_output=True, check=False)
     if result.returncode != 0 or not os.path.exists(path) or os.path.getsize(path) == 0:
-        _warn_once(f"ffmpeg could not encode the H.264 robustness clip ({result.stderr.decode(errors='replace')[-300:]}); "
-                   "using PyAV's libx264")
+        _warn_once(
+            f"ffmpeg could not encode the H.264 robustness clip ({result.stderr.decode(errors='replace')[-300:]}); "
+            "using PyAV's libx264"
+        )
         return False
     return True
 
