@@ -466,9 +466,15 @@ def test_bf16_autocast_training_step_follows_the_float32_gradients(device, chann
     with torch.autocast(device, dtype=torch.bfloat16):
         logits = model(volume.to(device))
     logits.float().square().sum().backward()
-    for name, p in model.named_parameters():
-        cosine = torch.nn.functional.cosine_similarity(p.grad.flatten().cpu(), reference[name].flatten(), dim=0)
-        assert cosine > 0.95, name  # bf16 rounding; a wrong backward is far off
+    gradients = {name: p.grad.flatten().cpu() for name, p in model.named_parameters()}
+    whole = torch.nn.functional.cosine_similarity(
+        torch.cat(list(gradients.values())), torch.cat([reference[name].flatten() for name in gradients]), dim=0
+    )
+    assert whole > 0.99  # bf16 rounding; a wrong backward is far off
+    for name, gradient in gradients.items():
+        # Per tensor, bf16 kernels differ by CPU (AVX512-BF16 channels-last convolutions: 0.945 seen).
+        cosine = torch.nn.functional.cosine_similarity(gradient, reference[name].flatten(), dim=0)
+        assert cosine > 0.9, name
 
 
 @pytest.mark.parametrize("checkpointing, channels_last", [(False, False), (True, False), (True, True)])
