@@ -7,7 +7,8 @@ same bare fit (goal <= 1.1x).
    one choice (every trial is exactly the bare fit's settings) vs as many
    ``python -m detectors.image.fit`` runs with those settings; both in this process, alternated,
    median of ``--repeats``. The study's time includes creating the study and its storage,
-   trials.csv and best.yaml after every trial, and the plots.
+   trials.csv and best.yaml after every trial, and the plots. A 1-trial study besides separates a
+   trial's own cost (what one more trial adds) from the study's fixed cost.
 
 Times are this process's CPU seconds besides wall seconds: on a shared machine the wall time of
 identical fits varied 1.4 - 20 s with the other users' load. The pruning comparison also counts the
@@ -129,18 +130,26 @@ def main() -> None:
     args.overhead_trials, trials = 1, args.overhead_trials
     bare_fits("warm-up")  # imports, first-call caches
     args.overhead_trials = trials
-    sweeps, fits = [], []
+    sweeps, singles, fits = [], [], []
     for repeat in range(args.repeats):
         fits.append(sum(bare_fits(str(repeat))))
         _, cpu, _ = timed_sweep(
             [one, "--data", data, "--trials", args.overhead_trials, "--output", root / f"overhead-{repeat}"]
         )
         sweeps.append(cpu)
-    sweep_s, fit_s = statistics.median(sweeps), statistics.median(fits)
+        _, cpu, _ = timed_sweep([one, "--data", data, "--trials", 1, "--output", root / f"overhead-single-{repeat}"])
+        singles.append(cpu)
+    sweep_s, single_s, fit_s = statistics.median(sweeps), statistics.median(singles), statistics.median(fits)
+    # A trial's own cost: what one more trial adds to a study (the study's storage, plots and final
+    # files are paid once, whatever the number of trials).
+    per_trial = (sweep_s - single_s) / (args.overhead_trials - 1)
+    per_fit = fit_s / args.overhead_trials
     print(
         f"overhead: a {args.overhead_trials}-trial study {sweep_s:.2f} s CPU vs {args.overhead_trials} bare fits "
-        f"{fit_s:.2f} s CPU (medians of {args.repeats}): ratio {sweep_s / fit_s:.3f} (identical trials: scores "
-        "equal the bare fits')"
+        f"{fit_s:.2f} s CPU (medians of {args.repeats}): whole-study ratio {sweep_s / fit_s:.3f}; "
+        f"a 1-trial study {single_s:.2f} s, so one more trial costs {per_trial:.2f} s vs a bare fit's "
+        f"{per_fit:.2f} s: per-trial ratio {per_trial / per_fit:.3f}; study fixed cost "
+        f"{single_s - per_trial:.2f} s (identical trials: scores equal the bare fits')"
     )
     print(f"(runs in {root})")
 
