@@ -5,7 +5,8 @@ DDP ReStraV feature extraction work per rank over videos in a tar.
 
 1. **throughput**: the same JPEG images as loose files, one parquet shard (HF ``{bytes, path}``
    struct, row groups of 64) and one tar, read through ``MediaDataset`` + ``load_image`` by a
-   DataLoader with 2 workers in a shuffled order (as training reads them). Containers are timed on
+   DataLoader with 2 workers in a shuffled order (as training reads them), the containers listed
+   first in this process as the catalogue lists them. Containers are timed on
    the first pass (members written into a fresh member cache) and on the next (cache warm); the
    ratio is media/s against the loose files' (goal >= 1.0).
 2. **memory**: a child process streams every row of a shard 10x (``--groups``) larger than a row
@@ -74,7 +75,7 @@ def timed_pass(paths: list[str], workers: int, seed: int) -> float:
 def throughput(work: Path, count: int, size: int, workers: int, repeats: int) -> None:
     import tarfile
 
-    from detectors.data.containers import MEMBER_CACHE_ENV, member_ref, row_ref
+    from detectors.data.containers import MEMBER_CACHE_ENV, list_archive, list_parquet, member_ref, row_ref
 
     files = write_images(work / "loose", count, size)
     shard = work / "images.parquet"
@@ -85,10 +86,15 @@ def throughput(work: Path, count: int, size: int, workers: int, repeats: int) ->
     with tarfile.open(archive, "w") as handle:
         for f in files:
             handle.add(f, arcname=f.name)
+    # listed as the catalogue lists them, in this (the parent) process: workers inherit what listing
+    # learnt (a plain tar's member index, pyarrow imported)
+    rows, columns = list_parquet(shard, "image")
+    members, problem = list_archive(archive, (".jpg",))
+    assert problem is None and len(members) == len(rows) == count, (problem, len(members), len(rows))
     sources = {
         "loose": [str(f) for f in files],
-        "parquet": [row_ref(shard, "image", i) for i in range(count)],
-        "tar": [member_ref(archive, f.name) for f in files],
+        "parquet": [row_ref(shard, columns[0], row) for row, _ in rows],
+        "tar": [member_ref(archive, name) for name in members],
     }
     timed_pass(sources["loose"], workers, 1)  # page cache warm for everyone
     rates: dict[str, list[float]] = {name: [] for name in sources}

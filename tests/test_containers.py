@@ -3,6 +3,7 @@ reading by row group, and every kind of bad container named and counted, never a
 
 from __future__ import annotations
 
+import gzip
 import io
 import random
 import tarfile
@@ -268,6 +269,37 @@ def test_a_changed_archive_is_read_again(tmp_path):
     write_archive(archive, {"x.png": png(2)})
     second = load_media(load_image, f"{archive}::x.png")
     assert not np.array_equal(first.numpy(), second.numpy())
+
+
+def test_a_gzipped_archive_named_tar_gives_its_members_bytes(tmp_path):
+    """The positional read is for uncompressed tars: a compressed one misnamed ``.tar`` is read
+    through tarfile, not at its (decompressed-stream) offsets."""
+    members = {"a.png": png(1), "b.png": png(2)}
+    plain = write_archive(tmp_path / "plain.tar", members)
+    misnamed = tmp_path / "misnamed.tar"
+    misnamed.write_bytes(gzip.compress(plain.read_bytes()))
+    for name, data in members.items():
+        assert member_data(f"{misnamed}::{name}").data == data
+        assert member_data(f"{plain}::{name}").data == data
+
+
+def test_workers_reuse_the_tar_index_of_the_listing(tmp_path, monkeypatch):
+    """A tar's member index comes from the catalogue's listing (forked workers inherit it) instead of a
+    scan per worker; a rewritten archive is scanned again."""
+    from detectors.data import containers
+
+    archive = write_archive(tmp_path / "set.tar", {f"{i}.png": png(i) for i in range(3)})
+    names, problem = containers.list_archive(archive, (".png",))
+    assert problem is None and names == ["0.png", "1.png", "2.png"]
+    monkeypatch.setattr(containers, "_ARCHIVES", containers._Archives())  # a fresh worker's handles
+    scans = []
+    real_scan = containers._scan_tar
+    monkeypatch.setattr(containers, "_scan_tar", lambda handle: scans.append(1) or real_scan(handle))
+    assert [member_data(f"{archive}::{name}").data for name in names] == [png(i) for i in range(3)]
+    assert scans == []
+    write_archive(archive, {"0.png": png(7), "extra.png": png(8)})
+    assert member_data(f"{archive}::0.png").data == png(7)
+    assert scans == [1]
 
 
 # ---------------------------------------------------------------------------- catalogue leftovers

@@ -12,8 +12,8 @@ A medium inside a container is addressed as ``<container>::<member>`` (``MEMBER_
 
 Decoders that read a file object (Pillow: the image loaders, marked :func:`reads_media_bytes`) get
 the member's bytes straight from the container (:func:`member_data`, :class:`MediaBytes`): a zip
-member, a plain tar member by one positional read at its offset (the archive is indexed once per
-worker), a parquet row from the one row group each worker keeps in memory. Decoders that need a path
+member, a plain tar member by one positional read at its offset (the archive is indexed once, when
+the catalogue lists it, and forked workers inherit the index), a parquet row from the one row group each worker keeps in memory. Decoders that need a path
 (decord, PyAV, libsndfile) get a file: :func:`local_path`
 writes a member once into a content-keyed cache (``member_cache_root()/<key[:2]>/<key>/media<ext>``,
 the key from the container's path, size and mtime plus the member: a changed container misses) and
@@ -362,33 +362,70 @@ def open_archive(archive: Path) -> zipfile.ZipFile | tarfile.TarFile:
 def list_archive(archive: Path, suffixes: Sequence[str]) -> tuple[list[str], str | None]:
     """Media members of an archive, in its order (regular members ending in one of ``suffixes``,
     any case, ``MACOSX`` left out), and the problem that cut the listing short (a truncated tar
-    keeps the members read before the damage; a zip without its central directory has none)."""
+    keeps the members read before the damage; a zip without its central directory has none).
+
+    A plain tar's scan is kept as its member index (:func:`_tar_index`): DataLoader workers forked
+    later inherit it instead of scanning the archive again."""
     names: list[str] = []
     problem = None
     try:
+        identity = _identity(archive)
         with open_archive(archive) as handle:
             if isinstance(handle, zipfile.ZipFile):
                 names = [info.filename for info in handle.infolist() if not info.is_dir()]
             else:
-                while True:
-                    try:
-                        info = handle.next()
-                    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
-                        problem = f"truncated or corrupt archive ({type(error).__name__}: {error})"
-                        break
-                    if info is None:
-                        break
-                    if info.isreg():
-                        names.append(info.name)
+                index, problem = _scan_tar(handle)
+                names = [name for name, info in index.items() if info.isreg()]
+                if archive_kind(archive) == "tar":
+                    _remember_tar_index(identity, index)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error) as error:
         problem = f"cannot read the archive ({type(error).__name__}: {error})"
     wanted = tuple(s.lower() for s in suffixes)
     return [n for n in names if n.lower().endswith(wanted) and "MACOSX" not in n], problem
 
 
-class _Archives(threading.local):
-    """Open archives of this process/worker; a tar's member index is built once, tolerating a
+def _scan_tar(handle: tarfile.TarFile) -> tuple[dict[str, tarfile.TarInfo], str | None]:
+    """Every member header of a tar, in its order, and the problem that cut the scan short (the
+    members read before a truncation are kept)."""
+    index: dict[str, tarfile.TarInfo] = {}
+    while True:
+        try:
+            info = handle.next()
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+            return index, f"truncated or corrupt archive ({type(error).__name__}: {error})"
+        if info is None:
+            return index, None
+        index[info.name] = info
+
+
+# Plain tars' member indexes by archive identity, module-level on purpose: forked DataLoader workers
+# inherit the catalogue's scan (a tar of 100k members takes seconds to scan in Python), and a
+# rewritten archive has another identity. Bounded like the catalogue: one entry per archive listed.
+_TAR_INDEXES: OrderedDict[str, dict[str, tarfile.TarInfo]] = OrderedDict()
+_TAR_INDEXES_KEPT = 1024
+
+
+def _remember_tar_index(identity: str, index: dict[str, tarfile.TarInfo]) -> None:
+    _TAR_INDEXES[identity] = index
+    _TAR_INDEXES.move_to_end(identity)
+    while len(_TAR_INDEXES) > _TAR_INDEXES_KEPT:
+        _TAR_INDEXES.popitem(last=False)
+
+
+def _tar_index(archive: Path, identity: str, handle: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
+    """The member index of a tar: the kept one (plain tars), else a scan of ``handle``, tolerating a
     truncated end (``TarFile.getmember`` would scan to the end and fail for every member)."""
+    index = _TAR_INDEXES.get(identity)
+    if index is None:
+        index, _ = _scan_tar(handle)
+        if archive_kind(archive) == "tar":
+            _remember_tar_index(identity, index)
+    return index
+
+
+class _Archives(threading.local):
+    """Open archives of this process/worker (a forked worker opens its own: no shared file
+    offsets), each with its member index for tars (:func:`_tar_index`)."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()
@@ -400,16 +437,7 @@ class _Archives(threading.local):
         key = _identity(archive)
         if key not in self.open:
             handle = open_archive(archive)
-            index: dict[str, tarfile.TarInfo] = {}
-            if isinstance(handle, tarfile.TarFile):
-                while True:
-                    try:
-                        info = handle.next()
-                    except (tarfile.TarError, EOFError, OSError, zlib.error):
-                        break
-                    if info is None:
-                        break
-                    index[info.name] = info
+            index = _tar_index(archive, key, handle) if isinstance(handle, tarfile.TarFile) else {}
             self.open[key] = (handle, index)
             while len(self.open) > 4:
                 self.open.popitem(last=False)[1][0].close()
@@ -436,9 +464,9 @@ def read_archive_member(archive: Path, member: str) -> bytes:
             raise KeyError(f"no member {member!r} (or the archive is cut off before it)")
         if not info.isreg():
             raise KeyError(f"{member} is not a regular file")
-        if info.sparse is None and archive_kind(archive) == "tar":
-            # a plain tar stores a member's bytes contiguously at its indexed offset: one positional
-            # read (no shared file offset, no tarfile stream objects)
+        if info.sparse is None and isinstance(handle.fileobj, io.BufferedReader):
+            # an uncompressed tar (whatever its name says) stores a member's bytes contiguously at its
+            # indexed offset: one positional read (no shared file offset, no tarfile stream objects)
             data = os.pread(handle.fileobj.fileno(), info.size, info.offset_data)
         else:
             source = handle.extractfile(info)
