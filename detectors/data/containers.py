@@ -680,9 +680,14 @@ _CELL_HEADER = struct.Struct("<Q")
 
 
 def _group_cells_path(shard: Path, column: str, group: int) -> str:
-    status = os.stat(shard)
-    key = make_key("row-group", os.path.abspath(shard), status.st_size, status.st_mtime_ns, column, group)
-    return os.path.join(member_cache_root(), key[:2], f"{key}.cells")
+    status = os.stat(shard)  # per sample: a rewritten shard gets other cell files
+    return _cells_path(member_cache_root(), os.path.abspath(shard), status.st_size, status.st_mtime_ns, column, group)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cells_path(root: Path, shard: str, size: int, mtime_ns: int, column: str, group: int) -> str:
+    key = make_key("row-group", shard, size, mtime_ns, column, group)  # JSON + SHA-1: once per row group
+    return os.path.join(root, key[:2], f"{key}.cells")
 
 
 def _store_cells(ref: str, target: str, values: Any) -> None:
