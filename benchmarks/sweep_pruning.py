@@ -63,6 +63,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--skip-pruning", action="store_true")
     args = parser.parse_args()
+    if args.overhead_trials < 2:
+        parser.error("--overhead-trials must be at least 2 (a trial's own cost is N trials minus 1)")
 
     from detectors.image.demo import write_demo_images
     from detectors.image.fit import IMAGE

@@ -13,12 +13,12 @@ A medium inside a container is addressed as ``<container>::<member>`` (``MEMBER_
 Decoders that read a file object (Pillow: the image loaders, marked :func:`reads_media_bytes`) get
 the member's bytes straight from the container (:func:`member_data`, :class:`MediaBytes`): a zip
 member, a plain tar member by one positional read at its offset (the archive is indexed once, when
-the catalogue lists it, and forked workers inherit the index), a parquet row from the one row group each worker keeps in memory. Decoders that need a path
-(decord, PyAV, libsndfile) get a file: :func:`local_path`
-writes a member once into a content-keyed cache (``member_cache_root()/<key[:2]>/<key>/media<ext>``,
-the key from the container's path, size and mtime plus the member: a changed container misses) and
-returns that file. Writes are atomic (temp file + rename, no fsync: the entry is a copy); concurrent
-DataLoader workers may write the same entry. A
+the catalogue lists it, and forked workers inherit the index), a parquet row from the one row group
+each worker keeps in memory. Decoders that need a path (decord, PyAV, libsndfile) get a file:
+:func:`local_path` writes a member once into a content-keyed cache
+(``member_cache_root()/<key[:2]>/<key>/media<ext>``, the key from the container's path, size and mtime
+plus the member: a changed container misses) and returns that file. Writes are atomic (temp file +
+rename, no fsync: the entry is a copy); concurrent DataLoader workers may write the same entry. A
 miss reads as little as the container allows: one row group of a parquet shard (every row of it is
 written, so the rest of the group hits), one member of a zip or plain tar, and, for a compressed tar
 (no random access), every media member of the archive in one streaming pass. Memory is bounded by
@@ -376,8 +376,7 @@ def list_archive(archive: Path, suffixes: Sequence[str]) -> tuple[list[str], str
             else:
                 index, problem = _scan_tar(handle)
                 names = [name for name, info in index.items() if info.isreg()]
-                if archive_kind(archive) == "tar":
-                    _remember_tar_index(identity, index)
+                _remember_tar_index(archive, identity, index)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error) as error:
         problem = f"cannot read the archive ({type(error).__name__}: {error})"
     wanted = tuple(s.lower() for s in suffixes)
@@ -405,7 +404,10 @@ _TAR_INDEXES: OrderedDict[str, dict[str, tarfile.TarInfo]] = OrderedDict()
 _TAR_INDEXES_KEPT = 1024
 
 
-def _remember_tar_index(identity: str, index: dict[str, tarfile.TarInfo]) -> None:
+def _remember_tar_index(archive: Path, identity: str, index: dict[str, tarfile.TarInfo]) -> None:
+    """Keep a plain tar's index (a compressed tar's members are read in one streaming pass instead)."""
+    if archive_kind(archive) != "tar":
+        return
     _TAR_INDEXES[identity] = index
     _TAR_INDEXES.move_to_end(identity)
     while len(_TAR_INDEXES) > _TAR_INDEXES_KEPT:
@@ -418,8 +420,7 @@ def _tar_index(archive: Path, identity: str, handle: tarfile.TarFile) -> dict[st
     index = _TAR_INDEXES.get(identity)
     if index is None:
         index, _ = _scan_tar(handle)
-        if archive_kind(archive) == "tar":
-            _remember_tar_index(identity, index)
+        _remember_tar_index(archive, identity, index)
     return index
 
 
